@@ -1,0 +1,170 @@
+//! The operator's HTTP API: health, readiness, metrics, targets and dead letters.
+//!
+//! It listens on `admin.address` (loopback by default). When `admin.token` is set, every
+//! `/api/` call needs `Authorization: Bearer <token>`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use async_trait::async_trait;
+use http::{Response, StatusCode};
+use pingora::apps::http_app::ServeHttp;
+use pingora::protocols::http::ServerSession;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use crate::config::TargetId;
+use crate::metrics::Metrics;
+use crate::store::{DeadLetterQuery, Store};
+
+/// The most dead letters one list call returns.
+const MAX_LIMIT: usize = 1000;
+
+/// The admin service.
+pub struct Admin {
+    pub store: Arc<dyn Store>,
+    pub metrics: Arc<Metrics>,
+    pub targets: Vec<TargetId>,
+    pub token: Option<String>,
+    /// Dispatchers currently running; ready when it equals the number of targets.
+    pub running: Arc<AtomicUsize>,
+}
+
+impl Admin {
+    async fn route(&self, session: &ServerSession) -> (StatusCode, String, &'static str) {
+        let head = session.req_header();
+        let path = head.uri.path();
+        if path.starts_with("/api/") && !self.authorized(session) {
+            return error(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "a valid admin bearer token is required",
+            );
+        }
+        if head.method != http::Method::GET {
+            return error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "only GET is served here",
+            );
+        }
+        let query = parse_query(head.uri.query().unwrap_or(""));
+        match path {
+            "/healthz" => json_ok(json!({"status": "ok"})),
+            "/readyz" => self.ready().await,
+            "/metrics" => (
+                StatusCode::OK,
+                self.metrics.render(),
+                "text/plain; version=0.0.4",
+            ),
+            "/api/v1/dead-letters" => self.dead_letters(&query).await,
+            "/api/v1/targets" => self.target_list().await,
+            _ => error(StatusCode::NOT_FOUND, "not_found", "no such admin endpoint"),
+        }
+    }
+
+    fn authorized(&self, session: &ServerSession) -> bool {
+        let Some(token) = &self.token else {
+            return true;
+        };
+        let given = session
+            .get_header(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        // Comparing digests keeps the comparison time independent of where the strings differ.
+        Sha256::digest(given.as_bytes()) == Sha256::digest(token.as_bytes())
+    }
+
+    async fn ready(&self) -> (StatusCode, String, &'static str) {
+        let running = self.running.load(Ordering::SeqCst);
+        let store = self.store.ping().await;
+        let ready = store.is_ok() && running >= self.targets.len();
+        let body = json!({
+            "ready": ready,
+            "store": store.map(|()| "ok".to_string()).unwrap_or_else(|e| e.to_string()),
+            "dispatchers_running": running,
+            "targets": self.targets.len(),
+        });
+        let status = if ready {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        };
+        (status, body.to_string(), "application/json")
+    }
+
+    async fn dead_letters(
+        &self,
+        query: &HashMap<String, String>,
+    ) -> (StatusCode, String, &'static str) {
+        let limit = match query.get("limit").map(|l| l.parse::<usize>()) {
+            None => 100,
+            Some(Ok(n)) => n.min(MAX_LIMIT),
+            Some(Err(_)) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "bad_limit",
+                    "limit must be a whole number",
+                );
+            }
+        };
+        let q = DeadLetterQuery {
+            target: query.get("target").cloned(),
+            limit,
+        };
+        match self.store.dead_letters(q).await {
+            Ok(list) => json_ok(json!({ "dead_letters": list })),
+            Err(e) => error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                &e.to_string(),
+            ),
+        }
+    }
+
+    async fn target_list(&self) -> (StatusCode, String, &'static str) {
+        let mut out = Vec::new();
+        for name in &self.targets {
+            match self.store.counts(name).await {
+                Ok(c) => out.push(json!({"name": name.as_str(), "queued": c.queued, "in_flight": c.in_flight, "dead": c.dead})),
+                Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", &e.to_string()),
+            }
+        }
+        json_ok(json!({ "targets": out }))
+    }
+}
+
+#[async_trait]
+impl ServeHttp for Admin {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let (status, body, content_type) = self.route(session).await;
+        let body = body.into_bytes();
+        Response::builder()
+            .status(status)
+            .header(http::header::CONTENT_TYPE, content_type)
+            .header(http::header::CONTENT_LENGTH, body.len())
+            .body(body)
+            .unwrap_or_else(|_| Response::new(Vec::new()))
+    }
+}
+
+fn json_ok(value: serde_json::Value) -> (StatusCode, String, &'static str) {
+    (StatusCode::OK, value.to_string(), "application/json")
+}
+
+fn error(status: StatusCode, code: &str, message: &str) -> (StatusCode, String, &'static str) {
+    (
+        status,
+        json!({"error": code, "message": message}).to_string(),
+        "application/json",
+    )
+}
+
+/// `a=1&b=2` into a map; values are taken as written (target names need no decoding).
+fn parse_query(query: &str) -> HashMap<String, String> {
+    url::form_urlencoded::parse(query.as_bytes())
+        .into_owned()
+        .collect()
+}

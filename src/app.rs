@@ -1,0 +1,191 @@
+//! Assembles the relay from a validated config: store, ingress, admin, one dispatcher per
+//! target, all as services of one pingora server that owns signals and shutdown.
+//!
+//! SIGTERM: listeners stop accepting, late requests on open connections get 504, the writer
+//! finishes its commit, dispatchers let in-flight attempts finish; then the process exits 0.
+//! SIGQUIT with a new process started with `--upgrade` hands the listening sockets over.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+
+use pingora::server::Server;
+use pingora::server::configuration::{Opt, ServerConf};
+use pingora::services::background::background_service;
+use pingora::services::listening::Service;
+
+use crate::admin::Admin;
+use crate::config::{Config, Storage, TargetKind};
+use crate::delivery::Dispatcher;
+use crate::ingress::Ingress;
+use crate::metrics::Metrics;
+use crate::routing::Router;
+use crate::store::Store;
+use crate::store::sqlite::SqliteStore;
+use crate::targets::Target;
+use crate::targets::http::HttpTarget;
+
+/// Seconds pingora waits after SIGTERM before stopping runtimes: long enough for requests
+/// already past the signature check to get their commit and answer.
+const GRACE_PERIOD_SECS: u64 = 2;
+/// Then how long runtimes get to finish (in-flight deliveries are bounded by their timeouts).
+const SHUTDOWN_TIMEOUT_SECS: u64 = 10;
+
+/// How `run` starts.
+#[derive(Debug, Default, Clone)]
+pub struct RunOptions {
+    /// Take the listening sockets over from a running relay (zero-downtime restart).
+    pub upgrade: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error("cannot listen on {what} address {address}: {source}")]
+    Bind {
+        what: &'static str,
+        address: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("setting up TLS for {address} with {cert} and {key}: {message}")]
+    Tls {
+        address: SocketAddr,
+        cert: PathBuf,
+        key: PathBuf,
+        message: String,
+    },
+    #[error("building the HTTP client for target {target}: {source}")]
+    Client {
+        target: String,
+        #[source]
+        source: reqwest::Error,
+    },
+}
+
+/// Starts every service and blocks until shutdown; then exits the process (pingora's
+/// `run_forever`), so it only returns on a start-up failure.
+pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
+    crate::install_crypto();
+    if !options.upgrade {
+        // pingora panics in a service thread when a bind fails; checking first turns that into
+        // a clear error and exit code. (With --upgrade the old process still holds the ports.)
+        check_bind("listen", config.listen.address)?;
+        check_bind("admin", config.admin.address)?;
+    }
+    let Storage::Sqlite { path } = &config.storage;
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(path)?);
+    let metrics = Arc::new(Metrics::default());
+    let running = Arc::new(AtomicUsize::new(0));
+
+    let mut server = Server::new_with_opt_and_conf(
+        Opt {
+            upgrade: options.upgrade,
+            ..Opt::default()
+        },
+        server_conf(path),
+    );
+    server.bootstrap();
+
+    let router = Router::new(&config.routes, &config.targets);
+    let ingress = Ingress::new(
+        config.source.clone(),
+        router,
+        store.clone(),
+        metrics.clone(),
+    );
+    let mut ingress = Service::new("ingress".to_string(), ingress);
+    let address = config.listen.address.to_string();
+    match &config.listen.tls {
+        None => ingress.add_tcp(&address),
+        Some(tls) => ingress
+            .add_tls(
+                &address,
+                &tls.cert.to_string_lossy(),
+                &tls.key.to_string_lossy(),
+            )
+            .map_err(|e| StartError::Tls {
+                address: config.listen.address,
+                cert: tls.cert.clone(),
+                key: tls.key.clone(),
+                message: e.to_string(),
+            })?,
+    }
+    server.add_service(ingress);
+
+    let admin = Admin {
+        store: store.clone(),
+        metrics: metrics.clone(),
+        targets: config.targets.iter().map(|t| t.name.clone()).collect(),
+        token: config.admin.token.clone(),
+        running: running.clone(),
+    };
+    let mut admin = Service::new("admin".to_string(), admin);
+    admin.threads = Some(1);
+    admin.add_tcp(&config.admin.address.to_string());
+    server.add_service(admin);
+
+    for target in &config.targets {
+        let kind: Arc<dyn Target> = match &target.kind {
+            TargetKind::Http(http) => Arc::new(
+                HttpTarget::try_new(http.clone(), target.timeout).map_err(|source| {
+                    StartError::Client {
+                        target: target.name.to_string(),
+                        source,
+                    }
+                })?,
+            ),
+        };
+        let dispatcher = Dispatcher::new(
+            target.clone(),
+            kind,
+            store.clone(),
+            metrics.clone(),
+            running.clone(),
+        );
+        server.add_service(background_service(
+            &format!("dispatcher {}", target.name),
+            dispatcher,
+        ));
+    }
+    tracing::info!(
+        listen = %config.listen.address,
+        admin = %config.admin.address,
+        store = %path.display(),
+        targets = config.targets.len(),
+        "textus-relay starting"
+    );
+    server.run_forever()
+}
+
+fn server_conf(store_path: &Path) -> ServerConf {
+    // The upgrade socket and pid file sit beside the store, so two relays on one machine
+    // (each with its own store) never hand sockets to each other.
+    let dir = store_path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    ServerConf {
+        threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+        grace_period_seconds: Some(GRACE_PERIOD_SECS),
+        graceful_shutdown_timeout_seconds: Some(SHUTDOWN_TIMEOUT_SECS),
+        upgrade_sock: dir
+            .join("textus-relay-upgrade.sock")
+            .to_string_lossy()
+            .into_owned(),
+        pid_file: dir.join("textus-relay.pid").to_string_lossy().into_owned(),
+        ..ServerConf::default()
+    }
+}
+
+fn check_bind(what: &'static str, address: SocketAddr) -> Result<(), StartError> {
+    TcpListener::bind(address)
+        .map(drop)
+        .map_err(|source| StartError::Bind {
+            what,
+            address,
+            source,
+        })
+}

@@ -1,0 +1,195 @@
+//! Command line: `run`, `check`, `demo`, `sign`. Errors are reported here, with context.
+//!
+//! Exit codes (design.md §7): 0 ok, 1 runtime failure, 2 bad config or usage.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::config::{Config, Storage, TargetKind};
+use crate::metrics::EVENT_TYPES;
+use crate::routing::Router;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "textus-relay",
+    version,
+    about = "Durable relay from TextUs webhooks to Slack, CRMs and HTTP endpoints"
+)]
+pub struct Cli {
+    /// Log format: `text` for people, `json` for log pipelines. Filter with RUST_LOG.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Copy, Clone, Debug, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the relay.
+    Run {
+        #[arg(long, short, default_value = "relay.yaml")]
+        config: PathBuf,
+        /// Take the listening sockets over from a running relay that was sent SIGQUIT.
+        #[arg(long)]
+        upgrade: bool,
+    },
+    /// Validate a config and show which event types reach which targets.
+    Check {
+        #[arg(long, short, default_value = "relay.yaml")]
+        config: PathBuf,
+    },
+    /// Run a self-contained demonstration: a relay, local targets and the eight sample events.
+    Demo,
+    /// Print the X-TextUs-Signature that TextUs would send for the body on standard input.
+    Sign {
+        #[arg(long)]
+        secret: String,
+    },
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format, matches!(cli.command, Command::Demo));
+    match cli.command {
+        Command::Run { config, upgrade } => run(&config, upgrade),
+        Command::Check { config } => check(&config),
+        Command::Demo => match crate::demo::run() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("demo failed: {e:#}");
+                ExitCode::from(1)
+            }
+        },
+        Command::Sign { secret } => sign(&secret),
+    }
+}
+
+fn load(path: &Path) -> Result<Config, ExitCode> {
+    Config::load(path).map_err(|e| {
+        eprintln!("{e}");
+        ExitCode::from(2)
+    })
+}
+
+fn run(path: &Path, upgrade: bool) -> ExitCode {
+    let config = match load(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    match crate::app::run(config, crate::app::RunOptions { upgrade }) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("textus-relay could not start: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn check(path: &Path) -> ExitCode {
+    let config = match load(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    print!("{}", describe(&config));
+    ExitCode::SUCCESS
+}
+
+/// What `check` prints for a valid config: where it listens and who gets which event.
+pub fn describe(config: &Config) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let tls = if config.listen.tls.is_some() {
+        "HTTPS"
+    } else {
+        "plain HTTP"
+    };
+    let Storage::Sqlite { path } = &config.storage;
+    let _ = writeln!(out, "{}: ok", config.file.display());
+    let _ = writeln!(
+        out,
+        "  listen {} ({tls}) on {}, admin {}, store sqlite {}",
+        config.listen.address,
+        config.source.path,
+        config.admin.address,
+        path.display()
+    );
+    let _ = writeln!(out, "  targets:");
+    for t in &config.targets {
+        let TargetKind::Http(h) = &t.kind;
+        let _ = writeln!(out, "    {:<20} http {}", t.name, h.url);
+    }
+    let router = Router::new(&config.routes, &config.targets);
+    let _ = writeln!(out, "  routes for the eight TextUs event types:");
+    let names = |ty: &str| {
+        let to = router.route(ty);
+        if to.is_empty() {
+            "(none: answered 200 and counted as unrouted)".to_string()
+        } else {
+            to.iter()
+                .map(|n| n.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    };
+    for ty in EVENT_TYPES {
+        let _ = writeln!(out, "    {ty:<22} -> {}", names(ty));
+    }
+    let _ = writeln!(
+        out,
+        "    {:<22} -> {}",
+        "(any other type)",
+        names("x.unlisted")
+    );
+    let unused: Vec<String> = config
+        .targets
+        .iter()
+        .filter(|t| !config.routes.iter().any(|r| r.to.contains(&t.name)))
+        .map(|t| t.name.to_string())
+        .collect();
+    if !unused.is_empty() {
+        let _ = writeln!(
+            out,
+            "  warning: no route sends anything to: {}",
+            unused.join(", ")
+        );
+    }
+    out
+}
+
+fn sign(secret: &str) -> ExitCode {
+    let mut body = Vec::new();
+    if let Err(e) = std::io::stdin().read_to_end(&mut body) {
+        eprintln!("reading the body from standard input: {e}");
+        return ExitCode::from(1);
+    }
+    println!("{}", crate::ingress::signature::sign(secret, &body));
+    ExitCode::SUCCESS
+}
+
+fn init_logging(format: LogFormat, quiet: bool) {
+    use tracing_subscriber::EnvFilter;
+    // pingora logs every service start at info; its warnings and errors are what matter here.
+    let default = if quiet {
+        "warn"
+    } else {
+        "info,pingora_core=warn,pingora=warn"
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}

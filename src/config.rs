@@ -1,0 +1,271 @@
+//! `relay.yaml`: loading, `${VAR}` expansion and validation into an immutable [`Config`].
+//!
+//! Only validated values circulate: [`Config`] does not implement `Deserialize`, and the
+//! one way to get one is [`Config::load`] / [`Config::from_yaml_str`], which either
+//! returns a config whose every rule holds or a [`ConfigError`] listing every problem
+//! found, one `FILE:LINE:COLUMN: KEY.PATH: message` line each (design.md §4).
+//!
+//! Pipeline: `tree` parses the YAML into located nodes, `validate` and `targets` walk
+//! them against the schema (expanding `${VAR}` in each string value just before it is
+//! interpreted) and build the types below.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+mod env;
+mod error;
+mod pattern;
+mod reader;
+mod syntax;
+mod targets;
+#[cfg(test)]
+mod tests;
+mod tree;
+mod units;
+mod validate;
+
+pub use error::{ConfigError, Problem};
+pub use pattern::EventPattern;
+
+/// The whole validated configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// The file it was read from, for messages.
+    pub file: PathBuf,
+    /// `listen:`, the ingress socket.
+    pub listen: Listen,
+    /// `admin:`, the admin API socket.
+    pub admin: Admin,
+    /// `storage:`, the durable store.
+    pub storage: Storage,
+    /// `source:`, the TextUs side.
+    pub source: Source,
+    /// In file order.
+    pub targets: Vec<Target>,
+    /// In file order; every matching route applies.
+    pub routes: Vec<Route>,
+}
+
+/// Where TextUs sends events. Default `0.0.0.0:8443`, plain HTTP.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Listen {
+    /// Socket address to bind.
+    pub address: SocketAddr,
+    /// `None` for plain HTTP behind a TLS-terminating proxy.
+    pub tls: Option<Tls>,
+}
+
+/// Certificate and key files; both were readable when the config was loaded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tls {
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+}
+
+/// The admin API (health, metrics, dead letters). Default `127.0.0.1:9090`.
+///
+/// A non-loopback address requires a token: the API can replay and purge dead letters.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Admin {
+    /// Socket address to bind.
+    pub address: SocketAddr,
+    /// Bearer token; an empty value (e.g. from `${RELAY_ADMIN_TOKEN:-}`) means none.
+    pub token: Option<String>,
+}
+
+impl fmt::Debug for Admin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Admin")
+            .field("address", &self.address)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+/// The durable store behind the queues.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Storage {
+    /// Embedded SQLite database. Default path `./data/relay.db` (relative to the working
+    /// directory, like every relative path in the file).
+    Sqlite {
+        /// The database file; its directory must exist or be creatable.
+        path: PathBuf,
+    },
+}
+
+/// The TextUs webhook endpoint.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Source {
+    /// URL path events are posted to; starts with `/`. Default `/webhooks/textus`.
+    pub path: String,
+    /// TextUs signing secrets, used as-is; several allow rotation. Never empty, and no
+    /// secret is empty.
+    pub secrets: Vec<String>,
+    /// Largest accepted body in bytes (> 0). Default 1 MiB.
+    pub max_body: usize,
+    /// How long event ids are remembered for de-duplication; zero turns it off.
+    /// Default 24 h.
+    pub dedupe_window: Duration,
+    /// Keep events that match no route, for inspection. Default false.
+    pub keep_unrouted: bool,
+}
+
+impl fmt::Debug for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Source")
+            .field("path", &self.path)
+            .field(
+                "secrets",
+                &format_args!("<{} redacted>", self.secrets.len()),
+            )
+            .field("max_body", &self.max_body)
+            .field("dedupe_window", &self.dedupe_window)
+            .field("keep_unrouted", &self.keep_unrouted)
+            .finish()
+    }
+}
+
+/// A target's name, the key under `targets:`; `[A-Za-z0-9_-]+`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TargetId(pub Arc<str>);
+
+impl TargetId {
+    /// The name as written in the file.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for TargetId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// One destination, with its own queue, concurrency, retry policy and rate limit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    /// Its key under `targets:`.
+    pub name: TargetId,
+    /// What the target does with a delivery.
+    pub kind: TargetKind,
+    /// Deliveries in flight at once, 1..=1024. Default 4.
+    pub concurrency: usize,
+    /// Per-attempt timeout, > 0. Default 10 s.
+    pub timeout: Duration,
+    /// When and how long failed deliveries are retried.
+    pub retry: RetryPolicy,
+    /// Token bucket; `None` for no limit.
+    pub rate_limit: Option<Rate>,
+}
+
+/// Exponential backoff with full jitter (design.md §5).
+///
+/// Invariants: `initial > 0`, `max_delay >= initial`, `max_attempts >= 1` when set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// First delay. Default 1 s.
+    pub initial: Duration,
+    /// Cap on the doubling delay (and on `Retry-After`). Default 10 min.
+    pub max_delay: Duration,
+    /// Age after which a delivery becomes a dead letter. Default 24 h.
+    pub max_age: Duration,
+    /// Attempts after which a delivery becomes a dead letter; `None` for no limit.
+    pub max_attempts: Option<u32>,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            initial: Duration::from_secs(1),
+            max_delay: Duration::from_secs(600),
+            max_age: Duration::from_secs(24 * 3600),
+            max_attempts: None,
+        }
+    }
+}
+
+/// `count` requests per `per` (`1/s`, `100/10s`, `30/m`). `count >= 1`, `per > 0`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rate {
+    /// Requests allowed per period (the bucket size), at least 1.
+    pub count: u32,
+    /// The period, > 0.
+    pub per: Duration,
+}
+
+/// What a target does with a delivery. `slack` and `crm` come in a later version.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TargetKind {
+    /// `kind: http`.
+    Http(HttpTarget),
+}
+
+/// Forwards the original body unchanged, optionally re-signed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpTarget {
+    /// `http` or `https`, with a host.
+    pub url: url::Url,
+    /// Extra request headers, in file order. Values are marked sensitive (they often
+    /// carry credentials), so their `Debug` output is redacted.
+    pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    /// Standard Webhooks signing of each request; `None` for no signature.
+    pub signing: Option<Signing>,
+    /// Also send TextUs's original `X-TextUs-Signature`. Default false.
+    pub forward_textus_signature: bool,
+}
+
+/// A Standard Webhooks signing key: the bytes encoded in a `whsec_...` secret.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Signing {
+    /// 24 to 64 bytes.
+    pub key: Vec<u8>,
+}
+
+impl fmt::Debug for Signing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Signing {{ key: <{} bytes redacted> }}", self.key.len())
+    }
+}
+
+/// Sends events matching any of `events` to every target in `to`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Route {
+    /// Never empty.
+    pub events: Vec<EventPattern>,
+    /// Never empty; each names a target of [`Config::targets`].
+    pub to: Vec<TargetId>,
+}
+
+impl Config {
+    /// Reads and validates `path`, expanding `${VAR}` from the process environment.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::from_yaml_str(&text, path, &|name| std::env::var(name).ok())
+    }
+
+    /// Validates `text`, read from `file` (used in messages only, and not read).
+    /// `env` looks variables up; `listen.tls` files are checked on disk.
+    pub fn from_yaml_str(
+        text: &str,
+        file: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let root = tree::parse(text).map_err(|problem| ConfigError::Syntax {
+            file: file.to_owned(),
+            problem,
+        })?;
+        validate::config(&root, file, env).map_err(|problems| ConfigError::Invalid {
+            file: file.to_owned(),
+            problems,
+        })
+    }
+}

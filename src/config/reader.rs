@@ -1,0 +1,422 @@
+//! Reading the located tree against the schema, collecting problems as it goes.
+//!
+//! Every reader reports what is wrong at the node that is wrong, with its key path,
+//! and keeps going: a `None` or [`Field::Invalid`] result means "already reported".
+//! The caller then only has to combine results, never to report type errors itself.
+//!
+//! Messages quote the offending text, except text that came from the environment
+//! (it may be a secret): that is shown as written in the file, e.g. `"${URL}" as
+//! expanded`. Secrets are never quoted at all; their readers build their own messages.
+
+use super::env;
+use super::error::{Pos, Problems};
+use super::tree::{Node, Value};
+
+/// State of one validation pass.
+pub(super) struct Ctx<'e> {
+    env: &'e dyn Fn(&str) -> Option<String>,
+    pub(super) problems: Problems,
+}
+
+/// A scalar value after `${VAR}` expansion.
+pub(super) struct Text {
+    pub(super) value: String,
+    /// How to show the value in a message.
+    pub(super) quoted: String,
+}
+
+/// A mapping whose keys are all strings, duplicates already reported and dropped.
+pub(super) struct Mapping<'n> {
+    pub(super) path: String,
+    pub(super) at: Pos,
+    pub(super) entries: Vec<Entry<'n>>,
+}
+
+pub(super) struct Entry<'n> {
+    pub(super) key: &'n str,
+    pub(super) key_at: Pos,
+    pub(super) value: &'n Node,
+}
+
+/// The outcome of reading an optional key.
+pub(super) enum Field<T> {
+    /// Not in the file (or written as null): the default applies.
+    Absent,
+    /// Present but wrong; already reported.
+    Invalid,
+    Valid(T),
+}
+
+impl<T> Field<T> {
+    /// The value or `default`; `None` if invalid.
+    pub(super) fn or(self, default: T) -> Option<T> {
+        match self {
+            Field::Absent => Some(default),
+            Field::Invalid => None,
+            Field::Valid(value) => Some(value),
+        }
+    }
+
+    /// For keys whose absence means "none": `Some(None)` if absent, `None` if invalid.
+    pub(super) fn optional(self) -> Option<Option<T>> {
+        match self {
+            Field::Absent => Some(None),
+            Field::Invalid => None,
+            Field::Valid(value) => Some(Some(value)),
+        }
+    }
+}
+
+/// `parent.key`, or `key` at the top level.
+pub(super) fn child(parent: &str, key: &str) -> String {
+    if parent.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{parent}.{key}")
+    }
+}
+
+/// `parent[index]`.
+pub(super) fn item(parent: &str, index: usize) -> String {
+    format!("{parent}[{index}]")
+}
+
+/// "a duration", "an integer".
+fn article(what: &str) -> String {
+    match what.chars().next() {
+        Some('a' | 'e' | 'i' | 'o') => format!("an {what}"),
+        _ => format!("a {what}"),
+    }
+}
+
+impl<'n> Mapping<'n> {
+    /// The value under `key`, null included.
+    pub(super) fn get(&self, key: &str) -> Option<&'n Node> {
+        self.entries.iter().find(|e| e.key == key).map(|e| e.value)
+    }
+
+    /// Where `key`'s value is, or the mapping itself if the key is absent.
+    pub(super) fn value_at(&self, key: &str) -> Pos {
+        self.entries
+            .iter()
+            .find(|e| e.key == key)
+            .map_or(self.at, |e| e.value.at)
+    }
+
+    /// The value under `key` unless absent or null.
+    pub(super) fn present(&self, key: &str) -> Option<&'n Node> {
+        self.get(key)
+            .filter(|node| !matches!(node.value, Value::Null))
+    }
+}
+
+impl<'e> Ctx<'e> {
+    pub(super) fn new(env: &'e dyn Fn(&str) -> Option<String>) -> Self {
+        Ctx {
+            env,
+            problems: Problems::default(),
+        }
+    }
+
+    pub(super) fn report(&mut self, at: Pos, key: &str, message: impl Into<String>) {
+        self.problems.push(at, key, message);
+    }
+
+    fn mismatch(&mut self, node: &Node, path: &str, expected: &str) {
+        let message = format!("expected {expected}, found {}", node.kind());
+        self.report(node.at, path, message);
+    }
+
+    /// Reads a mapping (null counts as empty). Reports duplicate and non-string keys.
+    pub(super) fn mapping<'n>(&mut self, node: &'n Node, path: String) -> Option<Mapping<'n>> {
+        let pairs: &'n [(Node, Node)] = match &node.value {
+            Value::Map(pairs) => pairs,
+            Value::Null => &[],
+            _ => {
+                self.mismatch(node, &path, "a mapping");
+                return None;
+            }
+        };
+        let mut entries: Vec<Entry<'n>> = Vec::with_capacity(pairs.len());
+        for (key_node, value) in pairs {
+            let Value::Scalar(key) = &key_node.value else {
+                self.mismatch(key_node, &path, "a string key");
+                continue;
+            };
+            if let Some(first) = entries.iter().find(|e| e.key == key) {
+                let message = format!(
+                    "duplicate key (first defined at line {})",
+                    first.key_at.line
+                );
+                self.report(key_node.at, &child(&path, key), message);
+                continue;
+            }
+            entries.push(Entry {
+                key,
+                key_at: key_node.at,
+                value,
+            });
+        }
+        Some(Mapping {
+            path,
+            at: node.at,
+            entries,
+        })
+    }
+
+    /// Reports every key of `mapping` that is not in `known`.
+    pub(super) fn check_keys(&mut self, mapping: &Mapping<'_>, known: &[&str]) {
+        for entry in &mapping.entries {
+            if !known.contains(&entry.key) {
+                let message = format!("unknown key (expected one of: {})", known.join(", "));
+                self.report(entry.key_at, &child(&mapping.path, entry.key), message);
+            }
+        }
+    }
+
+    /// Reads a list (null counts as empty).
+    pub(super) fn list<'n>(&mut self, node: &'n Node, path: &str) -> Option<&'n [Node]> {
+        match &node.value {
+            Value::Seq(items) => Some(items),
+            Value::Null => Some(&[]),
+            _ => {
+                self.mismatch(node, path, "a list");
+                None
+            }
+        }
+    }
+
+    /// The value under `key`, or a "missing" problem at the mapping.
+    pub(super) fn required<'n>(&mut self, mapping: &Mapping<'n>, key: &str) -> Option<&'n Node> {
+        let node = mapping.present(key);
+        if node.is_none() {
+            let at = mapping
+                .entries
+                .iter()
+                .find(|e| e.key == key)
+                .map_or(mapping.at, |e| e.key_at);
+            self.report(
+                at,
+                &child(&mapping.path, key),
+                format!("missing required key `{key}`"),
+            );
+        }
+        node
+    }
+
+    /// Reads a scalar and expands `${VAR}` in it.
+    pub(super) fn text(&mut self, node: &Node, path: &str) -> Option<Text> {
+        let Value::Scalar(raw) = &node.value else {
+            self.mismatch(node, path, "a string");
+            return None;
+        };
+        match env::expand(raw, self.env) {
+            Ok(expanded) if expanded.from_env => Some(Text {
+                value: expanded.value,
+                quoted: format!("{raw:?} as expanded"),
+            }),
+            Ok(expanded) => Some(Text {
+                quoted: format!("{:?}", expanded.value),
+                value: expanded.value,
+            }),
+            Err(message) => {
+                self.report(node.at, path, message);
+                None
+            }
+        }
+    }
+
+    /// Reads a scalar and converts it with `convert`, which returns the full message.
+    pub(super) fn convert<T>(
+        &mut self,
+        node: &Node,
+        path: &str,
+        convert: impl FnOnce(&Text) -> Result<T, String>,
+    ) -> Option<T> {
+        let text = self.text(node, path)?;
+        match convert(&text) {
+            Ok(value) => Some(value),
+            Err(message) => {
+                self.report(node.at, path, message);
+                None
+            }
+        }
+    }
+
+    /// Reads a scalar with `parse`, which returns only the reason it is invalid:
+    /// problems read `invalid WHAT "input" (reason)`.
+    pub(super) fn parse<T>(
+        &mut self,
+        node: &Node,
+        path: &str,
+        what: &str,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Option<T> {
+        if matches!(node.value, Value::Seq(_) | Value::Map(_)) {
+            self.mismatch(node, path, &article(what));
+            return None;
+        }
+        self.convert(node, path, |text| {
+            parse(&text.value)
+                .map_err(|reason| format!("invalid {what} {} ({reason})", text.quoted))
+        })
+    }
+
+    /// [`Ctx::parse`] for an optional key.
+    pub(super) fn field<T>(
+        &mut self,
+        mapping: &Mapping<'_>,
+        key: &str,
+        what: &str,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Field<T> {
+        let Some(node) = mapping.present(key) else {
+            return Field::Absent;
+        };
+        match self.parse(node, &child(&mapping.path, key), what, parse) {
+            Some(value) => Field::Valid(value),
+            None => Field::Invalid,
+        }
+    }
+}
+
+/// `true` or `false` (YAML 1.2 spellings; `yes`/`on` are refused as too surprising).
+pub(super) fn boolean(text: &str) -> Result<bool, String> {
+    match text {
+        "true" | "True" | "TRUE" => Ok(true),
+        "false" | "False" | "FALSE" => Ok(false),
+        _ => Err("expected true or false".to_owned()),
+    }
+}
+
+/// A decimal integer within `min..=max`.
+pub(super) fn integer(text: &str, min: u64, max: u64) -> Result<u64, String> {
+    let out_of_range = || format!("expected a whole number from {min} to {max}");
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(out_of_range());
+    }
+    match text.parse::<u64>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(n),
+        _ => Err(out_of_range()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tree;
+    use super::*;
+
+    fn env(name: &str) -> Option<String> {
+        (name == "SET").then(|| "from-env".to_owned())
+    }
+
+    fn with_mapping(yaml: &str, check: impl FnOnce(&mut Ctx<'_>, &Mapping<'_>)) -> Vec<String> {
+        let root = tree::parse(yaml).expect("valid yaml");
+        let mut ctx = Ctx::new(&env);
+        let mapping = ctx.mapping(&root, "top".to_owned()).expect("a mapping");
+        check(&mut ctx, &mapping);
+        ctx.problems
+            .into_sorted()
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn duplicate_and_unknown_keys_are_reported_with_paths() {
+        let problems = with_mapping("a: 1\nb: 2\na: 3\n", |ctx, m| ctx.check_keys(m, &["a"]));
+        assert_eq!(
+            problems,
+            [
+                "2:1: top.b: unknown key (expected one of: a)",
+                "3:1: top.a: duplicate key (first defined at line 1)",
+            ]
+        );
+    }
+
+    #[test]
+    fn fields_distinguish_absent_invalid_and_valid() {
+        let problems = with_mapping("n: 7\nbad: x\nnothing: ~\n", |ctx, m| {
+            let int = |t: &str| integer(t, 1, 10);
+            assert!(matches!(ctx.field(m, "n", "integer", int), Field::Valid(7)));
+            assert!(matches!(
+                ctx.field(m, "bad", "integer", int),
+                Field::Invalid
+            ));
+            assert!(matches!(
+                ctx.field(m, "nothing", "integer", int),
+                Field::Absent
+            ));
+            assert!(matches!(
+                ctx.field(m, "nope", "integer", int),
+                Field::Absent
+            ));
+        });
+        assert_eq!(
+            problems,
+            ["2:6: top.bad: invalid integer \"x\" (expected a whole number from 1 to 10)"]
+        );
+    }
+
+    #[test]
+    fn env_values_are_not_quoted() {
+        let problems = with_mapping("a: ${SET}\nb: [x]\n", |ctx, m| {
+            assert!(matches!(
+                ctx.field(m, "a", "boolean", boolean),
+                Field::Invalid
+            ));
+            assert!(matches!(
+                ctx.field(m, "b", "boolean", boolean),
+                Field::Invalid
+            ));
+        });
+        assert_eq!(
+            problems,
+            [
+                "1:4: top.a: invalid boolean \"${SET}\" as expanded (expected true or false)",
+                "2:4: top.b: expected a boolean, found a list",
+            ]
+        );
+    }
+
+    #[test]
+    fn required_keys_are_reported_at_the_mapping() {
+        let problems = with_mapping("a: ~\nb: 1\n", |ctx, m| {
+            assert!(ctx.required(m, "a").is_none());
+            assert!(ctx.required(m, "c").is_none());
+            assert!(ctx.required(m, "b").is_some());
+        });
+        assert_eq!(
+            problems,
+            [
+                "1:1: top.a: missing required key `a`",
+                "1:1: top.c: missing required key `c`"
+            ]
+        );
+    }
+
+    #[test]
+    fn integers_are_plain_decimal_in_range() {
+        assert_eq!(integer("8", 1, 1024), Ok(8));
+        for bad in [
+            "0",
+            "1025",
+            "-1",
+            "+1",
+            "0x10",
+            "1e3",
+            "",
+            "99999999999999999999999",
+        ] {
+            assert!(integer(bad, 1, 1024).is_err(), "{bad:?} should be refused");
+        }
+    }
+
+    #[test]
+    fn booleans_are_strict() {
+        assert_eq!(boolean("true"), Ok(true));
+        assert_eq!(boolean("FALSE"), Ok(false));
+        assert!(boolean("yes").is_err());
+        assert!(boolean("1").is_err());
+    }
+}

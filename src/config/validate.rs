@@ -1,0 +1,368 @@
+//! The schema and rules of relay.yaml's sections, turning the located tree into a
+//! [`Config`]. Targets live in `targets.rs`.
+//!
+//! Each section reader reports its own problems and returns `None` if any of them make
+//! the section unusable; reading always continues, so one pass finds every problem.
+//! Defaults are filled in here and nowhere else.
+
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::error::Problem;
+use super::reader::{Ctx, Mapping, Text, boolean, child, item};
+use super::tree::Node;
+use super::{
+    Admin, Config, EventPattern, Listen, Route, Source, Storage, TargetId, Tls, targets, units,
+};
+
+const DEFAULT_LISTEN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 8443));
+const DEFAULT_ADMIN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9090));
+const DEFAULT_STORAGE_PATH: &str = "./data/relay.db";
+const DEFAULT_SOURCE_PATH: &str = "/webhooks/textus";
+const DEFAULT_MAX_BODY: usize = 1 << 20;
+const DEFAULT_DEDUPE_WINDOW: Duration = Duration::from_secs(24 * 3600);
+
+/// Validates the whole document; every problem found, sorted by position, on failure.
+pub(super) fn config(
+    root: &Node,
+    file: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, Vec<Problem>> {
+    let mut ctx = Ctx::new(env);
+    let config = read_config(&mut ctx, root, file);
+    match config {
+        Some(config) if ctx.problems.is_empty() => Ok(config),
+        _ => {
+            if ctx.problems.is_empty() {
+                // Every `None` is reported where it arises; this only guards against a
+                // reader forgetting to, so an invalid config can never pass silently.
+                ctx.report(root.at, "", "invalid configuration");
+            }
+            Err(ctx.problems.into_sorted())
+        }
+    }
+}
+
+fn read_config(ctx: &mut Ctx<'_>, root: &Node, file: &Path) -> Option<Config> {
+    let top = ctx.mapping(root, String::new())?;
+    ctx.check_keys(
+        &top,
+        &["listen", "admin", "storage", "source", "targets", "routes"],
+    );
+    let listen = top.present("listen").map_or_else(
+        || {
+            Some(Listen {
+                address: DEFAULT_LISTEN,
+                tls: None,
+            })
+        },
+        |node| listen(ctx, node),
+    );
+    let admin = top.present("admin").map_or_else(
+        || {
+            Some(Admin {
+                address: DEFAULT_ADMIN,
+                token: None,
+            })
+        },
+        |node| admin(ctx, node),
+    );
+    let storage = top.present("storage").map_or_else(
+        || {
+            Some(Storage::Sqlite {
+                path: PathBuf::from(DEFAULT_STORAGE_PATH),
+            })
+        },
+        |node| storage(ctx, node),
+    );
+    let source = ctx
+        .required(&top, "source")
+        .and_then(|node| source(ctx, node));
+    let (targets, names) = targets::targets(ctx, &top);
+    let routes = ctx
+        .required(&top, "routes")
+        .and_then(|node| routes(ctx, node, &names));
+    Some(Config {
+        file: file.to_owned(),
+        listen: listen?,
+        admin: admin?,
+        storage: storage?,
+        source: source?,
+        targets: targets?,
+        routes: routes?,
+    })
+}
+
+fn socket_addr(text: &str) -> Result<SocketAddr, String> {
+    text.parse()
+        .map_err(|_| "expected IP:PORT, e.g. 0.0.0.0:8443 or [::]:8443".to_owned())
+}
+
+fn listen(ctx: &mut Ctx<'_>, node: &Node) -> Option<Listen> {
+    let m = ctx.mapping(node, "listen".to_owned())?;
+    ctx.check_keys(&m, &["address", "tls"]);
+    let address = ctx
+        .field(&m, "address", "address", socket_addr)
+        .or(DEFAULT_LISTEN);
+    let tls = match m.present("tls") {
+        None => Some(None),
+        Some(node) => tls(ctx, node).map(Some),
+    };
+    Some(Listen {
+        address: address?,
+        tls: tls?,
+    })
+}
+
+fn tls(ctx: &mut Ctx<'_>, node: &Node) -> Option<Tls> {
+    let m = ctx.mapping(node, "listen.tls".to_owned())?;
+    ctx.check_keys(&m, &["cert", "key"]);
+    let mut file = |key: &str| {
+        let node = ctx.required(&m, key)?;
+        ctx.convert(node, &child(&m.path, key), readable_file)
+    };
+    let cert = file("cert");
+    let key = file("key");
+    Some(Tls {
+        cert: cert?,
+        key: key?,
+    })
+}
+
+/// A file that can be opened for reading now, so a typo fails at startup rather than
+/// at the first TLS handshake. The path is quoted even if it came from the
+/// environment: a path is not a secret, and the message must name the file.
+fn readable_file(text: &Text) -> Result<PathBuf, String> {
+    let path = PathBuf::from(&text.value);
+    let shown = format!("{:?}", text.value);
+    if text.value.is_empty() {
+        return Err("file path is empty".to_owned());
+    }
+    match std::fs::metadata(&path) {
+        Ok(meta) if meta.is_dir() => return Err(format!("cannot read {shown}: it is a directory")),
+        Ok(_) => {}
+        Err(e) => return Err(format!("cannot read {shown}: {e}")),
+    }
+    std::fs::File::open(&path).map_err(|e| format!("cannot read {shown}: {e}"))?;
+    Ok(path)
+}
+
+fn admin(ctx: &mut Ctx<'_>, node: &Node) -> Option<Admin> {
+    let m = ctx.mapping(node, "admin".to_owned())?;
+    ctx.check_keys(&m, &["address", "token"]);
+    let address = ctx
+        .field(&m, "address", "address", socket_addr)
+        .or(DEFAULT_ADMIN);
+    let token = match m.present("token") {
+        None => Some(None),
+        // Never quoted: it is a credential.
+        Some(node) => ctx.convert(node, "admin.token", |t| {
+            Ok((!t.value.is_empty()).then(|| t.value.clone()))
+        }),
+    };
+    if let (Some(address), Some(None)) = (address, &token)
+        && !address.ip().is_loopback()
+    {
+        ctx.report(
+            m.value_at("address"),
+            "admin.address",
+            format!(
+                "{address} is not a loopback address, so admin.token is required \
+                 (the admin API can replay and purge dead letters)"
+            ),
+        );
+    }
+    Some(Admin {
+        address: address?,
+        token: token?,
+    })
+}
+
+fn storage(ctx: &mut Ctx<'_>, node: &Node) -> Option<Storage> {
+    let m = ctx.mapping(node, "storage".to_owned())?;
+    let kind = match m.present("kind") {
+        None => Some(()),
+        Some(node) => ctx.convert(node, "storage.kind", |t| match t.value.as_str() {
+            "sqlite" => Ok(()),
+            "nats" => Err(
+                "storage kind `nats` is not available in this build yet; use kind: sqlite"
+                    .to_owned(),
+            ),
+            _ => Err(format!(
+                "unknown storage kind {} (expected one of: sqlite)",
+                t.quoted
+            )),
+        }),
+    };
+    // The other keys depend on the kind; with an unusable kind they cannot be judged.
+    kind?;
+    ctx.check_keys(&m, &["kind", "path"]);
+    let path = ctx
+        .field(&m, "path", "path", non_empty)
+        .or(DEFAULT_STORAGE_PATH.to_owned());
+    Some(Storage::Sqlite {
+        path: PathBuf::from(path?),
+    })
+}
+
+fn non_empty(text: &str) -> Result<String, String> {
+    if text.is_empty() {
+        Err("must not be empty".to_owned())
+    } else {
+        Ok(text.to_owned())
+    }
+}
+
+fn source(ctx: &mut Ctx<'_>, node: &Node) -> Option<Source> {
+    let m = ctx.mapping(node, "source".to_owned())?;
+    ctx.check_keys(
+        &m,
+        &[
+            "path",
+            "secrets",
+            "max_body",
+            "dedupe_window",
+            "keep_unrouted",
+        ],
+    );
+    let path = ctx
+        .field(&m, "path", "path", url_path)
+        .or(DEFAULT_SOURCE_PATH.to_owned());
+    let secrets = ctx
+        .required(&m, "secrets")
+        .and_then(|node| secrets(ctx, node));
+    let max_body = ctx
+        .field(&m, "max_body", "size", body_size)
+        .or(DEFAULT_MAX_BODY);
+    let dedupe_window = ctx
+        .field(&m, "dedupe_window", "duration", units::duration)
+        .or(DEFAULT_DEDUPE_WINDOW);
+    let keep_unrouted = ctx.field(&m, "keep_unrouted", "boolean", boolean).or(false);
+    Some(Source {
+        path: path?,
+        secrets: secrets?,
+        max_body: max_body?,
+        dedupe_window: dedupe_window?,
+        keep_unrouted: keep_unrouted?,
+    })
+}
+
+fn url_path(text: &str) -> Result<String, String> {
+    if !text.starts_with('/') {
+        return Err("must start with `/`".to_owned());
+    }
+    if text.contains(|c: char| c.is_whitespace() || c == '?' || c == '#') {
+        return Err("must not contain spaces, `?` or `#`".to_owned());
+    }
+    Ok(text.to_owned())
+}
+
+fn body_size(text: &str) -> Result<usize, String> {
+    match units::size(text)? {
+        0 => Err("must be greater than zero".to_owned()),
+        n => usize::try_from(n).map_err(|_| "too large for this platform".to_owned()),
+    }
+}
+
+fn secrets(ctx: &mut Ctx<'_>, node: &Node) -> Option<Vec<String>> {
+    const PATH: &str = "source.secrets";
+    let items = ctx.list(node, PATH)?;
+    if items.is_empty() {
+        ctx.report(node.at, PATH, "at least one secret is required");
+        return None;
+    }
+    let secrets: Vec<Option<String>> = items
+        .iter()
+        .enumerate()
+        .map(|(i, item_node)| {
+            // Never quoted: these are the secrets TextUs signs with.
+            ctx.convert(item_node, &item(PATH, i), |t| {
+                if t.value.is_empty() {
+                    Err("secret is empty".to_owned())
+                } else {
+                    Ok(t.value.clone())
+                }
+            })
+        })
+        .collect();
+    secrets.into_iter().collect()
+}
+
+fn routes(ctx: &mut Ctx<'_>, node: &Node, targets: &[String]) -> Option<Vec<Route>> {
+    let items = ctx.list(node, "routes")?;
+    if items.is_empty() {
+        ctx.report(node.at, "routes", "at least one route is required");
+        return None;
+    }
+    let routes: Vec<Option<Route>> = items
+        .iter()
+        .enumerate()
+        .map(|(i, node)| route(ctx, node, item("routes", i), targets))
+        .collect();
+    routes.into_iter().collect()
+}
+
+fn route(ctx: &mut Ctx<'_>, node: &Node, path: String, targets: &[String]) -> Option<Route> {
+    let m = ctx.mapping(node, path)?;
+    ctx.check_keys(&m, &["events", "to"]);
+    let events = non_empty_list(
+        ctx,
+        &m,
+        "events",
+        "at least one event pattern is required",
+        |ctx, node, path| ctx.parse(node, path, "event pattern", EventPattern::parse),
+    );
+    let to = non_empty_list(
+        ctx,
+        &m,
+        "to",
+        "at least one target is required",
+        |ctx, node, path| {
+            ctx.convert(node, path, |t| {
+                if targets.contains(&t.value) {
+                    Ok(TargetId(Arc::from(t.value.as_str())))
+                } else if targets.is_empty() {
+                    Err(format!(
+                        "unknown target {} (no targets are defined)",
+                        t.quoted
+                    ))
+                } else {
+                    let defined = targets.join(", ");
+                    Err(format!(
+                        "unknown target {} (defined targets: {defined})",
+                        t.quoted
+                    ))
+                }
+            })
+        },
+    );
+    Some(Route {
+        events: events?,
+        to: to?,
+    })
+}
+
+/// Reads a required, non-empty list under `key`, converting each item with `read`.
+fn non_empty_list<T>(
+    ctx: &mut Ctx<'_>,
+    m: &Mapping<'_>,
+    key: &str,
+    empty: &str,
+    mut read: impl FnMut(&mut Ctx<'_>, &Node, &str) -> Option<T>,
+) -> Option<Vec<T>> {
+    let node = ctx.required(m, key)?;
+    let path = child(&m.path, key);
+    let items = ctx.list(node, &path)?;
+    if items.is_empty() {
+        ctx.report(node.at, &path, empty);
+        return None;
+    }
+    let values: Vec<Option<T>> = items
+        .iter()
+        .enumerate()
+        .map(|(i, node)| read(ctx, node, &item(&path, i)))
+        .collect();
+    values.into_iter().collect()
+}

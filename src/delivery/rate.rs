@@ -1,0 +1,70 @@
+//! A token bucket per target: `count` deliveries per `per`, with bursts of up to `count`.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::config::Rate;
+
+/// Spaces attempts so a target never sees more than its configured rate.
+#[derive(Debug)]
+pub struct RateLimiter {
+    /// Time one token takes to refill.
+    interval: Duration,
+    capacity: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl RateLimiter {
+    pub fn new(rate: &Rate) -> RateLimiter {
+        let count = rate.count.max(1);
+        RateLimiter {
+            interval: rate.per / count,
+            capacity: f64::from(count),
+            tokens: f64::from(count),
+            last: Instant::now(),
+        }
+    }
+
+    /// Takes a token now if one is available; otherwise says how long until one is.
+    pub fn try_take(&mut self) -> Result<(), Duration> {
+        let now = Instant::now();
+        if !self.interval.is_zero() {
+            let refill = now.duration_since(self.last).as_secs_f64() / self.interval.as_secs_f64();
+            self.tokens = (self.tokens + refill).min(self.capacity);
+        } else {
+            self.tokens = self.capacity;
+        }
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(self.interval.mul_f64(1.0 - self.tokens))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn allows_a_burst_then_spaces_by_the_rate() {
+        let mut rl = RateLimiter::new(&Rate {
+            count: 2,
+            per: Duration::from_secs(1),
+        });
+        assert!(rl.try_take().is_ok());
+        assert!(rl.try_take().is_ok());
+        let wait = rl.try_take().expect_err("bucket is empty");
+        assert!(
+            wait <= Duration::from_millis(500) && wait > Duration::ZERO,
+            "{wait:?}"
+        );
+        tokio::time::advance(wait).await;
+        assert!(rl.try_take().is_ok());
+        assert!(rl.try_take().is_err());
+    }
+}

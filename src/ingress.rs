@@ -1,0 +1,200 @@
+//! The TextUs-facing HTTP service: limits, signature, envelope, routing, durable store, answer.
+//!
+//! The answer follows design.md §2 because TextUs reads status codes as instructions: `504`
+//! means "busy, retry with backoff", any other non-2xx means "integration broken, pause
+//! everything". So every failure to store is a 504, and a signed body the relay cannot use is
+//! still a 200 (kept as a dead letter), never a 4xx that would pause the integration.
+
+pub mod envelope;
+mod reply;
+pub mod signature;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use pingora::apps::{HttpPersistentSettings, HttpServerApp, ReusedHttpStream};
+use pingora::protocols::http::ServerSession;
+use pingora::server::ShutdownWatch;
+use tracing::{debug, info, warn};
+
+use crate::config::Source;
+use crate::metrics::Metrics;
+use crate::routing::Router;
+use crate::store::{Ingested, NewEvent, Store};
+pub use reply::{Answer, IngressError};
+use signature::SignatureError;
+
+/// How long a client may take to send the body before the request is dropped.
+const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long an idle keep-alive connection from TextUs is held open.
+const KEEPALIVE_SECS: u64 = 60;
+
+/// The ingress service. One instance serves every connection.
+pub struct Ingress {
+    source: Source,
+    router: Router,
+    store: Arc<dyn Store>,
+    metrics: Arc<Metrics>,
+}
+
+impl Ingress {
+    pub fn new(
+        source: Source,
+        router: Router,
+        store: Arc<dyn Store>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Ingress {
+            source,
+            router,
+            store,
+            metrics,
+        }
+    }
+
+    /// Decides the answer for one request. Never panics; every branch is an [`Answer`].
+    async fn handle(&self, session: &mut ServerSession, shutting_down: bool) -> Answer {
+        let head = session.req_header();
+        if head.uri.path() != self.source.path {
+            return IngressError::NotFound.into();
+        }
+        if head.method != http::Method::POST {
+            return IngressError::MethodNotAllowed.into();
+        }
+        if shutting_down {
+            return IngressError::ShuttingDown.into();
+        }
+        let declared = head
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        if declared.is_some_and(|n| n > self.source.max_body as u64) {
+            return IngressError::TooLarge(self.source.max_body).into();
+        }
+        let signature = session
+            .get_header("x-textus-signature")
+            .map(|v| v.as_bytes().to_vec());
+        let body = match self.read_body(session).await {
+            Ok(body) => body,
+            Err(e) => return e.into(),
+        };
+        match signature::verify(&self.source.secrets, signature.as_deref(), &body) {
+            Ok(()) => {}
+            Err(SignatureError::Missing) => return IngressError::MissingSignature.into(),
+            Err(SignatureError::Mismatch) => return IngressError::BadSignature.into(),
+        }
+        let signature =
+            String::from_utf8_lossy(signature.as_deref().unwrap_or_default()).into_owned();
+        self.accept(body, signature).await
+    }
+
+    /// Reads the whole body, refusing as soon as it passes `max_body` (chunked bodies have no
+    /// length to check up front).
+    async fn read_body(&self, session: &mut ServerSession) -> Result<Bytes, IngressError> {
+        session.set_read_timeout(Some(BODY_READ_TIMEOUT));
+        let mut body = BytesMut::new();
+        loop {
+            match session.read_request_body().await {
+                Ok(Some(chunk)) => {
+                    if body.len() + chunk.len() > self.source.max_body {
+                        return Err(IngressError::TooLarge(self.source.max_body));
+                    }
+                    body.extend_from_slice(&chunk);
+                }
+                Ok(None) => return Ok(body.freeze()),
+                Err(e) => return Err(IngressError::BodyRead(e.to_string())),
+            }
+        }
+    }
+
+    /// Stores a verified body and says how it went.
+    async fn accept(&self, body: Bytes, signature: String) -> Answer {
+        let envelope = envelope::read(&body);
+        let (event_type, dead_reason) = match envelope.kind {
+            Ok(t) => (Some(t), None),
+            Err(reason) => (None, Some(reason)),
+        };
+        let targets = event_type
+            .as_deref()
+            .map(|t| self.router.route(t))
+            .unwrap_or_default();
+        let unrouted = targets.is_empty() && dead_reason.is_none();
+        let target_count = targets.len();
+        let event = NewEvent {
+            key: envelope.key.clone(),
+            event_type: event_type.clone(),
+            body,
+            signature,
+            received_at: SystemTime::now(),
+            targets,
+            dead_reason: dead_reason.clone(),
+            dedupe_window: self.source.dedupe_window,
+            keep_unrouted: self.source.keep_unrouted,
+        };
+        let type_label = event_type.as_deref().unwrap_or("");
+        match self.store.ingest(event).await {
+            Ok(Ingested::Duplicate) => {
+                debug!(event_id = %envelope.key, event_type = type_label, "duplicate event");
+                self.metrics.event(type_label, "duplicate");
+                Answer::duplicate(&envelope.key)
+            }
+            Ok(Ingested::Accepted) => {
+                let outcome = if let Some(reason) = &dead_reason {
+                    warn!(event_id = %envelope.key, reason = %reason, "signed body kept as a dead letter");
+                    "dead_letter"
+                } else if unrouted {
+                    info!(event_id = %envelope.key, event_type = type_label, "event matched no route");
+                    "unrouted"
+                } else {
+                    info!(event_id = %envelope.key, event_type = type_label, targets = target_count, "event accepted");
+                    "accepted"
+                };
+                self.metrics.event(type_label, outcome);
+                Answer::accepted(&envelope.key, dead_reason.as_deref())
+            }
+            Err(e) => {
+                warn!(event_id = %envelope.key, error = %e, "event could not be stored; answering 504");
+                IngressError::StoreUnavailable(e.to_string()).into()
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl HttpServerApp for Ingress {
+    async fn process_new_http(
+        self: &Arc<Self>,
+        mut session: ServerSession,
+        shutdown: &ShutdownWatch,
+    ) -> Option<ReusedHttpStream> {
+        match session.read_request().await {
+            Ok(true) => {}
+            Ok(false) => return None,
+            Err(e) => {
+                debug!(error = %e, "reading request head failed");
+                return None;
+            }
+        }
+        let shutting_down = *shutdown.borrow();
+        let answer = self.handle(&mut session, shutting_down).await;
+        self.metrics.request(answer.outcome);
+        // A connection whose body was not read to the end cannot carry another request.
+        let keepalive = !shutting_down && answer.body_consumed;
+        session.set_keepalive(keepalive.then_some(KEEPALIVE_SECS));
+        if let Err(e) = reply::write(&mut session, &answer).await {
+            debug!(error = %e, "writing the answer failed");
+            return None;
+        }
+        let settings = HttpPersistentSettings::for_session(&session);
+        match session.finish().await {
+            Ok(stream) => stream.map(|s| ReusedHttpStream::from_reusable_stream(s, settings)),
+            Err(e) => {
+                debug!(error = %e, "finishing the request failed");
+                None
+            }
+        }
+    }
+}

@@ -1,0 +1,124 @@
+//! Maps every ingress outcome to its status code and JSON body (design.md §2), in one place.
+
+use pingora::http::ResponseHeader;
+use pingora::protocols::http::ServerSession;
+use serde_json::json;
+
+/// Why a request was not stored. Each maps to exactly one status.
+#[derive(Debug, thiserror::Error)]
+pub enum IngressError {
+    #[error("no route for this path")]
+    NotFound,
+    #[error("only POST is accepted")]
+    MethodNotAllowed,
+    #[error("the X-TextUs-Signature header is missing")]
+    MissingSignature,
+    #[error("the X-TextUs-Signature header does not match the body under any configured secret")]
+    BadSignature,
+    #[error("the body is larger than the configured limit of {0} bytes")]
+    TooLarge(usize),
+    #[error("the body could not be read: {0}")]
+    BodyRead(String),
+    #[error("the relay is shutting down; retry later")]
+    ShuttingDown,
+    #[error("the event could not be stored; retry later ({0})")]
+    StoreUnavailable(String),
+}
+
+impl IngressError {
+    /// The status TextUs sees. Every failure to store is a 504: the only non-2xx that TextUs
+    /// retries with backoff instead of pausing the integration.
+    pub fn status(&self) -> u16 {
+        match self {
+            IngressError::NotFound => 404,
+            IngressError::MethodNotAllowed => 405,
+            IngressError::MissingSignature | IngressError::BadSignature => 401,
+            IngressError::TooLarge(_) => 413,
+            IngressError::BodyRead(_) => 400,
+            IngressError::ShuttingDown | IngressError::StoreUnavailable(_) => 504,
+        }
+    }
+
+    /// The machine-readable `error` code of the JSON body (also the metrics outcome).
+    pub fn code(&self) -> &'static str {
+        match self {
+            IngressError::NotFound => "not_found",
+            IngressError::MethodNotAllowed => "method_not_allowed",
+            IngressError::MissingSignature => "missing_signature",
+            IngressError::BadSignature => "bad_signature",
+            IngressError::TooLarge(_) => "body_too_large",
+            IngressError::BodyRead(_) => "body_read_failed",
+            IngressError::ShuttingDown => "shutting_down",
+            IngressError::StoreUnavailable(_) => "store_unavailable",
+        }
+    }
+}
+
+/// A complete answer, ready to write.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub body: Vec<u8>,
+    /// For `relay_requests_total{outcome}`.
+    pub outcome: &'static str,
+    /// Whether the request body was read to its end (otherwise the connection must close).
+    pub body_consumed: bool,
+    pub allow_post: bool,
+}
+
+impl Answer {
+    pub fn accepted(id: &str, dead_reason: Option<&str>) -> Answer {
+        let body = match dead_reason {
+            None => json!({"id": id, "status": "accepted"}),
+            Some(reason) => json!({"id": id, "status": "accepted", "dead_letter": reason}),
+        };
+        Answer::ok(body, "accepted")
+    }
+
+    pub fn duplicate(id: &str) -> Answer {
+        Answer::ok(json!({"id": id, "status": "duplicate"}), "duplicate")
+    }
+
+    fn ok(body: serde_json::Value, outcome: &'static str) -> Answer {
+        Answer {
+            status: 200,
+            body: body.to_string().into_bytes(),
+            outcome,
+            body_consumed: true,
+            allow_post: false,
+        }
+    }
+}
+
+impl From<IngressError> for Answer {
+    fn from(e: IngressError) -> Answer {
+        let body = json!({"error": e.code(), "message": e.to_string()});
+        let body_consumed = matches!(
+            e,
+            IngressError::MissingSignature
+                | IngressError::BadSignature
+                | IngressError::StoreUnavailable(_)
+        );
+        Answer {
+            status: e.status(),
+            body: body.to_string().into_bytes(),
+            outcome: e.code(),
+            body_consumed,
+            allow_post: matches!(e, IngressError::MethodNotAllowed),
+        }
+    }
+}
+
+/// Writes `answer` as a complete HTTP response with a JSON body.
+pub async fn write(session: &mut ServerSession, answer: &Answer) -> pingora::Result<()> {
+    let mut head = ResponseHeader::build(answer.status, Some(4))?;
+    head.insert_header("content-type", "application/json")?;
+    head.insert_header("content-length", answer.body.len().to_string())?;
+    if answer.allow_post {
+        head.insert_header("allow", "POST")?;
+    }
+    session.write_response_header(Box::new(head)).await?;
+    session
+        .write_response_body(bytes::Bytes::from(answer.body.clone()), true)
+        .await
+}

@@ -1,0 +1,186 @@
+//! The durable queue behind the relay: events, one delivery per (event, target), dead letters.
+//!
+//! Ingress calls [`Store::ingest`] and answers TextUs 200 only after it returned `Ok`, so an
+//! acknowledged event survives a crash. Dispatchers [`Store::claim`] due deliveries under a lease;
+//! an expired lease (or a restart) makes a delivery claimable again, so delivery is at-least-once.
+//! The trait is shaped so a JetStream backend fits: enqueue-with-dedupe, claim due work for one
+//! target, ack, retry-at, bury, list dead letters, stats.
+
+pub mod sqlite;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use serde::Serialize;
+use tokio::sync::Notify;
+
+use crate::config::TargetId;
+
+/// Identifies one delivery (one event for one target) inside a store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(transparent)]
+pub struct DeliveryId(pub i64);
+
+impl std::fmt::Display for DeliveryId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// An event that ingress verified and wants stored.
+#[derive(Clone, Debug)]
+pub struct NewEvent {
+    /// De-duplication key: the envelope `id`, or `sha256:<hex>` of the body when it has none.
+    pub key: String,
+    /// The envelope's `action`; `None` when the body could not be read as an event.
+    pub event_type: Option<String>,
+    /// The raw body, byte for byte as TextUs sent it.
+    pub body: Bytes,
+    /// The `X-TextUs-Signature` header as received, for targets that forward it.
+    pub signature: String,
+    pub received_at: SystemTime,
+    /// Targets that get one delivery each. Empty means unrouted.
+    pub targets: Vec<TargetId>,
+    /// Set when the body is signed but unusable (not JSON, no `action`): kept as a dead letter.
+    pub dead_reason: Option<String>,
+    /// How long the key is remembered; zero turns de-duplication off for this event.
+    pub dedupe_window: Duration,
+    /// Keep the event even when no target wants it (`source.keep_unrouted`).
+    pub keep_unrouted: bool,
+}
+
+/// What [`Store::ingest`] did with an event. Both arms are answered 200.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ingested {
+    /// Stored (or, when unrouted and not kept, only its key remembered).
+    Accepted,
+    /// The key was seen within the de-duplication window: nothing new was stored.
+    Duplicate,
+}
+
+/// One delivery handed to a dispatcher, with everything needed to attempt it.
+#[derive(Clone, Debug)]
+pub struct Job {
+    pub id: DeliveryId,
+    pub event_key: String,
+    pub event_type: Option<String>,
+    pub body: Bytes,
+    pub signature: String,
+    pub received_at: SystemTime,
+    /// Attempts already made before this one.
+    pub attempts: u32,
+    /// When the delivery was created: `retry.max_age` counts from here.
+    pub created_at: SystemTime,
+}
+
+/// The result of [`Store::claim`].
+#[derive(Debug, Default)]
+pub struct Claimed {
+    pub jobs: Vec<Job>,
+    /// When the earliest delivery of this target that is not due yet falls due.
+    pub next_due: Option<SystemTime>,
+}
+
+/// What the last attempt of a delivery saw, kept with it for operators.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AttemptRecord {
+    pub status: Option<u16>,
+    pub reason: String,
+}
+
+/// A delivery that will not be attempted again without an operator (or a body that was
+/// never deliverable, with no target).
+#[derive(Clone, Debug, Serialize)]
+pub struct DeadLetter {
+    pub id: DeliveryId,
+    pub target: Option<String>,
+    pub event_id: String,
+    pub event_type: Option<String>,
+    pub attempts: u32,
+    pub last_status: Option<u16>,
+    pub reason: String,
+    /// Unix milliseconds.
+    pub received_at: i64,
+    /// Unix milliseconds of the last attempt (or of the burial).
+    pub dead_at: i64,
+}
+
+/// Which dead letters to list.
+#[derive(Clone, Debug, Default)]
+pub struct DeadLetterQuery {
+    pub target: Option<String>,
+    pub limit: usize,
+}
+
+/// Per-target counts for the admin API.
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct TargetCounts {
+    pub queued: u64,
+    pub in_flight: u64,
+    pub dead: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("opening store {path}: {source}")]
+    Open {
+        path: String,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("creating store folder {path}: {source}")]
+    Folder {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("store write failed: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("store is closed")]
+    Closed,
+}
+
+/// The durable queue. Every method that changes state returns only after the change is durable.
+#[async_trait]
+pub trait Store: Send + Sync {
+    /// Stores the event and one queued delivery per target, unless its key is a duplicate.
+    async fn ingest(&self, event: NewEvent) -> Result<Ingested, StoreError>;
+    /// Leases up to `limit` due deliveries of `target` for `lease`.
+    async fn claim(
+        &self,
+        target: &TargetId,
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Claimed, StoreError>;
+    /// The delivery succeeded: forget it (and its event once no target still needs it).
+    async fn ack(&self, id: DeliveryId) -> Result<(), StoreError>;
+    /// The attempt failed but may succeed later: try again at `at`.
+    async fn retry_at(
+        &self,
+        id: DeliveryId,
+        at: SystemTime,
+        last: AttemptRecord,
+    ) -> Result<(), StoreError>;
+    /// The delivery will not succeed by retrying: keep it as a dead letter.
+    async fn bury(&self, id: DeliveryId, last: AttemptRecord) -> Result<(), StoreError>;
+    async fn dead_letters(&self, query: DeadLetterQuery) -> Result<Vec<DeadLetter>, StoreError>;
+    async fn counts(&self, target: &TargetId) -> Result<TargetCounts, StoreError>;
+    /// Proves the store can still run a transaction (readiness).
+    async fn ping(&self) -> Result<(), StoreError>;
+    /// Notified whenever deliveries for `target` are added, so its dispatcher wakes at once.
+    fn wakeup(&self, target: &TargetId) -> Arc<Notify>;
+}
+
+/// Unix milliseconds, the store's time unit; times before 1970 clamp to 0.
+pub fn unix_ms(t: SystemTime) -> i64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// Inverse of [`unix_ms`].
+pub fn from_unix_ms(ms: i64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+}

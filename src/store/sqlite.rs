@@ -1,0 +1,287 @@
+//! The embedded store: one SQLite file in WAL mode with `synchronous=FULL`.
+//!
+//! Every operation goes through one writer thread that owns the connection. The writer takes
+//! the first waiting operation, then everything that queued up behind it while the previous
+//! transaction was syncing, and applies the lot in one transaction: one fsync acknowledges many
+//! events (group commit). Replies are sent only after `COMMIT` returned, so a caller that got
+//! `Ok` holds a durable result.
+
+mod ops;
+mod schema;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use rusqlite::Connection;
+use tokio::sync::{Notify, mpsc, oneshot};
+use tracing::{error, info, warn};
+
+use super::{
+    AttemptRecord, Claimed, DeadLetter, DeadLetterQuery, DeliveryId, Ingested, NewEvent, Store,
+    StoreError, TargetCounts,
+};
+use crate::config::TargetId;
+use ops::{Done, Op, Reply};
+
+/// How many operations may wait for the writer; past this, ingest fails fast (504) instead of
+/// queueing without bound in memory.
+const QUEUE_CAPACITY: usize = 16_384;
+/// The most operations one transaction takes, so one batch cannot hold replies back for long.
+const MAX_BATCH: usize = 2_048;
+/// How often expired de-duplication keys are deleted.
+const DEDUPE_SWEEP: Duration = Duration::from_secs(60);
+
+type Wakeups = Arc<Mutex<HashMap<TargetId, Arc<Notify>>>>;
+
+/// A [`Store`] on a local SQLite file.
+pub struct SqliteStore {
+    path: PathBuf,
+    ops: mpsc::Sender<(Op, oneshot::Sender<Reply>)>,
+    wakeups: Wakeups,
+}
+
+impl SqliteStore {
+    /// Opens (creating folders and schema as needed) and starts the writer thread.
+    ///
+    /// Deliveries that were in flight when the previous process stopped are made due at once:
+    /// their attempt may or may not have reached the target, so they are sent again.
+    pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::Folder {
+                path: dir.display().to_string(),
+                source,
+            })?;
+        }
+        let open_err = |source| StoreError::Open {
+            path: path.display().to_string(),
+            source,
+        };
+        let conn = Connection::open(path).map_err(open_err)?;
+        schema::prepare(&conn).map_err(open_err)?;
+        let resumed = schema::release_leases(&conn, SystemTime::now()).map_err(open_err)?;
+        if resumed > 0 {
+            info!(
+                deliveries = resumed,
+                "resuming deliveries that were in flight at the last stop"
+            );
+        }
+        let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
+        let wakeups: Wakeups = Arc::default();
+        let writer = Writer {
+            conn,
+            rx,
+            wakeups: wakeups.clone(),
+        };
+        std::thread::Builder::new()
+            .name("store-writer".into())
+            .spawn(move || writer.run())
+            .map_err(|source| StoreError::Folder {
+                path: path.display().to_string(),
+                source,
+            })?;
+        Ok(SqliteStore {
+            path: path.to_path_buf(),
+            ops: tx,
+            wakeups,
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    async fn call(&self, op: Op) -> Result<Done, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.ops
+            .send((op, tx))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ingest(&self, event: NewEvent) -> Result<Ingested, StoreError> {
+        // try_send: when the writer is this far behind, answering 504 now (TextUs retries it)
+        // is better than holding the request open without bound.
+        let (tx, rx) = oneshot::channel();
+        self.ops
+            .try_send((Op::Ingest(event), tx))
+            .map_err(|_| StoreError::Closed)?;
+        match rx.await.map_err(|_| StoreError::Closed)?? {
+            Done::Ingested(i) => Ok(i),
+            _ => Err(StoreError::Closed),
+        }
+    }
+
+    async fn claim(
+        &self,
+        target: &TargetId,
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Claimed, StoreError> {
+        let op = Op::Claim {
+            target: target.clone(),
+            limit,
+            lease,
+        };
+        match self.call(op).await? {
+            Done::Claimed(c) => Ok(c),
+            _ => Err(StoreError::Closed),
+        }
+    }
+
+    async fn ack(&self, id: DeliveryId) -> Result<(), StoreError> {
+        self.call(Op::Ack(id)).await.map(drop)
+    }
+
+    async fn retry_at(
+        &self,
+        id: DeliveryId,
+        at: SystemTime,
+        last: AttemptRecord,
+    ) -> Result<(), StoreError> {
+        self.call(Op::Retry { id, at, last }).await.map(drop)
+    }
+
+    async fn bury(&self, id: DeliveryId, last: AttemptRecord) -> Result<(), StoreError> {
+        self.call(Op::Bury { id, last }).await.map(drop)
+    }
+
+    async fn dead_letters(&self, query: DeadLetterQuery) -> Result<Vec<DeadLetter>, StoreError> {
+        match self.call(Op::DeadLetters(query)).await? {
+            Done::DeadLetters(d) => Ok(d),
+            _ => Err(StoreError::Closed),
+        }
+    }
+
+    async fn counts(&self, target: &TargetId) -> Result<TargetCounts, StoreError> {
+        match self.call(Op::Counts(target.clone())).await? {
+            Done::Counts(c) => Ok(c),
+            _ => Err(StoreError::Closed),
+        }
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.call(Op::Ping).await.map(drop)
+    }
+
+    fn wakeup(&self, target: &TargetId) -> Arc<Notify> {
+        wakeup_for(&self.wakeups, target)
+    }
+}
+
+fn wakeup_for(wakeups: &Wakeups, target: &TargetId) -> Arc<Notify> {
+    // A poisoned lock only means another thread panicked while inserting; the map is still valid.
+    let mut map = wakeups.lock().unwrap_or_else(|p| p.into_inner());
+    map.entry(target.clone()).or_default().clone()
+}
+
+/// Owns the connection; runs on its own thread until every [`SqliteStore`] handle is dropped.
+struct Writer {
+    conn: Connection,
+    rx: mpsc::Receiver<(Op, oneshot::Sender<Reply>)>,
+    wakeups: Wakeups,
+}
+
+impl Writer {
+    fn run(mut self) {
+        let mut last_sweep = std::time::Instant::now();
+        while let Some(first) = self.rx.blocking_recv() {
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match self.rx.try_recv() {
+                    Ok(op) => batch.push(op),
+                    Err(_) => break,
+                }
+            }
+            self.commit(batch);
+            if last_sweep.elapsed() >= DEDUPE_SWEEP {
+                last_sweep = std::time::Instant::now();
+                if let Err(e) = ops::sweep_dedupe(&self.conn, SystemTime::now()) {
+                    warn!(error = %e, "deleting expired de-duplication keys failed");
+                }
+            }
+        }
+        info!("store writer stopped");
+    }
+
+    /// Applies a batch in one transaction. If anything in it fails, the transaction is rolled
+    /// back and each operation is retried in a transaction of its own, so one bad operation
+    /// cannot fail its neighbours (and under a full disk each still gets its own error).
+    fn commit(&mut self, batch: Vec<(Op, oneshot::Sender<Reply>)>) {
+        let now = SystemTime::now();
+        let (ops, replies): (Vec<Op>, Vec<_>) = batch.into_iter().unzip();
+        match self.apply_all(&ops, now) {
+            Ok(results) => {
+                self.wake(&ops);
+                for (reply, result) in replies.into_iter().zip(results) {
+                    let _ = reply.send(Ok(result));
+                }
+            }
+            Err(e) if ops.len() == 1 => {
+                error!(error = %e, "store transaction failed");
+                for reply in replies {
+                    let _ = reply.send(Err(StoreError::Sqlite(clone_error(&e))));
+                }
+            }
+            Err(e) => {
+                warn!(error = %e, batch = ops.len(), "batch failed; retrying its operations one by one");
+                for (op, reply) in ops.into_iter().zip(replies) {
+                    let one = [op];
+                    let result = self.apply_all(&one, now);
+                    if result.is_ok() {
+                        self.wake(&one);
+                    }
+                    let _ = reply.send(result.map(|mut r| r.remove(0)).map_err(StoreError::Sqlite));
+                }
+            }
+        }
+    }
+
+    fn apply_all(&mut self, ops: &[Op], now: SystemTime) -> rusqlite::Result<Vec<Done>> {
+        let tx = self.conn.transaction()?;
+        let mut results = Vec::with_capacity(ops.len());
+        for op in ops {
+            results.push(ops::apply(&tx, op, now)?);
+        }
+        tx.commit()?;
+        Ok(results)
+    }
+
+    fn wake(&self, ops: &[Op]) {
+        for op in ops {
+            if let Op::Ingest(event) = op {
+                for target in &event.targets {
+                    wakeup_for(&self.wakeups, target).notify_one();
+                }
+            }
+        }
+    }
+}
+
+/// rusqlite errors are not `Clone`; keep the code and message for each waiting caller.
+fn clone_error(e: &rusqlite::Error) -> rusqlite::Error {
+    match e {
+        rusqlite::Error::SqliteFailure(code, msg) => {
+            rusqlite::Error::SqliteFailure(*code, msg.clone())
+        }
+        other => plain_error(other.to_string()),
+    }
+}
+
+/// An error of our own in rusqlite's type, so it travels the same paths as SQLite's.
+fn plain_error(message: String) -> rusqlite::Error {
+    rusqlite::Error::SqliteFailure(
+        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ERROR),
+        Some(message),
+    )
+}
+
+#[cfg(test)]
+mod tests;

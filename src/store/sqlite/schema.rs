@@ -1,0 +1,73 @@
+//! The SQLite schema and the connection settings that make commits durable.
+//!
+//! Delivery states are small integers so the partial index over pending work (`state < 2`)
+//! stays usable by the claim query.
+
+use std::time::SystemTime;
+
+use rusqlite::Connection;
+
+use crate::store::unix_ms;
+
+/// Waiting for its next attempt.
+pub const QUEUED: i64 = 0;
+/// Leased by a dispatcher; `next_attempt_at` is the lease expiry.
+pub const IN_FLIGHT: i64 = 1;
+/// Will not be attempted again: a dead letter.
+pub const DEAD: i64 = 2;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS events (
+    id          INTEGER PRIMARY KEY,
+    key         TEXT NOT NULL,
+    type        TEXT,
+    body        BLOB NOT NULL,
+    signature   TEXT NOT NULL,
+    received_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS deliveries (
+    id              INTEGER PRIMARY KEY,
+    event_id        INTEGER NOT NULL REFERENCES events(id),
+    target          TEXT,
+    state           INTEGER NOT NULL,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at INTEGER NOT NULL,
+    created_at      INTEGER NOT NULL,
+    updated_at      INTEGER NOT NULL,
+    last_status     INTEGER,
+    last_error      TEXT
+);
+CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries(target, next_attempt_at) WHERE state < 2;
+CREATE INDEX IF NOT EXISTS deliveries_event ON deliveries(event_id);
+CREATE INDEX IF NOT EXISTS deliveries_dead ON deliveries(state, target);
+CREATE TABLE IF NOT EXISTS dedupe (
+    key        TEXT PRIMARY KEY,
+    expires_at INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS dedupe_expiry ON dedupe(expires_at);
+";
+
+/// Durability first: WAL with a full fsync at every commit, so a 200 means on disk.
+pub fn prepare(conn: &Connection) -> rusqlite::Result<()> {
+    let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(super::plain_error(format!(
+            "the store needs WAL journaling but SQLite chose {mode}"
+        )));
+    }
+    conn.execute_batch(
+        "PRAGMA synchronous=FULL;
+         PRAGMA foreign_keys=ON;
+         PRAGMA busy_timeout=5000;",
+    )?;
+    conn.execute_batch(SCHEMA)
+}
+
+/// Makes deliveries leased by a previous process due now. Only one process opens the file, so
+/// any lease found at start belongs to a process that is gone.
+pub fn release_leases(conn: &Connection, now: SystemTime) -> rusqlite::Result<usize> {
+    conn.execute(
+        "UPDATE deliveries SET state = ?1, next_attempt_at = ?2 WHERE state = ?3",
+        rusqlite::params![QUEUED, unix_ms(now), IN_FLIGHT],
+    )
+}

@@ -1,0 +1,127 @@
+//! `textus-relay check`: valid configs are described, mistakes exit 2 naming file, line and key.
+
+use crate::support::*;
+
+fn check(yaml: &str) -> (i32, String, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("relay.yaml");
+    std::fs::write(&path, yaml).expect("write");
+    let path = path.to_string_lossy().into_owned();
+    cli(&["check", "--config", &path])
+}
+
+const VALID: &str = "source:\n  secrets: [s]\ntargets:\n  w:\n    kind: http\n    url: \"http://127.0.0.1:9/w\"\nroutes:\n  - events: [message.received, \"contact.*\"]\n    to: [w]\n";
+
+#[test]
+fn a_valid_config_shows_which_events_reach_which_targets() {
+    let (code, out, err) = check(VALID);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("message.received"), "{out}");
+    let line = |ty: &str| {
+        out.lines()
+            .find(|l| l.trim_start().starts_with(ty))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(line("message.received").ends_with("-> w"), "{out}");
+    assert!(line("contact.opted_out").ends_with("-> w"), "{out}");
+    assert!(line("message.failed").contains("none"), "{out}");
+}
+
+#[test]
+fn each_kind_of_mistake_exits_2_with_its_line_and_key() {
+    let cases: [(&str, String, &str, &str); 6] = [
+        (
+            "unknown key",
+            VALID.replace("  secrets: [s]\n", "  secrets: [s]\n  secretz: [t]\n"),
+            ":3:",
+            "secretz",
+        ),
+        (
+            "bad duration",
+            VALID.replace(
+                "    kind: http\n",
+                "    kind: http\n    timeout: 10 seconds\n",
+            ),
+            ":6:",
+            "timeout",
+        ),
+        (
+            "unknown target",
+            VALID.replace("    to: [w]", "    to: [w, nowhere]"),
+            ":9:",
+            "nowhere",
+        ),
+        (
+            "bad pattern",
+            VALID.replace("\"contact.*\"", "\"con*\""),
+            ":8:",
+            "con*",
+        ),
+        (
+            "empty secrets",
+            VALID.replace("  secrets: [s]", "  secrets: []"),
+            ":2:",
+            "secrets",
+        ),
+        (
+            "bad url",
+            VALID.replace("http://127.0.0.1:9/w", "ftp://x/w"),
+            ":6:",
+            "url",
+        ),
+    ];
+    for (what, yaml, line, key) in cases {
+        let (code, out, err) = check(&yaml);
+        assert_eq!(code, 2, "{what}: {out}{err}");
+        assert!(err.contains("relay.yaml"), "{what}: {err}");
+        assert!(err.contains(line), "{what}: expected line {line} in {err}");
+        assert!(err.contains(key), "{what}: expected {key} in {err}");
+    }
+}
+
+#[test]
+fn a_missing_environment_variable_is_named() {
+    let (code, _, err) = check(&VALID.replace("[s]", "[\"${TEXTUS_RELAY_TEST_UNSET_VAR}\"]"));
+    assert_eq!(code, 2);
+    assert!(err.contains("TEXTUS_RELAY_TEST_UNSET_VAR"), "{err}");
+    assert!(err.contains(":2:"), "{err}");
+}
+
+#[test]
+fn a_missing_file_is_a_usage_error() {
+    let (code, _, err) = cli(&["check", "--config", "/nonexistent/relay.yaml"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("/nonexistent/relay.yaml"), "{err}");
+}
+
+#[test]
+fn sign_prints_what_textus_would_send() {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(BIN)
+        .args(["sign", "--secret", SECRET])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(&fixture("message.received"))
+        .expect("write");
+    let out = child.wait_with_output().expect("output");
+    assert!(out.status.success());
+    let sigs = std::fs::read_to_string(format!(
+        "{}/fixtures/signatures.txt",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .expect("signatures");
+    let expected = sigs
+        .lines()
+        .find(|l| l.starts_with("message.received.json"))
+        .and_then(|l| l.split('\t').nth(1))
+        .expect("listed");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), expected);
+}

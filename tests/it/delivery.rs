@@ -1,0 +1,171 @@
+//! Delivery to http targets: retries, stable ids, dead letters, signatures, isolation.
+
+use std::time::Duration;
+
+use textus_relay::sink::{Reply, Sink};
+
+use crate::support::*;
+
+fn one_target(url: &str, extra: &str) -> String {
+    format!(
+        "source: {{ secrets: [\"{SECRET}\"] }}\ntargets:\n{}routes:\n  - events: [\"*\"]\n    to: [t]\n",
+        http_target("t", url, extra)
+    )
+}
+
+#[tokio::test]
+async fn failing_twice_then_succeeding_delivers_with_one_stable_webhook_id() {
+    let sink = Sink::start(
+        vec![Reply::Status(503), Reply::Status(500)],
+        Reply::Status(200),
+    )
+    .await
+    .expect("sink");
+    let relay = TestRelay::start(&one_target(&sink.url("/t"), "")).await;
+    let body = fixture("message.received");
+    assert_eq!(relay.post_signed(&body).await.0, 200);
+    let got = sink.wait_for(3, PATIENCE).await.expect("three attempts");
+    let ids: Vec<_> = got
+        .iter()
+        .map(|r| r.headers.get("webhook-id").cloned().expect("webhook-id"))
+        .collect();
+    assert!(ids.iter().all(|id| *id == ids[0]), "{ids:?}");
+    assert!(got.iter().all(|r| r.body[..] == body[..]));
+    assert!(
+        got.iter()
+            .all(|r| r.headers.contains_key("webhook-timestamp"))
+    );
+    // Delivered on the third attempt: nothing queued, nothing dead.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let (_, targets) = relay.admin_get("/api/v1/targets").await;
+        let t = &targets["targets"][0];
+        if t["queued"] == 0 && t["in_flight"] == 0 {
+            assert_eq!(t["dead"], 0);
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{targets}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_permanent_400_is_one_attempt_and_one_dead_letter() {
+    let sink = Sink::start(
+        vec![Reply::StatusWithBody(400, "invalid_payload".into())],
+        Reply::Status(200),
+    )
+    .await
+    .expect("sink");
+    let relay = TestRelay::start(&one_target(&sink.url("/t"), "")).await;
+    assert_eq!(relay.post_signed(&fixture("contact.created")).await.0, 200);
+    let dead = relay.wait_dead_letters(1).await;
+    assert_eq!(dead[0]["target"], "t");
+    assert_eq!(dead[0]["event_type"], "contact.created");
+    assert_eq!(dead[0]["last_status"], 400);
+    assert_eq!(dead[0]["attempts"], 1);
+    assert!(
+        dead[0]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("invalid_payload")),
+        "{dead:?}"
+    );
+    assert_eq!(
+        sink.received().len(),
+        1,
+        "a permanent failure is not retried"
+    );
+}
+
+#[tokio::test]
+async fn max_attempts_turns_retries_into_a_dead_letter() {
+    let sink = Sink::start(vec![], Reply::Status(503)).await.expect("sink");
+    let yaml = format!(
+        "source: {{ secrets: [\"{SECRET}\"] }}\ntargets:\n  t:\n    kind: http\n    url: \"{}\"\n    retry: {{ initial: 50ms, max_delay: 100ms, max_attempts: 3 }}\nroutes:\n  - events: [\"*\"]\n    to: [t]\n",
+        sink.url("/t")
+    );
+    let relay = TestRelay::start(&yaml).await;
+    assert_eq!(relay.post_signed(&fixture("message.failed")).await.0, 200);
+    let dead = relay.wait_dead_letters(1).await;
+    assert_eq!(dead[0]["attempts"], 3);
+    assert_eq!(dead[0]["last_status"], 503);
+    assert!(
+        dead[0]["reason"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("gave up after 3 attempts")),
+        "{dead:?}"
+    );
+    assert_eq!(sink.received().len(), 3);
+}
+
+#[tokio::test]
+async fn outbound_signature_verifies_with_the_standard_webhooks_library() {
+    let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let sink = Sink::start(vec![], Reply::Status(204)).await.expect("sink");
+    let extra = format!(
+        "    signing: {{ secret: \"{secret}\" }}\n    forward_textus_signature: true\n    headers: {{ X-Team: support }}\n"
+    );
+    let relay = TestRelay::start(&one_target(&sink.url("/t"), &extra)).await;
+    let body = fixture("message.delivered");
+    assert_eq!(relay.post_signed(&body).await.0, 200);
+    let got = sink.wait_for(1, PATIENCE).await.expect("delivery");
+    let r = &got[0];
+    let verifier = standardwebhooks::Webhook::new(secret).expect("secret");
+    verifier
+        .verify(&r.body, &r.headers)
+        .expect("signature verifies with an independent implementation");
+    assert_eq!(
+        r.headers
+            .get("x-textus-signature")
+            .and_then(|v| v.to_str().ok()),
+        Some(textus_relay::ingress::signature::sign(SECRET, &body).as_str())
+    );
+    assert_eq!(
+        r.headers.get("x-team").and_then(|v| v.to_str().ok()),
+        Some("support")
+    );
+    assert_eq!(
+        r.headers.get("content-type").and_then(|v| v.to_str().ok()),
+        Some("application/json")
+    );
+}
+
+#[tokio::test]
+async fn a_black_holed_target_does_not_hold_up_a_healthy_one() {
+    let dead = Sink::start(vec![], Reply::Hang).await.expect("black hole");
+    let healthy = Sink::start(vec![], Reply::Status(200))
+        .await
+        .expect("healthy");
+    let yaml = format!(
+        "source: {{ secrets: [\"{SECRET}\"] }}\ntargets:\n{}{}routes:\n  - events: [\"*\"]\n    to: [stuck, ok]\n",
+        http_target(
+            "stuck",
+            &dead.url("/x"),
+            "    timeout: 120s\n    concurrency: 1\n"
+        ),
+        http_target("ok", &healthy.url("/y"), ""),
+    );
+    let relay = TestRelay::start(&yaml).await;
+    for i in 0..20 {
+        let (status, _) = relay
+            .post_signed(&fixture_with_id(
+                "message.received",
+                &format!("/integrations/t/deliveries/{i}"),
+            ))
+            .await;
+        assert_eq!(status, 200);
+    }
+    // The stuck target holds its one attempt open for two minutes; the healthy target gets
+    // all twenty long before that.
+    let got = healthy
+        .wait_for(20, PATIENCE)
+        .await
+        .expect("healthy target unaffected");
+    assert_eq!(got.len(), 20);
+    assert_eq!(
+        dead.received().len(),
+        1,
+        "the stuck target has exactly one attempt in flight"
+    );
+    dead.shutdown();
+}

@@ -1,0 +1,81 @@
+//! Process life: crash and restart, SIGTERM, persistence of de-duplication.
+
+use textus_relay::sink::{Reply, Sink};
+
+use crate::support::*;
+
+fn config(url: &str) -> String {
+    format!(
+        "source: {{ secrets: [\"{SECRET}\"] }}\ntargets:\n{}routes:\n  - events: [\"*\"]\n    to: [t]\n",
+        http_target("t", url, "")
+    )
+}
+
+#[tokio::test]
+async fn kill_9_with_a_backlog_loses_nothing_acknowledged() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let down = Sink::start(vec![], Reply::Status(503))
+        .await
+        .expect("down target");
+    let mut relay = TestRelay::start_in(dir.path(), &config(&down.url("/t"))).await;
+    let mut acknowledged = Vec::new();
+    for i in 0..50 {
+        let body = fixture_with_id(
+            "message.received",
+            &format!("/integrations/k/deliveries/{i}"),
+        );
+        let (status, json) = relay.post_signed(&body).await;
+        assert_eq!(status, 200, "{json}");
+        acknowledged.push(body);
+    }
+    relay.kill9();
+    down.shutdown();
+
+    let up = Sink::start(vec![], Reply::Status(200))
+        .await
+        .expect("recovered target");
+    let relay = TestRelay::start_in(dir.path(), &config(&up.url("/t"))).await;
+    let got = up
+        .wait_for(50, PATIENCE)
+        .await
+        .expect("every acknowledged event delivered after restart");
+    for body in &acknowledged {
+        assert!(
+            got.iter().any(|r| r.body[..] == body[..]),
+            "an acknowledged event was lost"
+        );
+    }
+    // De-duplication survived the crash too.
+    let (status, json) = relay.post_signed(&acknowledged[0]).await;
+    assert_eq!((status, json["status"].as_str()), (200, Some("duplicate")));
+}
+
+#[tokio::test]
+async fn sigterm_exits_zero_and_keeps_the_queue() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let down = Sink::start(vec![], Reply::Status(503))
+        .await
+        .expect("down target");
+    let mut relay = TestRelay::start_in(dir.path(), &config(&down.url("/t"))).await;
+    assert_eq!(
+        relay.post_signed(&fixture("contact.opted_out")).await.0,
+        200
+    );
+    let status = relay.terminate();
+    assert!(
+        status.success(),
+        "exit status {status:?}; log:\n{}",
+        relay.log()
+    );
+    down.shutdown();
+
+    let up = Sink::start(vec![], Reply::Status(200))
+        .await
+        .expect("target");
+    let _relay = TestRelay::start_in(dir.path(), &config(&up.url("/t"))).await;
+    let got = up
+        .wait_for(1, PATIENCE)
+        .await
+        .expect("queued event delivered after restart");
+    assert_eq!(got[0].body[..], fixture("contact.opted_out")[..]);
+}

@@ -1,0 +1,7 @@
+//! Black-box tests: the real binary, real HTTP sinks on loopback, a real SQLite file.
+
+mod config_errors;
+mod delivery;
+mod ingest;
+mod lifecycle;
+mod support;

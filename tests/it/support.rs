@@ -1,0 +1,230 @@
+//! Test harness: the real `textus-relay` binary on loopback ports, with its store in a
+//! temporary folder, and helpers to sign and send events the way TextUs does.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+use textus_relay::ingress::signature;
+
+pub const SECRET: &str = "textus-abcdefgh12345678";
+pub const BIN: &str = env!("CARGO_BIN_EXE_textus-relay");
+/// The longest any test waits for something that should happen; generous for a loaded CI box.
+pub const PATIENCE: Duration = Duration::from_secs(30);
+
+pub const EVENT_TYPES: [&str; 8] = textus_relay::metrics::EVENT_TYPES;
+
+/// The bytes of a shared fixture, exactly as stored.
+pub fn fixture(event_type: &str) -> Vec<u8> {
+    std::fs::read(format!(
+        "{}/fixtures/{event_type}.json",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .expect("fixture exists")
+}
+
+/// A fixture with its envelope `id` replaced, so several distinct events can be sent.
+pub fn fixture_with_id(event_type: &str, id: &str) -> Vec<u8> {
+    let mut v: Value = serde_json::from_slice(&fixture(event_type)).expect("fixture is JSON");
+    v["id"] = Value::String(id.to_string());
+    serde_json::to_vec_pretty(&v).expect("serialize")
+}
+
+pub fn free_port() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+}
+
+/// A running relay process.
+pub struct TestRelay {
+    child: Option<Child>,
+    pub listen: SocketAddr,
+    pub admin: SocketAddr,
+    log: PathBuf,
+    client: reqwest::Client,
+    _owned: Option<tempfile::TempDir>,
+}
+
+impl TestRelay {
+    /// Starts a relay whose config is `listen`/`admin`/`storage` (chosen here) plus `rest`.
+    pub async fn start(rest: &str) -> TestRelay {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().to_path_buf();
+        let mut relay = TestRelay::start_in(&path, rest).await;
+        relay._owned = Some(dir);
+        relay
+    }
+
+    /// Starts a relay with its store in `dir` (kept by the caller, e.g. across a restart).
+    pub async fn start_in(dir: &Path, rest: &str) -> TestRelay {
+        textus_relay::install_crypto();
+        let listen = free_port();
+        let admin = free_port();
+        let config = dir.join("relay.yaml");
+        let yaml = format!(
+            "listen: {{ address: \"{listen}\" }}\nadmin: {{ address: \"{admin}\" }}\nstorage: {{ kind: sqlite, path: \"{}\" }}\n{rest}",
+            dir.join("relay.db").display()
+        );
+        std::fs::write(&config, yaml).expect("write config");
+        let log = dir.join(format!("relay-{}.log", listen.port()));
+        let child = Command::new(BIN)
+            .args(["run", "--config"])
+            .arg(&config)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("start relay");
+        let relay = TestRelay {
+            child: Some(child),
+            listen,
+            admin,
+            log,
+            client: reqwest::Client::builder()
+                .timeout(PATIENCE)
+                .build()
+                .expect("client"),
+            _owned: None,
+        };
+        relay.wait_ready().await;
+        relay
+    }
+
+    async fn wait_ready(&self) {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            if let Ok(r) = self.client.get(self.admin_url("/readyz")).send().await
+                && r.status().is_success()
+            {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "relay not ready; log:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.listen)
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// POSTs `body` with `signature` (None: no header) to the TextUs path.
+    pub async fn post_with(&self, body: &[u8], signature: Option<&str>) -> (u16, Value) {
+        let mut req = self
+            .client
+            .post(self.url("/webhooks/textus"))
+            .body(body.to_vec());
+        if let Some(sig) = signature {
+            req = req.header("X-TextUs-Signature", sig);
+        }
+        let response = req.send().await.expect("relay answers");
+        let status = response.status().as_u16();
+        let text = response.text().await.expect("body");
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    /// POSTs `body` signed with [`SECRET`], as TextUs would.
+    pub async fn post_signed(&self, body: &[u8]) -> (u16, Value) {
+        self.post_with(body, Some(&signature::sign(SECRET, body)))
+            .await
+    }
+
+    pub async fn admin_get(&self, path: &str) -> (u16, Value) {
+        let response = self
+            .client
+            .get(self.admin_url(path))
+            .send()
+            .await
+            .expect("admin answers");
+        let status = response.status().as_u16();
+        (
+            status,
+            serde_json::from_str(&response.text().await.unwrap_or_default()).unwrap_or(Value::Null),
+        )
+    }
+
+    /// Dead letters as listed by the admin API.
+    pub async fn dead_letters(&self) -> Vec<Value> {
+        let (status, body) = self.admin_get("/api/v1/dead-letters").await;
+        assert_eq!(status, 200, "{body}");
+        body["dead_letters"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// Waits until the admin API lists at least `n` dead letters.
+    pub async fn wait_dead_letters(&self, n: usize) -> Vec<Value> {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let list = self.dead_letters().await;
+            if list.len() >= n {
+                return list;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "expected {n} dead letters, have {list:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// `kill -9`: no chance to clean up.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM, then waits for the exit.
+    pub fn terminate(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("relay is running");
+        let status = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+        child.wait().expect("relay exits")
+    }
+}
+
+impl Drop for TestRelay {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Runs `textus-relay` with `args` to completion: (exit code, stdout, stderr).
+pub fn cli(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .output()
+        .expect("run textus-relay");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A target block for an http target pointing at `url`, with fast retries for tests.
+pub fn http_target(name: &str, url: &str, extra: &str) -> String {
+    format!(
+        "  {name}:\n    kind: http\n    url: \"{url}\"\n    retry: {{ initial: 100ms, max_delay: 500ms }}\n{extra}"
+    )
+}
