@@ -126,7 +126,7 @@ pub fn describe(config: &Config) -> String {
     let _ = writeln!(out, "  targets:");
     for t in &config.targets {
         let TargetKind::Http(h) = &t.kind;
-        let _ = writeln!(out, "    {:<20} http {}", t.name, h.url);
+        let _ = writeln!(out, "    {:<20} http {}", t.name.as_str(), h.url);
     }
     let router = Router::new(&config.routes, &config.targets);
     let _ = writeln!(out, "  routes for the eight TextUs event types:");
@@ -185,8 +185,11 @@ fn init_logging(format: LogFormat, quiet: bool) {
         "info,pingora_core=warn,pingora=warn"
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    // Colour only on a terminal: logs written to files and journald stay plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Text => builder.try_init(),

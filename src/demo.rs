@@ -90,12 +90,9 @@ async fn demo() -> Result<()> {
         eprintln!("relay log:\n{log}");
         bail!("{e:#}");
     }
-    println!("\nRelay log (what an operator sees):");
-    for line in std::fs::read_to_string(&log_path)
-        .unwrap_or_default()
-        .lines()
-        .take(40)
-    {
+    println!("\nRelay log for crm-webhook (the retries an operator sees):");
+    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+    for line in log.lines().filter(|l| l.contains("crm-webhook")) {
         println!("  {line}");
     }
     println!(

@@ -125,3 +125,43 @@ fn sign_prints_what_textus_would_send() {
         .expect("listed");
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), expected);
 }
+
+#[test]
+fn the_shipped_relay_yaml_is_valid_once_its_secrets_are_set() {
+    let out = std::process::Command::new(BIN)
+        .args([
+            "check",
+            "--config",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/relay.yaml"),
+        ])
+        .env("TEXTUS_WEBHOOK_SECRET", "textus-abcdefgh12345678")
+        .env(
+            "WAREHOUSE_SIGNING_SECRET",
+            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        )
+        .output()
+        .expect("run check");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("contact.opted_out      -> warehouse, compliance"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn run_refuses_a_bad_config_with_exit_2_before_binding_anything() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("relay.yaml");
+    std::fs::write(&path, VALID.replace("kind: http", "kind: carrier-pigeon")).expect("write");
+    let (code, _, err) = cli(&["run", "--config", &path.to_string_lossy()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains(":5:") && err.contains("carrier-pigeon"),
+        "{err}"
+    );
+}
