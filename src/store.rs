@@ -140,6 +140,8 @@ pub enum StoreError {
     Sqlite(#[from] rusqlite::Error),
     #[error("store is closed")]
     Closed,
+    #[error("store is overloaded: {0} writes are already waiting")]
+    Overloaded(usize),
 }
 
 /// The durable queue. Every method that changes state returns only after the change is durable.

@@ -112,7 +112,10 @@ impl Store for SqliteStore {
         let (tx, rx) = oneshot::channel();
         self.ops
             .try_send((Op::Ingest(event), tx))
-            .map_err(|_| StoreError::Closed)?;
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => StoreError::Overloaded(QUEUE_CAPACITY),
+                mpsc::error::TrySendError::Closed(_) => StoreError::Closed,
+            })?;
         match rx.await.map_err(|_| StoreError::Closed)?? {
             Done::Ingested(i) => Ok(i),
             _ => Err(StoreError::Closed),
