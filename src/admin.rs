@@ -15,6 +15,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use crate::config::TargetId;
+use crate::delivery::health::TargetHealth;
 use crate::metrics::Metrics;
 use crate::store::{DeadLetterQuery, Store};
 
@@ -25,7 +26,8 @@ const MAX_LIMIT: usize = 1000;
 pub struct Admin {
     pub store: Arc<dyn Store>,
     pub metrics: Arc<Metrics>,
-    pub targets: Vec<TargetId>,
+    /// Every target with its health view, in config order.
+    pub targets: Vec<(TargetId, Arc<TargetHealth>)>,
     pub token: Option<String>,
     /// Dispatchers currently running; ready when it equals the number of targets.
     pub running: Arc<AtomicUsize>,
@@ -126,10 +128,24 @@ impl Admin {
 
     async fn target_list(&self) -> (StatusCode, String, &'static str) {
         let mut out = Vec::new();
-        for name in &self.targets {
+        for (name, health) in &self.targets {
+            let h = health.snapshot();
             match self.store.counts(name).await {
-                Ok(c) => out.push(json!({"name": name.as_str(), "queued": c.queued, "in_flight": c.in_flight, "dead": c.dead})),
-                Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", &e.to_string()),
+                Ok(c) => out.push(json!({
+                    "name": name.as_str(),
+                    "queued": c.queued,
+                    "in_flight": c.in_flight,
+                    "dead": c.dead,
+                    "last_error": h.last_error,
+                    "needs_attention": h.needs_attention,
+                })),
+                Err(e) => {
+                    return error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "store_unavailable",
+                        &e.to_string(),
+                    );
+                }
             }
         }
         json_ok(json!({ "targets": out }))

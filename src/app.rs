@@ -16,15 +16,13 @@ use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 
 use crate::admin::Admin;
-use crate::config::{Config, Storage, TargetKind};
+use crate::build;
+use crate::config::{Config, Storage};
 use crate::delivery::Dispatcher;
 use crate::ingress::Ingress;
 use crate::metrics::Metrics;
-use crate::routing::Router;
 use crate::store::Store;
 use crate::store::sqlite::SqliteStore;
-use crate::targets::Target;
-use crate::targets::http::HttpTarget;
 
 /// Seconds pingora waits after SIGTERM before stopping runtimes: long enough for requests
 /// already past the signature check to get their commit and answer.
@@ -57,12 +55,8 @@ pub enum StartError {
         key: PathBuf,
         message: String,
     },
-    #[error("building the HTTP client for target {target}: {source}")]
-    Client {
-        target: String,
-        #[source]
-        source: reqwest::Error,
-    },
+    #[error(transparent)]
+    Build(#[from] build::BuildError),
 }
 
 /// Starts every service and blocks until shutdown; then exits the process (pingora's
@@ -75,6 +69,8 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
         check_bind("listen", config.listen.address)?;
         check_bind("admin", config.admin.address)?;
     }
+    let mut compiled = build::compile(&config)?;
+    let built = build::targets(&config, &mut compiled)?;
     let Storage::Sqlite { path } = &config.storage;
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(path)?);
     let metrics = Arc::new(Metrics::default());
@@ -89,10 +85,9 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
     );
     server.bootstrap();
 
-    let router = Router::new(&config.routes, &config.targets);
     let ingress = Ingress::new(
         config.source.clone(),
-        router,
+        compiled.router.clone(),
         store.clone(),
         metrics.clone(),
     );
@@ -118,7 +113,10 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
     let admin = Admin {
         store: store.clone(),
         metrics: metrics.clone(),
-        targets: config.targets.iter().map(|t| t.name.clone()).collect(),
+        targets: built
+            .iter()
+            .map(|b| (b.config.name.clone(), b.health.clone()))
+            .collect(),
         token: config.admin.token.clone(),
         running: running.clone(),
     };
@@ -127,28 +125,17 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
     admin.add_tcp(&config.admin.address.to_string());
     server.add_service(admin);
 
-    for target in &config.targets {
-        let kind: Arc<dyn Target> = match &target.kind {
-            TargetKind::Http(http) => Arc::new(
-                HttpTarget::try_new(http.clone(), target.timeout).map_err(|source| {
-                    StartError::Client {
-                        target: target.name.to_string(),
-                        source,
-                    }
-                })?,
-            ),
-        };
+    for b in built {
+        let name = format!("dispatcher {}", b.config.name);
         let dispatcher = Dispatcher::new(
-            target.clone(),
-            kind,
+            b.config,
+            b.target,
+            b.health,
             store.clone(),
             metrics.clone(),
             running.clone(),
         );
-        server.add_service(background_service(
-            &format!("dispatcher {}", target.name),
-            dispatcher,
-        ));
+        server.add_service(background_service(&name, dispatcher));
     }
     tracing::info!(
         listen = %config.listen.address,

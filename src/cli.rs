@@ -8,9 +8,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::config::{Config, Storage, TargetKind};
-use crate::metrics::EVENT_TYPES;
-use crate::routing::Router;
+use crate::config::Config;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -100,70 +98,28 @@ fn check(path: &Path) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    print!("{}", describe(&config));
-    ExitCode::SUCCESS
-}
-
-/// What `check` prints for a valid config: where it listens and who gets which event.
-pub fn describe(config: &Config) -> String {
-    use std::fmt::Write;
-    let mut out = String::new();
-    let tls = if config.listen.tls.is_some() {
-        "HTTPS"
-    } else {
-        "plain HTTP"
-    };
-    let Storage::Sqlite { path } = &config.storage;
-    let _ = writeln!(out, "{}: ok", config.file.display());
-    let _ = writeln!(
-        out,
-        "  listen {} ({tls}) on {}, admin {}, store sqlite {}",
-        config.listen.address,
-        config.source.path,
-        config.admin.address,
-        path.display()
-    );
-    let _ = writeln!(out, "  targets:");
-    for t in &config.targets {
-        let TargetKind::Http(h) = &t.kind;
-        let _ = writeln!(out, "    {:<20} http {}", t.name.as_str(), h.url);
-    }
-    let router = Router::new(&config.routes, &config.targets);
-    let _ = writeln!(out, "  routes for the eight TextUs event types:");
-    let names = |ty: &str| {
-        let to = router.route(ty);
-        if to.is_empty() {
-            "(none: answered 200 and counted as unrouted)".to_string()
-        } else {
-            to.iter()
-                .map(|n| n.to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
+    crate::install_crypto();
+    let built = crate::build::compile(&config).and_then(|mut compiled| {
+        crate::build::targets(&config, &mut compiled).map(|b| (compiled, b))
+    });
+    let (compiled, built) = match built {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
         }
     };
-    for ty in EVENT_TYPES {
-        let _ = writeln!(out, "    {ty:<22} -> {}", names(ty));
-    }
-    let _ = writeln!(
-        out,
-        "    {:<22} -> {}",
-        "(any other type)",
-        names("x.unlisted")
-    );
-    let unused: Vec<String> = config
-        .targets
-        .iter()
-        .filter(|t| !config.routes.iter().any(|r| r.to.contains(&t.name)))
-        .map(|t| t.name.to_string())
-        .collect();
-    if !unused.is_empty() {
-        let _ = writeln!(
-            out,
-            "  warning: no route sends anything to: {}",
-            unused.join(", ")
+    let report = crate::check::report(&config, &compiled, &built);
+    print!("{}", report.text);
+    if report.errors > 0 {
+        eprintln!(
+            "{}: {} template error(s) with the sample events",
+            config.file.display(),
+            report.errors
         );
+        return ExitCode::from(2);
     }
-    out
+    ExitCode::SUCCESS
 }
 
 fn sign(secret: &str) -> ExitCode {

@@ -7,7 +7,9 @@
 //!
 //! Pipeline: `tree` parses the YAML into located nodes, `validate` and `targets` walk
 //! them against the schema (expanding `${VAR}` in each string value just before it is
-//! interpreted) and build the types below.
+//! interpreted) and build the types below. Templates (Slack messages, CRM requests,
+//! route conditions) are stored as written, with their location, by `template`; the
+//! targets render them.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -21,6 +23,7 @@ mod pattern;
 mod reader;
 mod syntax;
 mod targets;
+mod template;
 #[cfg(test)]
 mod tests;
 mod tree;
@@ -29,6 +32,7 @@ mod validate;
 
 pub use error::{ConfigError, Problem};
 pub use pattern::EventPattern;
+pub use template::{BodyTemplate, TemplateSource};
 
 /// The whole validated configuration.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -199,11 +203,15 @@ pub struct Rate {
     pub per: Duration,
 }
 
-/// What a target does with a delivery. `slack` and `crm` come in a later version.
+/// What a target does with a delivery.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TargetKind {
     /// `kind: http`.
     Http(HttpTarget),
+    /// `kind: slack`.
+    Slack(SlackTarget),
+    /// `kind: crm`.
+    Crm(CrmTarget),
 }
 
 /// Forwards the original body unchanged, optionally re-signed.
@@ -233,6 +241,131 @@ impl fmt::Debug for Signing {
     }
 }
 
+/// `kind: slack`: a Slack incoming webhook.
+///
+/// Its default rate limit is Slack's, 1 message per second per webhook.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SlackTarget {
+    /// `http` or `https`, with a host. The URL is the credential (anyone holding it can
+    /// post), so `Debug` shows only its scheme and host.
+    pub url: url::Url,
+    /// Per event type, in file order: an exact event type (`message.received`) or `*`,
+    /// the fallback for every type without its own entry. Keys are unique. Types with
+    /// neither use the built-in message.
+    pub templates: Vec<(String, SlackTemplate)>,
+}
+
+impl fmt::Debug for SlackTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let url = format!(
+            "{}://{}/<redacted>",
+            self.url.scheme(),
+            self.url.host_str().unwrap_or_default()
+        );
+        f.debug_struct("SlackTarget")
+            .field("url", &url)
+            .field("templates", &self.templates)
+            .finish()
+    }
+}
+
+/// The message for one event type; at least one of the two is set.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SlackTemplate {
+    /// The top-level `text` (the notification fallback when there are blocks).
+    pub text: Option<TemplateSource>,
+    /// Block Kit `blocks`: a list, or a string template that renders to one.
+    pub blocks: Option<BodyTemplate>,
+}
+
+/// `kind: crm`: one templated request to any JSON API per event.
+#[derive(Clone, PartialEq, Eq)]
+pub struct CrmTarget {
+    /// GET, POST, PUT, PATCH or DELETE. Default POST.
+    pub method: http::Method,
+    /// A template; its text outside `{{ }}` and `{% %}` starts with `http://` or
+    /// `https://`.
+    pub url: TemplateSource,
+    /// Extra request headers, in file order; the values are templates. Names are
+    /// unique and none is set by the relay (nor `authorization` when `auth` is set).
+    /// `Debug` hides the values: they often carry credentials.
+    pub headers: Vec<(http::HeaderName, TemplateSource)>,
+    /// The JSON body; `None` for no body.
+    pub body: Option<BodyTemplate>,
+    /// How requests authenticate; `None` for none (or headers only).
+    pub auth: Option<CrmAuth>,
+}
+
+impl fmt::Debug for CrmTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let headers: Vec<(&str, &str)> = self
+            .headers
+            .iter()
+            .map(|(name, _)| (name.as_str(), "<redacted>"))
+            .collect();
+        f.debug_struct("CrmTarget")
+            .field("method", &self.method)
+            .field("url", &self.url)
+            .field("headers", &headers)
+            .field("body", &self.body)
+            .field("auth", &self.auth)
+            .finish()
+    }
+}
+
+/// `auth:` of a CRM target: exactly one scheme. Secrets are never empty.
+#[derive(Clone, PartialEq, Eq)]
+pub enum CrmAuth {
+    /// `bearer: TOKEN`: `Authorization: Bearer TOKEN`.
+    Bearer(String),
+    /// `basic: { username, password }`: `Authorization: Basic ...`. The username has no
+    /// `:`.
+    Basic {
+        /// Not empty.
+        username: String,
+        /// Not empty.
+        password: String,
+    },
+    /// `oauth2: { token_url, client_id, client_secret, scope }`: the client credentials
+    /// flow; the token is sent as a bearer token.
+    OAuth2 {
+        /// `http` or `https`, with a host.
+        token_url: url::Url,
+        /// Not empty.
+        client_id: String,
+        /// Not empty.
+        client_secret: String,
+        /// `None` when absent or empty.
+        scope: Option<String>,
+    },
+}
+
+impl fmt::Debug for CrmAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const HIDDEN: &str = "<redacted>";
+        match self {
+            CrmAuth::Bearer(_) => f.debug_tuple("Bearer").field(&HIDDEN).finish(),
+            CrmAuth::Basic { username, .. } => f
+                .debug_struct("Basic")
+                .field("username", username)
+                .field("password", &HIDDEN)
+                .finish(),
+            CrmAuth::OAuth2 {
+                token_url,
+                client_id,
+                scope,
+                ..
+            } => f
+                .debug_struct("OAuth2")
+                .field("token_url", token_url)
+                .field("client_id", client_id)
+                .field("client_secret", &HIDDEN)
+                .field("scope", scope)
+                .finish(),
+        }
+    }
+}
+
 /// Sends events matching any of `events` to every target in `to`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Route {
@@ -240,6 +373,9 @@ pub struct Route {
     pub events: Vec<EventPattern>,
     /// Never empty; each names a target of [`Config::targets`].
     pub to: Vec<TargetId>,
+    /// `when:`, an expression over the event (e.g. `event.contact is defined`); the
+    /// route applies only where it is true. Not empty, and not wrapped in `{{ }}`.
+    pub when: Option<TemplateSource>,
 }
 
 impl Config {

@@ -6,6 +6,7 @@
 //! claimed delivery is leased in the store, and a lease that is never settled (crash, failed
 //! write) expires and the delivery is attempted again.
 
+pub mod health;
 pub mod rate;
 pub mod retry;
 
@@ -23,6 +24,7 @@ use crate::config::{Target as TargetConfig, TargetId};
 use crate::metrics::Metrics;
 use crate::store::{AttemptRecord, Job, Store};
 use crate::targets::{Outcome, Target, standard_webhooks};
+use health::TargetHealth;
 use rate::RateLimiter;
 use retry::Next;
 
@@ -42,6 +44,7 @@ pub struct Dispatcher {
 struct Inner {
     config: TargetConfig,
     target: Arc<dyn Target>,
+    health: Arc<TargetHealth>,
     store: Arc<dyn Store>,
     metrics: Arc<Metrics>,
 }
@@ -50,6 +53,7 @@ impl Dispatcher {
     pub fn new(
         config: TargetConfig,
         target: Arc<dyn Target>,
+        health: Arc<TargetHealth>,
         store: Arc<dyn Store>,
         metrics: Arc<Metrics>,
         running: Arc<AtomicUsize>,
@@ -58,6 +62,7 @@ impl Dispatcher {
             inner: Arc::new(Inner {
                 config,
                 target,
+                health,
                 store,
                 metrics,
             }),
@@ -174,6 +179,7 @@ impl Inner {
             Outcome::Delivered { status } => {
                 info!(target = name, event_id = %job.event_key, event_type, attempt, status, "delivered");
                 self.metrics.delivery(name, "delivered");
+                self.health.record_success();
                 self.store.ack(job.id).await
             }
             Outcome::Retry {
@@ -181,6 +187,7 @@ impl Inner {
                 reason,
                 retry_after,
             } => {
+                self.health.record_error(&reason);
                 let next = retry::next_attempt(
                     &self.config.retry,
                     attempt,
@@ -221,6 +228,7 @@ impl Inner {
         reason: String,
     ) -> Result<(), crate::store::StoreError> {
         let name = self.config.name.as_str();
+        self.health.record_error(&reason);
         warn!(target = name, event_id = %job.event_key, attempt, status, reason = %reason, "delivery is a dead letter");
         self.metrics.delivery(name, "dead");
         self.store

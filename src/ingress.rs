@@ -19,10 +19,11 @@ use pingora::protocols::http::ServerSession;
 use pingora::server::ShutdownWatch;
 use tracing::{debug, info, warn};
 
-use crate::config::Source;
+use crate::config::{Source, TargetId};
 use crate::metrics::Metrics;
 use crate::routing::Router;
 use crate::store::{Ingested, NewEvent, Store};
+use crate::templates::{Meta, RenderContext};
 pub use reply::{Answer, IngressError};
 use signature::SignatureError;
 
@@ -110,6 +111,29 @@ impl Ingress {
         }
     }
 
+    /// The targets for an event. The body is parsed in full only when a route has a `when`
+    /// condition; routing by type alone needs nothing beyond the envelope.
+    fn route(
+        &self,
+        event_type: &str,
+        key: &str,
+        body: &[u8],
+        received_at: SystemTime,
+    ) -> Vec<TargetId> {
+        if !self.router.needs_event() {
+            return self.router.route(event_type, None);
+        }
+        let event: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+        let meta = Meta {
+            event_type: event_type.to_string(),
+            id: key.to_string(),
+            received_at: crate::targets::rfc3339(crate::store::unix_ms(received_at)),
+            target: String::new(),
+        };
+        self.router
+            .route(event_type, Some(&RenderContext::new(&event, meta)))
+    }
+
     /// Stores a verified body and says how it went.
     async fn accept(&self, body: Bytes, signature: String) -> Answer {
         let envelope = envelope::read(&body);
@@ -117,10 +141,11 @@ impl Ingress {
             Ok(t) => (Some(t), None),
             Err(reason) => (None, Some(reason)),
         };
-        let targets = event_type
-            .as_deref()
-            .map(|t| self.router.route(t))
-            .unwrap_or_default();
+        let received_at = SystemTime::now();
+        let targets = match event_type.as_deref() {
+            Some(t) => self.route(t, &envelope.key, &body, received_at),
+            None => Vec::new(),
+        };
         let unrouted = targets.is_empty() && dead_reason.is_none();
         let target_count = targets.len();
         let event = NewEvent {
@@ -128,7 +153,7 @@ impl Ingress {
             event_type: event_type.clone(),
             body,
             signature,
-            received_at: SystemTime::now(),
+            received_at,
             targets,
             dead_reason: dead_reason.clone(),
             dedupe_window: self.source.dedupe_window,

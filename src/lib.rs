@@ -8,6 +8,8 @@
 
 pub mod admin;
 pub mod app;
+pub mod build;
+pub mod check;
 pub mod cli;
 pub mod config;
 pub mod delivery;
@@ -19,6 +21,7 @@ pub mod samples;
 pub mod sink;
 pub mod store;
 pub mod targets;
+pub mod templates;
 
 /// Selects ring as rustls' crypto provider (pingora already builds it; aws-lc is not built).
 /// Safe to call any number of times.

@@ -68,11 +68,17 @@ impl<T> Field<T> {
 }
 
 /// `parent.key`, or `key` at the top level.
+///
+/// A key that would make the path ambiguous is written in brackets and quotes:
+/// `templates["message.received"]`, `templates["*"]`, `targets[""]`. That is any key
+/// with `.`, `[`, `]`, `"` or `*` in it (event types have dots, and `*` reads as a
+/// wildcard), and the empty key.
 pub(super) fn child(parent: &str, key: &str) -> String {
-    if parent.is_empty() {
-        key.to_owned()
-    } else {
-        format!("{parent}.{key}")
+    let plain = !key.is_empty() && !key.contains(['.', '[', ']', '"', '*']);
+    match (plain, parent.is_empty()) {
+        (true, true) => key.to_owned(),
+        (true, false) => format!("{parent}.{key}"),
+        (false, _) => format!("{parent}[{key:?}]"),
     }
 }
 
@@ -393,6 +399,20 @@ mod tests {
                 "1:1: top.c: missing required key `c`"
             ]
         );
+    }
+
+    #[test]
+    fn keys_that_would_be_ambiguous_are_quoted_in_paths() {
+        assert_eq!(child("", "targets"), "targets");
+        assert_eq!(child("targets", "a b"), "targets.a b");
+        assert_eq!(
+            child("t.templates", "message.received"),
+            "t.templates[\"message.received\"]"
+        );
+        assert_eq!(child("t.templates", "*"), "t.templates[\"*\"]");
+        assert_eq!(child("targets", ""), "targets[\"\"]");
+        assert_eq!(child("", "a\"b"), "[\"a\\\"b\"]");
+        assert_eq!(child("x", "[0]"), "x[\"[0]\"]");
     }
 
     #[test]

@@ -8,6 +8,7 @@
 use serde_saphyr::granit_parser::{Event, Parser};
 
 use super::error::Pos;
+use super::reader::child;
 
 /// One open collection while replaying events.
 enum Frame {
@@ -86,12 +87,7 @@ fn render(frames: &[Frame]) -> String {
     let mut path = String::new();
     for frame in frames {
         match frame {
-            Frame::Map { key: Some(key) } => {
-                if !path.is_empty() {
-                    path.push('.');
-                }
-                path.push_str(key);
-            }
+            Frame::Map { key: Some(key) } => path = child(&path, key),
             Frame::Map { key: None } => {}
             Frame::Seq { index } => path.push_str(&format!("[{index}]")),
         }
@@ -117,6 +113,15 @@ mod tests {
     fn counts_list_items() {
         let text = "routes:\n  - events: [a]\n    to: [x]\n  - events: [b]\n    to: [\n";
         assert_eq!(path(text, 5, 9), "routes[1].to");
+    }
+
+    #[test]
+    fn dotted_keys_are_quoted_like_in_problems() {
+        let text = "t:\n  templates:\n    message.received: { text: [\n";
+        assert_eq!(
+            path(text, 4, 1),
+            "t.templates[\"message.received\"].text[0]"
+        );
     }
 
     #[test]

@@ -1,9 +1,10 @@
-//! The `targets:` section: names, kinds, and the http target with its retry policy,
-//! rate limit, headers and Standard Webhooks signing key.
+//! The `targets:` section: names, kinds, the settings every kind shares (retry policy,
+//! rate limit, concurrency, timeout), and the http target with its headers and
+//! Standard Webhooks signing key. The slack and crm kinds are in `targets/`.
 //!
-//! A target's kind decides which keys are valid, so the kind is read first; with a
-//! kind this build does not have (`slack`, `crm`), that is the one problem reported
-//! for the target, rather than one "unknown key" per key of the missing kind.
+//! A target's kind decides which keys are valid, so the kind is read first; with an
+//! unknown kind, that is the one problem reported for the target, rather than one
+//! "unknown key" per key.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,9 +13,12 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use http::{HeaderName, HeaderValue};
 
-use super::reader::{Ctx, Mapping, boolean, child, integer};
+use super::reader::{Ctx, Entry, Mapping, boolean, child, integer};
 use super::tree::Node;
-use super::{HttpTarget, RetryPolicy, Signing, Target, TargetId, TargetKind, units};
+use super::{HttpTarget, Rate, RetryPolicy, Signing, Target, TargetId, TargetKind, units};
+
+mod crm;
+mod slack;
 
 const HTTP_KEYS: &[&str] = &[
     "kind",
@@ -43,6 +47,20 @@ const RESERVED_HEADERS: &[&str] = &[
 
 const DEFAULT_CONCURRENCY: usize = 4;
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Slack's limit per incoming webhook: one message per second.
+const SLACK_RATE: Rate = Rate {
+    count: 1,
+    per: Duration::from_secs(1),
+};
+
+/// The kinds of target, as named by `kind:`.
+#[derive(Clone, Copy)]
+enum Kind {
+    Http,
+    Slack,
+    Crm,
+}
 
 /// Reads `targets`; also returns every name defined (valid or not), so routes can be
 /// checked against them without a second round of problems for the same target.
@@ -90,20 +108,32 @@ fn valid_name(name: &str) -> Option<TargetId> {
 fn target(ctx: &mut Ctx<'_>, name: Option<TargetId>, node: &Node, path: String) -> Option<Target> {
     let m = ctx.mapping(node, path)?;
     let kind_node = ctx.required(&m, "kind")?;
-    ctx.convert(kind_node, &child(&m.path, "kind"), |t| {
+    let kind = ctx.convert(kind_node, &child(&m.path, "kind"), |t| {
         match t.value.as_str() {
-            "http" => Ok(()),
-            kind @ ("slack" | "crm") => Err(format!(
-                "target kind `{kind}` is not available in this build yet; use kind: http"
-            )),
+            "http" => Ok(Kind::Http),
+            "slack" => Ok(Kind::Slack),
+            "crm" => Ok(Kind::Crm),
             _ => Err(format!(
-                "unknown target kind {} (expected one of: http)",
+                "unknown target kind {} (expected one of: http, slack, crm)",
                 t.quoted
             )),
         }
     })?;
-    ctx.check_keys(&m, HTTP_KEYS);
-    let http = http_target(ctx, &m);
+    let (target_kind, default_rate) = match kind {
+        Kind::Http => {
+            ctx.check_keys(&m, HTTP_KEYS);
+            (http_target(ctx, &m).map(TargetKind::Http), None)
+        }
+        Kind::Slack => {
+            ctx.check_keys(&m, slack::KEYS);
+            let slack = slack::slack_target(ctx, &m).map(TargetKind::Slack);
+            (slack, Some(SLACK_RATE))
+        }
+        Kind::Crm => {
+            ctx.check_keys(&m, crm::KEYS);
+            (crm::crm_target(ctx, &m).map(TargetKind::Crm), None)
+        }
+    };
     let concurrency = ctx
         .field(&m, "concurrency", "concurrency", |s| {
             // At most 1024, so the conversion cannot fail.
@@ -117,10 +147,13 @@ fn target(ctx: &mut Ctx<'_>, name: Option<TargetId>, node: &Node, path: String) 
         None => Some(RetryPolicy::default()),
         Some(node) => retry(ctx, node, child(&m.path, "retry")),
     };
-    let rate_limit = ctx.field(&m, "rate_limit", "rate", units::rate).optional();
+    let rate_limit = ctx
+        .field(&m, "rate_limit", "rate", units::rate)
+        .optional()
+        .map(|rate| rate.or(default_rate));
     Some(Target {
         name: name?,
-        kind: TargetKind::Http(http?),
+        kind: target_kind?,
         concurrency: concurrency?,
         timeout: timeout?,
         retry: retry?,
@@ -143,7 +176,7 @@ fn http_target(ctx: &mut Ctx<'_>, m: &Mapping<'_>) -> Option<HttpTarget> {
         .and_then(|node| ctx.parse(node, &child(&m.path, "url"), "URL", http_url));
     let headers = match m.present("headers") {
         None => Some(Vec::new()),
-        Some(node) => headers(ctx, node, child(&m.path, "headers")),
+        Some(node) => headers(ctx, node, child(&m.path, "headers"), false, header_value),
     };
     let signing = match m.present("signing") {
         None => Some(None),
@@ -171,48 +204,23 @@ fn http_url(text: &str) -> Result<url::Url, String> {
     Ok(url)
 }
 
-fn headers(ctx: &mut Ctx<'_>, node: &Node, path: String) -> Option<Vec<(HeaderName, HeaderValue)>> {
+/// Reads a `headers:` mapping. Names are checked here (`authorization` is refused too
+/// when `auth` sets it); each value is read by `value`, which reports its own problems.
+fn headers<V>(
+    ctx: &mut Ctx<'_>,
+    node: &Node,
+    path: String,
+    auth: bool,
+    mut value: impl FnMut(&mut Ctx<'_>, &Node, &str) -> Option<V>,
+) -> Option<Vec<(HeaderName, V)>> {
     let m = ctx.mapping(node, path)?;
     let mut headers = Vec::with_capacity(m.entries.len());
     let mut valid = true;
     for entry in &m.entries {
         let path = child(&m.path, entry.key);
-        let name = match HeaderName::from_bytes(entry.key.as_bytes()) {
-            Err(_) => {
-                ctx.report(
-                    entry.key_at,
-                    &path,
-                    format!("invalid header name {:?}", entry.key),
-                );
-                None
-            }
-            Ok(name) if RESERVED_HEADERS.contains(&name.as_str()) => {
-                ctx.report(
-                    entry.key_at,
-                    &path,
-                    format!("header `{name}` is set by the relay"),
-                );
-                None
-            }
-            Ok(name) if headers.iter().any(|(seen, _)| *seen == name) => {
-                // Header names are case-insensitive, so YAML's duplicate check misses these.
-                ctx.report(entry.key_at, &path, format!("header `{name}` is set twice"));
-                None
-            }
-            Ok(name) => Some(name),
-        };
+        let name = header_name(ctx, entry, &path, auth, &headers);
         // Never quoted: header values often carry credentials.
-        let value = ctx.convert(entry.value, &path, |t| {
-            HeaderValue::from_str(&t.value)
-                .map(|mut value| {
-                    value.set_sensitive(true);
-                    value
-                })
-                .map_err(|_| {
-                    "invalid header value (control characters are not allowed; value not shown)"
-                        .to_owned()
-                })
-        });
+        let value = value(ctx, entry.value, &path);
         match (name, value) {
             (Some(name), Some(value)) => headers.push((name, value)),
             _ => valid = false,
@@ -220,6 +228,46 @@ fn headers(ctx: &mut Ctx<'_>, node: &Node, path: String) -> Option<Vec<(HeaderNa
     }
     valid.then_some(headers)
 }
+
+fn header_name<V>(
+    ctx: &mut Ctx<'_>,
+    entry: &Entry<'_>,
+    path: &str,
+    auth: bool,
+    seen: &[(HeaderName, V)],
+) -> Option<HeaderName> {
+    let message = match HeaderName::from_bytes(entry.key.as_bytes()) {
+        Err(_) => format!("invalid header name {:?}", entry.key),
+        Ok(name) if RESERVED_HEADERS.contains(&name.as_str()) => {
+            format!("header `{name}` is set by the relay")
+        }
+        Ok(name) if auth && name == http::header::AUTHORIZATION => {
+            format!("header `{name}` is set by `auth`; remove one of the two")
+        }
+        // Header names are case-insensitive, so YAML's duplicate check misses these.
+        Ok(name) if seen.iter().any(|(seen, _)| *seen == name) => {
+            format!("header `{name}` is set twice")
+        }
+        Ok(name) => return Some(name),
+    };
+    ctx.report(entry.key_at, path, message);
+    None
+}
+
+/// An http target's header value, used as is.
+fn header_value(ctx: &mut Ctx<'_>, node: &Node, path: &str) -> Option<HeaderValue> {
+    ctx.convert(node, path, |t| {
+        HeaderValue::from_str(&t.value)
+            .map(|mut value| {
+                value.set_sensitive(true);
+                value
+            })
+            .map_err(|_| INVALID_HEADER_VALUE.to_owned())
+    })
+}
+
+const INVALID_HEADER_VALUE: &str =
+    "invalid header value (control characters are not allowed; value not shown)";
 
 fn signing(ctx: &mut Ctx<'_>, node: &Node, path: String) -> Option<Signing> {
     let m = ctx.mapping(node, path)?;

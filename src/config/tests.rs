@@ -1,5 +1,7 @@
 //! End-to-end tests of [`Config::from_yaml_str`]: what a user sees for a valid file
-//! and for defaults; each kind of mistake is in `tests/mistakes.rs`.
+//! and for defaults; each kind of mistake is in `tests/mistakes.rs`. Slack and CRM
+//! targets and route conditions, with their templates, are in `tests/templates.rs`
+//! and `tests/template_mistakes.rs`.
 
 use std::path::Path;
 use std::time::Duration;
@@ -9,6 +11,8 @@ use base64::Engine as _;
 use super::*;
 
 mod mistakes;
+mod template_mistakes;
+mod templates;
 
 /// A file that exists and is readable in any checkout, standing in for TLS files.
 const READABLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
@@ -22,6 +26,14 @@ pub(super) fn env(name: &str) -> Option<String> {
         )),
         "HOOK_TOKEN" => Some("t0k3n".to_owned()),
         "EMPTY" => Some(String::new()),
+        "SLACK_WEBHOOK_URL" => {
+            Some("https://hooks.slack.com/services/T000/B000/sl4ckS3cret".to_owned())
+        }
+        "HUBSPOT_TOKEN" => Some("pat-na1-hubS3cret".to_owned()),
+        "SF_DOMAIN" => Some("acme".to_owned()),
+        "SF_CLIENT_ID" => Some("3MVG9client".to_owned()),
+        "SF_CLIENT_SECRET" => Some("sfS3cret".to_owned()),
+        "LEGACY_PASSWORD" => Some("p4ssS3cret".to_owned()),
         _ => None,
     }
 }
@@ -192,14 +204,17 @@ fn full_config_parses_to_the_expected_values() {
             Route {
                 events: vec![EventPattern::Exact("message.received".to_owned())],
                 to: vec![id("audit-log"), id("warehouse")],
+                when: None,
             },
             Route {
                 events: vec![EventPattern::Prefix("contact.".to_owned())],
                 to: vec![id("warehouse")],
+                when: None,
             },
             Route {
                 events: vec![EventPattern::Any],
                 to: vec![id("warehouse")],
+                when: None,
             },
         ],
     };
@@ -255,7 +270,9 @@ fn minimal_config_gets_the_defaults() {
         }
     );
     assert_eq!(target.rate_limit, None);
-    let TargetKind::Http(http) = &target.kind;
+    let TargetKind::Http(http) = &target.kind else {
+        panic!("an http target")
+    };
     assert!(http.headers.is_empty() && http.signing.is_none() && !http.forward_textus_signature);
 }
 
@@ -278,7 +295,9 @@ fn env_expansion_applies_defaults_and_escapes() {
     );
     let config = load(&yaml).expect("valid config");
     let target = &config.targets[0];
-    let TargetKind::Http(http) = &target.kind;
+    let TargetKind::Http(http) = &target.kind else {
+        panic!("an http target")
+    };
     assert_eq!(http.url.as_str(), "https://x.example/a$b?t=t0k3n");
     assert_eq!(target.timeout, Duration::from_millis(250));
     assert_eq!(target.concurrency, 16);

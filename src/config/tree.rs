@@ -31,6 +31,14 @@ const MAX_ALIAS_EVENTS: usize = 10_000;
 pub(super) struct Node {
     pub(super) value: Value,
     pub(super) at: Pos,
+    /// A scalar written unquoted that YAML reads as a boolean or a number (`5`, `true`,
+    /// but also `yes` or `0x1F`). Request bodies keep such values typed.
+    pub(super) typed: bool,
+    /// Where a scalar's text is written, for templates: line N of the text is on file
+    /// line `text_at.line + N - 1`. It differs from `at` for a block scalar (`|`, `>`)
+    /// that starts with empty lines (`at` is its first non-empty line), and for an alias,
+    /// whose text is at the anchor.
+    pub(super) text_at: Pos,
 }
 
 /// What a node holds. Scalars are text; the schema decides what they mean.
@@ -122,10 +130,11 @@ fn to_usize(n: u64) -> usize {
 }
 
 fn into_node(spanned: Spanned<Raw>, text: &str) -> Node {
-    // `max(1)`: a node serde-saphyr could not place has line 0; problems are 1-based.
-    let at = Pos {
-        line: to_usize(spanned.referenced.line()).max(1),
-        column: to_usize(spanned.referenced.column()).max(1),
+    let at = position(&spanned.referenced);
+    let typed = matches!(spanned.value, Raw::Typed(_));
+    let text_at = match &spanned.value {
+        Raw::Str(value) => text_start(text, &spanned.defined, value),
+        _ => at,
     };
     let value = match spanned.value {
         Raw::Null => Value::Null,
@@ -142,7 +151,41 @@ fn into_node(spanned: Spanned<Raw>, text: &str) -> Node {
                 .collect(),
         ),
     };
-    Node { value, at }
+    Node {
+        value,
+        at,
+        typed,
+        text_at,
+    }
+}
+
+fn position(location: &serde_saphyr::Location) -> Pos {
+    // `max(1)`: a node serde-saphyr could not place has line 0; problems are 1-based.
+    Pos {
+        line: to_usize(location.line()).max(1),
+        column: to_usize(location.column()).max(1),
+    }
+}
+
+/// Where the text of a string scalar starts. serde-saphyr places a block scalar at its
+/// first non-empty line, which is not line 1 of its text when empty lines come first;
+/// each such line is a leading `\n` of the value. Quoted scalars are left alone: there
+/// a leading `\n` is an escape or a folded line, not an empty line of the text.
+fn text_start(text: &str, location: &serde_saphyr::Location, value: &str) -> Pos {
+    let at = position(location);
+    let quoted = location
+        .span()
+        .byte_offset()
+        .and_then(|start| text.get(usize::try_from(start).ok()?..))
+        .is_some_and(|rest| rest.starts_with(['"', '\'']));
+    if quoted {
+        return at;
+    }
+    let empty_lines = value.bytes().take_while(|&b| b == b'\n').count();
+    Pos {
+        line: at.line.saturating_sub(empty_lines).max(1),
+        column: at.column,
+    }
 }
 
 /// The source text of a plain scalar, if its byte span is known and sane.
@@ -303,6 +346,36 @@ mod tests {
             }
         );
         assert!(matches!(items[1].value, Value::Null));
+    }
+
+    #[test]
+    fn unquoted_booleans_and_numbers_are_marked_typed() {
+        let root =
+            parse("a: 5\nb: \"5\"\nc: yes\nd: text\ne: 'true'\nf: |\n  7\n").expect("valid yaml");
+        let typed: Vec<bool> = entries(&root).iter().map(|(_, v)| v.typed).collect();
+        assert_eq!(typed, [true, false, true, false, false, false]);
+    }
+
+    #[test]
+    fn text_positions_count_leading_empty_lines_of_block_scalars() {
+        let root = parse("a: |+\n\n\n  x\nb: \"\\ny\"\nc: &t |\n  z\nd: *t\n").expect("valid yaml");
+        let got: Vec<(Pos, Pos)> = entries(&root)
+            .iter()
+            .map(|(_, v)| (v.at, v.text_at))
+            .collect();
+        let pos = |line, column| Pos { line, column };
+        assert_eq!(
+            got,
+            [
+                // `at` is the first non-empty line; the text starts two lines above.
+                (pos(4, 3), pos(2, 3)),
+                // A quoted `\n` is an escape, not an empty line.
+                (pos(5, 4), pos(5, 4)),
+                (pos(7, 3), pos(7, 3)),
+                // Through an alias, the text is at the anchor.
+                (pos(8, 4), pos(7, 3)),
+            ]
+        );
     }
 
     #[test]

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use super::error::Problem;
 use super::reader::{Ctx, Mapping, Text, boolean, child, item};
+use super::template::{self, TemplateSource};
 use super::tree::Node;
 use super::{
     Admin, Config, EventPattern, Listen, Route, Source, Storage, TargetId, Tls, targets, units,
@@ -306,7 +307,7 @@ fn routes(ctx: &mut Ctx<'_>, node: &Node, targets: &[String]) -> Option<Vec<Rout
 
 fn route(ctx: &mut Ctx<'_>, node: &Node, path: String, targets: &[String]) -> Option<Route> {
     let m = ctx.mapping(node, path)?;
-    ctx.check_keys(&m, &["events", "to"]);
+    ctx.check_keys(&m, &["events", "to", "when"]);
     let events = non_empty_list(
         ctx,
         &m,
@@ -338,10 +339,35 @@ fn route(ctx: &mut Ctx<'_>, node: &Node, path: String, targets: &[String]) -> Op
             })
         },
     );
+    let when = match m.present("when") {
+        None => Some(None),
+        Some(node) => when(ctx, node, &child(&m.path, "when")).map(Some),
+    };
     Some(Route {
         events: events?,
         to: to?,
+        when: when?,
     })
+}
+
+/// A route condition: a non-empty expression, not a `{{ }}` template.
+fn when(ctx: &mut Ctx<'_>, node: &Node, path: &str) -> Option<TemplateSource> {
+    let when = template::non_empty_template(
+        ctx,
+        node,
+        path,
+        "condition is empty (leave `when` out to apply the route to every matching event)",
+    )?;
+    let trimmed = when.text.trim();
+    if trimmed.starts_with("{{") || trimmed.starts_with("{%") {
+        ctx.report(
+            node.at,
+            path,
+            "`when` is an expression: write it without `{{ }}`, e.g. when: \"event.contact is defined\"",
+        );
+        return None;
+    }
+    Some(when)
 }
 
 /// Reads a required, non-empty list under `key`, converting each item with `read`.

@@ -1,4 +1,5 @@
-//! A token bucket per target: `count` deliveries per `per`, with bursts of up to `count`.
+//! A token bucket per target: `count` deliveries per `per`, with bursts of up to `count`
+//! once the target has been idle long enough to earn them.
 
 use std::time::Duration;
 
@@ -22,7 +23,9 @@ impl RateLimiter {
         RateLimiter {
             interval: rate.per / count,
             capacity: f64::from(count),
-            tokens: f64::from(count),
+            // One token to start with, not a full bucket: a restart with a backlog must not
+            // open with a burst (Slack counts it against the webhook).
+            tokens: 1.0,
             last: Instant::now(),
         }
     }
@@ -51,14 +54,13 @@ mod tests {
     use super::*;
 
     #[tokio::test(start_paused = true)]
-    async fn allows_a_burst_then_spaces_by_the_rate() {
+    async fn starts_with_one_token_then_allows_bursts_earned_by_idling() {
         let mut rl = RateLimiter::new(&Rate {
             count: 2,
             per: Duration::from_secs(1),
         });
         assert!(rl.try_take().is_ok());
-        assert!(rl.try_take().is_ok());
-        let wait = rl.try_take().expect_err("bucket is empty");
+        let wait = rl.try_take().expect_err("one token at start");
         assert!(
             wait <= Duration::from_millis(500) && wait > Duration::ZERO,
             "{wait:?}"
@@ -66,5 +68,9 @@ mod tests {
         tokio::time::advance(wait).await;
         assert!(rl.try_take().is_ok());
         assert!(rl.try_take().is_err());
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert!(rl.try_take().is_ok());
+        assert!(rl.try_take().is_ok(), "idle time earns a burst of `count`");
+        assert!(rl.try_take().is_err(), "but no more than `count`");
     }
 }

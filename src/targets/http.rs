@@ -91,21 +91,12 @@ pub async fn read_outcome(mut response: reqwest::Response) -> Outcome {
         .get(RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let mut start = Vec::new();
-    if !(200..300).contains(&status) {
-        while start.len() < REASON_BYTES {
-            match response.chunk().await {
-                Ok(Some(chunk)) => start.extend_from_slice(&chunk),
-                _ => break,
-            }
-        }
-        start.truncate(REASON_BYTES);
-    }
-    classify(
-        status,
-        retry_after.as_deref(),
-        &String::from_utf8_lossy(&start),
-    )
+    let start = if (200..300).contains(&status) {
+        String::new()
+    } else {
+        super::read_start(&mut response, REASON_BYTES).await
+    };
+    classify(status, retry_after.as_deref(), &start)
 }
 
 /// A request that got no HTTP answer: always worth retrying, with the cause spelled out.

@@ -1,7 +1,9 @@
 //! Black-box tests: the real binary, real HTTP sinks on loopback, a real SQLite file.
 
 mod config_errors;
+mod crm;
 mod delivery;
 mod ingest;
 mod lifecycle;
+mod slack;
 mod support;

@@ -204,27 +204,52 @@ fn bad_headers_are_reported() {
 }
 
 #[test]
-fn slack_and_crm_kinds_are_not_available_yet() {
+fn each_kind_has_its_own_keys() {
+    let yaml =
+        with_target("    kind: slack\n    url: https://hooks.slack.com/x\n    method: POST\n");
+    assert_eq!(
+        refused(&yaml),
+        [
+            "relay.yaml:6:5: targets.t.method: unknown key (expected one of: kind, url, templates, concurrency, timeout, retry, rate_limit)"
+        ]
+    );
     let yaml = with_target(
-        "    kind: slack\n    url: https://hooks.slack.com/x\n    rate_limit: 1/s\n    templates: {}\n",
+        "    kind: http\n    url: https://x.example\n    templates: {}\n    auth: { bearer: x }\n    body: {}\n    method: PUT\n",
+    );
+    let lines = refused(&yaml);
+    let keys: Vec<&str> = lines
+        .iter()
+        .map(|l| l.split(": ").nth(1).unwrap_or(""))
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "targets.t.templates",
+            "targets.t.auth",
+            "targets.t.body",
+            "targets.t.method"
+        ],
+        "{lines:#?}"
+    );
+    assert!(
+        lines.iter().all(|l| l.contains("unknown key")),
+        "{lines:#?}"
+    );
+    let yaml = with_target(
+        "    kind: crm\n    url: https://x.example\n    signing: { secret: x }\n    templates: {}\n",
     );
     assert_eq!(
         refused(&yaml),
         [
-            "relay.yaml:4:11: targets.t.kind: target kind `slack` is not available in this build yet; use kind: http"
+            "relay.yaml:6:5: targets.t.signing: unknown key (expected one of: kind, method, url, headers, auth, body, concurrency, timeout, retry, rate_limit)",
+            "relay.yaml:7:5: targets.t.templates: unknown key (expected one of: kind, method, url, headers, auth, body, concurrency, timeout, retry, rate_limit)",
         ]
     );
-    let yaml = with_target("    kind: crm\n    method: POST\n");
+    let yaml = with_target("    kind: smtp\n    method: POST\n");
     assert_one(
         &yaml,
         "relay.yaml:4:11: targets.t.kind: ",
-        "target kind `crm` is not available in this build yet",
-    );
-    let yaml = with_target("    kind: smtp\n");
-    assert_one(
-        &yaml,
-        "relay.yaml:4:11: targets.t.kind: ",
-        "unknown target kind \"smtp\" (expected one of: http)",
+        "unknown target kind \"smtp\" (expected one of: http, slack, crm)",
     );
 }
 

@@ -1,0 +1,254 @@
+//! `textus-relay check`: what a valid config does, shown before TextUs sends anything.
+//!
+//! Besides listing which event types reach which targets, it renders every target's templates
+//! against each of the eight sample events that target would receive, so a typo in a field
+//! name or a template that renders an empty URL shows up now rather than as dead letters.
+
+use std::fmt::Write;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use serde_json::Value;
+
+use crate::build::{Built, BuiltKind, Compiled};
+use crate::config::{Config, Storage, TargetKind};
+use crate::samples::SAMPLES;
+use crate::store::{DeliveryId, Job};
+use crate::templates::{Meta, RenderContext};
+
+/// The report, and whether it found mistakes (`check` exits 2 when it did).
+pub struct Report {
+    pub text: String,
+    pub errors: usize,
+}
+
+/// Describes `config` and renders its templates against the samples.
+pub fn report(config: &Config, compiled: &Compiled, built: &[Built]) -> Report {
+    let mut out = String::new();
+    let tls = if config.listen.tls.is_some() {
+        "HTTPS"
+    } else {
+        "plain HTTP"
+    };
+    let Storage::Sqlite { path } = &config.storage;
+    let _ = writeln!(out, "{}: ok", config.file.display());
+    let _ = writeln!(
+        out,
+        "  listen {} ({tls}) on {}, admin {}, store sqlite {}",
+        config.listen.address,
+        config.source.path,
+        config.admin.address,
+        path.display()
+    );
+    let _ = writeln!(out, "  targets:");
+    for t in &config.targets {
+        let what = match &t.kind {
+            TargetKind::Http(h) => format!("http  {}", h.url),
+            TargetKind::Slack(s) => format!("slack {}", redact(&s.url)),
+            TargetKind::Crm(c) => format!("crm   {} {}", c.method, c.url.text),
+        };
+        let _ = writeln!(out, "    {:<20} {what}", t.name.as_str());
+    }
+    let _ = writeln!(
+        out,
+        "  routes for the eight TextUs event types (sample events):"
+    );
+    for (ty, body) in SAMPLES {
+        let to = routed(compiled, ty, body);
+        let names = if to.is_empty() {
+            "(none: answered 200 and counted as unrouted)".to_string()
+        } else {
+            to.join(", ")
+        };
+        let _ = writeln!(out, "    {ty:<22} -> {names}");
+    }
+    let other = compiled.router.route("x.unlisted", None);
+    let other: Vec<String> = other.iter().map(|t| t.to_string()).collect();
+    let _ = writeln!(
+        out,
+        "    {:<22} -> {}",
+        "(any other type)",
+        if other.is_empty() {
+            "(none)".into()
+        } else {
+            other.join(", ")
+        }
+    );
+    let unused: Vec<&str> = config
+        .targets
+        .iter()
+        .filter(|t| !config.routes.iter().any(|r| r.to.contains(&t.name)))
+        .map(|t| t.name.as_str())
+        .collect();
+    if !unused.is_empty() {
+        let _ = writeln!(
+            out,
+            "  warning: no route sends anything to: {}",
+            unused.join(", ")
+        );
+    }
+    let errors = render_all(compiled, built, &mut out);
+    Report { text: out, errors }
+}
+
+fn routed(compiled: &Compiled, ty: &str, body: &[u8]) -> Vec<String> {
+    let event: Value = serde_json::from_slice(body).unwrap_or_default();
+    let ctx = RenderContext::new(&event, meta(ty, ""));
+    compiled
+        .router
+        .route(ty, Some(&ctx))
+        .iter()
+        .map(|t| t.to_string())
+        .collect()
+}
+
+/// Renders each templated target for each sample it would receive; returns the error count.
+fn render_all(compiled: &Compiled, built: &[Built], out: &mut String) -> usize {
+    let mut errors = 0;
+    let templated: Vec<&Built> = built
+        .iter()
+        .filter(|b| !matches!(b.kind, BuiltKind::Http))
+        .collect();
+    if templated.is_empty() {
+        return 0;
+    }
+    let _ = writeln!(out, "  templates rendered against the sample events:");
+    for b in templated {
+        let name = b.config.name.as_str();
+        for (ty, body) in SAMPLES {
+            if !routed(compiled, ty, body).iter().any(|t| t == name) {
+                continue;
+            }
+            let job = sample_job(ty, body);
+            let line = match &b.kind {
+                BuiltKind::Slack(s) => match s.payload(&job) {
+                    Ok(p) if slack_is_empty(&p) => {
+                        Err("the message renders empty (no text and no blocks)".to_string())
+                    }
+                    Ok(p) => Ok(format!(
+                        "ok, text: {}",
+                        preview(
+                            p.get("text")
+                                .and_then(Value::as_str)
+                                .unwrap_or("(blocks only)")
+                        )
+                    )),
+                    Err(e) => Err(e),
+                },
+                BuiltKind::Crm(c) => match c.render(&job) {
+                    Ok(r) if url::Url::parse(r.url.trim()).is_err() => {
+                        Err(format!("the url renders as {:?}, not a URL", r.url))
+                    }
+                    Ok(r) => {
+                        let empty = empty_leaves(r.body.as_ref());
+                        let note = if empty.is_empty() {
+                            String::new()
+                        } else {
+                            format!("; empty fields: {}", empty.join(", "))
+                        };
+                        Ok(format!("ok, {}{note}", preview(&r.url)))
+                    }
+                    Err(e) => Err(e),
+                },
+                BuiltKind::Http => continue,
+            };
+            match line {
+                Ok(text) => {
+                    let _ = writeln!(out, "    {name:<20} {ty:<22} {text}");
+                }
+                Err(e) => {
+                    errors += 1;
+                    let _ = writeln!(out, "    {name:<20} {ty:<22} ERROR: {e}");
+                }
+            }
+        }
+    }
+    errors
+}
+
+fn sample_job(ty: &str, body: &'static [u8]) -> Job {
+    let key = serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|v| v.get("id").and_then(Value::as_str).map(str::to_owned))
+        .unwrap_or_default();
+    Job {
+        id: DeliveryId(0),
+        event_key: key,
+        event_type: Some(ty.to_string()),
+        body: Bytes::from_static(body),
+        signature: String::new(),
+        received_at: SystemTime::now(),
+        attempts: 0,
+        created_at: SystemTime::now(),
+    }
+}
+
+fn meta(ty: &str, target: &str) -> Meta {
+    Meta {
+        event_type: ty.to_string(),
+        id: String::new(),
+        received_at: crate::targets::rfc3339(crate::store::unix_ms(SystemTime::now())),
+        target: target.to_string(),
+    }
+}
+
+fn slack_is_empty(payload: &Value) -> bool {
+    let text = payload
+        .get("text")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .trim()
+        .is_empty();
+    let blocks = payload
+        .get("blocks")
+        .and_then(Value::as_array)
+        .is_none_or(|b| b.is_empty());
+    text && blocks
+}
+
+/// Dotted paths of the string leaves that rendered empty.
+fn empty_leaves(body: Option<&Value>) -> Vec<String> {
+    fn walk(v: &Value, path: String, out: &mut Vec<String>) {
+        match v {
+            Value::String(s) if s.trim().is_empty() => out.push(if path.is_empty() {
+                "(body)".into()
+            } else {
+                path
+            }),
+            Value::Array(items) => items
+                .iter()
+                .enumerate()
+                .for_each(|(i, x)| walk(x, format!("{path}[{i}]"), out)),
+            Value::Object(map) => map.iter().for_each(|(k, x)| {
+                walk(
+                    x,
+                    if path.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{path}.{k}")
+                    },
+                    out,
+                )
+            }),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    if let Some(b) = body {
+        walk(b, String::new(), &mut out);
+    }
+    out
+}
+
+fn preview(text: &str) -> String {
+    let one_line = text.replace('\n', " ");
+    match one_line.char_indices().nth(70) {
+        Some((i, _)) => format!("{}…", &one_line[..i]),
+        None => one_line,
+    }
+}
+
+/// A Slack webhook URL is a credential: show only its host.
+fn redact(url: &url::Url) -> String {
+    format!("{}://{}/…", url.scheme(), url.host_str().unwrap_or(""))
+}
