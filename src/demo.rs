@@ -1,9 +1,10 @@
 //! `textus-relay demo`: the whole path on one machine, with no account, secret or env var.
 //!
-//! Starts two local sink targets, writes a config into a temporary folder, runs the real relay
-//! binary on it (`run`), sends the eight signed sample events plus a forged one and a repeat,
-//! and shows what each target received. One target fails its first two requests, so a retry
-//! with a stable `webhook-id` is visible.
+//! Starts four local sink targets (a signed HTTP endpoint, a flaky one, a Slack-shaped and a
+//! CRM-shaped one), writes a config into a temporary folder, runs the real relay binary on it
+//! (`run`), sends the eight signed sample events plus a forged one and a repeat, and shows what
+//! each target received. The flaky target fails its first two requests, so a retry with a
+//! stable `webhook-id` is visible.
 
 use std::fmt::Write as _;
 use std::net::{SocketAddr, TcpListener};
@@ -35,39 +36,52 @@ pub fn run() -> Result<()> {
     runtime.block_on(demo())
 }
 
+/// The local stand-ins for the systems a real deployment delivers to.
+struct Sinks {
+    warehouse: Sink,
+    flaky: Sink,
+    slack: Sink,
+    crm: Sink,
+}
+
+impl Sinks {
+    async fn start() -> Result<Sinks> {
+        Ok(Sinks {
+            warehouse: Sink::start(vec![], Reply::Status(200)).await?,
+            flaky: Sink::start(
+                vec![Reply::Status(503), Reply::Status(503)],
+                Reply::Status(200),
+            )
+            .await?,
+            slack: Sink::start(vec![], Reply::StatusWithBody(200, "ok".into())).await?,
+            crm: Sink::start(vec![], Reply::StatusWithBody(200, "{}".into())).await?,
+        })
+    }
+}
+
 async fn demo() -> Result<()> {
     let dir = tempfile::tempdir().context("creating a temporary folder")?;
-    let warehouse = Sink::start(vec![], Reply::Status(200)).await?;
-    let crm = Sink::start(
-        vec![Reply::Status(503), Reply::Status(503)],
-        Reply::Status(200),
-    )
-    .await?;
+    let sinks = Sinks::start().await?;
     let listen = free_port()?;
     let admin = free_port()?;
     let config_path = dir.path().join("relay.yaml");
-    std::fs::write(
-        &config_path,
-        config(dir.path(), listen, admin, &warehouse, &crm),
-    )
-    .context("writing the demo config")?;
+    std::fs::write(&config_path, config(dir.path(), listen, admin, &sinks))
+        .context("writing the demo config")?;
 
     println!("textus-relay demo\n");
     println!(
-        "  relay        http://{listen}/webhooks/textus  (admin http://{admin}, store {})",
+        "  relay    http://{listen}/webhooks/textus  (admin http://{admin}, store {})",
         dir.path().join("relay.db").display()
     );
+    println!("  targets  warehouse  kind http   every event, Standard Webhooks signature");
     println!(
-        "  target       warehouse   -> {}  (kind http, Standard Webhooks signature, accepts everything)",
-        warehouse.url("/ingest")
+        "           flaky      kind http   message.received and contact.*; answers 503 twice, then 200"
     );
     println!(
-        "  target       crm-webhook -> {}  (kind http, answers 503 twice, then 200)",
-        crm.url("/hooks/textus")
+        "           slack      kind slack  message.* and contact.opted_out, built-in messages"
     );
-    println!(
-        "  routes       every event -> warehouse; message.received and contact.* -> crm-webhook\n"
-    );
+    println!("           hubspot    kind crm    contact.created, templated contact upsert");
+    println!("  (each target is a local sink standing in for the real system)\n");
 
     let log_path = dir.path().join("relay.log");
     let log = std::fs::File::create(&log_path).context("creating the relay log")?;
@@ -83,16 +97,16 @@ async fn demo() -> Result<()> {
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()?;
-    let result = story(&client, listen, admin, &warehouse, &crm).await;
+    let result = story(&client, listen, admin, &sinks).await;
     stop(&mut relay).await;
     if let Err(e) = &result {
         let log = std::fs::read_to_string(&log_path).unwrap_or_default();
         eprintln!("relay log:\n{log}");
         bail!("{e:#}");
     }
-    println!("\nRelay log for crm-webhook (the retries an operator sees):");
+    println!("\nRelay log for the flaky target (the retries an operator sees):");
     let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-    for line in log.lines().filter(|l| l.contains("crm-webhook")) {
+    for line in log.lines().filter(|l| l.contains("\"flaky\"")) {
         println!("  {line}");
     }
     println!(
@@ -105,8 +119,7 @@ async fn story(
     client: &reqwest::Client,
     listen: SocketAddr,
     admin: SocketAddr,
-    warehouse: &Sink,
-    crm: &Sink,
+    sinks: &Sinks,
 ) -> Result<()> {
     wait_ready(client, admin).await?;
     let url = format!("http://{listen}/webhooks/textus");
@@ -123,17 +136,37 @@ async fn story(
     let (status, text) = post(client, &url, body, &signature::sign(SECRET, body)).await?;
     println!("   {:<22} {status} {text}", "same delivery id");
 
-    let stored = warehouse
-        .wait_for(8, WAIT)
-        .await
-        .context("waiting for warehouse deliveries")?;
-    let tried = crm
-        .wait_for(6, WAIT)
-        .await
-        .context("waiting for crm-webhook deliveries")?;
+    let wait = |sink: &Sink, n: usize, what: &'static str| {
+        let sink = sink.clone();
+        async move {
+            sink.wait_for(n, WAIT)
+                .await
+                .with_context(|| format!("waiting for {what}"))
+        }
+    };
+    let stored = wait(&sinks.warehouse, 8, "warehouse deliveries").await?;
+    let tried = wait(&sinks.flaky, 6, "flaky deliveries").await?;
+    let posted = wait(&sinks.slack, 5, "slack messages").await?;
+    let upserts = wait(&sinks.crm, 1, "crm requests").await?;
     println!("\n4. What the targets received (each from its own durable queue):");
     print!("{}", show("warehouse", &stored, 0));
-    print!("{}", show("crm-webhook", &tried, 2));
+    print!("{}", show("flaky", &tried, 2));
+    for r in &posted {
+        let text = serde_json::from_slice::<serde_json::Value>(&r.body)
+            .ok()
+            .and_then(|v| v.get("text").and_then(|t| t.as_str()).map(str::to_owned))
+            .unwrap_or_default();
+        println!("   {:<10} {}", "slack", one_line(&text, 100));
+    }
+    for r in &upserts {
+        println!(
+            "   {:<10} {} {} {}",
+            "hubspot",
+            r.method,
+            r.path,
+            one_line(&String::from_utf8_lossy(&r.body), 160)
+        );
+    }
     let targets = client
         .get(format!("http://{admin}/api/v1/targets"))
         .send()
@@ -142,6 +175,14 @@ async fn story(
         .await?;
     println!("\n5. Admin API, GET /api/v1/targets (nothing left queued):\n   {targets}");
     Ok(())
+}
+
+fn one_line(text: &str, max: usize) -> String {
+    let flat = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    match flat.char_indices().nth(max) {
+        Some((i, _)) => format!("{}…", &flat[..i]),
+        None => flat,
+    }
 }
 
 /// One line per request a sink received; the first `failed` were answered 503.
@@ -179,7 +220,7 @@ fn show(name: &str, received: &[Received], failed: usize) -> String {
         };
         let _ = writeln!(
             out,
-            "   {name:<12} {action:<22} webhook-id {id}  {answered}{verified}"
+            "   {name:<10} {action:<22} webhook-id {id}  {answered}{verified}"
         );
     }
     out
@@ -242,13 +283,7 @@ fn free_port() -> Result<SocketAddr> {
     Ok(listener.local_addr()?)
 }
 
-fn config(
-    dir: &Path,
-    listen: SocketAddr,
-    admin: SocketAddr,
-    warehouse: &Sink,
-    crm: &Sink,
-) -> String {
+fn config(dir: &Path, listen: SocketAddr, admin: SocketAddr, sinks: &Sinks) -> String {
     format!(
         r#"listen: {{ address: "{listen}" }}
 admin: {{ address: "{admin}" }}
@@ -258,20 +293,43 @@ source:
 targets:
   warehouse:
     kind: http
-    url: "{w}"
+    url: "{warehouse}"
     signing: {{ secret: "whsec_{SIGNING_KEY_B64}" }}
-  crm-webhook:
+  flaky:
     kind: http
-    url: "{c}"
+    url: "{flaky}"
     retry: {{ initial: 300ms, max_delay: 2s }}
+  slack:
+    kind: slack
+    url: "{slack}"
+    rate_limit: 20/s
+  hubspot:
+    kind: crm
+    method: POST
+    url: "{crm}"
+    auth: {{ bearer: "demo-token" }}
+    body:
+      inputs:
+        - idProperty: textus_contact_id
+          id: "{{{{ event.contact.id | replace('/contacts/', '') }}}}"
+          properties:
+            firstname: "{{{{ event.contact.firstName }}}}"
+            lastname: "{{{{ event.contact.lastName }}}}"
+            phone: "{{{{ event.contact.phones.members[0].phoneNumber | e164 }}}}"
 routes:
   - events: ["*"]
     to: [warehouse]
   - events: [message.received, "contact.*"]
-    to: [crm-webhook]
+    to: [flaky]
+  - events: ["message.*", contact.opted_out]
+    to: [slack]
+  - events: [contact.created]
+    to: [hubspot]
 "#,
         db = dir.join("relay.db").display(),
-        w = warehouse.url("/ingest"),
-        c = crm.url("/hooks/textus"),
+        warehouse = sinks.warehouse.url("/ingest"),
+        flaky = sinks.flaky.url("/hooks/textus"),
+        slack = sinks.slack.url("/services/T000/B000/demo"),
+        crm = sinks.crm.url("/crm/v3/objects/contacts/batch/upsert"),
     )
 }

@@ -1,0 +1,94 @@
+//! The commands a new user runs first: `demo`, and `check` on templated targets.
+
+use crate::support::*;
+
+#[test]
+fn the_demo_runs_end_to_end() {
+    let (code, out, err) = cli(&["demo"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("forged signature       401"), "{out}");
+    assert!(out.contains("\"status\":\"duplicate\""), "{out}");
+    assert_eq!(out.matches("signature verified").count(), 8, "{out}");
+    assert_eq!(
+        out.matches("answered 503, relay retries").count(),
+        2,
+        "{out}"
+    );
+    assert!(out.contains("&lt;see pic&gt; &amp; thanks"), "{out}");
+    assert!(out.contains("\"firstname\":\"Cordell\""), "{out}");
+}
+
+fn check(yaml: &str) -> (i32, String, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("relay.yaml");
+    std::fs::write(&path, yaml).expect("write");
+    cli(&["check", "--config", &path.to_string_lossy()])
+}
+
+const CRM: &str = "source: { secrets: [s] }
+targets:
+  crm:
+    kind: crm
+    url: \"https://api.example.com/contacts/{{ event.contact.id | replace('/contacts/', '') }}\"
+    body:
+      name: \"{{ event.contact.name }}\"
+      email: \"{{ event.contact.data.email }}\"
+      ok: \"{{ event.contact.missing_field }}\"
+routes:
+  - events: [contact.created, contact.opted_out]
+    to: [crm]
+";
+
+#[test]
+fn check_renders_templates_against_the_samples_and_lists_empty_fields() {
+    let (code, out, err) = check(CRM);
+    assert_eq!(code, 0, "{out}{err}");
+    let created = out
+        .lines()
+        .find(|l| l.contains("crm") && l.contains("contact.created") && l.contains("ok,"))
+        .unwrap_or_default();
+    assert!(
+        created.contains("https://api.example.com/contacts/DQeeO69"),
+        "{out}"
+    );
+    assert!(created.contains("empty fields: ok"), "{out}");
+    let opted_out = out
+        .lines()
+        .find(|l| l.contains("crm") && l.contains("contact.opted_out") && l.contains("ok,"))
+        .unwrap_or_default();
+    assert!(opted_out.contains("empty fields: email, name, ok"), "{out}");
+}
+
+#[test]
+fn a_template_syntax_error_exits_2_naming_its_line() {
+    let broken = CRM.replace("{{ event.contact.name }}", "{{ event.contact.name }");
+    let (code, out, err) = check(&broken);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(err.contains("relay.yaml:7:"), "{err}");
+    assert!(err.contains("targets.crm.body.name"), "{err}");
+}
+
+#[test]
+fn an_unknown_filter_exits_2_naming_its_line() {
+    let broken = CRM.replace(
+        "{{ event.contact.name }}",
+        "{{ event.contact.name | shout }}",
+    );
+    let (code, _, err) = check(&broken);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("relay.yaml:7:") && err.contains("shout"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_url_that_renders_empty_is_an_error() {
+    let broken = CRM.replace(
+        "\"https://api.example.com/contacts/{{ event.contact.id | replace('/contacts/', '') }}\"",
+        "\"https://{{ event.nothing }}\"",
+    );
+    let (code, out, err) = check(&broken);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(out.contains("ERROR: the url renders as"), "{out}");
+}
