@@ -166,6 +166,79 @@ pub struct Target {
     pub retry: RetryPolicy,
     /// Token bucket; `None` for no limit.
     pub rate_limit: Option<Rate>,
+    /// When to stop sending to a target that keeps failing, and how to probe it.
+    pub breaker: BreakerPolicy,
+    /// Which deliveries must wait for others. Default unordered.
+    pub ordering: DeliveryOrder,
+    /// Most pending (queued or in flight) deliveries; `None` for no limit.
+    pub max_queue: Option<u64>,
+    /// What happens to an event routed here while the queue holds `max_queue`.
+    pub on_full: OnFull,
+}
+
+/// `breaker:` of a target (design.md §5): after `failures` consecutive failed attempts the
+/// target is open (nothing is sent), and one probe delivery is tried every `probe`.
+///
+/// Invariants: `failures >= 1`, `probe > 0`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BreakerPolicy {
+    /// Consecutive failed attempts that open the breaker. Default 5.
+    pub failures: u32,
+    /// Time between probes while open. Default 30 s.
+    pub probe: Duration,
+}
+
+impl Default for BreakerPolicy {
+    fn default() -> Self {
+        BreakerPolicy {
+            failures: 5,
+            probe: Duration::from_secs(30),
+        }
+    }
+}
+
+/// `ordering:` of a target.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum DeliveryOrder {
+    /// Up to `concurrency` deliveries in flight, in any order (the default).
+    #[default]
+    Unordered,
+    /// `fifo`: one delivery in flight for the whole target; a failing head blocks the rest.
+    Fifo,
+    /// `{ key: TEMPLATE }`: fifo per rendered key, different keys in parallel. The
+    /// template contains at least one `{{ }}` or `{% %}`.
+    Key(TemplateSource),
+}
+
+/// `on_full:` of a target: what a full queue (`max_queue`) does to a new event.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum OnFull {
+    /// Answer TextUs 504 for the whole event, so it keeps and retries it (the default).
+    #[default]
+    Reject,
+    /// Store this target's delivery straight as a dead letter; other targets get theirs.
+    DeadLetter,
+}
+
+/// `priority:` of a route.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Priority {
+    /// Served after every due high-priority delivery of the target.
+    #[default]
+    Normal,
+    /// Served first (compliance events: `contact.opted_out`, `contact.opted_in`).
+    High,
+}
+
+impl Priority {
+    /// The priority of an event type when no route says otherwise: opt-outs and opt-ins are
+    /// compliance events and go ahead of a backlog of messages.
+    pub fn default_for(event_type: &str) -> Priority {
+        match event_type {
+            "contact.opted_out" | "contact.opted_in" => Priority::High,
+            _ => Priority::Normal,
+        }
+    }
 }
 
 /// Exponential backoff with full jitter (design.md §5).
@@ -201,6 +274,25 @@ pub struct Rate {
     pub count: u32,
     /// The period, > 0.
     pub per: Duration,
+}
+
+impl fmt::Display for Rate {
+    /// As written in relay.yaml: `1/s`, `30/m`, `100/10s`, `10/500ms`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ms = self.per.as_millis();
+        let per = match ms {
+            1_000 => "s".to_owned(),
+            60_000 => "m".to_owned(),
+            3_600_000 => "h".to_owned(),
+            86_400_000 => "d".to_owned(),
+            _ if ms.is_multiple_of(86_400_000) => format!("{}d", ms / 86_400_000),
+            _ if ms.is_multiple_of(3_600_000) => format!("{}h", ms / 3_600_000),
+            _ if ms.is_multiple_of(60_000) => format!("{}m", ms / 60_000),
+            _ if ms.is_multiple_of(1_000) => format!("{}s", ms / 1_000),
+            _ => format!("{ms}ms"),
+        };
+        write!(f, "{}/{per}", self.count)
+    }
 }
 
 /// What a target does with a delivery.
@@ -376,6 +468,9 @@ pub struct Route {
     /// `when:`, an expression over the event (e.g. `event.contact is defined`); the
     /// route applies only where it is true. Not empty, and not wrapped in `{{ }}`.
     pub when: Option<TemplateSource>,
+    /// `priority:` of the deliveries this route creates; `None` for the event type's
+    /// default ([`Priority::default_for`]).
+    pub priority: Option<Priority>,
 }
 
 impl Config {

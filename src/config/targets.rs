@@ -1,6 +1,7 @@
 //! The `targets:` section: names, kinds, the settings every kind shares (retry policy,
-//! rate limit, concurrency, timeout), and the http target with its headers and
-//! Standard Webhooks signing key. The slack and crm kinds are in `targets/`.
+//! rate limit, concurrency, timeout; breaker, ordering and quota are in `targets/policy.rs`),
+//! and the http target with its headers and Standard Webhooks signing key. The slack and
+//! crm kinds are in `targets/`.
 //!
 //! A target's kind decides which keys are valid, so the kind is read first; with an
 //! unknown kind, that is the one problem reported for the target, rather than one
@@ -18,6 +19,7 @@ use super::tree::Node;
 use super::{HttpTarget, Rate, RetryPolicy, Signing, Target, TargetId, TargetKind, units};
 
 mod crm;
+mod policy;
 mod slack;
 
 const HTTP_KEYS: &[&str] = &[
@@ -30,6 +32,10 @@ const HTTP_KEYS: &[&str] = &[
     "timeout",
     "retry",
     "rate_limit",
+    "breaker",
+    "ordering",
+    "max_queue",
+    "on_full",
 ];
 
 /// Headers the relay sets itself on every request; configuring them would break
@@ -151,6 +157,7 @@ fn target(ctx: &mut Ctx<'_>, name: Option<TargetId>, node: &Node, path: String) 
         .field(&m, "rate_limit", "rate", units::rate)
         .optional()
         .map(|rate| rate.or(default_rate));
+    let policy = policy::policy(ctx, &m);
     Some(Target {
         name: name?,
         kind: target_kind?,
@@ -158,6 +165,10 @@ fn target(ctx: &mut Ctx<'_>, name: Option<TargetId>, node: &Node, path: String) 
         timeout: timeout?,
         retry: retry?,
         rate_limit: rate_limit?,
+        breaker: policy.breaker?,
+        ordering: policy.ordering?,
+        max_queue: policy.max_queue?,
+        on_full: policy.on_full?,
     })
 }
 

@@ -11,6 +11,7 @@ use base64::Engine as _;
 use super::*;
 
 mod mistakes;
+mod policy;
 mod template_mistakes;
 mod templates;
 
@@ -179,6 +180,10 @@ fn full_config_parses_to_the_expected_values() {
                     max_attempts: Some(20),
                 },
                 rate_limit: None,
+                breaker: BreakerPolicy::default(),
+                ordering: DeliveryOrder::Unordered,
+                max_queue: None,
+                on_full: OnFull::Reject,
             },
             Target {
                 name: id("audit-log"),
@@ -198,6 +203,10 @@ fn full_config_parses_to_the_expected_values() {
                     count: 100,
                     per: Duration::from_secs(10),
                 }),
+                breaker: BreakerPolicy::default(),
+                ordering: DeliveryOrder::Unordered,
+                max_queue: None,
+                on_full: OnFull::Reject,
             },
         ],
         routes: vec![
@@ -205,16 +214,19 @@ fn full_config_parses_to_the_expected_values() {
                 events: vec![EventPattern::Exact("message.received".to_owned())],
                 to: vec![id("audit-log"), id("warehouse")],
                 when: None,
+                priority: None,
             },
             Route {
                 events: vec![EventPattern::Prefix("contact.".to_owned())],
                 to: vec![id("warehouse")],
                 when: None,
+                priority: None,
             },
             Route {
                 events: vec![EventPattern::Any],
                 to: vec![id("warehouse")],
                 when: None,
+                priority: None,
             },
         ],
     };

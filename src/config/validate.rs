@@ -15,7 +15,8 @@ use super::reader::{Ctx, Mapping, Text, boolean, child, item};
 use super::template::{self, TemplateSource};
 use super::tree::Node;
 use super::{
-    Admin, Config, EventPattern, Listen, Route, Source, Storage, TargetId, Tls, targets, units,
+    Admin, Config, EventPattern, Listen, Priority, Route, Source, Storage, TargetId, Tls, targets,
+    units,
 };
 
 const DEFAULT_LISTEN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 8443));
@@ -307,7 +308,7 @@ fn routes(ctx: &mut Ctx<'_>, node: &Node, targets: &[String]) -> Option<Vec<Rout
 
 fn route(ctx: &mut Ctx<'_>, node: &Node, path: String, targets: &[String]) -> Option<Route> {
     let m = ctx.mapping(node, path)?;
-    ctx.check_keys(&m, &["events", "to", "when"]);
+    ctx.check_keys(&m, &["events", "to", "when", "priority"]);
     let events = non_empty_list(
         ctx,
         &m,
@@ -343,11 +344,21 @@ fn route(ctx: &mut Ctx<'_>, node: &Node, path: String, targets: &[String]) -> Op
         None => Some(None),
         Some(node) => when(ctx, node, &child(&m.path, "when")).map(Some),
     };
+    let priority = ctx.field(&m, "priority", "priority", priority).optional();
     Some(Route {
         events: events?,
         to: to?,
         when: when?,
+        priority: priority?,
     })
+}
+
+fn priority(text: &str) -> Result<Priority, String> {
+    match text {
+        "high" => Ok(Priority::High),
+        "normal" => Ok(Priority::Normal),
+        _ => Err("expected high or normal".to_owned()),
+    }
 }
 
 /// A route condition: a non-empty expression, not a `{{ }}` template.

@@ -25,6 +25,10 @@ pub(super) const KEYS: &[&str] = &[
     "timeout",
     "retry",
     "rate_limit",
+    "breaker",
+    "ordering",
+    "max_queue",
+    "on_full",
 ];
 
 const AUTH_SCHEMES: &[&str] = &["bearer", "basic", "oauth2"];

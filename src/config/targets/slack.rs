@@ -19,6 +19,10 @@ pub(super) const KEYS: &[&str] = &[
     "timeout",
     "retry",
     "rate_limit",
+    "breaker",
+    "ordering",
+    "max_queue",
+    "on_full",
 ];
 
 pub(super) fn slack_target(ctx: &mut Ctx<'_>, m: &Mapping<'_>) -> Option<SlackTarget> {

@@ -9,10 +9,10 @@ use crate::config::{ConfigError, Storage};
 #[test]
 fn unknown_key_is_reported_with_its_path() {
     let yaml =
-        with_target("    kind: http\n    url: https://x.example\n    breaker: { failures: 5 }\n");
+        with_target("    kind: http\n    url: https://x.example\n    circuit: { failures: 5 }\n");
     assert_one(
         &yaml,
-        "relay.yaml:6:5: targets.t.breaker: ",
+        "relay.yaml:6:5: targets.t.circuit: ",
         "unknown key (expected one of: kind, url,",
     );
 }
@@ -210,7 +210,7 @@ fn each_kind_has_its_own_keys() {
     assert_eq!(
         refused(&yaml),
         [
-            "relay.yaml:6:5: targets.t.method: unknown key (expected one of: kind, url, templates, concurrency, timeout, retry, rate_limit)"
+            "relay.yaml:6:5: targets.t.method: unknown key (expected one of: kind, url, templates, concurrency, timeout, retry, rate_limit, breaker, ordering, max_queue, on_full)"
         ]
     );
     let yaml = with_target(
@@ -241,8 +241,8 @@ fn each_kind_has_its_own_keys() {
     assert_eq!(
         refused(&yaml),
         [
-            "relay.yaml:6:5: targets.t.signing: unknown key (expected one of: kind, method, url, headers, auth, body, concurrency, timeout, retry, rate_limit)",
-            "relay.yaml:7:5: targets.t.templates: unknown key (expected one of: kind, method, url, headers, auth, body, concurrency, timeout, retry, rate_limit)",
+            "relay.yaml:6:5: targets.t.signing: unknown key (expected one of: kind, method, url, headers, auth, body, concurrency, timeout, retry, rate_limit, breaker, ordering, max_queue, on_full)",
+            "relay.yaml:7:5: targets.t.templates: unknown key (expected one of: kind, method, url, headers, auth, body, concurrency, timeout, retry, rate_limit, breaker, ordering, max_queue, on_full)",
         ]
     );
     let yaml = with_target("    kind: smtp\n    method: POST\n");
