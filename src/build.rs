@@ -10,9 +10,10 @@ use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::config::{Config, Target as TargetConfig, TargetId, TargetKind};
+use crate::config::{Config, DeliveryOrder, Target as TargetConfig, TargetId, TargetKind};
 use crate::delivery::health::TargetHealth;
-use crate::routing::{CompiledRoute, Router};
+use crate::routing::{CompiledRoute, OrderRule, QueueRules, Router};
+use crate::store::Quota;
 use crate::targets::Target;
 use crate::targets::crm::{CompiledRequest, CrmTarget};
 use crate::targets::http::HttpTarget;
@@ -95,11 +96,25 @@ pub fn compile(config: &Config) -> Result<Compiled, BuildError> {
             events: route.events.clone(),
             to: route.to.clone(),
             when,
+            priority: route.priority,
         });
     }
     let mut slack = HashMap::new();
     let mut crm = HashMap::new();
+    let mut rules = HashMap::new();
     for target in &config.targets {
+        let order = match &target.ordering {
+            DeliveryOrder::Unordered => OrderRule::Unordered,
+            DeliveryOrder::Fifo => OrderRule::Fifo,
+            DeliveryOrder::Key(src) => {
+                keep(&mut errors, templates.text(src)).map_or(OrderRule::Unordered, OrderRule::Key)
+            }
+        };
+        let quota = target.max_queue.map(|max_queue| Quota {
+            max_queue,
+            on_full: target.on_full,
+        });
+        rules.insert(target.name.clone(), QueueRules { order, quota });
         match &target.kind {
             TargetKind::Http(_) => {}
             TargetKind::Slack(s) => {
@@ -151,7 +166,7 @@ pub fn compile(config: &Config) -> Result<Compiled, BuildError> {
     let templates = Arc::new(templates);
     let order = config.targets.iter().map(|t| t.name.clone()).collect();
     Ok(Compiled {
-        router: Router::new(routes, order, templates.clone()),
+        router: Router::new(routes, order, templates.clone()).with_rules(rules),
         templates,
         slack,
         crm,

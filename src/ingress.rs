@@ -3,7 +3,8 @@
 //! The answer follows design.md §2 because TextUs reads status codes as instructions: `504`
 //! means "busy, retry with backoff", any other non-2xx means "integration broken, pause
 //! everything". So every failure to store is a 504, and a signed body the relay cannot use is
-//! still a 200 (kept as a dead letter), never a 4xx that would pause the integration.
+//! still a 200 (kept as a dead letter), never a 4xx that would pause the integration. A target
+//! whose queue is full (`max_queue`, `on_full: reject`) is a failure to store: 504.
 
 pub mod envelope;
 mod reply;
@@ -19,11 +20,10 @@ use pingora::protocols::http::ServerSession;
 use pingora::server::ShutdownWatch;
 use tracing::{debug, info, warn};
 
-use crate::config::{Source, TargetId};
+use crate::config::Source;
 use crate::metrics::Metrics;
 use crate::routing::Router;
 use crate::store::{Ingested, NewEvent, Store};
-use crate::templates::{Meta, RenderContext};
 pub use reply::{Answer, IngressError};
 use signature::SignatureError;
 
@@ -111,29 +111,6 @@ impl Ingress {
         }
     }
 
-    /// The targets for an event. The body is parsed in full only when a route has a `when`
-    /// condition; routing by type alone needs nothing beyond the envelope.
-    fn route(
-        &self,
-        event_type: &str,
-        key: &str,
-        body: &[u8],
-        received_at: SystemTime,
-    ) -> Vec<TargetId> {
-        if !self.router.needs_event() {
-            return self.router.route(event_type, None);
-        }
-        let event: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
-        let meta = Meta {
-            event_type: event_type.to_string(),
-            id: key.to_string(),
-            received_at: crate::targets::rfc3339(crate::store::unix_ms(received_at)),
-            target: String::new(),
-        };
-        self.router
-            .route(event_type, Some(&RenderContext::new(&event, meta)))
-    }
-
     /// Stores a verified body and says how it went.
     async fn accept(&self, body: Bytes, signature: String) -> Answer {
         let envelope = envelope::read(&body);
@@ -143,7 +120,9 @@ impl Ingress {
         };
         let received_at = SystemTime::now();
         let targets = match event_type.as_deref() {
-            Some(t) => self.route(t, &envelope.key, &body, received_at),
+            // The body is parsed in full only when a `when` condition or an order key needs
+            // it; routing by type alone needs nothing beyond the envelope.
+            Some(t) => self.router.plan(t, &envelope.key, &body, received_at),
             None => Vec::new(),
         };
         let unrouted = targets.is_empty() && dead_reason.is_none();
@@ -165,6 +144,16 @@ impl Ingress {
                 debug!(event_id = %envelope.key, event_type = type_label, "duplicate event");
                 self.metrics.event(type_label, "duplicate");
                 Answer::duplicate(&envelope.key)
+            }
+            Ok(Ingested::Rejected { target, max_queue }) => {
+                warn!(event_id = %envelope.key, event_type = type_label, target = %target, max_queue,
+                    "target queue is full; answering 504 so TextUs retries later");
+                self.metrics.event(type_label, "queue_full");
+                IngressError::QueueFull {
+                    target: target.to_string(),
+                    max_queue,
+                }
+                .into()
             }
             Ok(Ingested::Accepted) => {
                 let outcome = if let Some(reason) = &dead_reason {

@@ -1,14 +1,21 @@
-//! Event type (and optional `when` condition) → targets, from the `routes` of the config.
+//! Event type (and optional `when` condition) → targets, from the `routes` of the config, and
+//! from there the deliveries ingress stores: with their priority, order key and quota.
 //!
 //! Every matching route applies and a target gets an event once, however many routes name it.
 //! Unknown event types are routed like any other: only `*` (or a matching prefix) catches them.
 //! A `when` condition that fails to evaluate lets the event through (and logs why): a broken
-//! filter must not silently drop events.
+//! filter must not silently drop events. A delivery is high priority when any route that sends
+//! it says so (a route without `priority` takes the event type's default), and an order key
+//! that fails to render is the empty key (logged): the event is still delivered, in order with
+//! the other events whose key is empty.
 
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::SystemTime;
 
-use crate::config::{EventPattern, TargetId};
-use crate::templates::{ConditionId, RenderContext, Templates};
+use crate::config::{EventPattern, Priority, TargetId};
+use crate::store::{Quota, Routed};
+use crate::templates::{ConditionId, Meta, RenderContext, Templates, TextId};
 
 /// One route, with its condition compiled.
 #[derive(Clone, Debug)]
@@ -16,7 +23,31 @@ pub struct CompiledRoute {
     pub events: Vec<EventPattern>,
     pub to: Vec<TargetId>,
     pub when: Option<ConditionId>,
+    /// `None`: the event type's default ([`Priority::default_for`]).
+    pub priority: Option<Priority>,
 }
+
+/// How one target's deliveries are queued, from its `ordering`, `max_queue` and `on_full`.
+#[derive(Clone, Debug, Default)]
+pub struct QueueRules {
+    pub order: OrderRule,
+    pub quota: Option<Quota>,
+}
+
+/// Which order key a target's deliveries get.
+#[derive(Clone, Copy, Debug, Default)]
+pub enum OrderRule {
+    /// No key: unordered.
+    #[default]
+    Unordered,
+    /// The same key for every delivery: one queue for the whole target.
+    Fifo,
+    /// The rendered template.
+    Key(TextId),
+}
+
+/// The key every delivery of a fifo target gets.
+const FIFO_KEY: &str = "";
 
 /// The routing table, built once from a validated config.
 #[derive(Clone)]
@@ -25,6 +56,8 @@ pub struct Router {
     /// Target names in config order, so every answer lists targets in a stable order.
     order: Vec<TargetId>,
     templates: Arc<Templates>,
+    /// Per target; a target without an entry is unordered and unlimited.
+    rules: HashMap<TargetId, QueueRules>,
 }
 
 impl Router {
@@ -37,18 +70,87 @@ impl Router {
             routes,
             order,
             templates,
+            rules: HashMap::new(),
         }
     }
 
-    /// Whether any route has a `when` condition, i.e. whether [`Router::route`] needs the
-    /// parsed event (parsing is skipped otherwise).
+    /// Sets how each target's deliveries are queued.
+    pub fn with_rules(mut self, rules: HashMap<TargetId, QueueRules>) -> Router {
+        self.rules = rules;
+        self
+    }
+
+    /// Whether any route has a `when` condition or any target an order key template, i.e.
+    /// whether routing needs the parsed event (parsing is skipped otherwise).
     pub fn needs_event(&self) -> bool {
         self.routes.iter().any(|r| r.when.is_some())
+            || self
+                .rules
+                .values()
+                .any(|r| matches!(r.order, OrderRule::Key(_)))
     }
 
     /// The targets an event of this type goes to, each once, in config order. `event` is the
     /// parsed event for `when` conditions; without it, routes with a condition do not apply.
     pub fn route(&self, event_type: &str, event: Option<&RenderContext>) -> Vec<TargetId> {
+        self.route_with_priority(event_type, event)
+            .into_iter()
+            .map(|(target, _)| target)
+            .collect()
+    }
+
+    /// The deliveries to store for one verified event: each routed target with its priority,
+    /// order key and quota. `key` is the event's de-duplication key (`meta.id`).
+    pub fn plan(
+        &self,
+        event_type: &str,
+        key: &str,
+        body: &[u8],
+        received_at: SystemTime,
+    ) -> Vec<Routed> {
+        let event: Option<serde_json::Value> = self
+            .needs_event()
+            .then(|| serde_json::from_slice(body).unwrap_or_default());
+        let meta = |target: &str| Meta {
+            event_type: event_type.to_string(),
+            id: key.to_string(),
+            received_at: crate::targets::rfc3339(crate::store::unix_ms(received_at)),
+            target: target.to_string(),
+        };
+        let routing_ctx = event.as_ref().map(|e| RenderContext::new(e, meta("")));
+        self.route_with_priority(event_type, routing_ctx.as_ref())
+            .into_iter()
+            .map(|(target, priority)| {
+                let rules = self.rules.get(&target).cloned().unwrap_or_default();
+                let order_key = match rules.order {
+                    OrderRule::Unordered => None,
+                    OrderRule::Fifo => Some(FIFO_KEY.to_owned()),
+                    OrderRule::Key(template) => {
+                        let event = event.as_ref().unwrap_or(&serde_json::Value::Null);
+                        let ctx = RenderContext::new(event, meta(target.as_str()));
+                        Some(self.templates.render_text(template, &ctx).unwrap_or_else(|e| {
+                            tracing::warn!(target = %target, event_id = key, error = %e, "order key failed to render; using the empty key");
+                            String::new()
+                        }))
+                    }
+                };
+                Routed {
+                    target,
+                    priority,
+                    order_key,
+                    quota: rules.quota,
+                }
+            })
+            .collect()
+    }
+
+    /// [`Router::route`] with each target's priority: high if any route sending the event
+    /// there says so.
+    pub fn route_with_priority(
+        &self,
+        event_type: &str,
+        event: Option<&RenderContext>,
+    ) -> Vec<(TargetId, Priority)> {
         let applies = |route: &CompiledRoute| {
             if !route.events.iter().any(|p| p.matches(event_type)) {
                 return false;
@@ -63,10 +165,17 @@ impl Router {
             }
         };
         let matching: Vec<&CompiledRoute> = self.routes.iter().filter(|r| applies(r)).collect();
+        let default = Priority::default_for(event_type);
         self.order
             .iter()
-            .filter(|name| matching.iter().any(|r| r.to.contains(name)))
-            .cloned()
+            .filter_map(|name| {
+                matching
+                    .iter()
+                    .filter(|r| r.to.contains(name))
+                    .map(|r| r.priority.unwrap_or(default))
+                    .max()
+                    .map(|priority| (name.clone(), priority))
+            })
             .collect()
     }
 }
@@ -75,6 +184,7 @@ impl Router {
 mod tests {
     use super::*;
     use crate::config::Config;
+    use crate::store::Quota;
     use crate::templates::Meta;
     use std::path::Path;
 
@@ -147,5 +257,52 @@ routes:
         assert_eq!(r.route("message.received", Some(&inbound)).len(), 1);
         assert!(r.route("message.received", Some(&outbound)).is_empty());
         assert!(r.route("message.received", Some(&shapeless)).is_empty());
+    }
+
+    fn plan(yaml: &str, event_type: &str, body: serde_json::Value) -> Vec<Routed> {
+        let body = serde_json::to_vec(&body).expect("json");
+        router(yaml).plan(event_type, "ev-1", &body, std::time::SystemTime::UNIX_EPOCH)
+    }
+
+    #[test]
+    fn high_priority_wins_when_several_routes_apply() {
+        let yaml = "source: { secrets: [s] }\ntargets:\n  a: { kind: http, url: \"http://h/a\" }\n  b: { kind: http, url: \"http://h/b\" }\nroutes:\n  - events: [\"*\"]\n    to: [a, b]\n  - events: [message.failed]\n    to: [b]\n    priority: high\n  - events: [\"contact.*\"]\n    to: [a]\n    priority: normal\n";
+        let r = router(yaml);
+        let with = |t: &str| r.route_with_priority(t, None);
+        let (a, b) = (TargetId(Arc::from("a")), TargetId(Arc::from("b")));
+        assert_eq!(
+            with("message.failed"),
+            [(a.clone(), Priority::Normal), (b.clone(), Priority::High)]
+        );
+        // The `*` route keeps the opt-out's default (high) for a, over the route saying normal.
+        assert_eq!(
+            with("contact.opted_out"),
+            [(a.clone(), Priority::High), (b.clone(), Priority::High)]
+        );
+        assert_eq!(
+            with("contact.created"),
+            [(a, Priority::Normal), (b, Priority::Normal)]
+        );
+    }
+
+    #[test]
+    fn plans_carry_order_keys_and_quotas() {
+        let yaml = "source: { secrets: [s] }\ntargets:\n  keyed: { kind: http, url: \"http://h/a\", ordering: { key: \"{{ event.conversation.id }}/{{ meta.target }}\" } }\n  fifo: { kind: http, url: \"http://h/b\", ordering: fifo, max_queue: 3, on_full: dead_letter }\n  free: { kind: http, url: \"http://h/c\" }\nroutes:\n  - events: [\"*\"]\n    to: [keyed, fifo, free]\n";
+        let body = serde_json::json!({"conversation": {"id": "/conversations/J"}});
+        let planned = plan(yaml, "message.received", body);
+        let keys: Vec<Option<&str>> = planned.iter().map(|p| p.order_key.as_deref()).collect();
+        assert_eq!(keys, [Some("/conversations/J/keyed"), Some(""), None]);
+        assert_eq!(
+            planned[1].quota,
+            Some(Quota {
+                max_queue: 3,
+                on_full: crate::config::OnFull::DeadLetter
+            })
+        );
+        assert!(planned[0].quota.is_none() && planned[2].quota.is_none());
+        // A missing field renders empty: still a key, shared by every such event.
+        let shapeless = plan(yaml, "message.received", serde_json::json!({}));
+        assert_eq!(shapeless[0].order_key.as_deref(), Some("/keyed"));
+        assert!(router(yaml).needs_event());
     }
 }

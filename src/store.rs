@@ -16,7 +16,7 @@ use bytes::Bytes;
 use serde::Serialize;
 use tokio::sync::Notify;
 
-use crate::config::TargetId;
+use crate::config::{OnFull, Priority, TargetId};
 
 /// Identifies one delivery (one event for one target) inside a store.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
@@ -41,8 +41,9 @@ pub struct NewEvent {
     /// The `X-TextUs-Signature` header as received, for targets that forward it.
     pub signature: String,
     pub received_at: SystemTime,
-    /// Targets that get one delivery each. Empty means unrouted.
-    pub targets: Vec<TargetId>,
+    /// Targets that get one delivery each, with the policy they were routed under. Empty
+    /// means unrouted.
+    pub targets: Vec<Routed>,
     /// Set when the body is signed but unusable (not JSON, no `action`): kept as a dead letter.
     pub dead_reason: Option<String>,
     /// How long the key is remembered; zero turns de-duplication off for this event.
@@ -51,13 +52,50 @@ pub struct NewEvent {
     pub keep_unrouted: bool,
 }
 
-/// What [`Store::ingest`] did with an event. Both arms are answered 200.
+/// One delivery [`Store::ingest`] creates: the target and how it is queued there.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Routed {
+    pub target: TargetId,
+    /// Due high-priority deliveries of a target are claimed before due normal ones.
+    pub priority: Priority,
+    /// `None`: unordered. `Some(key)`: only the oldest pending delivery of the target with
+    /// this key (the head) can be claimed, so deliveries with one key go out one at a time, in
+    /// order. A fifo target gives every delivery the same key.
+    pub order_key: Option<String>,
+    /// The target's `max_queue` and `on_full`; `None` for no limit.
+    pub quota: Option<Quota>,
+}
+
+impl Routed {
+    /// An unordered, normal-priority delivery without a quota.
+    pub fn plain(target: TargetId) -> Routed {
+        Routed {
+            target,
+            priority: Priority::Normal,
+            order_key: None,
+            quota: None,
+        }
+    }
+}
+
+/// A target's queue limit: at most `max_queue` pending (queued or in flight) deliveries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Quota {
+    pub max_queue: u64,
+    pub on_full: OnFull,
+}
+
+/// What [`Store::ingest`] did with an event. `Accepted` and `Duplicate` are answered 200,
+/// `Rejected` 504.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Ingested {
     /// Stored (or, when unrouted and not kept, only its key remembered).
     Accepted,
     /// The key was seen within the de-duplication window: nothing new was stored.
     Duplicate,
+    /// A target with `on_full: reject` has a full queue: nothing was stored (not even the
+    /// de-duplication key, so the sender's retry is not taken for a duplicate).
+    Rejected { target: TargetId, max_queue: u64 },
 }
 
 /// One delivery handed to a dispatcher, with everything needed to attempt it.
@@ -71,7 +109,9 @@ pub struct Job {
     pub received_at: SystemTime,
     /// Attempts already made before this one.
     pub attempts: u32,
-    /// When the delivery was created: `retry.max_age` counts from here.
+    /// Where `retry.max_age` counts from: when the delivery was created, moved later by the
+    /// time its target spent not sending (breaker open, disabled, paused; see
+    /// [`Store::credit_wait`]), so waiting out an outage does not age a delivery.
     pub created_at: SystemTime,
 }
 
@@ -120,6 +160,49 @@ pub struct TargetCounts {
     pub queued: u64,
     pub in_flight: u64,
     pub dead: u64,
+    /// Unix milliseconds at which the oldest pending (queued or in flight) delivery was
+    /// created; `None` when nothing is pending.
+    pub oldest_queued_at: Option<i64>,
+}
+
+/// Whether a target may send, as an operator or a `410 Gone` left it. Persisted, so a
+/// restart keeps a disabled target disabled.
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct TargetControl {
+    /// Set when the receiver answered 410 Gone; cleared only by an operator.
+    pub disabled: Option<Disabled>,
+    /// Unix milliseconds at which an operator paused the target; `None` when not paused.
+    pub paused_at: Option<i64>,
+}
+
+impl TargetControl {
+    /// Since when (Unix ms) the target has been held back, if it is.
+    pub fn held_since(&self) -> Option<i64> {
+        let disabled = self.disabled.as_ref().map(|d| d.at);
+        match (disabled, self.paused_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
+/// Why and when a target was disabled.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct Disabled {
+    pub reason: String,
+    /// Unix milliseconds.
+    pub at: i64,
+}
+
+/// A change to a target's [`TargetControl`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ControlChange {
+    /// Stop sending until enabled (a `410 Gone`). Keeps the first time, updates the reason.
+    Disable { reason: String },
+    /// Stop sending until enabled (an operator). Keeps the first time.
+    Pause,
+    /// Clear both.
+    Enable,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -167,6 +250,26 @@ pub trait Store: Send + Sync {
     ) -> Result<(), StoreError>;
     /// The delivery will not succeed by retrying: keep it as a dead letter.
     async fn bury(&self, id: DeliveryId, last: AttemptRecord) -> Result<(), StoreError>;
+    /// A claimed delivery was not attempted after all (its target stopped sending): back to
+    /// the queue, due now, with no attempt counted.
+    async fn release(&self, id: DeliveryId) -> Result<(), StoreError>;
+    /// `target` sent nothing from `from` to `until` (breaker open, disabled, paused): that
+    /// time does not count towards `retry.max_age` of its pending deliveries.
+    async fn credit_wait(
+        &self,
+        target: &TargetId,
+        from: SystemTime,
+        until: SystemTime,
+    ) -> Result<(), StoreError>;
+    /// The persisted control state of `target`.
+    async fn control(&self, target: &TargetId) -> Result<TargetControl, StoreError>;
+    /// Changes and persists the control state of `target`; returns the new state and wakes
+    /// the target's dispatcher.
+    async fn set_control(
+        &self,
+        target: &TargetId,
+        change: ControlChange,
+    ) -> Result<TargetControl, StoreError>;
     async fn dead_letters(&self, query: DeadLetterQuery) -> Result<Vec<DeadLetter>, StoreError>;
     async fn counts(&self, target: &TargetId) -> Result<TargetCounts, StoreError>;
     /// Proves the store can still run a transaction (readiness).

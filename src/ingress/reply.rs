@@ -23,6 +23,8 @@ pub enum IngressError {
     ShuttingDown,
     #[error("the event could not be stored; retry later ({0})")]
     StoreUnavailable(String),
+    #[error("the queue of target {target} is full (max_queue {max_queue}); retry later")]
+    QueueFull { target: String, max_queue: u64 },
 }
 
 impl IngressError {
@@ -35,7 +37,9 @@ impl IngressError {
             IngressError::MissingSignature | IngressError::BadSignature => 401,
             IngressError::TooLarge(_) => 413,
             IngressError::BodyRead(_) => 400,
-            IngressError::ShuttingDown | IngressError::StoreUnavailable(_) => 504,
+            IngressError::ShuttingDown
+            | IngressError::StoreUnavailable(_)
+            | IngressError::QueueFull { .. } => 504,
         }
     }
 
@@ -50,6 +54,7 @@ impl IngressError {
             IngressError::BodyRead(_) => "body_read_failed",
             IngressError::ShuttingDown => "shutting_down",
             IngressError::StoreUnavailable(_) => "store_unavailable",
+            IngressError::QueueFull { .. } => "queue_full",
         }
     }
 }
@@ -98,6 +103,7 @@ impl From<IngressError> for Answer {
             IngressError::MissingSignature
                 | IngressError::BadSignature
                 | IngressError::StoreUnavailable(_)
+                | IngressError::QueueFull { .. }
         );
         Answer {
             status: e.status(),

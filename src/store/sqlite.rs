@@ -5,8 +5,14 @@
 //! transaction was syncing, and applies the lot in one transaction: one fsync acknowledges many
 //! events (group commit). Replies are sent only after `COMMIT` returned, so a caller that got
 //! `Ok` holds a durable result.
+//!
+//! The writer also keeps each target's count of pending deliveries in memory, so `max_queue` is
+//! checked without a `COUNT(*)` per event. Being the only writer makes the check race-free; the
+//! counts of a batch are staged and kept only if its transaction commits, and they are recounted
+//! from the table at open and at every sweep, so they cannot drift for long.
 
 mod ops;
+mod policy;
 mod schema;
 
 use std::collections::HashMap;
@@ -20,11 +26,12 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use tracing::{error, info, warn};
 
 use super::{
-    AttemptRecord, Claimed, DeadLetter, DeadLetterQuery, DeliveryId, Ingested, NewEvent, Store,
-    StoreError, TargetCounts,
+    AttemptRecord, Claimed, ControlChange, DeadLetter, DeadLetterQuery, DeliveryId, Ingested,
+    NewEvent, Store, StoreError, TargetControl, TargetCounts,
 };
 use crate::config::TargetId;
 use ops::{Done, Op, Reply};
+use policy::Pending;
 
 /// How many operations may wait for the writer; past this, ingest fails fast (504) instead of
 /// queueing without bound in memory.
@@ -68,12 +75,14 @@ impl SqliteStore {
                 "resuming deliveries that were in flight at the last stop"
             );
         }
+        let pending = policy::count_pending(&conn).map_err(open_err)?;
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
         let wakeups: Wakeups = Arc::default();
         let writer = Writer {
             conn,
             rx,
             wakeups: wakeups.clone(),
+            pending,
         };
         std::thread::Builder::new()
             .name("store-writer".into())
@@ -156,6 +165,42 @@ impl Store for SqliteStore {
         self.call(Op::Bury { id, last }).await.map(drop)
     }
 
+    async fn release(&self, id: DeliveryId) -> Result<(), StoreError> {
+        self.call(Op::Release(id)).await.map(drop)
+    }
+
+    async fn credit_wait(
+        &self,
+        target: &TargetId,
+        from: SystemTime,
+        until: SystemTime,
+    ) -> Result<(), StoreError> {
+        let op = Op::Credit {
+            target: target.clone(),
+            from,
+            until,
+        };
+        self.call(op).await.map(drop)
+    }
+
+    async fn control(&self, target: &TargetId) -> Result<TargetControl, StoreError> {
+        match self.call(Op::Control(target.clone(), None)).await? {
+            Done::Control(c) => Ok(c),
+            _ => Err(StoreError::Closed),
+        }
+    }
+
+    async fn set_control(
+        &self,
+        target: &TargetId,
+        change: ControlChange,
+    ) -> Result<TargetControl, StoreError> {
+        match self.call(Op::Control(target.clone(), Some(change))).await? {
+            Done::Control(c) => Ok(c),
+            _ => Err(StoreError::Closed),
+        }
+    }
+
     async fn dead_letters(&self, query: DeadLetterQuery) -> Result<Vec<DeadLetter>, StoreError> {
         match self.call(Op::DeadLetters(query)).await? {
             Done::DeadLetters(d) => Ok(d),
@@ -190,6 +235,8 @@ struct Writer {
     conn: Connection,
     rx: mpsc::Receiver<(Op, oneshot::Sender<Reply>)>,
     wakeups: Wakeups,
+    /// Pending deliveries per target, as committed.
+    pending: Pending,
 }
 
 impl Writer {
@@ -209,6 +256,7 @@ impl Writer {
                 if let Err(e) = ops::sweep_dedupe(&self.conn, SystemTime::now()) {
                     warn!(error = %e, "deleting expired de-duplication keys failed");
                 }
+                self.check_pending();
             }
         }
         info!("store writer stopped");
@@ -248,21 +296,45 @@ impl Writer {
     }
 
     fn apply_all(&mut self, ops: &[Op], now: SystemTime) -> rusqlite::Result<Vec<Done>> {
+        // Counts change with the transaction: staged here, kept only once it has committed.
+        let mut pending = self.pending.clone();
         let tx = self.conn.transaction()?;
         let mut results = Vec::with_capacity(ops.len());
         for op in ops {
-            results.push(ops::apply(&tx, op, now)?);
+            results.push(ops::apply(&tx, op, now, &mut pending)?);
         }
         tx.commit()?;
+        self.pending = pending;
         Ok(results)
+    }
+
+    /// Recounts pending deliveries (and repairs ordering heads) from the table, so an
+    /// operation that forgot to keep the counts cannot skew quotas for long.
+    fn check_pending(&mut self) {
+        if let Err(e) = policy::repair_heads(&self.conn) {
+            warn!(error = %e, "checking ordering heads failed");
+        }
+        match policy::count_pending(&self.conn) {
+            Ok(counts) => {
+                if counts != self.pending {
+                    warn!("pending delivery counts had drifted from the table; recounted");
+                }
+                self.pending = counts;
+            }
+            Err(e) => warn!(error = %e, "recounting pending deliveries failed"),
+        }
     }
 
     fn wake(&self, ops: &[Op]) {
         for op in ops {
-            if let Op::Ingest(event) = op {
-                for target in &event.targets {
-                    wakeup_for(&self.wakeups, target).notify_one();
+            match op {
+                Op::Ingest(event) => {
+                    for routed in &event.targets {
+                        wakeup_for(&self.wakeups, &routed.target).notify_one();
+                    }
                 }
+                Op::Control(target, Some(_)) => wakeup_for(&self.wakeups, target).notify_one(),
+                _ => {}
             }
         }
     }

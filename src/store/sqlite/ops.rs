@@ -1,14 +1,22 @@
 //! The operations the writer thread applies, each inside the batch's transaction.
+//!
+//! Ordering is decided when a delivery is stored, not when it is claimed: a delivery with an
+//! order key is a *head* (`head = 1`) only while no older pending delivery of its target has
+//! the same key, and claims take heads only. When a head stops being pending (delivered or
+//! buried) the next delivery of its key becomes the head. Deliveries without a key are always
+//! heads. So a claim is one index range per priority, whatever the target's ordering.
 
 use std::time::{Duration, SystemTime};
 
 use rusqlite::{OptionalExtension, Transaction, params};
+use tracing::warn;
 
+use super::policy::{self, Pending};
 use super::schema::{DEAD, IN_FLIGHT, QUEUED};
-use crate::config::TargetId;
+use crate::config::{OnFull, Priority, TargetId};
 use crate::store::{
-    AttemptRecord, Claimed, DeadLetter, DeadLetterQuery, DeliveryId, Ingested, Job, NewEvent,
-    StoreError, TargetCounts, from_unix_ms, unix_ms,
+    AttemptRecord, Claimed, ControlChange, DeadLetter, DeadLetterQuery, DeliveryId, Ingested, Job,
+    NewEvent, StoreError, TargetControl, TargetCounts, from_unix_ms, unix_ms,
 };
 
 /// A request to the writer.
@@ -29,6 +37,14 @@ pub enum Op {
         id: DeliveryId,
         last: AttemptRecord,
     },
+    Release(DeliveryId),
+    Credit {
+        target: TargetId,
+        from: SystemTime,
+        until: SystemTime,
+    },
+    /// Reads (`None`) or changes the control state of a target.
+    Control(TargetId, Option<ControlChange>),
     DeadLetters(DeadLetterQuery),
     Counts(TargetId),
     Ping,
@@ -43,20 +59,48 @@ pub enum Done {
     Claimed(Claimed),
     DeadLetters(Vec<DeadLetter>),
     Counts(TargetCounts),
+    Control(TargetControl),
     Nothing,
 }
 
-pub fn apply(tx: &Transaction<'_>, op: &Op, now: SystemTime) -> rusqlite::Result<Done> {
+/// Applies one operation; `pending` is the batch's staged count of pending deliveries.
+pub fn apply(
+    tx: &Transaction<'_>,
+    op: &Op,
+    now: SystemTime,
+    pending: &mut Pending,
+) -> rusqlite::Result<Done> {
     match op {
-        Op::Ingest(event) => ingest(tx, event, now).map(Done::Ingested),
+        Op::Ingest(event) => ingest(tx, event, now, pending).map(Done::Ingested),
         Op::Claim {
             target,
             limit,
             lease,
         } => claim(tx, target, *limit, *lease, now).map(Done::Claimed),
-        Op::Ack(id) => ack(tx, *id).map(|()| Done::Nothing),
-        Op::Retry { id, at, last } => settle(tx, *id, QUEUED, unix_ms(*at), last, now),
-        Op::Bury { id, last } => settle(tx, *id, DEAD, unix_ms(now), last, now),
+        Op::Ack(id) => ack(tx, *id, pending).map(|()| Done::Nothing),
+        Op::Retry { id, at, last } => {
+            let next = Settle {
+                state: QUEUED,
+                next_ms: unix_ms(*at),
+            };
+            settle(tx, *id, next, last, now, pending)
+        }
+        Op::Bury { id, last } => {
+            let next = Settle {
+                state: DEAD,
+                next_ms: unix_ms(now),
+            };
+            settle(tx, *id, next, last, now, pending)
+        }
+        Op::Release(id) => policy::release(tx, *id, now).map(|()| Done::Nothing),
+        Op::Credit {
+            target,
+            from,
+            until,
+        } => policy::credit(tx, target, *from, *until).map(|()| Done::Nothing),
+        Op::Control(target, change) => {
+            policy::control(tx, target, change.as_ref(), now).map(Done::Control)
+        }
         Op::DeadLetters(q) => dead_letters(tx, q).map(Done::DeadLetters),
         Op::Counts(target) => counts(tx, target).map(Done::Counts),
         Op::Ping => tx
@@ -65,7 +109,12 @@ pub fn apply(tx: &Transaction<'_>, op: &Op, now: SystemTime) -> rusqlite::Result
     }
 }
 
-fn ingest(tx: &Transaction<'_>, e: &NewEvent, now: SystemTime) -> rusqlite::Result<Ingested> {
+fn ingest(
+    tx: &Transaction<'_>,
+    e: &NewEvent,
+    now: SystemTime,
+    pending: &mut Pending,
+) -> rusqlite::Result<Ingested> {
     let now_ms = unix_ms(now);
     if !e.dedupe_window.is_zero() {
         let seen: Option<i64> = tx
@@ -78,6 +127,20 @@ fn ingest(tx: &Transaction<'_>, e: &NewEvent, now: SystemTime) -> rusqlite::Resu
         if seen.is_some_and(|expires| expires > now_ms) {
             return Ok(Ingested::Duplicate);
         }
+    }
+    // Before anything is written: a rejected event leaves no trace, not even its key.
+    for routed in &e.targets {
+        if let Some(quota) = routed.quota
+            && quota.on_full == OnFull::Reject
+            && pending.get(&routed.target) >= quota.max_queue
+        {
+            return Ok(Ingested::Rejected {
+                target: routed.target.clone(),
+                max_queue: quota.max_queue,
+            });
+        }
+    }
+    if !e.dedupe_window.is_zero() {
         let expires = unix_ms(now + e.dedupe_window);
         tx.execute(
             "INSERT INTO dedupe(key, expires_at) VALUES (?1, ?2)
@@ -99,23 +162,69 @@ fn ingest(tx: &Transaction<'_>, e: &NewEvent, now: SystemTime) -> rusqlite::Resu
         ],
     )?;
     let event_id = tx.last_insert_rowid();
+    // Dead letters are heads (head = 1), so a replayed one is claimable again.
     let mut insert = tx.prepare_cached(
-        "INSERT INTO deliveries(event_id, target, state, next_attempt_at, created_at, updated_at, last_error)
-         VALUES (?1, ?2, ?3, ?4, ?4, ?4, ?5)",
+        "INSERT INTO deliveries(event_id, target, state, next_attempt_at, created_at, updated_at,
+                                last_error, priority, order_key, head)
+         VALUES (?1, ?2, ?3, ?4, ?4, ?4, ?5, ?6, ?7, ?8)",
     )?;
     if let Some(reason) = &e.dead_reason {
-        insert.execute(params![event_id, None::<String>, DEAD, now_ms, reason])?;
-    }
-    for target in &e.targets {
         insert.execute(params![
             event_id,
-            target.as_str(),
-            QUEUED,
+            None::<String>,
+            DEAD,
             now_ms,
-            None::<String>
+            reason,
+            0,
+            None::<String>,
+            1
         ])?;
     }
+    for routed in &e.targets {
+        let priority = priority_value(routed.priority);
+        let target = routed.target.as_str();
+        if let Some(quota) = routed.quota
+            && pending.get(&routed.target) >= quota.max_queue
+        {
+            let reason = format!("queue full (max_queue {})", quota.max_queue);
+            warn!(target, event_id = %e.key, max_queue = quota.max_queue, "queue full: delivery stored as a dead letter");
+            insert.execute(params![
+                event_id,
+                target,
+                DEAD,
+                now_ms,
+                reason,
+                priority,
+                routed.order_key,
+                1
+            ])?;
+            continue;
+        }
+        let head = match &routed.order_key {
+            None => true,
+            Some(key) => !policy::key_pending(tx, target, key)?,
+        };
+        insert.execute(params![
+            event_id,
+            target,
+            QUEUED,
+            now_ms,
+            None::<String>,
+            priority,
+            routed.order_key,
+            head
+        ])?;
+        pending.add(&routed.target);
+    }
     Ok(Ingested::Accepted)
+}
+
+/// How priorities are stored: higher is claimed first.
+fn priority_value(priority: Priority) -> i64 {
+    match priority {
+        Priority::High => 1,
+        Priority::Normal => 0,
+    }
 }
 
 fn claim(
@@ -126,76 +235,135 @@ fn claim(
     now: SystemTime,
 ) -> rusqlite::Result<Claimed> {
     let now_ms = unix_ms(now);
-    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    // Heads only (see the module docs); high priority first, then by due time.
     let mut select = tx.prepare_cached(
-        "SELECT d.id, d.attempts, d.created_at, e.key, e.type, e.body, e.signature, e.received_at
+        "SELECT d.id, d.attempts, d.created_at + d.age_credit_ms, e.key, e.type, e.body,
+                e.signature, e.received_at
          FROM deliveries d JOIN events e ON e.id = d.event_id
-         WHERE d.target = ?1 AND d.state < 2 AND d.next_attempt_at <= ?2
-         ORDER BY d.next_attempt_at, d.id LIMIT ?3",
+         WHERE d.target = ?1 AND d.state < 2 AND d.head = 1 AND d.priority = ?2
+           AND d.next_attempt_at <= ?3
+         ORDER BY d.next_attempt_at, d.id LIMIT ?4",
     )?;
-    let jobs = select
-        .query_map(params![target.as_str(), now_ms, limit], |r| {
-            Ok(Job {
-                id: DeliveryId(r.get(0)?),
-                attempts: r.get(1)?,
-                created_at: from_unix_ms(r.get(2)?),
-                event_key: r.get(3)?,
-                event_type: r.get(4)?,
-                body: bytes::Bytes::from(r.get::<_, Vec<u8>>(5)?),
-                signature: r.get(6)?,
-                received_at: from_unix_ms(r.get(7)?),
-            })
-        })?
-        .collect::<rusqlite::Result<Vec<Job>>>()?;
+    let mut jobs = Vec::new();
+    for priority in [Priority::High, Priority::Normal] {
+        let room = i64::try_from(limit.saturating_sub(jobs.len())).unwrap_or(i64::MAX);
+        if room == 0 {
+            break;
+        }
+        let rows = select.query_map(
+            params![target.as_str(), priority_value(priority), now_ms, room],
+            |r| {
+                Ok(Job {
+                    id: DeliveryId(r.get(0)?),
+                    attempts: r.get(1)?,
+                    created_at: from_unix_ms(r.get(2)?),
+                    event_key: r.get(3)?,
+                    event_type: r.get(4)?,
+                    body: bytes::Bytes::from(r.get::<_, Vec<u8>>(5)?),
+                    signature: r.get(6)?,
+                    received_at: from_unix_ms(r.get(7)?),
+                })
+            },
+        )?;
+        for job in rows {
+            jobs.push(job?);
+        }
+    }
     let mut lease_stmt =
         tx.prepare_cached("UPDATE deliveries SET state = ?1, next_attempt_at = ?2 WHERE id = ?3")?;
     let until = unix_ms(now + lease);
     for job in &jobs {
         lease_stmt.execute(params![IN_FLIGHT, until, job.id.0])?;
     }
-    let next_due: Option<i64> = tx.query_row(
-        "SELECT MIN(next_attempt_at) FROM deliveries WHERE target = ?1 AND state < 2",
-        [target.as_str()],
-        |r| r.get(0),
+    // Deliveries waiting behind a head are not due whatever their time says: only heads count.
+    let mut next_stmt = tx.prepare_cached(
+        "SELECT MIN(next_attempt_at) FROM deliveries
+         WHERE target = ?1 AND state < 2 AND head = 1 AND priority = ?2",
     )?;
+    let mut next_due: Option<i64> = None;
+    for priority in [Priority::High, Priority::Normal] {
+        let due: Option<i64> = next_stmt
+            .query_row(params![target.as_str(), priority_value(priority)], |r| {
+                r.get(0)
+            })?;
+        next_due = match (next_due, due) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
     Ok(Claimed {
         jobs,
         next_due: next_due.map(from_unix_ms),
     })
 }
 
-fn ack(tx: &Transaction<'_>, id: DeliveryId) -> rusqlite::Result<()> {
-    let event_id: Option<i64> = tx
+fn ack(tx: &Transaction<'_>, id: DeliveryId, pending: &mut Pending) -> rusqlite::Result<()> {
+    let gone: Option<(i64, Option<String>, i64, Option<String>)> = tx
         .query_row(
-            "DELETE FROM deliveries WHERE id = ?1 RETURNING event_id",
+            "DELETE FROM deliveries WHERE id = ?1 RETURNING event_id, target, state, order_key",
             [id.0],
-            |r| r.get(0),
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
         )
         .optional()?;
-    if let Some(event_id) = event_id {
-        // The body is kept while any target (or a dead letter) still refers to it.
-        tx.execute(
-            "DELETE FROM events WHERE id = ?1
-             AND NOT EXISTS (SELECT 1 FROM deliveries WHERE event_id = ?1)",
-            [event_id],
-        )?;
+    let Some((event_id, target, state, order_key)) = gone else {
+        return Ok(());
+    };
+    if state < DEAD
+        && let Some(target) = target
+    {
+        policy::left_pending(tx, &target, order_key.as_deref(), pending)?;
     }
+    // The body is kept while any target (or a dead letter) still refers to it.
+    tx.execute(
+        "DELETE FROM events WHERE id = ?1
+         AND NOT EXISTS (SELECT 1 FROM deliveries WHERE event_id = ?1)",
+        [event_id],
+    )?;
     Ok(())
+}
+
+/// Where an attempt leaves a delivery.
+struct Settle {
+    state: i64,
+    next_ms: i64,
 }
 
 fn settle(
     tx: &Transaction<'_>,
     id: DeliveryId,
-    state: i64,
-    next_ms: i64,
+    next: Settle,
     last: &AttemptRecord,
     now: SystemTime,
+    pending: &mut Pending,
 ) -> rusqlite::Result<Done> {
+    let before: Option<(Option<String>, i64, Option<String>)> = tx
+        .query_row(
+            "SELECT target, state, order_key FROM deliveries WHERE id = ?1",
+            [id.0],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()?;
+    let Some((target, state, order_key)) = before else {
+        return Ok(Done::Nothing);
+    };
     tx.execute(
         "UPDATE deliveries SET state = ?1, next_attempt_at = ?2, attempts = attempts + 1,
          updated_at = ?3, last_status = ?4, last_error = ?5 WHERE id = ?6",
-        params![state, next_ms, unix_ms(now), last.status, last.reason, id.0],
+        params![
+            next.state,
+            next.next_ms,
+            unix_ms(now),
+            last.status,
+            last.reason,
+            id.0
+        ],
     )?;
+    if state < DEAD
+        && next.state == DEAD
+        && let Some(target) = target
+    {
+        policy::left_pending(tx, &target, order_key.as_deref(), pending)?;
+    }
     Ok(Done::Nothing)
 }
 
@@ -241,6 +409,11 @@ fn counts(tx: &Transaction<'_>, target: &TargetId) -> rusqlite::Result<TargetCou
             _ => counts.dead = n,
         }
     }
+    counts.oldest_queued_at = tx.query_row(
+        "SELECT MIN(created_at) FROM deliveries WHERE target = ?1 AND state < 2",
+        [target.as_str()],
+        |r| r.get(0),
+    )?;
     Ok(counts)
 }
 

@@ -45,6 +45,31 @@ CREATE TABLE IF NOT EXISTS dedupe (
     expires_at INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS dedupe_expiry ON dedupe(expires_at);
+CREATE TABLE IF NOT EXISTS target_state (
+    target          TEXT PRIMARY KEY,
+    disabled_reason TEXT,
+    disabled_at     INTEGER,
+    paused_at       INTEGER
+) WITHOUT ROWID;
+";
+
+/// Columns of `deliveries` added for the delivery policy (issue 4), added to older files at
+/// open. `head = 1` marks a delivery that may be claimed (see `ops`); rows written before
+/// ordering existed have no key, so they are all heads.
+const DELIVERY_POLICY_COLUMNS: [(&str, &str); 4] = [
+    ("priority", "INTEGER NOT NULL DEFAULT 0"),
+    ("order_key", "TEXT"),
+    ("head", "INTEGER NOT NULL DEFAULT 1"),
+    ("age_credit_ms", "INTEGER NOT NULL DEFAULT 0"),
+];
+
+/// Indexes over those columns: claiming due heads by priority, and finding a key's pending
+/// deliveries (is there one before a new delivery? which is the next head?).
+const DELIVERY_POLICY_INDEXES: &str = "
+CREATE INDEX IF NOT EXISTS deliveries_ready
+    ON deliveries(target, priority, next_attempt_at) WHERE state < 2 AND head = 1;
+CREATE INDEX IF NOT EXISTS deliveries_order
+    ON deliveries(target, order_key, id) WHERE state < 2 AND order_key IS NOT NULL;
 ";
 
 /// Durability first: WAL with a full fsync at every commit, so a 200 means on disk.
@@ -60,7 +85,24 @@ pub fn prepare(conn: &Connection) -> rusqlite::Result<()> {
          PRAGMA foreign_keys=ON;
          PRAGMA busy_timeout=5000;",
     )?;
-    conn.execute_batch(SCHEMA)
+    conn.execute_batch(SCHEMA)?;
+    add_policy_columns(conn)?;
+    conn.execute_batch(DELIVERY_POLICY_INDEXES)
+}
+
+fn add_policy_columns(conn: &Connection) -> rusqlite::Result<()> {
+    let mut stmt = conn.prepare("SELECT name FROM pragma_table_info('deliveries')")?;
+    let existing = stmt
+        .query_map([], |r| r.get::<_, String>(0))?
+        .collect::<rusqlite::Result<Vec<String>>>()?;
+    for (name, definition) in DELIVERY_POLICY_COLUMNS {
+        if !existing.iter().any(|c| c == name) {
+            conn.execute_batch(&format!(
+                "ALTER TABLE deliveries ADD COLUMN {name} {definition}"
+            ))?;
+        }
+    }
+    Ok(())
 }
 
 /// Makes deliveries leased by a previous process due now. Only one process opens the file, so

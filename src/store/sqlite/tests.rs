@@ -7,7 +7,9 @@ use bytes::Bytes;
 
 use super::SqliteStore;
 use crate::config::TargetId;
-use crate::store::{AttemptRecord, DeadLetterQuery, Ingested, NewEvent, Store};
+use crate::store::{AttemptRecord, DeadLetterQuery, Ingested, NewEvent, Routed, Store};
+
+mod policy;
 
 fn target(name: &str) -> TargetId {
     TargetId(Arc::from(name))
@@ -20,7 +22,7 @@ fn event(key: &str, targets: &[&str]) -> NewEvent {
         body: Bytes::from(format!(r#"{{"id":"{key}","action":"message.received"}}"#)),
         signature: "abc".to_string(),
         received_at: SystemTime::now(),
-        targets: targets.iter().map(|t| target(t)).collect(),
+        targets: targets.iter().map(|t| Routed::plain(target(t))).collect(),
         dead_reason: None,
         dedupe_window: Duration::from_secs(3600),
         keep_unrouted: false,

@@ -1,0 +1,172 @@
+//! The store's side of the delivery policy: pending counts for `max_queue`, ordering heads,
+//! credit for time a target spent not sending, and the persisted target control state.
+
+use std::collections::HashMap;
+use std::time::SystemTime;
+
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+
+use super::schema::{IN_FLIGHT, QUEUED};
+use crate::config::TargetId;
+use crate::store::{ControlChange, DeliveryId, Disabled, TargetControl, unix_ms};
+
+/// Pending (queued or in flight) deliveries per target. Targets with none have no entry, so
+/// two counts of the same table compare equal.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Pending(HashMap<String, u64>);
+
+impl Pending {
+    pub fn get(&self, target: &TargetId) -> u64 {
+        self.0.get(target.as_str()).copied().unwrap_or(0)
+    }
+
+    pub fn add(&mut self, target: &TargetId) {
+        *self.0.entry(target.as_str().to_owned()).or_default() += 1;
+    }
+
+    fn sub(&mut self, target: &str) {
+        if let Some(n) = self.0.get_mut(target) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.0.remove(target);
+            }
+        }
+    }
+}
+
+/// Counts pending deliveries per target from the table.
+pub fn count_pending(conn: &Connection) -> rusqlite::Result<Pending> {
+    let mut stmt = conn.prepare(
+        "SELECT target, COUNT(*) FROM deliveries
+         WHERE state < 2 AND target IS NOT NULL GROUP BY target",
+    )?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+    let mut pending = Pending::default();
+    for row in rows {
+        let (target, n) = row?;
+        pending.0.insert(target, u64::try_from(n).unwrap_or(0));
+    }
+    Ok(pending)
+}
+
+/// Whether `target` has a pending delivery with order key `key` (the one a new delivery with
+/// that key must wait behind).
+pub fn key_pending(tx: &Transaction<'_>, target: &str, key: &str) -> rusqlite::Result<bool> {
+    tx.prepare_cached(
+        "SELECT 1 FROM deliveries
+         WHERE target = ?1 AND order_key = ?2 AND state < 2 AND order_key IS NOT NULL LIMIT 1",
+    )?
+    .exists(params![target, key])
+}
+
+/// A delivery of `target` stopped being pending (delivered or buried): one less in the queue,
+/// and with an order key, the oldest pending delivery with that key is now the head.
+pub fn left_pending(
+    tx: &Transaction<'_>,
+    target: &str,
+    order_key: Option<&str>,
+    pending: &mut Pending,
+) -> rusqlite::Result<()> {
+    pending.sub(target);
+    if let Some(key) = order_key {
+        tx.prepare_cached(
+            "UPDATE deliveries SET head = 1 WHERE id = (
+                SELECT MIN(id) FROM deliveries
+                WHERE target = ?1 AND order_key = ?2 AND state < 2 AND order_key IS NOT NULL)",
+        )?
+        .execute(params![target, key])?;
+    }
+    Ok(())
+}
+
+/// Makes the oldest pending delivery of every (target, key) a head if none is: only an
+/// operation outside this module that takes a head out of the queue could leave a key
+/// without one, and then its deliveries would wait forever.
+pub fn repair_heads(conn: &Connection) -> rusqlite::Result<usize> {
+    conn.execute(
+        "UPDATE deliveries SET head = 1 WHERE head = 0 AND id IN (
+            SELECT MIN(id) FROM deliveries
+            WHERE state < 2 AND order_key IS NOT NULL GROUP BY target, order_key)",
+        [],
+    )
+}
+
+/// Puts a claimed delivery back, due now, without counting an attempt.
+pub fn release(tx: &Transaction<'_>, id: DeliveryId, now: SystemTime) -> rusqlite::Result<()> {
+    tx.execute(
+        "UPDATE deliveries SET state = ?1, next_attempt_at = ?2 WHERE id = ?3 AND state = ?4",
+        params![QUEUED, unix_ms(now), id.0, IN_FLIGHT],
+    )?;
+    Ok(())
+}
+
+/// Moves the `max_age` clock of `target`'s pending deliveries on by the part of
+/// `from..until` they spent queued.
+pub fn credit(
+    tx: &Transaction<'_>,
+    target: &TargetId,
+    from: SystemTime,
+    until: SystemTime,
+) -> rusqlite::Result<()> {
+    let (from, until) = (unix_ms(from), unix_ms(until));
+    if from >= until {
+        return Ok(());
+    }
+    tx.execute(
+        "UPDATE deliveries SET age_credit_ms = age_credit_ms + (?3 - MAX(created_at, ?2))
+         WHERE target = ?1 AND state < 2 AND created_at < ?3",
+        params![target.as_str(), from, until],
+    )?;
+    Ok(())
+}
+
+/// Applies `change` (if any) to `target`'s control state and returns the state.
+pub fn control(
+    tx: &Transaction<'_>,
+    target: &TargetId,
+    change: Option<&ControlChange>,
+    now: SystemTime,
+) -> rusqlite::Result<TargetControl> {
+    let name = target.as_str();
+    let now_ms = unix_ms(now);
+    match change {
+        None => {}
+        Some(ControlChange::Disable { reason }) => {
+            tx.execute(
+                "INSERT INTO target_state(target, disabled_reason, disabled_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(target) DO UPDATE SET disabled_reason = excluded.disabled_reason,
+                     disabled_at = COALESCE(target_state.disabled_at, excluded.disabled_at)",
+                params![name, reason, now_ms],
+            )?;
+        }
+        Some(ControlChange::Pause) => {
+            tx.execute(
+                "INSERT INTO target_state(target, paused_at) VALUES (?1, ?2)
+                 ON CONFLICT(target) DO UPDATE
+                     SET paused_at = COALESCE(target_state.paused_at, excluded.paused_at)",
+                params![name, now_ms],
+            )?;
+        }
+        Some(ControlChange::Enable) => {
+            tx.execute("DELETE FROM target_state WHERE target = ?1", [name])?;
+        }
+    }
+    let row: Option<(Option<String>, Option<i64>, Option<i64>)> = tx
+        .query_row(
+            "SELECT disabled_reason, disabled_at, paused_at FROM target_state WHERE target = ?1",
+            [name],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()?;
+    let Some((reason, disabled_at, paused_at)) = row else {
+        return Ok(TargetControl::default());
+    };
+    let disabled = disabled_at.map(|at| Disabled {
+        reason: reason.unwrap_or_default(),
+        at,
+    });
+    Ok(TargetControl {
+        disabled,
+        paused_at,
+    })
+}
