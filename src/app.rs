@@ -15,7 +15,7 @@ use pingora::server::configuration::{Opt, ServerConf};
 use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 
-use crate::admin::Admin;
+use crate::admin::{Admin, AdminTarget};
 use crate::build;
 use crate::config::{Config, Storage};
 use crate::delivery::Dispatcher;
@@ -115,7 +115,10 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
         metrics: metrics.clone(),
         targets: built
             .iter()
-            .map(|b| (b.config.name.clone(), b.health.clone()))
+            .map(|b| AdminTarget {
+                config: b.config.clone(),
+                health: b.health.clone(),
+            })
             .collect(),
         token: config.admin.token.clone(),
         running: running.clone(),
