@@ -263,8 +263,8 @@ pub trait Store: Send + Sync {
     ) -> Result<(), StoreError>;
     /// The persisted control state of `target`.
     async fn control(&self, target: &TargetId) -> Result<TargetControl, StoreError>;
-    /// Changes and persists the control state of `target`; returns the new state and wakes
-    /// the target's dispatcher.
+    /// Changes and persists the control state of `target`; returns the new state. The caller
+    /// passes it on to the dispatcher (and wakes it: see [`Store::wakeup`]).
     async fn set_control(
         &self,
         target: &TargetId,

@@ -180,4 +180,30 @@ mod tests {
             other => panic!("{other:?}"),
         }
     }
+
+    #[test]
+    fn every_kind_honours_retry_after_as_a_date_on_429_and_503() {
+        let date = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(90));
+        for status in [429, 503] {
+            let outcomes = [
+                ("http", classify(status, Some(&date), "")),
+                (
+                    "slack",
+                    slack::verdict::classify(status, Some(&date), "").outcome,
+                ),
+                ("crm", crm::verdict::classify(status, Some(&date), "")),
+            ];
+            for (kind, outcome) in outcomes {
+                let Outcome::Retry { retry_after, .. } = outcome else {
+                    panic!("{kind} {status}: {outcome:?}")
+                };
+                let wait = retry_after.unwrap_or_else(|| panic!("{kind} {status}: no hint"));
+                // Whole seconds in the date, and a little time passing in between.
+                assert!(
+                    wait > Duration::from_secs(85) && wait <= Duration::from_secs(90),
+                    "{kind} {status}: {wait:?}"
+                );
+            }
+        }
+    }
 }

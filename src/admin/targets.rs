@@ -50,6 +50,8 @@ impl Admin {
             Err(e) => return unavailable(&e),
         };
         target.health.set_control(control);
+        // Only now can the dispatcher see the change: wake it so a resumed target sends at once.
+        self.store.wakeup(id).notify_one();
         match change {
             ControlChange::Pause => tracing::warn!(target = %id, "target paused by an operator"),
             _ => tracing::info!(target = %id, "target enabled by an operator"),

@@ -327,14 +327,10 @@ impl Writer {
 
     fn wake(&self, ops: &[Op]) {
         for op in ops {
-            match op {
-                Op::Ingest(event) => {
-                    for routed in &event.targets {
-                        wakeup_for(&self.wakeups, &routed.target).notify_one();
-                    }
+            if let Op::Ingest(event) = op {
+                for routed in &event.targets {
+                    wakeup_for(&self.wakeups, &routed.target).notify_one();
                 }
-                Op::Control(target, Some(_)) => wakeup_for(&self.wakeups, target).notify_one(),
-                _ => {}
             }
         }
     }

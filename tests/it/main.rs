@@ -6,5 +6,6 @@ mod crm;
 mod delivery;
 mod ingest;
 mod lifecycle;
+mod policy;
 mod slack;
 mod support;
