@@ -1,0 +1,161 @@
+//! The dispatcher's loop, one step at a time: ask whether the target may send, claim what the
+//! free slots (or the breaker's probe) allow, wait for rate limit tokens, and start each attempt
+//! on its own task. Every wait is raced against shutdown.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use pingora::server::ShutdownWatch;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use super::Inner;
+use super::hold::Gate;
+use super::rate::RateLimiter;
+use crate::store::Job;
+
+/// The longest a dispatcher sleeps without looking at its queue, as a safety net under the
+/// wake-ups and the next-due timer.
+const MAX_IDLE: Duration = Duration::from_secs(30);
+/// Pause after the store failed to answer a claim.
+const STORE_BACKOFF: Duration = Duration::from_secs(1);
+
+/// Whether the loop goes on.
+pub(super) enum Step {
+    Next,
+    Stop,
+}
+
+/// The state of one dispatcher run.
+pub(super) struct Run {
+    inner: Arc<Inner>,
+    /// Notified when deliveries are added, an attempt finished, or the target was enabled.
+    wake: Arc<Notify>,
+    /// One permit per delivery in flight: this is what limits concurrency.
+    slots: Arc<Semaphore>,
+    rate: Option<RateLimiter>,
+    lease: Duration,
+    /// Since when the target has sent nothing (breaker, disabled, paused), to credit to
+    /// `max_age` once it sends again.
+    held_since: Option<SystemTime>,
+}
+
+impl Run {
+    pub(super) fn new(inner: Arc<Inner>, lease: Duration) -> Run {
+        let config = &inner.config;
+        Run {
+            wake: inner.store.wakeup(&config.name),
+            slots: Arc::new(Semaphore::new(config.concurrency)),
+            rate: config.rate_limit.as_ref().map(RateLimiter::new),
+            lease,
+            held_since: None,
+            inner,
+        }
+    }
+
+    pub(super) fn slots(&self) -> &Semaphore {
+        &self.slots
+    }
+
+    /// One turn: claim and start what may go now, or wait until something may.
+    pub(super) async fn step(&mut self, shutdown: &mut ShutdownWatch) -> Step {
+        let probe = match self.inner.gate() {
+            Gate::Hold { until, since } => {
+                self.held_since = Some(self.held_since.map_or(since, |h| h.min(since)));
+                let wait = until.map_or(MAX_IDLE, |at| {
+                    at.saturating_duration_since(Instant::now()).min(MAX_IDLE)
+                });
+                return self.idle(wait, shutdown).await;
+            }
+            Gate::Probe => true,
+            Gate::Send => false,
+        };
+        if !probe && let Some(since) = self.held_since.take() {
+            self.inner.credit(since).await;
+        }
+        let first = tokio::select! {
+            p = self.slots.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return Step::Stop,
+            },
+            _ = shutdown.changed() => return Step::Stop,
+        };
+        let limit = if probe {
+            1
+        } else {
+            1 + self.slots.available_permits()
+        };
+        let name = &self.inner.config.name;
+        let claimed = match self.inner.store.claim(name, limit, self.lease).await {
+            Ok(c) => c,
+            Err(e) => {
+                warn!(target = %name, error = %e, "claiming deliveries failed");
+                drop(first);
+                return self.idle(STORE_BACKOFF, shutdown).await;
+            }
+        };
+        if claimed.jobs.is_empty() {
+            drop(first);
+            let wait = claimed.next_due.map_or(MAX_IDLE, |due| {
+                due.duration_since(SystemTime::now())
+                    .unwrap_or(Duration::ZERO)
+                    .min(MAX_IDLE)
+            });
+            return self.idle(wait, shutdown).await;
+        }
+        if probe {
+            self.inner.update_breaker(|b| b.probe_started());
+            info!(target = %name, "breaker half open: sending one probe delivery");
+        }
+        self.start_attempts(claimed.jobs, first, probe, shutdown)
+            .await
+    }
+
+    /// Waits for a wake-up or `wait`, whichever comes first; stops on shutdown.
+    async fn idle(&self, wait: Duration, shutdown: &mut ShutdownWatch) -> Step {
+        tokio::select! {
+            _ = self.wake.notified() => Step::Next,
+            _ = tokio::time::sleep(wait) => Step::Next,
+            _ = shutdown.changed() => Step::Stop,
+        }
+    }
+
+    /// Starts one task per claimed job, each holding a slot, spaced by the rate limit.
+    async fn start_attempts(
+        &mut self,
+        jobs: Vec<Job>,
+        first: OwnedSemaphorePermit,
+        probe: bool,
+        shutdown: &mut ShutdownWatch,
+    ) -> Step {
+        let mut permit = Some(first);
+        for job in jobs {
+            if let Some(limiter) = self.rate.as_mut() {
+                while let Err(wait) = limiter.try_take() {
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        // Claimed but unstarted jobs come back when their lease expires.
+                        _ = shutdown.changed() => return Step::Stop,
+                    }
+                }
+            }
+            let slot = match permit.take() {
+                Some(p) => p,
+                None => match self.slots.clone().acquire_owned().await {
+                    Ok(p) => p,
+                    Err(_) => return Step::Stop,
+                },
+            };
+            let inner = self.inner.clone();
+            let wake = self.wake.clone();
+            tokio::spawn(async move {
+                inner.attempt(job, slot, probe).await;
+                // A retry may now be due sooner than the dispatcher's current timer, or the
+                // breaker may have changed.
+                wake.notify_one();
+            });
+        }
+        Step::Next
+    }
+}
