@@ -72,8 +72,8 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
     let mut compiled = build::compile(&config)?;
     let built = build::targets(&config, &mut compiled)?;
     let Storage::Sqlite { path } = &config.storage;
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(path)?);
     let metrics = Arc::new(Metrics::default());
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open_observed(path, Some(metrics.clone()))?);
     let running = Arc::new(AtomicUsize::new(0));
 
     let mut server = Server::new_with_opt_and_conf(
@@ -119,6 +119,7 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
             .collect(),
         token: config.admin.token.clone(),
         running: running.clone(),
+        store_path: Some(path.clone()),
     };
     let mut admin = Service::new("admin".to_string(), admin);
     admin.threads = Some(1);

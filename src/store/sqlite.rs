@@ -24,6 +24,7 @@ use super::{
     StoreError, TargetCounts,
 };
 use crate::config::TargetId;
+use crate::metrics::Metrics;
 use ops::{Done, Op, Reply};
 
 /// How many operations may wait for the writer; past this, ingest fails fast (504) instead of
@@ -49,6 +50,14 @@ impl SqliteStore {
     /// Deliveries that were in flight when the previous process stopped are made due at once:
     /// their attempt may or may not have reached the target, so they are sent again.
     pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        SqliteStore::open_observed(path, None)
+    }
+
+    /// [`SqliteStore::open`], recording each transaction's duration and batch size.
+    pub fn open_observed(
+        path: &Path,
+        metrics: Option<Arc<Metrics>>,
+    ) -> Result<SqliteStore, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|source| StoreError::Folder {
                 path: dir.display().to_string(),
@@ -74,6 +83,7 @@ impl SqliteStore {
             conn,
             rx,
             wakeups: wakeups.clone(),
+            metrics,
         };
         std::thread::Builder::new()
             .name("store-writer".into())
@@ -190,6 +200,7 @@ struct Writer {
     conn: Connection,
     rx: mpsc::Receiver<(Op, oneshot::Sender<Reply>)>,
     wakeups: Wakeups,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl Writer {
@@ -203,11 +214,20 @@ impl Writer {
                     Err(_) => break,
                 }
             }
+            let (started, size) = (std::time::Instant::now(), batch.len());
             self.commit(batch);
+            if let Some(m) = &self.metrics {
+                m.commit(started.elapsed(), size);
+            }
             if last_sweep.elapsed() >= DEDUPE_SWEEP {
                 last_sweep = std::time::Instant::now();
                 if let Err(e) = ops::sweep_dedupe(&self.conn, SystemTime::now()) {
                     warn!(error = %e, "deleting expired de-duplication keys failed");
+                }
+                // Hand pages freed by pruning back to the file system, a slice at a time, so
+                // the file shrinks after a backlog drains instead of staying at its peak.
+                if let Err(e) = self.conn.execute_batch("PRAGMA incremental_vacuum(2000)") {
+                    warn!(error = %e, "incremental vacuum failed");
                 }
             }
         }

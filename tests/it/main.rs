@@ -6,5 +6,6 @@ mod crm;
 mod delivery;
 mod ingest;
 mod lifecycle;
+mod operations;
 mod slack;
 mod support;

@@ -49,6 +49,8 @@ CREATE INDEX IF NOT EXISTS dedupe_expiry ON dedupe(expires_at);
 
 /// Durability first: WAL with a full fsync at every commit, so a 200 means on disk.
 pub fn prepare(conn: &Connection) -> rusqlite::Result<()> {
+    // Must precede the first table: SQLite fixes the vacuum mode when the file is created.
+    conn.execute_batch("PRAGMA auto_vacuum=INCREMENTAL")?;
     let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
     if !mode.eq_ignore_ascii_case("wal") {
         return Err(super::plain_error(format!(
@@ -57,6 +59,7 @@ pub fn prepare(conn: &Connection) -> rusqlite::Result<()> {
     }
     conn.execute_batch(
         "PRAGMA synchronous=FULL;
+         PRAGMA journal_size_limit=67108864;
          PRAGMA foreign_keys=ON;
          PRAGMA busy_timeout=5000;",
     )?;
