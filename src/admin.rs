@@ -115,6 +115,7 @@ impl Admin {
         let q = DeadLetterQuery {
             target: query.get("target").cloned(),
             limit,
+            ..DeadLetterQuery::default()
         };
         match self.store.dead_letters(q).await {
             Ok(list) => json_ok(json!({ "dead_letters": list })),

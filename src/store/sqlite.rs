@@ -5,7 +5,11 @@
 //! transaction was syncing, and applies the lot in one transaction: one fsync acknowledges many
 //! events (group commit). Replies are sent only after `COMMIT` returned, so a caller that got
 //! `Ok` holds a durable result.
+//!
+//! The writer also sweeps, between batches: expired de-duplication keys, and dead letters older
+//! than the retention (in bounded slices, see [`dead`]).
 
+mod dead;
 mod ops;
 mod schema;
 
@@ -20,8 +24,8 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use tracing::{error, info, warn};
 
 use super::{
-    AttemptRecord, Claimed, DeadLetter, DeadLetterQuery, DeliveryId, Ingested, NewEvent, Store,
-    StoreError, TargetCounts,
+    AttemptRecord, Claimed, DeadLetter, DeadLetterDetail, DeadLetterFilter, DeadLetterQuery,
+    DeliveryId, Ingested, NewEvent, Replayed, Skipped, Store, StoreError, TargetCounts,
 };
 use crate::config::TargetId;
 use ops::{Done, Op, Reply};
@@ -36,6 +40,26 @@ const DEDUPE_SWEEP: Duration = Duration::from_secs(60);
 
 type Wakeups = Arc<Mutex<HashMap<TargetId, Arc<Notify>>>>;
 
+/// How a [`SqliteStore`] keeps its file bounded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SqliteOptions {
+    /// Dead letters older than this (since they died) are deleted (`storage.dead_letter_retention`).
+    pub dead_letter_retention: Duration,
+    /// How often the writer looks for dead letters past the retention. It looks after its next
+    /// batch once this much time passed; dispatchers claim at least every 30 s, so an idle
+    /// relay still sweeps.
+    pub sweep_interval: Duration,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        SqliteOptions {
+            dead_letter_retention: Duration::from_secs(14 * 86_400),
+            sweep_interval: Duration::from_secs(60),
+        }
+    }
+}
+
 /// A [`Store`] on a local SQLite file.
 pub struct SqliteStore {
     path: PathBuf,
@@ -49,6 +73,11 @@ impl SqliteStore {
     /// Deliveries that were in flight when the previous process stopped are made due at once:
     /// their attempt may or may not have reached the target, so they are sent again.
     pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        SqliteStore::open_with(path, SqliteOptions::default())
+    }
+
+    /// [`SqliteStore::open`] with explicit retention settings.
+    pub fn open_with(path: &Path, options: SqliteOptions) -> Result<SqliteStore, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|source| StoreError::Folder {
                 path: dir.display().to_string(),
@@ -74,6 +103,7 @@ impl SqliteStore {
             conn,
             rx,
             wakeups: wakeups.clone(),
+            options,
         };
         std::thread::Builder::new()
             .name("store-writer".into())
@@ -101,6 +131,12 @@ impl SqliteStore {
             .await
             .map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    fn wake_targets<'a>(&self, targets: impl IntoIterator<Item = &'a String>) {
+        for target in targets {
+            wakeup_for(&self.wakeups, &TargetId(Arc::from(target.as_str()))).notify_one();
+        }
     }
 }
 
@@ -163,6 +199,60 @@ impl Store for SqliteStore {
         }
     }
 
+    async fn dead_letter(&self, id: DeliveryId) -> Result<Option<DeadLetterDetail>, StoreError> {
+        match self.call(Op::DeadLetter(id)).await? {
+            Done::DeadLetter(d) => Ok(d),
+            _ => Err(StoreError::Closed),
+        }
+    }
+
+    async fn replay(
+        &self,
+        filter: DeadLetterFilter,
+        targets: &[TargetId],
+    ) -> Result<Replayed, StoreError> {
+        let targets: Vec<String> = targets.iter().map(|t| t.as_str().to_owned()).collect();
+        let mut tally = ReplayTally::default();
+        let mut after = 0;
+        loop {
+            let op = Op::ReplaySlice {
+                filter: filter.clone(),
+                after,
+                targets: targets.clone(),
+            };
+            let Done::ReplaySlice(slice) = self.call(op).await? else {
+                return Err(StoreError::Closed);
+            };
+            // Wake per slice, so the dispatchers start while later slices are still replayed.
+            self.wake_targets(slice.replayed.iter().map(|(_, t)| t));
+            let next = slice.last;
+            tally.add(slice);
+            match next {
+                Some(last) => after = last,
+                None => return Ok(tally.finish(filter.ids.as_deref())),
+            }
+        }
+    }
+
+    async fn purge(&self, filter: DeadLetterFilter) -> Result<u64, StoreError> {
+        let mut purged = 0;
+        let mut after = 0;
+        loop {
+            let op = Op::PurgeSlice {
+                filter: filter.clone(),
+                after,
+            };
+            let Done::PurgeSlice(slice) = self.call(op).await? else {
+                return Err(StoreError::Closed);
+            };
+            purged += slice.purged;
+            match slice.last {
+                Some(last) => after = last,
+                None => return Ok(purged),
+            }
+        }
+    }
+
     async fn counts(&self, target: &TargetId) -> Result<TargetCounts, StoreError> {
         match self.call(Op::Counts(target.clone())).await? {
             Done::Counts(c) => Ok(c),
@@ -190,11 +280,15 @@ struct Writer {
     conn: Connection,
     rx: mpsc::Receiver<(Op, oneshot::Sender<Reply>)>,
     wakeups: Wakeups,
+    options: SqliteOptions,
 }
 
 impl Writer {
     fn run(mut self) {
         let mut last_sweep = std::time::Instant::now();
+        // `None` sweeps dead letters after the first batch: a relay restarted after a long
+        // stop catches up at once.
+        let mut last_dead_sweep: Option<std::time::Instant> = None;
         while let Some(first) = self.rx.blocking_recv() {
             let mut batch = vec![first];
             while batch.len() < MAX_BATCH {
@@ -209,6 +303,12 @@ impl Writer {
                 if let Err(e) = ops::sweep_dedupe(&self.conn, SystemTime::now()) {
                     warn!(error = %e, "deleting expired de-duplication keys failed");
                 }
+            }
+            if last_dead_sweep.is_none_or(|at| at.elapsed() >= self.options.sweep_interval) {
+                // A full slice means more are waiting: look again after the next batch
+                // instead of an interval later, still one bounded slice at a time.
+                let more = self.sweep_dead_letters();
+                last_dead_sweep = (!more).then(std::time::Instant::now);
             }
         }
         info!("store writer stopped");
@@ -247,6 +347,32 @@ impl Writer {
         }
     }
 
+    /// Deletes one slice of dead letters past the retention; true if there may be more.
+    fn sweep_dead_letters(&mut self) -> bool {
+        let cutoff = SystemTime::now()
+            .checked_sub(self.options.dead_letter_retention)
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        let swept = self.conn.transaction().and_then(|tx| {
+            let n = dead::sweep(&tx, cutoff)?;
+            tx.commit().map(|()| n)
+        });
+        match swept {
+            Ok(n) => {
+                if n > 0 {
+                    info!(
+                        dead_letters = n,
+                        "deleted dead letters past their retention"
+                    );
+                }
+                n >= dead::SLICE as u64
+            }
+            Err(e) => {
+                warn!(error = %e, "deleting dead letters past their retention failed");
+                false
+            }
+        }
+    }
+
     fn apply_all(&mut self, ops: &[Op], now: SystemTime) -> rusqlite::Result<Vec<Done>> {
         let tx = self.conn.transaction()?;
         let mut results = Vec::with_capacity(ops.len());
@@ -265,6 +391,63 @@ impl Writer {
                 }
             }
         }
+    }
+}
+
+/// Adds up the slices of one replay.
+#[derive(Default)]
+struct ReplayTally {
+    seen: std::collections::HashSet<i64>,
+    done: Replayed,
+    never_events: Vec<i64>,
+    unconfigured: Vec<i64>,
+}
+
+impl ReplayTally {
+    fn add(&mut self, slice: dead::ReplaySlice) {
+        self.seen.extend(slice.seen);
+        self.done.replayed += slice.replayed.len() as u64;
+        for (_, target) in slice.replayed {
+            *self.done.targets.entry(target).or_default() += 1;
+        }
+        self.never_events.extend(slice.never_events);
+        self.unconfigured
+            .extend(slice.unconfigured.into_iter().map(|(id, _)| id));
+    }
+
+    /// The answer, with a [`Skipped`] group per reason; `ids` are those asked for, if any.
+    fn finish(mut self, ids: Option<&[DeliveryId]>) -> Replayed {
+        let missing: Vec<i64> = ids
+            .unwrap_or_default()
+            .iter()
+            .map(|id| id.0)
+            .filter(|id| !self.seen.contains(id))
+            .collect();
+        let groups = [
+            (
+                "the body was never an event (not JSON, or no `action`): there is nothing to deliver",
+                self.never_events,
+            ),
+            (
+                "its target is not in the running configuration",
+                self.unconfigured,
+            ),
+            ("no dead letter with this id matches", missing),
+        ];
+        for (reason, ids) in groups {
+            if !ids.is_empty() {
+                self.done.skipped.push(Skipped {
+                    reason: reason.to_owned(),
+                    count: ids.len() as u64,
+                    ids: ids
+                        .into_iter()
+                        .take(Skipped::MAX_IDS)
+                        .map(DeliveryId)
+                        .collect(),
+                });
+            }
+        }
+        self.done
     }
 }
 
