@@ -25,7 +25,7 @@ use tracing::{error, info, warn};
 
 use super::{
     AttemptRecord, Claimed, DeadLetter, DeadLetterDetail, DeadLetterFilter, DeadLetterQuery,
-    DeliveryId, Ingested, NewEvent, Replayed, Skipped, Store, StoreError, TargetCounts,
+    DeliveryId, Ingested, NewEvent, Replayed, Store, StoreError, TargetCounts,
 };
 use crate::config::TargetId;
 use ops::{Done, Op, Reply};
@@ -212,7 +212,7 @@ impl Store for SqliteStore {
         targets: &[TargetId],
     ) -> Result<Replayed, StoreError> {
         let targets: Vec<String> = targets.iter().map(|t| t.as_str().to_owned()).collect();
-        let mut tally = ReplayTally::default();
+        let mut tally = dead::ReplayTally::default();
         let mut after = 0;
         loop {
             let op = Op::ReplaySlice {
@@ -391,63 +391,6 @@ impl Writer {
                 }
             }
         }
-    }
-}
-
-/// Adds up the slices of one replay.
-#[derive(Default)]
-struct ReplayTally {
-    seen: std::collections::HashSet<i64>,
-    done: Replayed,
-    never_events: Vec<i64>,
-    unconfigured: Vec<i64>,
-}
-
-impl ReplayTally {
-    fn add(&mut self, slice: dead::ReplaySlice) {
-        self.seen.extend(slice.seen);
-        self.done.replayed += slice.replayed.len() as u64;
-        for (_, target) in slice.replayed {
-            *self.done.targets.entry(target).or_default() += 1;
-        }
-        self.never_events.extend(slice.never_events);
-        self.unconfigured
-            .extend(slice.unconfigured.into_iter().map(|(id, _)| id));
-    }
-
-    /// The answer, with a [`Skipped`] group per reason; `ids` are those asked for, if any.
-    fn finish(mut self, ids: Option<&[DeliveryId]>) -> Replayed {
-        let missing: Vec<i64> = ids
-            .unwrap_or_default()
-            .iter()
-            .map(|id| id.0)
-            .filter(|id| !self.seen.contains(id))
-            .collect();
-        let groups = [
-            (
-                "the body was never an event (not JSON, or no `action`): there is nothing to deliver",
-                self.never_events,
-            ),
-            (
-                "its target is not in the running configuration",
-                self.unconfigured,
-            ),
-            ("no dead letter with this id matches", missing),
-        ];
-        for (reason, ids) in groups {
-            if !ids.is_empty() {
-                self.done.skipped.push(Skipped {
-                    reason: reason.to_owned(),
-                    count: ids.len() as u64,
-                    ids: ids
-                        .into_iter()
-                        .take(Skipped::MAX_IDS)
-                        .map(DeliveryId)
-                        .collect(),
-                });
-            }
-        }
-        self.done
     }
 }
 

@@ -6,10 +6,14 @@
 //! compare against. Replay and purge work in slices walked by ascending id (a keyset cursor):
 //! each slice is one short transaction, so a replay of a million letters never holds the writer
 //! (and therefore ingest) for long, and each letter is looked at once per call even if a replayed
-//! one dies again before the call ends. SQL that must use the partial indexes spells the state
-//! as the literal `2` (= [`DEAD`]): SQLite matches a partial index only against literals.
+//! one dies again before the call ends.
+//!
+//! The statements name their partial index (`INDEXED BY`) and spell the state as the literal `2`
+//! (= [`DEAD`]; SQLite matches a partial index only against literals). Without statistics the
+//! planner prefers `deliveries_dead (state, target)` and sorts every dead letter for each call:
+//! measured with 100k dead letters, 25 ms per slice or list instead of 0.1 to 0.5 ms.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::time::SystemTime;
 
 use rusqlite::{OptionalExtension, Transaction, params};
@@ -17,7 +21,7 @@ use rusqlite::{OptionalExtension, Transaction, params};
 use super::schema::{DEAD, QUEUED};
 use crate::store::{
     Attempt, AttemptRecord, DeadLetter, DeadLetterDetail, DeadLetterFilter, DeadLetterQuery,
-    DeliveryId, unix_ms,
+    DeliveryId, Replayed, Skipped, unix_ms,
 };
 
 /// Attempts kept per delivery: the most recent ones. A delivery retried for days with a short
@@ -127,7 +131,8 @@ pub fn list(tx: &Transaction<'_>, q: &DeadLetterQuery) -> rusqlite::Result<Vec<D
     let mut stmt = tx.prepare_cached(concat!(
         "SELECT ",
         letter_columns!(),
-        " FROM deliveries d JOIN events e ON e.id = d.event_id WHERE ",
+        " FROM deliveries d INDEXED BY deliveries_dead_at JOIN events e ON e.id = d.event_id
+         WHERE ",
         matching!(),
         " ORDER BY d.updated_at DESC, d.id DESC LIMIT ?6"
     ))?;
@@ -227,6 +232,63 @@ pub fn replay_slice(
     Ok(out)
 }
 
+/// Adds up the slices of one replay.
+#[derive(Default)]
+pub struct ReplayTally {
+    seen: HashSet<i64>,
+    done: Replayed,
+    never_events: Vec<i64>,
+    unconfigured: Vec<i64>,
+}
+
+impl ReplayTally {
+    pub fn add(&mut self, slice: ReplaySlice) {
+        self.seen.extend(slice.seen);
+        self.done.replayed += slice.replayed.len() as u64;
+        for (_, target) in slice.replayed {
+            *self.done.targets.entry(target).or_default() += 1;
+        }
+        self.never_events.extend(slice.never_events);
+        self.unconfigured
+            .extend(slice.unconfigured.into_iter().map(|(id, _)| id));
+    }
+
+    /// The answer, with a [`Skipped`] group per reason; `ids` are those asked for, if any.
+    pub fn finish(mut self, ids: Option<&[DeliveryId]>) -> Replayed {
+        let missing: Vec<i64> = ids
+            .unwrap_or_default()
+            .iter()
+            .map(|id| id.0)
+            .filter(|id| !self.seen.contains(id))
+            .collect();
+        let groups = [
+            (
+                "the body was never an event (not JSON, or no `action`): there is nothing to deliver",
+                self.never_events,
+            ),
+            (
+                "its target is not in the running configuration",
+                self.unconfigured,
+            ),
+            ("no dead letter with this id matches", missing),
+        ];
+        for (reason, ids) in groups {
+            if !ids.is_empty() {
+                self.done.skipped.push(Skipped {
+                    reason: reason.to_owned(),
+                    count: ids.len() as u64,
+                    ids: ids
+                        .into_iter()
+                        .take(Skipped::MAX_IDS)
+                        .map(DeliveryId)
+                        .collect(),
+                });
+            }
+        }
+        self.done
+    }
+}
+
 /// What one purge slice did. `last` is the cursor for the next slice; `None` means done.
 #[derive(Debug, Default)]
 pub struct PurgeSlice {
@@ -254,8 +316,8 @@ pub fn purge_slice(
 pub fn sweep(tx: &Transaction<'_>, cutoff: SystemTime) -> rusqlite::Result<u64> {
     let rows = tx
         .prepare_cached(
-            "SELECT id, event_id FROM deliveries WHERE state = 2 AND updated_at < ?1
-             ORDER BY updated_at LIMIT ?2",
+            "SELECT id, event_id FROM deliveries INDEXED BY deliveries_dead_at
+             WHERE state = 2 AND updated_at < ?1 ORDER BY updated_at LIMIT ?2",
         )?
         .query_map(params![unix_ms(cutoff), SLICE as i64], |r| {
             Ok((r.get(0)?, r.get(1)?))
@@ -274,7 +336,8 @@ fn next_slice<T>(
 ) -> rusqlite::Result<Vec<T>> {
     let c = Criteria::of_filter(filter);
     let mut stmt = tx.prepare_cached(concat!(
-        "SELECT d.id, d.target, d.event_id FROM deliveries d JOIN events e ON e.id = d.event_id
+        "SELECT d.id, d.target, d.event_id
+         FROM deliveries d INDEXED BY deliveries_dead_id JOIN events e ON e.id = d.event_id
          WHERE ",
         matching!(),
         " AND d.id > ?6 ORDER BY d.id LIMIT ?7"

@@ -56,8 +56,10 @@ CREATE TABLE IF NOT EXISTS attempts (
     reason      TEXT NOT NULL,
     PRIMARY KEY (delivery_id, attempt)
 ) WITHOUT ROWID;
--- Dead letters by the time they died: newest-first listing and the retention sweep.
+-- Dead letters only (partial, so queued work never pays for them): by the time they died for
+-- newest-first listing and the retention sweep, by id for the slices of replay and purge.
 CREATE INDEX IF NOT EXISTS deliveries_dead_at ON deliveries(updated_at) WHERE state = 2;
+CREATE INDEX IF NOT EXISTS deliveries_dead_id ON deliveries(id) WHERE state = 2;
 ";
 
 /// Durability first: WAL with a full fsync at every commit, so a 200 means on disk.
