@@ -4,9 +4,9 @@
 //! A dead letter is a `deliveries` row in state `DEAD` (`target` NULL for a body that was never
 //! an event); `updated_at` is when it died, which is what `since`/`until` and the retention
 //! compare against. Replay and purge work in slices walked by ascending id (a keyset cursor):
-//! each slice is one short transaction, so a replay of a million letters never holds the writer
-//! (and therefore ingest) for long, and each letter is looked at once per call even if a replayed
-//! one dies again before the call ends.
+//! each slice is one operation of the writer's group commit, so a replay of a million letters
+//! never holds the writer (and therefore ingest) for long, and each letter is looked at once per
+//! call even if a replayed one dies again before the call ends.
 //!
 //! The statements name their partial index (`INDEXED BY`) and spell the state as the literal `2`
 //! (= [`DEAD`]; SQLite matches a partial index only against literals). Without statistics the
@@ -143,6 +143,8 @@ pub fn list(tx: &Transaction<'_>, q: &DeadLetterQuery) -> rusqlite::Result<Vec<D
     .collect()
 }
 
+/// One dead letter with its body and attempts; `None` if `id` is not a dead letter (unknown,
+/// delivered, or queued again).
 pub fn show(tx: &Transaction<'_>, id: DeliveryId) -> rusqlite::Result<Option<DeadLetterDetail>> {
     let found = tx
         .prepare_cached(concat!(
