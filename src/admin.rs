@@ -3,6 +3,9 @@
 //! It listens on `admin.address` (loopback by default). When `admin.token` is set, every
 //! `/api/` call needs `Authorization: Bearer <token>`.
 
+mod dead_letters;
+pub mod params;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -18,10 +21,10 @@ use sha2::{Digest, Sha256};
 use crate::config::TargetId;
 use crate::delivery::health::TargetHealth;
 use crate::metrics::{Metrics, TargetGauges};
-use crate::store::{DeadLetterQuery, Store};
+use crate::store::Store;
 
-/// The most dead letters one list call returns.
-const MAX_LIMIT: usize = 1000;
+/// Status, body and content type of an answer.
+type Answer = (StatusCode, String, &'static str);
 
 /// The admin service.
 pub struct Admin {
@@ -37,9 +40,8 @@ pub struct Admin {
 }
 
 impl Admin {
-    async fn route(&self, session: &ServerSession) -> (StatusCode, String, &'static str) {
-        let head = session.req_header();
-        let path = head.uri.path();
+    async fn route(&self, session: &mut ServerSession) -> Answer {
+        let path = session.req_header().uri.path().to_owned();
         if path.starts_with("/api/") && !self.authorized(session) {
             return error(
                 StatusCode::UNAUTHORIZED,
@@ -47,6 +49,13 @@ impl Admin {
                 "a valid admin bearer token is required",
             );
         }
+        // Dead letters take more methods than GET, so they route themselves.
+        if let Some(rest) = path.strip_prefix("/api/v1/dead-letters")
+            && (rest.is_empty() || rest.starts_with('/'))
+        {
+            return dead_letters::route(self, session, rest).await;
+        }
+        let head = session.req_header();
         if head.method != http::Method::GET {
             return error(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -54,12 +63,10 @@ impl Admin {
                 "only GET is served here",
             );
         }
-        let query = parse_query(head.uri.query().unwrap_or(""));
-        match path {
+        match path.as_str() {
             "/healthz" => json_ok(json!({"status": "ok"})),
             "/readyz" => self.ready().await,
             "/metrics" => self.metrics_text().await,
-            "/api/v1/dead-letters" => self.dead_letters(&query).await,
             "/api/v1/targets" => self.target_list().await,
             _ => error(StatusCode::NOT_FOUND, "not_found", "no such admin endpoint"),
         }
@@ -115,35 +122,6 @@ impl Admin {
             StatusCode::SERVICE_UNAVAILABLE
         };
         (status, body.to_string(), "application/json")
-    }
-
-    async fn dead_letters(
-        &self,
-        query: &HashMap<String, String>,
-    ) -> (StatusCode, String, &'static str) {
-        let limit = match query.get("limit").map(|l| l.parse::<usize>()) {
-            None => 100,
-            Some(Ok(n)) => n.min(MAX_LIMIT),
-            Some(Err(_)) => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    "bad_limit",
-                    "limit must be a whole number",
-                );
-            }
-        };
-        let q = DeadLetterQuery {
-            target: query.get("target").cloned(),
-            limit,
-        };
-        match self.store.dead_letters(q).await {
-            Ok(list) => json_ok(json!({ "dead_letters": list })),
-            Err(e) => error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "store_unavailable",
-                &e.to_string(),
-            ),
-        }
     }
 
     async fn target_list(&self) -> (StatusCode, String, &'static str) {

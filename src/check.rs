@@ -30,7 +30,7 @@ pub fn report(config: &Config, compiled: &Compiled, built: &[Built]) -> Report {
     } else {
         "plain HTTP"
     };
-    let Storage::Sqlite { path } = &config.storage;
+    let Storage::Sqlite { path, .. } = &config.storage;
     let _ = writeln!(out, "{}: ok", config.file.display());
     let _ = writeln!(
         out,

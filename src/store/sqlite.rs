@@ -5,7 +5,11 @@
 //! transaction was syncing, and applies the lot in one transaction: one fsync acknowledges many
 //! events (group commit). Replies are sent only after `COMMIT` returned, so a caller that got
 //! `Ok` holds a durable result.
+//!
+//! The writer also sweeps, between batches: expired de-duplication keys, and dead letters older
+//! than the retention (in bounded slices, see [`dead`]).
 
+mod dead;
 mod ops;
 mod schema;
 
@@ -20,8 +24,8 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use tracing::{error, info, warn};
 
 use super::{
-    AttemptRecord, Claimed, DeadLetter, DeadLetterQuery, DeliveryId, Ingested, NewEvent, Store,
-    StoreError, TargetCounts,
+    AttemptRecord, Claimed, DeadLetter, DeadLetterDetail, DeadLetterFilter, DeadLetterQuery,
+    DeliveryId, Ingested, NewEvent, Replayed, Store, StoreError, TargetCounts,
 };
 use crate::config::TargetId;
 use crate::metrics::Metrics;
@@ -37,6 +41,29 @@ const DEDUPE_SWEEP: Duration = Duration::from_secs(60);
 
 type Wakeups = Arc<Mutex<HashMap<TargetId, Arc<Notify>>>>;
 
+/// How a [`SqliteStore`] keeps its file bounded.
+#[derive(Clone)]
+pub struct SqliteOptions {
+    /// Dead letters older than this (since they died) are deleted (`storage.dead_letter_retention`).
+    pub dead_letter_retention: Duration,
+    /// How often the writer looks for dead letters past the retention. It looks after its next
+    /// batch once this much time passed; dispatchers claim at least every 30 s, so an idle
+    /// relay still sweeps.
+    pub sweep_interval: Duration,
+    /// Where each transaction's duration and batch size are recorded, if anywhere.
+    pub metrics: Option<Arc<Metrics>>,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        SqliteOptions {
+            dead_letter_retention: Duration::from_secs(14 * 86_400),
+            sweep_interval: Duration::from_secs(60),
+            metrics: None,
+        }
+    }
+}
+
 /// A [`Store`] on a local SQLite file.
 pub struct SqliteStore {
     path: PathBuf,
@@ -50,14 +77,11 @@ impl SqliteStore {
     /// Deliveries that were in flight when the previous process stopped are made due at once:
     /// their attempt may or may not have reached the target, so they are sent again.
     pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
-        SqliteStore::open_observed(path, None)
+        SqliteStore::open_with(path, SqliteOptions::default())
     }
 
-    /// [`SqliteStore::open`], recording each transaction's duration and batch size.
-    pub fn open_observed(
-        path: &Path,
-        metrics: Option<Arc<Metrics>>,
-    ) -> Result<SqliteStore, StoreError> {
+    /// [`SqliteStore::open`] with explicit retention settings.
+    pub fn open_with(path: &Path, options: SqliteOptions) -> Result<SqliteStore, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|source| StoreError::Folder {
                 path: dir.display().to_string(),
@@ -83,7 +107,7 @@ impl SqliteStore {
             conn,
             rx,
             wakeups: wakeups.clone(),
-            metrics,
+            options,
         };
         std::thread::Builder::new()
             .name("store-writer".into())
@@ -111,6 +135,12 @@ impl SqliteStore {
             .await
             .map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    fn wake_targets<'a>(&self, targets: impl IntoIterator<Item = &'a String>) {
+        for target in targets {
+            wakeup_for(&self.wakeups, &TargetId(Arc::from(target.as_str()))).notify_one();
+        }
     }
 }
 
@@ -173,6 +203,60 @@ impl Store for SqliteStore {
         }
     }
 
+    async fn dead_letter(&self, id: DeliveryId) -> Result<Option<DeadLetterDetail>, StoreError> {
+        match self.call(Op::DeadLetter(id)).await? {
+            Done::DeadLetter(d) => Ok(d),
+            _ => Err(StoreError::Closed),
+        }
+    }
+
+    async fn replay(
+        &self,
+        filter: DeadLetterFilter,
+        targets: &[TargetId],
+    ) -> Result<Replayed, StoreError> {
+        let targets: Vec<String> = targets.iter().map(|t| t.as_str().to_owned()).collect();
+        let mut tally = dead::ReplayTally::default();
+        let mut after = 0;
+        loop {
+            let op = Op::ReplaySlice {
+                filter: filter.clone(),
+                after,
+                targets: targets.clone(),
+            };
+            let Done::ReplaySlice(slice) = self.call(op).await? else {
+                return Err(StoreError::Closed);
+            };
+            // Wake per slice, so the dispatchers start while later slices are still replayed.
+            self.wake_targets(slice.replayed.iter().map(|(_, t)| t));
+            let next = slice.last;
+            tally.add(slice);
+            match next {
+                Some(last) => after = last,
+                None => return Ok(tally.finish(filter.ids.as_deref())),
+            }
+        }
+    }
+
+    async fn purge(&self, filter: DeadLetterFilter) -> Result<u64, StoreError> {
+        let mut purged = 0;
+        let mut after = 0;
+        loop {
+            let op = Op::PurgeSlice {
+                filter: filter.clone(),
+                after,
+            };
+            let Done::PurgeSlice(slice) = self.call(op).await? else {
+                return Err(StoreError::Closed);
+            };
+            purged += slice.purged;
+            match slice.last {
+                Some(last) => after = last,
+                None => return Ok(purged),
+            }
+        }
+    }
+
     async fn counts(&self, target: &TargetId) -> Result<TargetCounts, StoreError> {
         match self.call(Op::Counts(target.clone())).await? {
             Done::Counts(c) => Ok(c),
@@ -200,12 +284,15 @@ struct Writer {
     conn: Connection,
     rx: mpsc::Receiver<(Op, oneshot::Sender<Reply>)>,
     wakeups: Wakeups,
-    metrics: Option<Arc<Metrics>>,
+    options: SqliteOptions,
 }
 
 impl Writer {
     fn run(mut self) {
         let mut last_sweep = std::time::Instant::now();
+        // `None` sweeps dead letters after the first batch: a relay restarted after a long
+        // stop catches up at once.
+        let mut last_dead_sweep: Option<std::time::Instant> = None;
         while let Some(first) = self.rx.blocking_recv() {
             let mut batch = vec![first];
             while batch.len() < MAX_BATCH {
@@ -216,7 +303,7 @@ impl Writer {
             }
             let (started, size) = (std::time::Instant::now(), batch.len());
             self.commit(batch);
-            if let Some(m) = &self.metrics {
+            if let Some(m) = &self.options.metrics {
                 m.commit(started.elapsed(), size);
             }
             if last_sweep.elapsed() >= DEDUPE_SWEEP {
@@ -229,6 +316,12 @@ impl Writer {
                 if let Err(e) = self.conn.execute_batch("PRAGMA incremental_vacuum(2000)") {
                     warn!(error = %e, "incremental vacuum failed");
                 }
+            }
+            if last_dead_sweep.is_none_or(|at| at.elapsed() >= self.options.sweep_interval) {
+                // A full slice means more are waiting: look again after the next batch
+                // instead of an interval later, still one bounded slice at a time.
+                let more = self.sweep_dead_letters();
+                last_dead_sweep = (!more).then(std::time::Instant::now);
             }
         }
         info!("store writer stopped");
@@ -263,6 +356,32 @@ impl Writer {
                     }
                     let _ = reply.send(result.map(|mut r| r.remove(0)).map_err(StoreError::Sqlite));
                 }
+            }
+        }
+    }
+
+    /// Deletes one slice of dead letters past the retention; true if there may be more.
+    fn sweep_dead_letters(&mut self) -> bool {
+        let cutoff = SystemTime::now()
+            .checked_sub(self.options.dead_letter_retention)
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        let swept = self.conn.transaction().and_then(|tx| {
+            let n = dead::sweep(&tx, cutoff)?;
+            tx.commit().map(|()| n)
+        });
+        match swept {
+            Ok(n) => {
+                if n > 0 {
+                    info!(
+                        dead_letters = n,
+                        "deleted dead letters past their retention"
+                    );
+                }
+                n >= dead::SLICE as u64
+            }
+            Err(e) => {
+                warn!(error = %e, "deleting dead letters past their retention failed");
+                false
             }
         }
     }

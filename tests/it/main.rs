@@ -3,6 +3,7 @@
 mod cli;
 mod config_errors;
 mod crm;
+mod dead_letters;
 mod delivery;
 mod ingest;
 mod lifecycle;

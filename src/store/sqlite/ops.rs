@@ -4,11 +4,12 @@ use std::time::{Duration, SystemTime};
 
 use rusqlite::{OptionalExtension, Transaction, params};
 
+use super::dead;
 use super::schema::{DEAD, IN_FLIGHT, QUEUED};
 use crate::config::TargetId;
 use crate::store::{
-    AttemptRecord, Claimed, DeadLetter, DeadLetterQuery, DeliveryId, Ingested, Job, NewEvent,
-    StoreError, TargetCounts, from_unix_ms, unix_ms,
+    AttemptRecord, Claimed, DeadLetter, DeadLetterDetail, DeadLetterFilter, DeadLetterQuery,
+    DeliveryId, Ingested, Job, NewEvent, StoreError, TargetCounts, from_unix_ms, unix_ms,
 };
 
 /// A request to the writer.
@@ -32,6 +33,19 @@ pub enum Op {
     DeadLetters(DeadLetterQuery),
     Counts(TargetId),
     Ping,
+    DeadLetter(DeliveryId),
+    /// One slice of a replay: matching dead letters with ids above `after`.
+    ReplaySlice {
+        filter: DeadLetterFilter,
+        after: i64,
+        /// The configured targets; letters for any other are skipped.
+        targets: Vec<String>,
+    },
+    /// One slice of a purge: matching dead letters with ids above `after`.
+    PurgeSlice {
+        filter: DeadLetterFilter,
+        after: i64,
+    },
 }
 
 /// The writer's answer, sent once the transaction committed.
@@ -44,6 +58,9 @@ pub enum Done {
     DeadLetters(Vec<DeadLetter>),
     Counts(TargetCounts),
     Nothing,
+    DeadLetter(Option<DeadLetterDetail>),
+    ReplaySlice(dead::ReplaySlice),
+    PurgeSlice(dead::PurgeSlice),
 }
 
 pub fn apply(tx: &Transaction<'_>, op: &Op, now: SystemTime) -> rusqlite::Result<Done> {
@@ -57,11 +74,20 @@ pub fn apply(tx: &Transaction<'_>, op: &Op, now: SystemTime) -> rusqlite::Result
         Op::Ack(id) => ack(tx, *id).map(|()| Done::Nothing),
         Op::Retry { id, at, last } => settle(tx, *id, QUEUED, unix_ms(*at), last, now),
         Op::Bury { id, last } => settle(tx, *id, DEAD, unix_ms(now), last, now),
-        Op::DeadLetters(q) => dead_letters(tx, q).map(Done::DeadLetters),
+        Op::DeadLetters(q) => dead::list(tx, q).map(Done::DeadLetters),
         Op::Counts(target) => counts(tx, target).map(Done::Counts),
         Op::Ping => tx
             .query_row("SELECT 1", [], |_| Ok(()))
             .map(|()| Done::Nothing),
+        Op::DeadLetter(id) => dead::show(tx, *id).map(Done::DeadLetter),
+        Op::ReplaySlice {
+            filter,
+            after,
+            targets,
+        } => dead::replay_slice(tx, filter, *after, targets, now).map(Done::ReplaySlice),
+        Op::PurgeSlice { filter, after } => {
+            dead::purge_slice(tx, filter, *after).map(Done::PurgeSlice)
+        }
     }
 }
 
@@ -196,32 +222,8 @@ fn settle(
          updated_at = ?3, last_status = ?4, last_error = ?5 WHERE id = ?6",
         params![state, next_ms, unix_ms(now), last.status, last.reason, id.0],
     )?;
+    dead::record_attempt(tx, id, last, now)?;
     Ok(Done::Nothing)
-}
-
-fn dead_letters(tx: &Transaction<'_>, q: &DeadLetterQuery) -> rusqlite::Result<Vec<DeadLetter>> {
-    let limit = i64::try_from(q.limit).unwrap_or(i64::MAX);
-    let mut stmt = tx.prepare_cached(
-        "SELECT d.id, d.target, e.key, e.type, d.attempts, d.last_status, d.last_error,
-                e.received_at, d.updated_at
-         FROM deliveries d JOIN events e ON e.id = d.event_id
-         WHERE d.state = ?1 AND (?2 IS NULL OR d.target = ?2)
-         ORDER BY d.id DESC LIMIT ?3",
-    )?;
-    stmt.query_map(params![DEAD, q.target, limit], |r| {
-        Ok(DeadLetter {
-            id: DeliveryId(r.get(0)?),
-            target: r.get(1)?,
-            event_id: r.get(2)?,
-            event_type: r.get(3)?,
-            attempts: r.get(4)?,
-            last_status: r.get(5)?,
-            reason: r.get::<_, Option<String>>(6)?.unwrap_or_default(),
-            received_at: r.get(7)?,
-            dead_at: r.get(8)?,
-        })
-    })?
-    .collect()
 }
 
 fn counts(tx: &Transaction<'_>, target: &TargetId) -> rusqlite::Result<TargetCounts> {
