@@ -2,12 +2,16 @@
 //!
 //! It listens on `admin.address` (loopback by default). When `admin.token` is set, every
 //! `/api/` call needs `Authorization: Bearer <token>`; that is checked before any `/api/` path
-//! is even looked at. Routing is a plain function of method, path, query and credentials
+//! is even looked at. Apart from dead letters (which read request bodies, see
+//! `dead_letters`), routing is a plain function of method, path, query and credentials
 //! ([`Admin::answer`]), so it is tested without a socket.
 
+mod dead_letters;
+pub mod params;
 mod targets;
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -18,15 +22,12 @@ use pingora::protocols::http::ServerSession;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use crate::metrics::Metrics;
-use crate::store::{ControlChange, DeadLetterQuery, Store};
+use crate::metrics::{Metrics, TargetGauges};
+use crate::store::{ControlChange, Store};
 pub use targets::AdminTarget;
 
-/// Status, body and content type of one answer.
-type Reply = (StatusCode, String, &'static str);
-
-/// The most dead letters one list call returns.
-const MAX_LIMIT: usize = 1000;
+/// Status, body and content type of an answer.
+type Answer = (StatusCode, String, &'static str);
 
 /// The admin service.
 pub struct Admin {
@@ -37,38 +38,52 @@ pub struct Admin {
     pub token: Option<String>,
     /// Dispatchers currently running; ready when it equals the number of targets.
     pub running: Arc<AtomicUsize>,
+    /// The store's file (its WAL sits beside it), for `relay_store_bytes`.
+    pub store_path: Option<PathBuf>,
 }
 
 impl Admin {
-    async fn route(&self, session: &ServerSession) -> Reply {
+    async fn route(&self, session: &mut ServerSession) -> Answer {
         let head = session.req_header();
+        let (method, path) = (head.method.clone(), head.uri.path().to_owned());
         let credentials = session
             .get_header(http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok());
-        self.answer(
-            &head.method,
-            head.uri.path(),
-            head.uri.query().unwrap_or(""),
-            credentials,
-        )
-        .await
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        if let Some(denied) = self.deny(&path, credentials.as_deref()) {
+            return denied;
+        }
+        // Dead letters take more methods than GET and read bodies, so they route themselves.
+        if let Some(rest) = path.strip_prefix("/api/v1/dead-letters")
+            && (rest.is_empty() || rest.starts_with('/'))
+        {
+            return dead_letters::route(self, session, rest).await;
+        }
+        self.serve(&method, &path).await
     }
 
-    /// The answer to one request; `credentials` is the `Authorization` header, if any.
-    pub async fn answer(
-        &self,
-        method: &Method,
-        path: &str,
-        query: &str,
-        credentials: Option<&str>,
-    ) -> Reply {
-        if path.starts_with("/api/") && !authorized(self.token.as_deref(), credentials) {
-            return error(
+    /// The answer to one request outside `/api/v1/dead-letters`; `credentials` is the
+    /// `Authorization` header, if any.
+    pub async fn answer(&self, method: &Method, path: &str, credentials: Option<&str>) -> Answer {
+        match self.deny(path, credentials) {
+            Some(denied) => denied,
+            None => self.serve(method, path).await,
+        }
+    }
+
+    /// `Some(401)` for an `/api/` call without the token.
+    fn deny(&self, path: &str, credentials: Option<&str>) -> Option<Answer> {
+        (path.starts_with("/api/") && !authorized(self.token.as_deref(), credentials)).then(|| {
+            error(
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
                 "a valid admin bearer token is required",
-            );
-        }
+            )
+        })
+    }
+
+    /// Everything but dead letters, once authorized.
+    async fn serve(&self, method: &Method, path: &str) -> Answer {
         if let Some(rest) = path.strip_prefix("/api/v1/targets/") {
             return match rest.split_once('/') {
                 Some((name, action @ ("enable" | "pause"))) if !name.is_empty() => {
@@ -85,31 +100,41 @@ impl Admin {
                 _ => error(StatusCode::NOT_FOUND, "not_found", "no such admin endpoint"),
             };
         }
-        let get = |reply: Reply| {
-            if *method == Method::GET {
-                reply
-            } else {
+        match path {
+            "/healthz" | "/readyz" | "/metrics" | "/api/v1/targets" if *method != Method::GET => {
                 not_allowed("GET")
             }
-        };
-        match path {
-            "/healthz" => get(json_ok(json!({"status": "ok"}))),
-            "/readyz" if *method == Method::GET => self.ready().await,
-            "/metrics" => get((
-                StatusCode::OK,
-                self.metrics.render(),
-                "text/plain; version=0.0.4",
-            )),
-            "/api/v1/dead-letters" if *method == Method::GET => {
-                self.dead_letters(&parse_query(query)).await
-            }
-            "/api/v1/targets" if *method == Method::GET => self.target_list().await,
-            "/readyz" | "/api/v1/dead-letters" | "/api/v1/targets" => not_allowed("GET"),
+            "/healthz" => json_ok(json!({"status": "ok"})),
+            "/readyz" => self.ready().await,
+            "/metrics" => self.metrics_text().await,
+            "/api/v1/targets" => self.target_list().await,
             _ => error(StatusCode::NOT_FOUND, "not_found", "no such admin endpoint"),
         }
     }
 
-    async fn ready(&self) -> Reply {
+    async fn metrics_text(&self) -> Answer {
+        let mut gauges = Vec::new();
+        for target in &self.targets {
+            let name = &target.config.name;
+            // A store that cannot answer leaves the gauges out rather than reporting zeros.
+            if let Ok(c) = self.store.counts(name).await {
+                gauges.push(TargetGauges {
+                    target: name.to_string(),
+                    queued: c.queued + c.in_flight,
+                    dead: c.dead,
+                    breaker_open: target.health.breaker_open(),
+                });
+            }
+        }
+        let bytes = self.store_path.as_ref().map(|p| {
+            let size = |p: &std::path::Path| std::fs::metadata(p).map_or(0, |m| m.len());
+            size(p) + size(&PathBuf::from(format!("{}-wal", p.display())))
+        });
+        let text = self.metrics.render(&gauges, bytes);
+        (StatusCode::OK, text, "text/plain; version=0.0.4")
+    }
+
+    async fn ready(&self) -> Answer {
         let running = self.running.load(Ordering::SeqCst);
         let store = self.store.ping().await;
         let ready = store.is_ok() && running >= self.targets.len();
@@ -125,32 +150,6 @@ impl Admin {
             StatusCode::SERVICE_UNAVAILABLE
         };
         (status, body.to_string(), "application/json")
-    }
-
-    async fn dead_letters(&self, query: &HashMap<String, String>) -> Reply {
-        let limit = match query.get("limit").map(|l| l.parse::<usize>()) {
-            None => 100,
-            Some(Ok(n)) => n.min(MAX_LIMIT),
-            Some(Err(_)) => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    "bad_limit",
-                    "limit must be a whole number",
-                );
-            }
-        };
-        let q = DeadLetterQuery {
-            target: query.get("target").cloned(),
-            limit,
-        };
-        match self.store.dead_letters(q).await {
-            Ok(list) => json_ok(json!({ "dead_letters": list })),
-            Err(e) => error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "store_unavailable",
-                &e.to_string(),
-            ),
-        }
     }
 }
 
@@ -180,11 +179,11 @@ fn authorized(token: Option<&str>, credentials: Option<&str>) -> bool {
     Sha256::digest(given.as_bytes()) == Sha256::digest(token.as_bytes())
 }
 
-fn json_ok(value: serde_json::Value) -> Reply {
+fn json_ok(value: serde_json::Value) -> Answer {
     (StatusCode::OK, value.to_string(), "application/json")
 }
 
-fn error(status: StatusCode, code: &str, message: &str) -> Reply {
+fn error(status: StatusCode, code: &str, message: &str) -> Answer {
     (
         status,
         json!({"error": code, "message": message}).to_string(),
@@ -192,7 +191,7 @@ fn error(status: StatusCode, code: &str, message: &str) -> Reply {
     )
 }
 
-fn not_allowed(allowed: &str) -> Reply {
+fn not_allowed(allowed: &str) -> Answer {
     error(
         StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed",

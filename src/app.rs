@@ -22,7 +22,7 @@ use crate::delivery::Dispatcher;
 use crate::ingress::Ingress;
 use crate::metrics::Metrics;
 use crate::store::Store;
-use crate::store::sqlite::SqliteStore;
+use crate::store::sqlite::{SqliteOptions, SqliteStore};
 
 /// Seconds pingora waits after SIGTERM before stopping runtimes: long enough for requests
 /// already past the signature check to get their commit and answer.
@@ -71,9 +71,17 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
     }
     let mut compiled = build::compile(&config)?;
     let built = build::targets(&config, &mut compiled)?;
-    let Storage::Sqlite { path } = &config.storage;
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(path)?);
+    let Storage::Sqlite {
+        path,
+        dead_letter_retention,
+    } = &config.storage;
     let metrics = Arc::new(Metrics::default());
+    let store_options = SqliteOptions {
+        dead_letter_retention: *dead_letter_retention,
+        metrics: Some(metrics.clone()),
+        ..SqliteOptions::default()
+    };
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open_with(path, store_options)?);
     let running = Arc::new(AtomicUsize::new(0));
 
     let mut server = Server::new_with_opt_and_conf(
@@ -122,6 +130,7 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
             .collect(),
         token: config.admin.token.clone(),
         running: running.clone(),
+        store_path: Some(path.clone()),
     };
     let mut admin = Service::new("admin".to_string(), admin);
     admin.threads = Some(1);

@@ -30,7 +30,7 @@ pub fn report(config: &Config, compiled: &Compiled, built: &[Built]) -> Report {
     } else {
         "plain HTTP"
     };
-    let Storage::Sqlite { path } = &config.storage;
+    let Storage::Sqlite { path, .. } = &config.storage;
     let _ = writeln!(out, "{}: ok", config.file.display());
     let _ = writeln!(
         out,
@@ -64,16 +64,13 @@ pub fn report(config: &Config, compiled: &Compiled, built: &[Built]) -> Report {
     }
     let other = compiled.router.route("x.unlisted", None);
     let other: Vec<String> = other.iter().map(|t| t.to_string()).collect();
-    let _ = writeln!(
-        out,
-        "    {:<22} -> {}",
-        "(any other type)",
-        if other.is_empty() {
-            "(none)".into()
-        } else {
-            other.join(", ")
-        }
-    );
+    let other = match (other.is_empty(), compiled.router.needs_event()) {
+        (false, _) => other.join(", "),
+        (true, false) => "(none)".to_string(),
+        // Without an event, no route with a condition applies; real events are evaluated.
+        (true, true) => "(none by type alone; routes with `when:` decide per event)".to_string(),
+    };
+    let _ = writeln!(out, "    {:<22} -> {other}", "(any other type)");
     let unused: Vec<&str> = config
         .targets
         .iter()

@@ -1,4 +1,5 @@
-//! Command line: `run`, `check`, `demo`, `sign`. Errors are reported here, with context.
+//! Command line: `run`, `check`, `demo`, `sign`, `dead-letters`. Errors are reported here, with
+//! context.
 //!
 //! Exit codes (design.md §7): 0 ok, 1 runtime failure, 2 bad config or usage.
 
@@ -9,6 +10,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::config::Config;
+
+pub mod dead_letters;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -52,12 +55,17 @@ pub enum Command {
         #[arg(long)]
         secret: String,
     },
+    /// Inspect, replay and purge the dead letters of a running relay, through its admin API.
+    #[command(subcommand)]
+    DeadLetters(dead_letters::Action),
 }
 
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format, matches!(cli.command, Command::Demo));
+    // Commands whose output is the point log only warnings, so stderr stays readable.
+    let quiet = matches!(cli.command, Command::Demo | Command::DeadLetters(_));
+    init_logging(cli.log_format, quiet);
     match cli.command {
         Command::Run { config, upgrade } => run(&config, upgrade),
         Command::Check { config } => check(&config),
@@ -69,6 +77,7 @@ pub fn main() -> ExitCode {
             }
         },
         Command::Sign { secret } => sign(&secret),
+        Command::DeadLetters(action) => dead_letters::run(action),
     }
 }
 

@@ -91,6 +91,36 @@ impl fmt::Debug for Admin {
     }
 }
 
+impl Admin {
+    /// Reads and validates only `admin:` of `path` (defaults if absent), expanding `${VAR}`
+    /// there only. For commands that talk to a running relay (`dead-letters`): they need the
+    /// address and token, not the secrets and TLS keys the rest of the file may name, which
+    /// an operator's shell often cannot read.
+    pub fn load(path: &Path) -> Result<Admin, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Admin::from_yaml_str(&text, path, &|name| std::env::var(name).ok())
+    }
+
+    /// [`Admin::load`] on text read from `file` (used in messages only).
+    pub fn from_yaml_str(
+        text: &str,
+        file: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Admin, ConfigError> {
+        let root = tree::parse(text).map_err(|problem| ConfigError::Syntax {
+            file: file.to_owned(),
+            problem,
+        })?;
+        validate::admin_only(&root, env).map_err(|problems| ConfigError::Invalid {
+            file: file.to_owned(),
+            problems,
+        })
+    }
+}
+
 /// The durable store behind the queues.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Storage {
@@ -99,6 +129,9 @@ pub enum Storage {
     Sqlite {
         /// The database file; its directory must exist or be creatable.
         path: PathBuf,
+        /// How long a dead letter is kept after it died before it is deleted, > 0.
+        /// Default 14 days.
+        dead_letter_retention: Duration,
     },
 }
 

@@ -136,7 +136,9 @@ impl Inner {
         let webhook_id = standard_webhooks::webhook_id(&job.event_key, name);
         let attempt = job.attempts + 1;
         let event_type = job.event_type.as_deref().unwrap_or("");
+        let started = std::time::Instant::now();
         let outcome = self.target.deliver(&job, &webhook_id).await;
+        self.metrics.delivery_duration(name, started.elapsed());
         self.observe(&outcome);
         let written = match outcome {
             Outcome::Delivered { status } => {

@@ -1,12 +1,14 @@
-//! Counters for `/metrics`, rendered in the Prometheus text format.
+//! Counters and histograms for `/metrics`, rendered in the Prometheus text format.
 //!
 //! Label values are bounded: outcomes and target names come from code and config, and event
 //! types outside the eight TextUs types are counted as `other`, so a sender cannot grow the
-//! series without bound.
+//! series without bound. Gauges (queue depth, dead letters, store size) are read from the
+//! store when scraped, so they cannot drift from the truth.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::Mutex;
+use std::time::Duration;
 
 /// The eight event types TextUs documents.
 pub const EVENT_TYPES: [&str; 8] = [
@@ -20,7 +22,7 @@ pub const EVENT_TYPES: [&str; 8] = [
     "contact.created",
 ];
 
-const HELP: [(&str, &str); 3] = [
+const COUNTERS: [(&str, &str); 3] = [
     ("relay_requests_total", "Inbound requests by outcome."),
     ("relay_events_total", "Signed events by type and outcome."),
     (
@@ -29,11 +31,84 @@ const HELP: [(&str, &str); 3] = [
     ),
 ];
 
-/// Process-wide counters, shared by ingress, dispatchers and the admin service.
+/// Seconds: from a fast loopback answer to a target timing out.
+const DURATION_BUCKETS: [f64; 12] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+];
+/// Events per transaction: one fsync acknowledges this many.
+const BATCH_BUCKETS: [f64; 9] = [1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 1000.0];
+
+/// A fixed-bucket histogram.
+#[derive(Clone, Debug, Default)]
+struct Histogram {
+    /// Count per bucket (not cumulative); one more for `+Inf`.
+    buckets: Vec<u64>,
+    sum: f64,
+    count: u64,
+}
+
+impl Histogram {
+    fn observe(&mut self, bounds: &[f64], value: f64) {
+        if self.buckets.is_empty() {
+            self.buckets = vec![0; bounds.len() + 1];
+        }
+        let i = bounds
+            .iter()
+            .position(|b| value <= *b)
+            .unwrap_or(bounds.len());
+        self.buckets[i] += 1;
+        self.sum += value;
+        self.count += 1;
+    }
+
+    fn render(&self, out: &mut String, name: &str, labels: &str, bounds: &[f64]) {
+        let sep = if labels.is_empty() { "" } else { "," };
+        let mut cumulative = 0;
+        for (i, bound) in bounds.iter().enumerate() {
+            cumulative += self.buckets.get(i).copied().unwrap_or(0);
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{{labels}{sep}le=\"{bound}\"}} {cumulative}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}",
+            self.count
+        );
+        let braces = if labels.is_empty() {
+            String::new()
+        } else {
+            format!("{{{labels}}}")
+        };
+        let _ = writeln!(out, "{name}_sum{braces} {}", self.sum);
+        let _ = writeln!(out, "{name}_count{braces} {}", self.count);
+    }
+}
+
+#[derive(Default)]
+struct State {
+    /// metric name → rendered label set → value.
+    counters: BTreeMap<&'static str, BTreeMap<String, u64>>,
+    /// target → delivery attempt durations.
+    delivery_durations: BTreeMap<String, Histogram>,
+    commit_durations: Histogram,
+    commit_batches: Histogram,
+}
+
+/// Process-wide metrics, shared by ingress, the store writer, dispatchers and the admin API.
 #[derive(Default)]
 pub struct Metrics {
-    /// metric name → rendered label set → value.
-    counters: Mutex<BTreeMap<&'static str, BTreeMap<String, u64>>>,
+    state: Mutex<State>,
+}
+
+/// Values read at scrape time for one target.
+#[derive(Clone, Debug, Default)]
+pub struct TargetGauges {
+    pub target: String,
+    pub queued: u64,
+    pub dead: u64,
+    pub breaker_open: bool,
 }
 
 impl Metrics {
@@ -60,22 +135,119 @@ impl Metrics {
         );
     }
 
-    fn inc(&self, name: &'static str, labels: String) {
-        let mut counters = self.counters.lock().unwrap_or_else(|p| p.into_inner());
-        *counters.entry(name).or_default().entry(labels).or_default() += 1;
+    /// How long one attempt took, whatever its outcome.
+    pub fn delivery_duration(&self, target: &str, took: Duration) {
+        self.with(|s| {
+            s.delivery_durations
+                .entry(target.to_string())
+                .or_default()
+                .observe(&DURATION_BUCKETS, took.as_secs_f64())
+        });
     }
 
-    /// The Prometheus text exposition of every counter.
-    pub fn render(&self) -> String {
-        let counters = self.counters.lock().unwrap_or_else(|p| p.into_inner());
+    /// One store transaction: how long it took (fsync included) and how many operations it
+    /// carried (the group-commit batch).
+    pub fn commit(&self, took: Duration, batch: usize) {
+        self.with(|s| {
+            s.commit_durations
+                .observe(&DURATION_BUCKETS, took.as_secs_f64());
+            s.commit_batches.observe(&BATCH_BUCKETS, batch as f64);
+        });
+    }
+
+    fn inc(&self, name: &'static str, labels: String) {
+        self.with(|s| {
+            *s.counters
+                .entry(name)
+                .or_default()
+                .entry(labels)
+                .or_default() += 1
+        });
+    }
+
+    fn with(&self, f: impl FnOnce(&mut State)) {
+        f(&mut self.state.lock().unwrap_or_else(|p| p.into_inner()));
+    }
+
+    /// The Prometheus text exposition: counters and histograms, then the gauges given.
+    pub fn render(&self, targets: &[TargetGauges], store_bytes: Option<u64>) -> String {
+        let s = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let mut out = String::new();
-        for (name, help) in HELP {
+        for (name, help) in COUNTERS {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-            for (labels, value) in counters.get(name).into_iter().flatten() {
+            for (labels, value) in s.counters.get(name).into_iter().flatten() {
                 let _ = writeln!(out, "{name}{{{labels}}} {value}");
             }
         }
+        let name = "relay_delivery_duration_seconds";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Time one delivery attempt took.\n# TYPE {name} histogram"
+        );
+        for (target, h) in &s.delivery_durations {
+            h.render(
+                &mut out,
+                name,
+                &format!("target=\"{target}\""),
+                &DURATION_BUCKETS,
+            );
+        }
+        let name = "relay_commit_duration_seconds";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Time one store transaction took, fsync included.\n# TYPE {name} histogram"
+        );
+        s.commit_durations
+            .render(&mut out, name, "", &DURATION_BUCKETS);
+        let name = "relay_commit_batch_size";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Operations per store transaction (group commit).\n# TYPE {name} histogram"
+        );
+        s.commit_batches.render(&mut out, name, "", &BATCH_BUCKETS);
+        drop(s);
+        gauge(
+            &mut out,
+            "relay_queue_depth",
+            "Deliveries waiting or in flight.",
+            targets,
+            |t| t.queued,
+        );
+        gauge(
+            &mut out,
+            "relay_dead_letters",
+            "Dead letters kept.",
+            targets,
+            |t| t.dead,
+        );
+        gauge(
+            &mut out,
+            "relay_breaker_open",
+            "1 while the target's circuit breaker is open.",
+            targets,
+            |t| u64::from(t.breaker_open),
+        );
+        if let Some(bytes) = store_bytes {
+            let name = "relay_store_bytes";
+            let _ = writeln!(
+                out,
+                "# HELP {name} Size of the store on disk (database and WAL).\n# TYPE {name} gauge\n{name} {bytes}"
+            );
+        }
         out
+    }
+}
+
+fn gauge(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    targets: &[TargetGauges],
+    value: impl Fn(&TargetGauges) -> u64,
+) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+    for t in targets {
+        let _ = writeln!(out, "{name}{{target=\"{}\"}} {}", t.target, value(t));
     }
 }
 
@@ -91,7 +263,7 @@ mod tests {
         m.event("message.received", "accepted");
         m.event("made.up.by.sender", "accepted");
         m.delivery("warehouse", "delivered");
-        let text = m.render();
+        let text = m.render(&[], None);
         assert!(
             text.contains("relay_requests_total{outcome=\"accepted\"} 2\n"),
             "{text}"
@@ -101,5 +273,51 @@ mod tests {
         assert!(
             text.contains("relay_deliveries_total{target=\"warehouse\",outcome=\"delivered\"} 1\n")
         );
+    }
+
+    #[test]
+    fn histograms_are_cumulative_with_sum_and_count() {
+        let m = Metrics::default();
+        m.delivery_duration("w", Duration::from_millis(3));
+        m.delivery_duration("w", Duration::from_millis(30));
+        m.delivery_duration("w", Duration::from_secs(60));
+        m.commit(Duration::from_millis(2), 40);
+        let text = m.render(&[], None);
+        assert!(
+            text.contains("relay_delivery_duration_seconds_bucket{target=\"w\",le=\"0.005\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("relay_delivery_duration_seconds_bucket{target=\"w\",le=\"0.05\"} 2\n")
+        );
+        assert!(
+            text.contains("relay_delivery_duration_seconds_bucket{target=\"w\",le=\"10\"} 2\n")
+        );
+        assert!(
+            text.contains("relay_delivery_duration_seconds_bucket{target=\"w\",le=\"+Inf\"} 3\n")
+        );
+        assert!(text.contains("relay_delivery_duration_seconds_count{target=\"w\"} 3\n"));
+        assert!(text.contains("relay_commit_batch_size_bucket{le=\"25\"} 0\n"));
+        assert!(text.contains("relay_commit_batch_size_bucket{le=\"50\"} 1\n"));
+        assert!(text.contains("relay_commit_batch_size_count 1\n"));
+    }
+
+    #[test]
+    fn gauges_come_from_the_values_given() {
+        let m = Metrics::default();
+        let targets = [TargetGauges {
+            target: "slack".into(),
+            queued: 7,
+            dead: 2,
+            breaker_open: true,
+        }];
+        let text = m.render(&targets, Some(4096));
+        assert!(
+            text.contains("relay_queue_depth{target=\"slack\"} 7\n"),
+            "{text}"
+        );
+        assert!(text.contains("relay_dead_letters{target=\"slack\"} 2\n"));
+        assert!(text.contains("relay_breaker_open{target=\"slack\"} 1\n"));
+        assert!(text.contains("relay_store_bytes 4096\n"));
     }
 }

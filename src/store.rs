@@ -4,7 +4,9 @@
 //! acknowledged event survives a crash. Dispatchers [`Store::claim`] due deliveries under a lease;
 //! an expired lease (or a restart) makes a delivery claimable again, so delivery is at-least-once.
 //! The trait is shaped so a JetStream backend fits: enqueue-with-dedupe, claim due work for one
-//! target, ack, retry-at, bury, list dead letters, stats.
+//! target, ack, retry-at, bury, list dead letters, stats; dead letters are selected by a
+//! [`DeadLetterFilter`] (ids, target, type, time), which maps onto a dead-letter stream's
+//! subjects and sequence/time ranges as naturally as onto SQL.
 
 pub mod sqlite;
 
@@ -147,11 +149,87 @@ pub struct DeadLetter {
     pub dead_at: i64,
 }
 
-/// Which dead letters to list.
+/// Which dead letters to list, newest first. Every field that is set must match.
 #[derive(Clone, Debug, Default)]
 pub struct DeadLetterQuery {
     pub target: Option<String>,
     pub limit: usize,
+    /// The event's `action`.
+    pub event_type: Option<String>,
+    /// Dead at or after this time (inclusive).
+    pub since: Option<SystemTime>,
+    /// Dead before this time (exclusive).
+    pub until: Option<SystemTime>,
+}
+
+/// Which dead letters to replay or purge. Every field that is set must match (ids *and*
+/// target *and* ...); a filter with nothing set matches every dead letter, so callers that
+/// take filters from outside should insist on at least one (see [`DeadLetterFilter::is_empty`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DeadLetterFilter {
+    /// Only these dead letters.
+    pub ids: Option<Vec<DeliveryId>>,
+    pub target: Option<String>,
+    /// The event's `action`.
+    pub event_type: Option<String>,
+    /// Dead at or after this time (inclusive).
+    pub since: Option<SystemTime>,
+    /// Dead before this time (exclusive).
+    pub until: Option<SystemTime>,
+}
+
+impl DeadLetterFilter {
+    /// True when no criterion is set, i.e. the filter matches every dead letter.
+    pub fn is_empty(&self) -> bool {
+        *self == DeadLetterFilter::default()
+    }
+}
+
+/// One attempt of a delivery as it was settled.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Attempt {
+    /// 1 for the first attempt (counted again from 1 after a replay).
+    pub attempt: u32,
+    /// Unix milliseconds when the attempt's result was recorded.
+    pub at: i64,
+    /// The HTTP status, when the target answered at all.
+    pub status: Option<u16>,
+    pub reason: String,
+}
+
+/// A dead letter with what an operator needs to decide on it.
+#[derive(Clone, Debug)]
+pub struct DeadLetterDetail {
+    pub letter: DeadLetter,
+    /// The raw body as TextUs sent it.
+    pub body: Bytes,
+    /// Oldest first; the most recent [`Attempt`]s only, when a delivery made very many.
+    pub history: Vec<Attempt>,
+}
+
+/// Dead letters a replay left alone, grouped by why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Skipped {
+    pub reason: String,
+    pub count: u64,
+    /// The first of them (at most [`Skipped::MAX_IDS`]), so an operator can look them up.
+    pub ids: Vec<DeliveryId>,
+}
+
+impl Skipped {
+    /// How many ids one group lists.
+    pub const MAX_IDS: usize = 100;
+}
+
+/// What [`Store::replay`] did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Replayed {
+    /// Dead letters queued again, due now, with attempts reset.
+    pub replayed: u64,
+    /// How many of them per target.
+    pub targets: std::collections::BTreeMap<String, u64>,
+    /// Matching dead letters that could not be replayed.
+    pub skipped: Vec<Skipped>,
 }
 
 /// Per-target counts for the admin API.
@@ -271,6 +349,20 @@ pub trait Store: Send + Sync {
         change: ControlChange,
     ) -> Result<TargetControl, StoreError>;
     async fn dead_letters(&self, query: DeadLetterQuery) -> Result<Vec<DeadLetter>, StoreError>;
+    /// One dead letter with its body and attempt history; `None` if `id` is not a dead letter.
+    async fn dead_letter(&self, id: DeliveryId) -> Result<Option<DeadLetterDetail>, StoreError>;
+    /// Puts the matching dead letters back in their targets' queues, due now, with attempts
+    /// (and the attempt history) reset, and wakes those targets' dispatchers. Only targets in
+    /// `targets` (the configured ones) are replayed; others, and bodies that were never events,
+    /// are reported as [`Skipped`]. Never fails because of what it skipped.
+    async fn replay(
+        &self,
+        filter: DeadLetterFilter,
+        targets: &[TargetId],
+    ) -> Result<Replayed, StoreError>;
+    /// Deletes the matching dead letters (and their events once nothing refers to them);
+    /// returns how many.
+    async fn purge(&self, filter: DeadLetterFilter) -> Result<u64, StoreError>;
     async fn counts(&self, target: &TargetId) -> Result<TargetCounts, StoreError>;
     /// Proves the store can still run a transaction (readiness).
     async fn ping(&self) -> Result<(), StoreError>;

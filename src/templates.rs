@@ -50,6 +50,12 @@ pub const FUEL: u64 = 4_000_000;
 /// templates nest a few levels; minijinja's own cap without `stacker` is 500.
 pub const RECURSION_LIMIT: usize = 64;
 
+/// Unix milliseconds of an RFC 3339 timestamp (`2024-05-14T16:02:11.482Z`, any fraction, `Z`
+/// or `±hh:mm`), the same parser the `date` and `timestamp_ms` filters use; `None` if invalid.
+pub fn rfc3339_unix_ms(text: &str) -> Option<i64> {
+    datetime::parse(text).map(|t| t.unix_millis())
+}
+
 /// Template names ending in this are Slack templates (mrkdwn auto-escaping).
 const SLACK_SUFFIX: &str = ".slack";
 

@@ -11,7 +11,7 @@ use std::time::SystemTime;
 use http::StatusCode;
 use serde_json::{Value, json};
 
-use super::{Admin, Reply, error, json_ok};
+use super::{Admin, Answer, error, json_ok};
 use crate::config::{DeliveryOrder, OnFull, Target as TargetConfig, TargetKind};
 use crate::delivery::health::TargetHealth;
 use crate::store::{ControlChange, StoreError, TargetCounts, unix_ms};
@@ -25,7 +25,7 @@ pub struct AdminTarget {
 }
 
 impl Admin {
-    pub(super) async fn target_list(&self) -> Reply {
+    pub(super) async fn target_list(&self) -> Answer {
         let mut out = Vec::with_capacity(self.targets.len());
         for target in &self.targets {
             match self.store.counts(&target.config.name).await {
@@ -36,7 +36,7 @@ impl Admin {
         json_ok(json!({ "targets": out }))
     }
 
-    pub(super) async fn control_target(&self, name: &str, change: ControlChange) -> Reply {
+    pub(super) async fn control_target(&self, name: &str, change: ControlChange) -> Answer {
         let Some(target) = self.targets.iter().find(|t| t.config.name.as_str() == name) else {
             return error(
                 StatusCode::NOT_FOUND,
@@ -108,7 +108,7 @@ fn view(target: &AdminTarget, counts: &TargetCounts) -> Value {
     })
 }
 
-fn unavailable(e: &StoreError) -> Reply {
+fn unavailable(e: &StoreError) -> Answer {
     error(
         StatusCode::SERVICE_UNAVAILABLE,
         "store_unavailable",

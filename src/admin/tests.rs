@@ -26,11 +26,12 @@ fn admin(dir: &Path, token: Option<&str>) -> Admin {
         }],
         token: token.map(str::to_owned),
         running: Arc::new(AtomicUsize::new(1)),
+        store_path: None,
     }
 }
 
 async fn call(admin: &Admin, method: Method, path: &str, auth: Option<&str>) -> (u16, Value) {
-    let (status, body, _) = admin.answer(&method, path, "", auth).await;
+    let (status, body, _) = admin.answer(&method, path, auth).await;
     (
         status.as_u16(),
         serde_json::from_str(&body).unwrap_or(Value::Null),
@@ -128,6 +129,6 @@ async fn unknown_targets_paths_and_methods_are_refused() {
     }
     assert_eq!(
         StatusCode::OK,
-        admin.answer(&Method::GET, "/healthz", "", None).await.0
+        admin.answer(&Method::GET, "/healthz", None).await.0
     );
 }

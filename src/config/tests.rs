@@ -149,6 +149,7 @@ fn full_config_parses_to_the_expected_values() {
         },
         storage: Storage::Sqlite {
             path: PathBuf::from("./data/relay.db"),
+            dead_letter_retention: Duration::from_secs(14 * 86_400),
         },
         source: Source {
             path: "/webhooks/textus".to_owned(),
@@ -254,7 +255,8 @@ fn minimal_config_gets_the_defaults() {
     assert_eq!(
         config.storage,
         Storage::Sqlite {
-            path: PathBuf::from("./data/relay.db")
+            path: PathBuf::from("./data/relay.db"),
+            dead_letter_retention: Duration::from_secs(14 * 86_400),
         }
     );
     assert_eq!(
@@ -393,4 +395,23 @@ fn hostile_inputs_do_not_panic() {
         let err = load(input).expect_err("invalid");
         assert!(!err.to_string().is_empty());
     }
+}
+
+#[test]
+fn the_admin_section_is_read_alone_for_commands_that_talk_to_a_relay() {
+    let read = |yaml: &str| Admin::from_yaml_str(yaml, Path::new("relay.yaml"), &env);
+    // The rest of the file names secrets this shell does not have and files it cannot read.
+    let yaml = "listen: { tls: { cert: /nope.crt, key: /nope.key } }\nadmin: { address: \"0.0.0.0:9191\", token: \"${HOOK_TOKEN}\" }\nsource: { secrets: [\"${NOT_SET}\"] }\n";
+    assert!(load(yaml).is_err(), "the whole file is not valid here");
+    let admin = read(yaml).expect("admin alone is valid");
+    assert_eq!(admin.address, "0.0.0.0:9191".parse().expect("addr"));
+    assert_eq!(admin.token.as_deref(), Some("t0k3n"));
+    let defaults = read("source: {}\n").expect("no admin section");
+    assert_eq!(defaults.address, "127.0.0.1:9090".parse().expect("addr"));
+    let err = read("admin: { address: nowhere }\n").expect_err("bad address");
+    assert!(
+        err.to_string()
+            .starts_with("relay.yaml:1:19: admin.address: "),
+        "{err}"
+    );
 }

@@ -25,6 +25,7 @@ const DEFAULT_STORAGE_PATH: &str = "./data/relay.db";
 const DEFAULT_SOURCE_PATH: &str = "/webhooks/textus";
 const DEFAULT_MAX_BODY: usize = 1 << 20;
 const DEFAULT_DEDUPE_WINDOW: Duration = Duration::from_secs(24 * 3600);
+const DEFAULT_DEAD_LETTER_RETENTION: Duration = Duration::from_secs(14 * 86_400);
 
 /// Validates the whole document; every problem found, sorted by position, on failure.
 pub(super) fn config(
@@ -41,6 +42,32 @@ pub(super) fn config(
                 // Every `None` is reported where it arises; this only guards against a
                 // reader forgetting to, so an invalid config can never pass silently.
                 ctx.report(root.at, "", "invalid configuration");
+            }
+            Err(ctx.problems.into_sorted())
+        }
+    }
+}
+
+/// Validates `admin:` alone, ignoring the other sections (see [`super::Admin::load`]).
+pub(super) fn admin_only(
+    root: &Node,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Admin, Vec<Problem>> {
+    let mut ctx = Ctx::new(env);
+    let admin = ctx
+        .mapping(root, String::new())
+        .and_then(|top| match top.present("admin") {
+            None => Some(Admin {
+                address: DEFAULT_ADMIN,
+                token: None,
+            }),
+            Some(node) => admin(&mut ctx, node),
+        });
+    match admin {
+        Some(admin) if ctx.problems.is_empty() => Ok(admin),
+        _ => {
+            if ctx.problems.is_empty() {
+                ctx.report(root.at, "admin", "invalid admin section");
             }
             Err(ctx.problems.into_sorted())
         }
@@ -75,6 +102,7 @@ fn read_config(ctx: &mut Ctx<'_>, root: &Node, file: &Path) -> Option<Config> {
         || {
             Some(Storage::Sqlite {
                 path: PathBuf::from(DEFAULT_STORAGE_PATH),
+                dead_letter_retention: DEFAULT_DEAD_LETTER_RETENTION,
             })
         },
         |node| storage(ctx, node),
@@ -200,13 +228,25 @@ fn storage(ctx: &mut Ctx<'_>, node: &Node) -> Option<Storage> {
     };
     // The other keys depend on the kind; with an unusable kind they cannot be judged.
     kind?;
-    ctx.check_keys(&m, &["kind", "path"]);
+    ctx.check_keys(&m, &["kind", "path", "dead_letter_retention"]);
     let path = ctx
         .field(&m, "path", "path", non_empty)
         .or(DEFAULT_STORAGE_PATH.to_owned());
+    let dead_letter_retention = ctx
+        .field(&m, "dead_letter_retention", "duration", retention)
+        .or(DEFAULT_DEAD_LETTER_RETENTION);
     Some(Storage::Sqlite {
         path: PathBuf::from(path?),
+        dead_letter_retention: dead_letter_retention?,
     })
+}
+
+/// Zero would delete every dead letter as soon as it died, which is never what is meant.
+fn retention(text: &str) -> Result<Duration, String> {
+    match units::duration(text)? {
+        d if d.is_zero() => Err("must be greater than zero".to_owned()),
+        d => Ok(d),
+    }
 }
 
 fn non_empty(text: &str) -> Result<String, String> {

@@ -6,11 +6,15 @@
 //! events (group commit). Replies are sent only after `COMMIT` returned, so a caller that got
 //! `Ok` holds a durable result.
 //!
-//! The writer also keeps each target's count of pending deliveries in memory, so `max_queue` is
-//! checked without a `COUNT(*)` per event. Being the only writer makes the check race-free; the
-//! counts of a batch are staged and kept only if its transaction commits, and they are recounted
-//! from the table at open and at every sweep, so they cannot drift for long.
+//! The writer also sweeps, between batches: expired de-duplication keys, and dead letters older
+//! than the retention (in bounded slices, see [`dead`]).
+//!
+//! And it keeps each target's count of pending deliveries in memory, so `max_queue` is checked
+//! without a `COUNT(*)` per event. Being the only writer makes the check race-free; the counts
+//! of a batch are staged and kept only if its transaction commits, and they are recounted from
+//! the table at open and at every sweep, so they cannot drift for long.
 
+mod dead;
 mod ops;
 mod policy;
 mod schema;
@@ -26,10 +30,12 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use tracing::{error, info, warn};
 
 use super::{
-    AttemptRecord, Claimed, ControlChange, DeadLetter, DeadLetterQuery, DeliveryId, Ingested,
-    NewEvent, Store, StoreError, TargetControl, TargetCounts,
+    AttemptRecord, Claimed, ControlChange, DeadLetter, DeadLetterDetail, DeadLetterFilter,
+    DeadLetterQuery, DeliveryId, Ingested, NewEvent, Replayed, Store, StoreError, TargetControl,
+    TargetCounts,
 };
 use crate::config::TargetId;
+use crate::metrics::Metrics;
 use ops::{Done, Op, Reply};
 use policy::Pending;
 
@@ -42,6 +48,29 @@ const MAX_BATCH: usize = 2_048;
 const DEDUPE_SWEEP: Duration = Duration::from_secs(60);
 
 type Wakeups = Arc<Mutex<HashMap<TargetId, Arc<Notify>>>>;
+
+/// How a [`SqliteStore`] keeps its file bounded.
+#[derive(Clone)]
+pub struct SqliteOptions {
+    /// Dead letters older than this (since they died) are deleted (`storage.dead_letter_retention`).
+    pub dead_letter_retention: Duration,
+    /// How often the writer looks for dead letters past the retention. It looks after its next
+    /// batch once this much time passed; dispatchers claim at least every 30 s, so an idle
+    /// relay still sweeps.
+    pub sweep_interval: Duration,
+    /// Where each transaction's duration and batch size are recorded, if anywhere.
+    pub metrics: Option<Arc<Metrics>>,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        SqliteOptions {
+            dead_letter_retention: Duration::from_secs(14 * 86_400),
+            sweep_interval: Duration::from_secs(60),
+            metrics: None,
+        }
+    }
+}
 
 /// A [`Store`] on a local SQLite file.
 pub struct SqliteStore {
@@ -56,6 +85,11 @@ impl SqliteStore {
     /// Deliveries that were in flight when the previous process stopped are made due at once:
     /// their attempt may or may not have reached the target, so they are sent again.
     pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        SqliteStore::open_with(path, SqliteOptions::default())
+    }
+
+    /// [`SqliteStore::open`] with explicit retention settings.
+    pub fn open_with(path: &Path, options: SqliteOptions) -> Result<SqliteStore, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|source| StoreError::Folder {
                 path: dir.display().to_string(),
@@ -82,6 +116,7 @@ impl SqliteStore {
             conn,
             rx,
             wakeups: wakeups.clone(),
+            options,
             pending,
         };
         std::thread::Builder::new()
@@ -110,6 +145,12 @@ impl SqliteStore {
             .await
             .map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    fn wake_targets<'a>(&self, targets: impl IntoIterator<Item = &'a String>) {
+        for target in targets {
+            wakeup_for(&self.wakeups, &TargetId(Arc::from(target.as_str()))).notify_one();
+        }
     }
 }
 
@@ -208,6 +249,60 @@ impl Store for SqliteStore {
         }
     }
 
+    async fn dead_letter(&self, id: DeliveryId) -> Result<Option<DeadLetterDetail>, StoreError> {
+        match self.call(Op::DeadLetter(id)).await? {
+            Done::DeadLetter(d) => Ok(d),
+            _ => Err(StoreError::Closed),
+        }
+    }
+
+    async fn replay(
+        &self,
+        filter: DeadLetterFilter,
+        targets: &[TargetId],
+    ) -> Result<Replayed, StoreError> {
+        let targets: Vec<String> = targets.iter().map(|t| t.as_str().to_owned()).collect();
+        let mut tally = dead::ReplayTally::default();
+        let mut after = 0;
+        loop {
+            let op = Op::ReplaySlice {
+                filter: filter.clone(),
+                after,
+                targets: targets.clone(),
+            };
+            let Done::ReplaySlice(slice) = self.call(op).await? else {
+                return Err(StoreError::Closed);
+            };
+            // Wake per slice, so the dispatchers start while later slices are still replayed.
+            self.wake_targets(slice.replayed.iter().map(|(_, t)| t));
+            let next = slice.last;
+            tally.add(slice);
+            match next {
+                Some(last) => after = last,
+                None => return Ok(tally.finish(filter.ids.as_deref())),
+            }
+        }
+    }
+
+    async fn purge(&self, filter: DeadLetterFilter) -> Result<u64, StoreError> {
+        let mut purged = 0;
+        let mut after = 0;
+        loop {
+            let op = Op::PurgeSlice {
+                filter: filter.clone(),
+                after,
+            };
+            let Done::PurgeSlice(slice) = self.call(op).await? else {
+                return Err(StoreError::Closed);
+            };
+            purged += slice.purged;
+            match slice.last {
+                Some(last) => after = last,
+                None => return Ok(purged),
+            }
+        }
+    }
+
     async fn counts(&self, target: &TargetId) -> Result<TargetCounts, StoreError> {
         match self.call(Op::Counts(target.clone())).await? {
             Done::Counts(c) => Ok(c),
@@ -235,6 +330,7 @@ struct Writer {
     conn: Connection,
     rx: mpsc::Receiver<(Op, oneshot::Sender<Reply>)>,
     wakeups: Wakeups,
+    options: SqliteOptions,
     /// Pending deliveries per target, as committed.
     pending: Pending,
 }
@@ -242,6 +338,9 @@ struct Writer {
 impl Writer {
     fn run(mut self) {
         let mut last_sweep = std::time::Instant::now();
+        // `None` sweeps dead letters after the first batch: a relay restarted after a long
+        // stop catches up at once.
+        let mut last_dead_sweep: Option<std::time::Instant> = None;
         while let Some(first) = self.rx.blocking_recv() {
             let mut batch = vec![first];
             while batch.len() < MAX_BATCH {
@@ -250,13 +349,28 @@ impl Writer {
                     Err(_) => break,
                 }
             }
+            let (started, size) = (std::time::Instant::now(), batch.len());
             self.commit(batch);
+            if let Some(m) = &self.options.metrics {
+                m.commit(started.elapsed(), size);
+            }
             if last_sweep.elapsed() >= DEDUPE_SWEEP {
                 last_sweep = std::time::Instant::now();
                 if let Err(e) = ops::sweep_dedupe(&self.conn, SystemTime::now()) {
                     warn!(error = %e, "deleting expired de-duplication keys failed");
                 }
+                // Hand pages freed by pruning back to the file system, a slice at a time, so
+                // the file shrinks after a backlog drains instead of staying at its peak.
+                if let Err(e) = self.conn.execute_batch("PRAGMA incremental_vacuum(2000)") {
+                    warn!(error = %e, "incremental vacuum failed");
+                }
                 self.check_pending();
+            }
+            if last_dead_sweep.is_none_or(|at| at.elapsed() >= self.options.sweep_interval) {
+                // A full slice means more are waiting: look again after the next batch
+                // instead of an interval later, still one bounded slice at a time.
+                let more = self.sweep_dead_letters();
+                last_dead_sweep = (!more).then(std::time::Instant::now);
             }
         }
         info!("store writer stopped");
@@ -291,6 +405,32 @@ impl Writer {
                     }
                     let _ = reply.send(result.map(|mut r| r.remove(0)).map_err(StoreError::Sqlite));
                 }
+            }
+        }
+    }
+
+    /// Deletes one slice of dead letters past the retention; true if there may be more.
+    fn sweep_dead_letters(&mut self) -> bool {
+        let cutoff = SystemTime::now()
+            .checked_sub(self.options.dead_letter_retention)
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        let swept = self.conn.transaction().and_then(|tx| {
+            let n = dead::sweep(&tx, cutoff)?;
+            tx.commit().map(|()| n)
+        });
+        match swept {
+            Ok(n) => {
+                if n > 0 {
+                    info!(
+                        dead_letters = n,
+                        "deleted dead letters past their retention"
+                    );
+                }
+                n >= dead::SLICE as u64
+            }
+            Err(e) => {
+                warn!(error = %e, "deleting dead letters past their retention failed");
+                false
             }
         }
     }

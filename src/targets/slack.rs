@@ -85,6 +85,10 @@ impl SlackTarget {
                 .map_err(|e| e.to_string())?;
             payload.insert("blocks".into(), rendered);
         }
+        // As in the built-in messages: a link inside an SMS must not pull a preview into the
+        // channel. A template cannot set these keys, so they are always added.
+        payload.insert("unfurl_links".into(), Value::Bool(false));
+        payload.insert("unfurl_media".into(), Value::Bool(false));
         Ok(mrkdwn::fit(Value::Object(payload)))
     }
 

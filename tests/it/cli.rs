@@ -92,3 +92,39 @@ fn a_url_that_renders_empty_is_an_error() {
     assert_eq!(code, 2, "{out}{err}");
     assert!(out.contains("ERROR: the url renders as"), "{out}");
 }
+
+#[test]
+fn every_example_config_passes_check() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/examples");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(dir).expect("examples folder") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_none_or(|e| e != "yaml") {
+            continue;
+        }
+        let out = std::process::Command::new(BIN)
+            .args(["check", "--config"])
+            .arg(&path)
+            .env("TEXTUS_WEBHOOK_SECRET", "textus-x")
+            .env("HUBSPOT_TOKEN", "pat-x")
+            .env("SF_DOMAIN", "example.my.salesforce.com")
+            .env("SF_CLIENT_ID", "id")
+            .env("SF_CLIENT_SECRET", "s")
+            .env(
+                "SLACK_WEBHOOK_URL",
+                "https://hooks.slack.com/services/T0/B0/x",
+            )
+            .output()
+            .expect("run check");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{}: {stdout}{}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!stdout.contains("ERROR"), "{}: {stdout}", path.display());
+        checked += 1;
+    }
+    assert_eq!(checked, 3, "hubspot, salesforce and slack examples");
+}

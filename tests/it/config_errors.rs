@@ -165,3 +165,14 @@ fn run_refuses_a_bad_config_with_exit_2_before_binding_anything() {
         "{err}"
     );
 }
+
+#[test]
+fn an_admin_api_open_to_the_network_without_a_token_is_refused() {
+    let yaml = format!("admin: {{ address: \"0.0.0.0:9\" }}\n{VALID}");
+    let (code, _, err) = check(&yaml);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains(":1:") && err.contains("admin"), "{err}");
+    assert!(err.contains("token"), "{err}");
+    let with_token = format!("admin: {{ address: \"0.0.0.0:9\", token: t0ken }}\n{VALID}");
+    assert_eq!(check(&with_token).0, 0);
+}

@@ -79,3 +79,57 @@ async fn sigterm_exits_zero_and_keeps_the_queue() {
         .expect("queued event delivered after restart");
     assert_eq!(got[0].body[..], fixture("contact.opted_out")[..]);
 }
+
+#[tokio::test]
+async fn requests_arriving_after_sigterm_get_504_so_textus_retries_them() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let sink = Sink::start(vec![], Reply::Status(200))
+        .await
+        .expect("target");
+    let mut relay = TestRelay::start(&config(&sink.url("/t"))).await;
+    let request = |body: &[u8]| {
+        let sig = textus_relay::ingress::signature::sign(SECRET, body);
+        let mut req = format!(
+            "POST /webhooks/textus HTTP/1.1\r\nHost: relay\r\nContent-Type: application/json\r\nX-TextUs-Signature: {sig}\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        req.extend_from_slice(body);
+        req
+    };
+    // One keep-alive connection, open before the signal.
+    let mut conn = tokio::net::TcpStream::connect(relay.listen)
+        .await
+        .expect("connect");
+    conn.write_all(&request(&fixture("message.received")))
+        .await
+        .expect("write");
+    let mut buf = vec![0u8; 4096];
+    let n = conn.read(&mut buf).await.expect("first answer");
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+
+    let pid = relay.pid();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("kill");
+    // The relay keeps serving open connections for its grace period; wait until it has seen
+    // the signal (it stops accepting new connections first).
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while tokio::net::TcpStream::connect(relay.listen).await.is_ok() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still accepting after SIGTERM"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    conn.write_all(&request(&fixture("message.delivered")))
+        .await
+        .expect("write late request");
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(PATIENCE, conn.read_to_end(&mut answer)).await;
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 504"), "{text}");
+    assert!(text.contains("shutting_down"), "{text}");
+    assert!(relay.wait_exit().success());
+}

@@ -3,9 +3,11 @@
 mod cli;
 mod config_errors;
 mod crm;
+mod dead_letters;
 mod delivery;
 mod ingest;
 mod lifecycle;
+mod operations;
 mod policy;
 mod slack;
 mod support;

@@ -43,6 +43,8 @@ pub struct TestRelay {
     child: Option<Child>,
     pub listen: SocketAddr,
     pub admin: SocketAddr,
+    /// The relay.yaml it runs with, for CLI commands that talk to it.
+    pub config: PathBuf,
     log: PathBuf,
     client: reqwest::Client,
     _owned: Option<tempfile::TempDir>,
@@ -58,14 +60,28 @@ impl TestRelay {
         relay
     }
 
+    /// Starts a relay whose admin API requires `Authorization: Bearer <token>` on `/api/`.
+    pub async fn start_with_token(token: &str, rest: &str) -> TestRelay {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().to_path_buf();
+        let mut relay = TestRelay::launch(&path, &format!(", token: \"{token}\""), rest).await;
+        relay._owned = Some(dir);
+        relay
+    }
+
     /// Starts a relay with its store in `dir` (kept by the caller, e.g. across a restart).
     pub async fn start_in(dir: &Path, rest: &str) -> TestRelay {
+        TestRelay::launch(dir, "", rest).await
+    }
+
+    /// `admin` is written inside the `admin:` mapping after its address.
+    async fn launch(dir: &Path, admin_extra: &str, rest: &str) -> TestRelay {
         textus_relay::install_crypto();
         let listen = free_port();
         let admin = free_port();
         let config = dir.join("relay.yaml");
         let yaml = format!(
-            "listen: {{ address: \"{listen}\" }}\nadmin: {{ address: \"{admin}\" }}\nstorage: {{ kind: sqlite, path: \"{}\" }}\n{rest}",
+            "listen: {{ address: \"{listen}\" }}\nadmin: {{ address: \"{admin}\"{admin_extra} }}\nstorage: {{ kind: sqlite, path: \"{}\" }}\n{rest}",
             dir.join("relay.db").display()
         );
         std::fs::write(&config, yaml).expect("write config");
@@ -82,6 +98,7 @@ impl TestRelay {
             child: Some(child),
             listen,
             admin,
+            config,
             log,
             client: reqwest::Client::builder()
                 .timeout(PATIENCE)
@@ -160,6 +177,32 @@ impl TestRelay {
         )
     }
 
+    /// Any admin call: `(status, JSON answer)`, with a bearer token and a JSON body if given.
+    pub async fn admin_call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut request = self.client.request(method, self.admin_url(path));
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        if let Some(body) = body {
+            request = request
+                .header("content-type", "application/json")
+                .body(body.to_string());
+        }
+        let response = request.send().await.expect("admin answers");
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap_or_default();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
     /// Dead letters as listed by the admin API.
     pub async fn dead_letters(&self) -> Vec<Value> {
         let (status, body) = self.admin_get("/api/v1/dead-letters").await;
@@ -181,6 +224,17 @@ impl TestRelay {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// The relay's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// Waits for the relay to exit (after a signal sent by the test).
+    pub fn wait_exit(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("relay is running");
+        child.wait().expect("relay exits")
     }
 
     /// `kill -9`: no chance to clean up.

@@ -2,6 +2,7 @@
 //! `FILE:LINE:COLUMN: KEY.PATH: message`.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use super::{assert_one, load, refused, with_target};
 use crate::config::{ConfigError, Storage};
@@ -293,7 +294,34 @@ fn storage_kinds() {
     assert_eq!(
         config.storage,
         Storage::Sqlite {
-            path: PathBuf::from("/var/lib/relay.db")
+            path: PathBuf::from("/var/lib/relay.db"),
+            dead_letter_retention: Duration::from_secs(14 * 86_400),
+        }
+    );
+}
+
+#[test]
+fn dead_letter_retention_is_a_positive_duration() {
+    let tail = "source: { secrets: [x] }\ntargets: { t: { kind: http, url: \"https://x.example\" } }\nroutes: [ { events: [\"*\"], to: [t] } ]\n";
+    assert_one(
+        &format!("storage: {{ dead_letter_retention: 0s }}\n{tail}"),
+        "relay.yaml:1:35: storage.dead_letter_retention: ",
+        "must be greater than zero",
+    );
+    assert_one(
+        &format!("storage: {{ dead_letter_retention: two weeks }}\n{tail}"),
+        "relay.yaml:1:35: storage.dead_letter_retention: ",
+        "expected a number and a unit",
+    );
+    let config = load(&format!(
+        "storage: {{ dead_letter_retention: 36h }}\n{tail}"
+    ))
+    .expect("valid");
+    assert_eq!(
+        config.storage,
+        Storage::Sqlite {
+            path: PathBuf::from("./data/relay.db"),
+            dead_letter_retention: Duration::from_secs(36 * 3600),
         }
     );
 }

@@ -11,12 +11,14 @@ use std::time::{Duration, SystemTime};
 use rusqlite::{OptionalExtension, Transaction, params};
 use tracing::warn;
 
+use super::dead;
 use super::policy::{self, Pending};
 use super::schema::{DEAD, IN_FLIGHT, QUEUED};
 use crate::config::{OnFull, Priority, TargetId};
 use crate::store::{
-    AttemptRecord, Claimed, ControlChange, DeadLetter, DeadLetterQuery, DeliveryId, Ingested, Job,
-    NewEvent, StoreError, TargetControl, TargetCounts, from_unix_ms, unix_ms,
+    AttemptRecord, Claimed, ControlChange, DeadLetter, DeadLetterDetail, DeadLetterFilter,
+    DeadLetterQuery, DeliveryId, Ingested, Job, NewEvent, StoreError, TargetControl, TargetCounts,
+    from_unix_ms, unix_ms,
 };
 
 /// A request to the writer.
@@ -48,6 +50,19 @@ pub enum Op {
     DeadLetters(DeadLetterQuery),
     Counts(TargetId),
     Ping,
+    DeadLetter(DeliveryId),
+    /// One slice of a replay: matching dead letters with ids above `after`.
+    ReplaySlice {
+        filter: DeadLetterFilter,
+        after: i64,
+        /// The configured targets; letters for any other are skipped.
+        targets: Vec<String>,
+    },
+    /// One slice of a purge: matching dead letters with ids above `after`.
+    PurgeSlice {
+        filter: DeadLetterFilter,
+        after: i64,
+    },
 }
 
 /// The writer's answer, sent once the transaction committed.
@@ -61,6 +76,9 @@ pub enum Done {
     Counts(TargetCounts),
     Control(TargetControl),
     Nothing,
+    DeadLetter(Option<DeadLetterDetail>),
+    ReplaySlice(dead::ReplaySlice),
+    PurgeSlice(dead::PurgeSlice),
 }
 
 /// Applies one operation; `pending` is the batch's staged count of pending deliveries.
@@ -101,11 +119,28 @@ pub fn apply(
         Op::Control(target, change) => {
             policy::control(tx, target, change.as_ref(), now).map(Done::Control)
         }
-        Op::DeadLetters(q) => dead_letters(tx, q).map(Done::DeadLetters),
+        Op::DeadLetters(q) => dead::list(tx, q).map(Done::DeadLetters),
         Op::Counts(target) => counts(tx, target).map(Done::Counts),
         Op::Ping => tx
             .query_row("SELECT 1", [], |_| Ok(()))
             .map(|()| Done::Nothing),
+        Op::DeadLetter(id) => dead::show(tx, *id).map(Done::DeadLetter),
+        Op::ReplaySlice {
+            filter,
+            after,
+            targets,
+        } => {
+            let slice = dead::replay_slice(tx, filter, *after, targets, now)?;
+            // Replayed letters are pending again (a replay is an operator's decision, so it is
+            // not refused by max_queue). They are heads already: dead letters always are.
+            for (_, target) in &slice.replayed {
+                pending.add(&TargetId(target.as_str().into()));
+            }
+            Ok(Done::ReplaySlice(slice))
+        }
+        Op::PurgeSlice { filter, after } => {
+            dead::purge_slice(tx, filter, *after).map(Done::PurgeSlice)
+        }
     }
 }
 
@@ -358,6 +393,7 @@ fn settle(
             id.0
         ],
     )?;
+    dead::record_attempt(tx, id, last, now)?;
     if state < DEAD
         && next.state == DEAD
         && let Some(target) = target
@@ -365,31 +401,6 @@ fn settle(
         policy::left_pending(tx, &target, order_key.as_deref(), pending)?;
     }
     Ok(Done::Nothing)
-}
-
-fn dead_letters(tx: &Transaction<'_>, q: &DeadLetterQuery) -> rusqlite::Result<Vec<DeadLetter>> {
-    let limit = i64::try_from(q.limit).unwrap_or(i64::MAX);
-    let mut stmt = tx.prepare_cached(
-        "SELECT d.id, d.target, e.key, e.type, d.attempts, d.last_status, d.last_error,
-                e.received_at, d.updated_at
-         FROM deliveries d JOIN events e ON e.id = d.event_id
-         WHERE d.state = ?1 AND (?2 IS NULL OR d.target = ?2)
-         ORDER BY d.id DESC LIMIT ?3",
-    )?;
-    stmt.query_map(params![DEAD, q.target, limit], |r| {
-        Ok(DeadLetter {
-            id: DeliveryId(r.get(0)?),
-            target: r.get(1)?,
-            event_id: r.get(2)?,
-            event_type: r.get(3)?,
-            attempts: r.get(4)?,
-            last_status: r.get(5)?,
-            reason: r.get::<_, Option<String>>(6)?.unwrap_or_default(),
-            received_at: r.get(7)?,
-            dead_at: r.get(8)?,
-        })
-    })?
-    .collect()
 }
 
 fn counts(tx: &Transaction<'_>, target: &TargetId) -> rusqlite::Result<TargetCounts> {

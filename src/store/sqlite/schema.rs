@@ -45,6 +45,21 @@ CREATE TABLE IF NOT EXISTS dedupe (
     expires_at INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS dedupe_expiry ON dedupe(expires_at);
+-- Every settled attempt of a delivery. ON DELETE CASCADE keeps it bounded by construction:
+-- an acked, purged or swept delivery takes its history with it, and a reused delivery id can
+-- never inherit someone else's attempts.
+CREATE TABLE IF NOT EXISTS attempts (
+    delivery_id INTEGER NOT NULL REFERENCES deliveries(id) ON DELETE CASCADE,
+    attempt     INTEGER NOT NULL,
+    at          INTEGER NOT NULL,
+    status      INTEGER,
+    reason      TEXT NOT NULL,
+    PRIMARY KEY (delivery_id, attempt)
+) WITHOUT ROWID;
+-- Dead letters only (partial, so queued work never pays for them): by the time they died for
+-- newest-first listing and the retention sweep, by id for the slices of replay and purge.
+CREATE INDEX IF NOT EXISTS deliveries_dead_at ON deliveries(updated_at) WHERE state = 2;
+CREATE INDEX IF NOT EXISTS deliveries_dead_id ON deliveries(id) WHERE state = 2;
 CREATE TABLE IF NOT EXISTS target_state (
     target          TEXT PRIMARY KEY,
     disabled_reason TEXT,
@@ -74,6 +89,8 @@ CREATE INDEX IF NOT EXISTS deliveries_order
 
 /// Durability first: WAL with a full fsync at every commit, so a 200 means on disk.
 pub fn prepare(conn: &Connection) -> rusqlite::Result<()> {
+    // Must precede the first table: SQLite fixes the vacuum mode when the file is created.
+    conn.execute_batch("PRAGMA auto_vacuum=INCREMENTAL")?;
     let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
     if !mode.eq_ignore_ascii_case("wal") {
         return Err(super::plain_error(format!(
@@ -82,6 +99,7 @@ pub fn prepare(conn: &Connection) -> rusqlite::Result<()> {
     }
     conn.execute_batch(
         "PRAGMA synchronous=FULL;
+         PRAGMA journal_size_limit=67108864;
          PRAGMA foreign_keys=ON;
          PRAGMA busy_timeout=5000;",
     )?;

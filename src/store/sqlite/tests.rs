@@ -1,5 +1,7 @@
 //! Store tests on a real SQLite file in a temporary folder.
 
+mod dead_letters;
+
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -145,6 +147,7 @@ async fn retry_schedules_and_bury_keeps_a_dead_letter() {
         .dead_letters(DeadLetterQuery {
             target: Some("a".into()),
             limit: 10,
+            ..DeadLetterQuery::default()
         })
         .await
         .expect("list");
@@ -157,7 +160,8 @@ async fn retry_schedules_and_bury_keeps_a_dead_letter() {
         store
             .dead_letters(DeadLetterQuery {
                 target: Some("b".into()),
-                limit: 10
+                limit: 10,
+                ..DeadLetterQuery::default()
             })
             .await
             .expect("list")
@@ -202,6 +206,7 @@ async fn malformed_bodies_are_dead_letters_without_a_target() {
         .dead_letters(DeadLetterQuery {
             target: None,
             limit: 10,
+            ..DeadLetterQuery::default()
         })
         .await
         .expect("list");

@@ -7,7 +7,8 @@ use super::super::SqliteStore;
 use super::{LEASE, event, target};
 use crate::config::{OnFull, Priority};
 use crate::store::{
-    AttemptRecord, ControlChange, DeadLetterQuery, Ingested, NewEvent, Quota, Routed, Store,
+    AttemptRecord, ControlChange, DeadLetterFilter, DeadLetterQuery, Ingested, NewEvent, Quota,
+    Routed, Store,
 };
 
 /// `event(key)` for target `a` with the given priority, order key and quota.
@@ -150,23 +151,28 @@ async fn priority_never_jumps_an_ordered_queue() {
 }
 
 #[tokio::test]
-async fn a_buried_head_hands_over_and_stays_replayable() {
+async fn a_buried_head_hands_over_and_a_replay_makes_it_claimable_and_pending_again() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("relay.db");
-    let store = SqliteStore::open(&path).expect("open");
-    store.ingest(keyed("a1", "A")).await.expect("ingest");
-    store.ingest(keyed("a2", "A")).await.expect("ingest");
+    let store = SqliteStore::open(&dir.path().join("relay.db")).expect("open");
+    let limited = |key: &str| routed(key, Priority::Normal, Some("A"), quota(2, OnFull::Reject));
+    store.ingest(limited("a1")).await.expect("ingest");
+    store.ingest(limited("a2")).await.expect("ingest");
     let head = store.claim(&target("a"), 10, LEASE).await.expect("claim");
     store.bury(head.jobs[0].id, failed()).await.expect("bury");
     assert_eq!(claim_keys(&store, 10).await, ["a2"]);
-    // A replay (the dead-letter API) only has to make it queued again to be claimable.
-    let conn = rusqlite::Connection::open(&path).expect("open");
-    conn.execute(
-        "UPDATE deliveries SET state = 0, next_attempt_at = 0 WHERE id = ?1",
-        [head.jobs[0].id.0],
-    )
-    .expect("replay");
+    let replay = DeadLetterFilter {
+        ids: Some(vec![head.jobs[0].id]),
+        ..DeadLetterFilter::default()
+    };
+    let done = store.replay(replay, &[target("a")]).await.expect("replay");
+    assert_eq!(done.replayed, 1);
+    // Dead letters stay heads, so the replayed one goes out without waiting for a2.
     assert_eq!(claim_keys(&store, 10).await, ["a1"]);
+    // And it counts towards the quota again: a1 and a2 are pending.
+    assert!(matches!(
+        store.ingest(limited("a3")).await.expect("ingest"),
+        Ingested::Rejected { .. }
+    ));
 }
 
 #[tokio::test]
@@ -245,6 +251,7 @@ async fn a_full_dead_letter_quota_buries_only_that_targets_delivery() {
         .dead_letters(DeadLetterQuery {
             target: Some("a".into()),
             limit: 10,
+            ..DeadLetterQuery::default()
         })
         .await
         .expect("list");
