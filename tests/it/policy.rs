@@ -85,6 +85,15 @@ async fn admin_post(relay: &TestRelay, path: &str) -> (u16, Value) {
     (status, serde_json::from_str(&body).unwrap_or(Value::Null))
 }
 
+async fn metrics(relay: &TestRelay) -> String {
+    reqwest::get(relay.admin_url("/metrics"))
+        .await
+        .expect("metrics answer")
+        .text()
+        .await
+        .expect("metrics text")
+}
+
 fn drained(t: &Value) -> bool {
     t["queued"] == 0 && t["in_flight"] == 0
 }
@@ -115,6 +124,12 @@ async fn a_dead_target_is_probed_not_hammered_and_closes_once_it_recovers() {
     );
     let t = target(&relay, "t").await;
     assert_ne!(t["breaker"], "closed", "{t}");
+    assert!(
+        metrics(&relay)
+            .await
+            .contains("relay_breaker_open{target=\"t\"} 1\n"),
+        "the gauge follows the breaker"
+    );
     assert_eq!(
         t["queued"].as_u64().unwrap_or(0) + t["in_flight"].as_u64().unwrap_or(0),
         5
@@ -123,6 +138,11 @@ async fn a_dead_target_is_probed_not_hammered_and_closes_once_it_recovers() {
     sink.set_then(Reply::Status(200));
     let t = wait_target(&relay, "t", |t| drained(t) && t["breaker"] == "closed").await;
     assert_eq!(t["dead"], 0, "{t}");
+    assert!(
+        metrics(&relay)
+            .await
+            .contains("relay_breaker_open{target=\"t\"} 0\n")
+    );
     let mut delivered = ids(&sink.received());
     delivered.sort();
     delivered.dedup();
