@@ -9,12 +9,11 @@
 use std::time::{Duration, SystemTime};
 
 use rusqlite::{OptionalExtension, Transaction, params};
-use tracing::warn;
 
 use super::dead;
 use super::policy::{self, Pending};
 use super::schema::{DEAD, IN_FLIGHT, QUEUED};
-use crate::config::{OnFull, Priority, TargetId};
+use crate::config::{Priority, TargetId};
 use crate::store::{
     AttemptRecord, Claimed, ControlChange, DeadLetter, DeadLetterDetail, DeadLetterFilter,
     DeadLetterQuery, DeliveryId, Ingested, Job, NewEvent, StoreError, TargetControl, TargetCounts,
@@ -164,16 +163,8 @@ fn ingest(
         }
     }
     // Before anything is written: a rejected event leaves no trace, not even its key.
-    for routed in &e.targets {
-        if let Some(quota) = routed.quota
-            && quota.on_full == OnFull::Reject
-            && pending.get(&routed.target) >= quota.max_queue
-        {
-            return Ok(Ingested::Rejected {
-                target: routed.target.clone(),
-                max_queue: quota.max_queue,
-            });
-        }
+    if let Some(rejected) = policy::rejected_by_quota(e, pending) {
+        return Ok(rejected);
     }
     if !e.dedupe_window.is_zero() {
         let expires = unix_ms(now + e.dedupe_window);
@@ -197,69 +188,8 @@ fn ingest(
         ],
     )?;
     let event_id = tx.last_insert_rowid();
-    // Dead letters are heads (head = 1), so a replayed one is claimable again.
-    let mut insert = tx.prepare_cached(
-        "INSERT INTO deliveries(event_id, target, state, next_attempt_at, created_at, updated_at,
-                                last_error, priority, order_key, head)
-         VALUES (?1, ?2, ?3, ?4, ?4, ?4, ?5, ?6, ?7, ?8)",
-    )?;
-    if let Some(reason) = &e.dead_reason {
-        insert.execute(params![
-            event_id,
-            None::<String>,
-            DEAD,
-            now_ms,
-            reason,
-            0,
-            None::<String>,
-            1
-        ])?;
-    }
-    for routed in &e.targets {
-        let priority = priority_value(routed.priority);
-        let target = routed.target.as_str();
-        if let Some(quota) = routed.quota
-            && pending.get(&routed.target) >= quota.max_queue
-        {
-            let reason = format!("queue full (max_queue {})", quota.max_queue);
-            warn!(target, event_id = %e.key, max_queue = quota.max_queue, "queue full: delivery stored as a dead letter");
-            insert.execute(params![
-                event_id,
-                target,
-                DEAD,
-                now_ms,
-                reason,
-                priority,
-                routed.order_key,
-                1
-            ])?;
-            continue;
-        }
-        let head = match &routed.order_key {
-            None => true,
-            Some(key) => !policy::key_pending(tx, target, key)?,
-        };
-        insert.execute(params![
-            event_id,
-            target,
-            QUEUED,
-            now_ms,
-            None::<String>,
-            priority,
-            routed.order_key,
-            head
-        ])?;
-        pending.add(&routed.target);
-    }
+    policy::insert_deliveries(tx, e, event_id, now_ms, pending)?;
     Ok(Ingested::Accepted)
-}
-
-/// How priorities are stored: higher is claimed first.
-fn priority_value(priority: Priority) -> i64 {
-    match priority {
-        Priority::High => 1,
-        Priority::Normal => 0,
-    }
 }
 
 fn claim(
@@ -286,7 +216,12 @@ fn claim(
             break;
         }
         let rows = select.query_map(
-            params![target.as_str(), priority_value(priority), now_ms, room],
+            params![
+                target.as_str(),
+                policy::priority_value(priority),
+                now_ms,
+                room
+            ],
             |r| {
                 Ok(Job {
                     id: DeliveryId(r.get(0)?),
@@ -317,10 +252,10 @@ fn claim(
     )?;
     let mut next_due: Option<i64> = None;
     for priority in [Priority::High, Priority::Normal] {
-        let due: Option<i64> = next_stmt
-            .query_row(params![target.as_str(), priority_value(priority)], |r| {
-                r.get(0)
-            })?;
+        let due: Option<i64> = next_stmt.query_row(
+            params![target.as_str(), policy::priority_value(priority)],
+            |r| r.get(0),
+        )?;
         next_due = match (next_due, due) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),

@@ -1,14 +1,19 @@
-//! The store's side of the delivery policy: pending counts for `max_queue`, ordering heads,
-//! credit for time a target spent not sending, and the persisted target control state.
+//! The store's side of the delivery policy: pending counts for `max_queue`, how an event's
+//! deliveries are inserted (priority, order key, head, quota), ordering heads as deliveries
+//! leave the queue, credit for time a target spent not sending, and the persisted target
+//! control state.
 
 use std::collections::HashMap;
 use std::time::SystemTime;
 
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use tracing::warn;
 
-use super::schema::{IN_FLIGHT, QUEUED};
-use crate::config::TargetId;
-use crate::store::{ControlChange, DeliveryId, Disabled, TargetControl, unix_ms};
+use super::schema::{DEAD, IN_FLIGHT, QUEUED};
+use crate::config::{OnFull, Priority, TargetId};
+use crate::store::{
+    ControlChange, DeliveryId, Disabled, Ingested, NewEvent, TargetControl, unix_ms,
+};
 
 /// Pending (queued or in flight) deliveries per target. Targets with none have no entry, so
 /// two counts of the same table compare equal.
@@ -31,6 +36,93 @@ impl Pending {
                 self.0.remove(target);
             }
         }
+    }
+}
+
+/// The answer when a target with `on_full: reject` routed for `e` has a full queue.
+pub fn rejected_by_quota(e: &NewEvent, pending: &Pending) -> Option<Ingested> {
+    e.targets.iter().find_map(|routed| {
+        let quota = routed.quota?;
+        let full =
+            quota.on_full == OnFull::Reject && pending.get(&routed.target) >= quota.max_queue;
+        full.then(|| Ingested::Rejected {
+            target: routed.target.clone(),
+            max_queue: quota.max_queue,
+        })
+    })
+}
+
+/// One delivery per routed target (queued, or dead when its queue is full), and the dead
+/// letter of a body that is not an event.
+pub fn insert_deliveries(
+    tx: &Transaction<'_>,
+    e: &NewEvent,
+    event_id: i64,
+    now_ms: i64,
+    pending: &mut Pending,
+) -> rusqlite::Result<()> {
+    // Dead letters are heads (head = 1), so a replayed one is claimable again.
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO deliveries(event_id, target, state, next_attempt_at, created_at, updated_at,
+                                last_error, priority, order_key, head)
+         VALUES (?1, ?2, ?3, ?4, ?4, ?4, ?5, ?6, ?7, ?8)",
+    )?;
+    if let Some(reason) = &e.dead_reason {
+        insert.execute(params![
+            event_id,
+            None::<String>,
+            DEAD,
+            now_ms,
+            reason,
+            0,
+            None::<String>,
+            1
+        ])?;
+    }
+    for routed in &e.targets {
+        let priority = priority_value(routed.priority);
+        let target = routed.target.as_str();
+        if let Some(quota) = routed.quota
+            && pending.get(&routed.target) >= quota.max_queue
+        {
+            let reason = format!("queue full (max_queue {})", quota.max_queue);
+            warn!(target, event_id = %e.key, max_queue = quota.max_queue, "queue full: delivery stored as a dead letter");
+            insert.execute(params![
+                event_id,
+                target,
+                DEAD,
+                now_ms,
+                reason,
+                priority,
+                routed.order_key,
+                1
+            ])?;
+            continue;
+        }
+        let head = match &routed.order_key {
+            None => true,
+            Some(key) => !key_pending(tx, target, key)?,
+        };
+        insert.execute(params![
+            event_id,
+            target,
+            QUEUED,
+            now_ms,
+            None::<String>,
+            priority,
+            routed.order_key,
+            head
+        ])?;
+        pending.add(&routed.target);
+    }
+    Ok(())
+}
+
+/// How priorities are stored: higher is claimed first.
+pub fn priority_value(priority: Priority) -> i64 {
+    match priority {
+        Priority::High => 1,
+        Priority::Normal => 0,
     }
 }
 
