@@ -55,6 +55,41 @@ pub fn meta(job: &Job, target: &str) -> Meta {
     }
 }
 
+/// What a response said, in the form every kind's classifier reads.
+pub struct Answer {
+    pub status: u16,
+    pub retry_after: Option<String>,
+    /// The start of the body (see [`read_answer`]).
+    pub body: String,
+}
+
+/// Reads a response's status, `Retry-After` and at most `body_limit(status)` bytes of its body.
+pub async fn read_answer(
+    mut response: reqwest::Response,
+    body_limit: impl Fn(u16) -> usize,
+) -> Answer {
+    let status = response.status().as_u16();
+    let retry_after = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let body = read_start(&mut response, body_limit(status)).await;
+    Answer {
+        status,
+        retry_after,
+        body,
+    }
+}
+
+/// A template that cannot render is permanent: retrying cannot fix it.
+pub fn template_failure(reason: impl std::fmt::Display) -> Outcome {
+    Outcome::Dead {
+        status: None,
+        reason: format!("template error: {reason}"),
+    }
+}
+
 /// Reads at most `limit` bytes of a response body, for error reasons (a huge or endless body
 /// is never read whole).
 pub async fn read_start(response: &mut reqwest::Response, limit: usize) -> String {

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
+use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 
 use super::http::{client, transport_failure};
 use super::{Outcome, Target};
@@ -144,12 +144,7 @@ impl Target for CrmTarget {
     async fn deliver(&self, job: &Job, webhook_id: &str) -> Outcome {
         let rendered = match self.render(job) {
             Ok(r) => r,
-            Err(reason) => {
-                return Outcome::Dead {
-                    status: None,
-                    reason: format!("template error: {reason}"),
-                };
-            }
+            Err(reason) => return super::template_failure(reason),
         };
         let (mut response, credential) = match self.send(&rendered, webhook_id).await {
             Ok(r) => r,
@@ -164,15 +159,9 @@ impl Target for CrmTarget {
                 Err(outcome) => return outcome,
             };
         }
-        let status = response.status().as_u16();
-        let retry_after = response
-            .headers()
-            .get(RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
         // Successful answers are read too: HubSpot 207 and Salesforce composite answers carry
         // per-item failures in the body.
-        let body = super::read_start(&mut response, SUCCESS_BODY_BYTES).await;
-        verdict::classify(status, retry_after.as_deref(), &body)
+        let answer = super::read_answer(response, |_| SUCCESS_BODY_BYTES).await;
+        verdict::classify(answer.status, answer.retry_after.as_deref(), &answer.body)
     }
 }

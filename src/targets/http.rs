@@ -7,7 +7,7 @@
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
-use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER};
+use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue};
 
 use super::{Outcome, REASON_BYTES, Target, classify, standard_webhooks};
 use crate::config::HttpTarget as HttpConfig;
@@ -83,20 +83,17 @@ impl Target for HttpTarget {
     }
 }
 
-/// Classifies a response, reading at most [`REASON_BYTES`] of its body.
-pub async fn read_outcome(mut response: reqwest::Response) -> Outcome {
-    let status = response.status().as_u16();
-    let retry_after = response
-        .headers()
-        .get(RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let start = if (200..300).contains(&status) {
-        String::new()
-    } else {
-        super::read_start(&mut response, REASON_BYTES).await
-    };
-    classify(status, retry_after.as_deref(), &start)
+/// Classifies a response, reading at most [`REASON_BYTES`] of a failure's body.
+pub async fn read_outcome(response: reqwest::Response) -> Outcome {
+    let answer = super::read_answer(response, |status| {
+        if (200..300).contains(&status) {
+            0
+        } else {
+            REASON_BYTES
+        }
+    })
+    .await;
+    classify(answer.status, answer.retry_after.as_deref(), &answer.body)
 }
 
 /// A request that got no HTTP answer: always worth retrying, with the cause spelled out.

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use reqwest::header::{CONTENT_TYPE, RETRY_AFTER};
+use reqwest::header::CONTENT_TYPE;
 use serde_json::Value;
 
 use super::http::{client, transport_failure};
@@ -108,30 +108,19 @@ impl Target for SlackTarget {
     async fn deliver(&self, job: &Job, _webhook_id: &str) -> Outcome {
         let payload = match self.payload(job) {
             Ok(p) => p,
-            Err(reason) => {
-                return Outcome::Dead {
-                    status: None,
-                    reason: format!("template error: {reason}"),
-                };
-            }
+            Err(reason) => return super::template_failure(reason),
         };
         let request = self
             .client
             .post(self.url.clone())
             .header(CONTENT_TYPE, "application/json")
             .body(payload.to_string());
-        let mut response = match request.send().await {
+        let response = match request.send().await {
             Ok(r) => r,
             Err(e) => return transport_failure(&e, self.timeout),
         };
-        let status = response.status().as_u16();
-        let retry_after = response
-            .headers()
-            .get(RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let body = super::read_start(&mut response, REASON_BYTES).await;
-        let verdict = verdict::classify(status, retry_after.as_deref(), &body);
+        let answer = super::read_answer(response, |_| REASON_BYTES).await;
+        let verdict = verdict::classify(answer.status, answer.retry_after.as_deref(), &answer.body);
         if let Some(reason) = &verdict.attention {
             tracing::error!(target = %self.name, reason = %reason, "slack webhook needs attention");
             self.health.flag_attention(reason);
