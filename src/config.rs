@@ -26,6 +26,7 @@ mod targets;
 mod template;
 #[cfg(test)]
 mod tests;
+mod tls;
 mod tree;
 mod units;
 mod validate;

@@ -15,8 +15,9 @@ mod policy;
 mod template_mistakes;
 mod templates;
 
-/// A file that exists and is readable in any checkout, standing in for TLS files.
-const READABLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
+/// A test-only certificate and key (PEM) that exist in any checkout, for `listen.tls`.
+const CERT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/tls/localhost.crt");
+const KEY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/tls/localhost.key");
 
 pub(super) fn env(name: &str) -> Option<String> {
     match name {
@@ -79,7 +80,7 @@ fn full_yaml() -> String {
     format!(
         r#"listen:                        # where TextUs sends events
   address: 0.0.0.0:8443
-  tls: {{ cert: {READABLE}, key: "{READABLE}" }}
+  tls: {{ cert: {CERT}, key: "{KEY}" }}
 admin:
   address: 127.0.0.1:9090
   token: ${{RELAY_ADMIN_TOKEN:-}}   # ${{NOT_SET}} in a comment is not expanded
@@ -139,8 +140,8 @@ fn full_config_parses_to_the_expected_values() {
         listen: Listen {
             address: "0.0.0.0:8443".parse().expect("addr"),
             tls: Some(Tls {
-                cert: PathBuf::from(READABLE),
-                key: PathBuf::from(READABLE),
+                cert: PathBuf::from(CERT),
+                key: PathBuf::from(KEY),
             }),
         },
         admin: Admin {

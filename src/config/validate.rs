@@ -155,6 +155,16 @@ fn tls(ctx: &mut Ctx<'_>, node: &Node) -> Option<Tls> {
     };
     let cert = file("cert");
     let key = file("key");
+    if let (Some(c), Some(k)) = (&cert, &key)
+        && let Err((which, message)) = super::tls::check(c, k)
+    {
+        let name = match which {
+            super::tls::TlsFile::Cert => "cert",
+            super::tls::TlsFile::Key => "key",
+        };
+        ctx.report(m.value_at(name), &child(&m.path, name), message);
+        return None;
+    }
     Some(Tls {
         cert: cert?,
         key: key?,

@@ -401,6 +401,45 @@ fn tls_files_must_be_readable() {
 }
 
 #[test]
+fn tls_files_must_be_a_pem_certificate_and_its_key() {
+    let tail = "source: { secrets: [x] }\ntargets: { t: { kind: http, url: \"https://x.example\" } }\nroutes: [ { events: [\"*\"], to: [t] } ]\n";
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/tls");
+    let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
+    let with = |cert: &str, key: &str| {
+        refused(&format!(
+            "listen:\n  tls:\n    cert: {cert}\n    key: {key}\n{tail}"
+        ))
+    };
+    let lines = with(manifest, &format!("{dir}/localhost.key"));
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+    assert!(
+        lines[0].starts_with("relay.yaml:3:11: listen.tls.cert: ")
+            && lines[0].contains("Cargo.toml")
+            && lines[0].contains("holds no certificate"),
+        "{lines:#?}"
+    );
+    let lines = with(
+        &format!("{dir}/localhost.crt"),
+        &format!("{dir}/localhost.crt"),
+    );
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+    assert!(
+        lines[0].starts_with("relay.yaml:4:10: listen.tls.key: ")
+            && lines[0].contains("localhost.crt")
+            && lines[0].contains("no PEM private key"),
+        "{lines:#?}"
+    );
+    let lines = with(&format!("{dir}/localhost.crt"), &format!("{dir}/other.key"));
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+    assert!(
+        lines[0].contains("listen.tls.key: ")
+            && lines[0].contains("other.key")
+            && lines[0].contains("does not fit the certificate"),
+        "{lines:#?}"
+    );
+}
+
+#[test]
 fn empty_and_non_mapping_documents_are_refused() {
     let lines = refused("");
     assert_eq!(
