@@ -9,5 +9,7 @@ mod ingest;
 mod lifecycle;
 mod operations;
 mod policy;
+mod raw;
 mod slack;
 mod support;
+mod target_faults;

@@ -38,6 +38,20 @@ pub fn free_port() -> SocketAddr {
         .expect("free port")
 }
 
+/// Where a relay keeps its files, and what its config says besides the addresses.
+pub struct Layout<'a> {
+    /// Holds relay.yaml and the log (stderr).
+    pub dir: &'a Path,
+    /// The SQLite file.
+    pub store: &'a Path,
+    /// Written inside `listen:` after its address, e.g. `, tls: { ... }`.
+    pub listen_extra: &'a str,
+    /// Written inside `admin:` after its address.
+    pub admin_extra: &'a str,
+    /// The rest of the config (source, targets, routes).
+    pub rest: &'a str,
+}
+
 /// A running relay process.
 pub struct TestRelay {
     child: Option<Child>,
@@ -76,13 +90,32 @@ impl TestRelay {
 
     /// `admin` is written inside the `admin:` mapping after its address.
     async fn launch(dir: &Path, admin_extra: &str, rest: &str) -> TestRelay {
+        TestRelay::launch_with(Layout {
+            dir,
+            store: &dir.join("relay.db"),
+            listen_extra: "",
+            admin_extra,
+            rest,
+        })
+        .await
+    }
+
+    /// Starts a relay laid out as `layout` says (store elsewhere, TLS, ...).
+    pub async fn launch_with(layout: Layout<'_>) -> TestRelay {
+        let Layout {
+            dir,
+            store,
+            listen_extra,
+            admin_extra,
+            rest,
+        } = layout;
         textus_relay::install_crypto();
         let listen = free_port();
         let admin = free_port();
         let config = dir.join("relay.yaml");
         let yaml = format!(
-            "listen: {{ address: \"{listen}\" }}\nadmin: {{ address: \"{admin}\"{admin_extra} }}\nstorage: {{ kind: sqlite, path: \"{}\" }}\n{rest}",
-            dir.join("relay.db").display()
+            "listen: {{ address: \"{listen}\"{listen_extra} }}\nadmin: {{ address: \"{admin}\"{admin_extra} }}\nstorage: {{ kind: sqlite, path: \"{}\" }}\n{rest}",
+            store.display()
         );
         std::fs::write(&config, yaml).expect("write config");
         let log = dir.join(format!("relay-{}.log", listen.port()));
@@ -229,6 +262,24 @@ impl TestRelay {
     /// The relay's process id.
     pub fn pid(&self) -> u32 {
         self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// The relay's resident memory (`VmRSS` from /proc), in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("relay is running");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS in /proc/PID/status")
+    }
+
+    /// Whether the process is still running (it has not exited on its own).
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
     /// Waits for the relay to exit (after a signal sent by the test).
