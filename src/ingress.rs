@@ -31,6 +31,18 @@ use signature::SignatureError;
 const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long an idle keep-alive connection from TextUs is held open.
 const KEEPALIVE_SECS: u64 = 60;
+/// How long a new connection may take to send its whole request head. Idle, half-open and
+/// slowly trickled heads are dropped after this, so they hold a task and a socket for a
+/// bounded time only (each connection is its own task: they never block real requests).
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long writing the (small) answer may take before the connection is dropped.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The most request-head bytes (names and values) the relay accepts; TextUs sends a few
+/// hundred. pingora's own limit is 1 MiB.
+pub const MAX_HEAD_BYTES: usize = 32 * 1024;
+
+/// Left on a kept-alive connection for its next request: it has already carried one.
+struct Reused;
 
 /// The ingress service. One instance serves every connection.
 pub struct Ingress {
@@ -58,6 +70,9 @@ impl Ingress {
     /// Decides the answer for one request. Never panics; every branch is an [`Answer`].
     async fn handle(&self, session: &mut ServerSession, shutting_down: bool) -> Answer {
         let head = session.req_header();
+        if head_bytes(head) > MAX_HEAD_BYTES {
+            return IngressError::HeadersTooLarge(MAX_HEAD_BYTES).into();
+        }
         if head.uri.path() != self.source.path {
             return IngressError::NotFound.into();
         }
@@ -184,11 +199,27 @@ impl HttpServerApp for Ingress {
         mut session: ServerSession,
         shutdown: &ShutdownWatch,
     ) -> Option<ReusedHttpStream> {
-        match session.read_request().await {
-            Ok(true) => {}
-            Ok(false) => return None,
-            Err(e) => {
+        // A reused keep-alive connection may idle for its keep-alive time before the next
+        // request starts; a new one must send its head promptly. (pingora gives both the same
+        // 60 s wait per read, so only the mark we leave on reuse tells them apart.)
+        let head_deadline = if session.take_connection_user_context().is_some() {
+            Duration::from_secs(KEEPALIVE_SECS) + HEADER_READ_TIMEOUT
+        } else {
+            HEADER_READ_TIMEOUT
+        };
+        session.set_write_timeout(Some(WRITE_TIMEOUT));
+        match tokio::time::timeout(head_deadline, session.read_request()).await {
+            Ok(Ok(true)) => {}
+            Ok(Ok(false)) => return None,
+            Ok(Err(e)) => {
                 debug!(error = %e, "reading request head failed");
+                return None;
+            }
+            Err(_) => {
+                debug!(
+                    deadline = ?head_deadline,
+                    "request head not received in time; closing"
+                );
                 return None;
             }
         }
@@ -202,7 +233,8 @@ impl HttpServerApp for Ingress {
             debug!(error = %e, "writing the answer failed");
             return None;
         }
-        let settings = HttpPersistentSettings::for_session(&session);
+        let mut settings = HttpPersistentSettings::for_session(&session);
+        settings.set_user_context(Box::new(Reused));
         match session.finish().await {
             Ok(stream) => stream.map(|s| ReusedHttpStream::from_reusable_stream(s, settings)),
             Err(e) => {
@@ -211,4 +243,12 @@ impl HttpServerApp for Ingress {
             }
         }
     }
+}
+
+/// Size of a request head as sent, near enough: method, target, and each header line.
+fn head_bytes(head: &pingora::http::RequestHeader) -> usize {
+    let line = head.method.as_str().len() + head.uri.to_string().len() + 12;
+    head.headers
+        .iter()
+        .fold(line, |n, (k, v)| n + k.as_str().len() + v.len() + 4)
 }

@@ -17,6 +17,8 @@ pub enum IngressError {
     BadSignature,
     #[error("the body is larger than the configured limit of {0} bytes")]
     TooLarge(usize),
+    #[error("the request headers are larger than the limit of {0} bytes")]
+    HeadersTooLarge(usize),
     #[error("the body could not be read: {0}")]
     BodyRead(String),
     #[error("the relay is shutting down; retry later")]
@@ -36,6 +38,7 @@ impl IngressError {
             IngressError::MethodNotAllowed => 405,
             IngressError::MissingSignature | IngressError::BadSignature => 401,
             IngressError::TooLarge(_) => 413,
+            IngressError::HeadersTooLarge(_) => 431,
             IngressError::BodyRead(_) => 400,
             IngressError::ShuttingDown
             | IngressError::StoreUnavailable(_)
@@ -51,6 +54,7 @@ impl IngressError {
             IngressError::MissingSignature => "missing_signature",
             IngressError::BadSignature => "bad_signature",
             IngressError::TooLarge(_) => "body_too_large",
+            IngressError::HeadersTooLarge(_) => "headers_too_large",
             IngressError::BodyRead(_) => "body_read_failed",
             IngressError::ShuttingDown => "shutting_down",
             IngressError::StoreUnavailable(_) => "store_unavailable",

@@ -1,5 +1,6 @@
 //! Black-box tests: the real binary, real HTTP sinks on loopback, a real SQLite file.
 
+mod abuse;
 mod cli;
 mod config_errors;
 mod crm;
