@@ -1,0 +1,178 @@
+//! A full disk (issue 5, item 2): the store on a 2 MiB tmpfs that a filler file fills up. The
+//! relay answers 504 (never 200 without storing), keeps running, recovers by itself once the
+//! filler is deleted, and the database passes `PRAGMA integrity_check` afterwards. In one
+//! variant the relay's log (stderr) is on the full disk too.
+//!
+//! Mounting needs root (CI runs as root); where it is not allowed the tests say so and pass.
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use textus_relay::sink::{Reply, Sink};
+
+use crate::support::*;
+
+/// A tmpfs mounted on a folder; unmounted when dropped, also when the test fails.
+struct Tmpfs {
+    dir: PathBuf,
+}
+
+impl Tmpfs {
+    /// Mounts a `size` tmpfs on `dir`, or says why it cannot.
+    fn mount(dir: &Path, size: &str) -> Result<Tmpfs, String> {
+        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .output()
+            .map_err(|e| format!("cannot run mount: {e}"))?;
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
+        }
+        Ok(Tmpfs {
+            dir: dir.to_path_buf(),
+        })
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        // Lazy: a relay that is still being killed may hold files open.
+        let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
+    }
+}
+
+/// Writes `path` until the file system refuses: the disk is then full.
+fn fill(path: &Path) {
+    let mut file = std::fs::File::create(path).expect("filler");
+    let big = vec![0u8; 64 * 1024];
+    while file.write_all(&big).and_then(|()| file.flush()).is_ok() {}
+    while file.write_all(&[0u8; 512]).is_ok() {}
+    let _ = file.sync_all();
+}
+
+/// The end of a log, enough to see the last errors.
+fn tail(log: &str) -> &str {
+    &log[log.len().saturating_sub(6000)..]
+}
+
+fn event(i: usize) -> Vec<u8> {
+    fixture_with_id(
+        "message.received",
+        &format!("/integrations/disk/deliveries/{i}"),
+    )
+}
+
+async fn disk_full(log_on_full_disk: bool) {
+    let outer = tempfile::tempdir().expect("tempdir");
+    let mnt = outer.path().join("mnt");
+    let _tmpfs = match Tmpfs::mount(&mnt, "2m") {
+        Ok(t) => t,
+        Err(why) => {
+            println!("SKIPPED disk-full test: cannot mount a tmpfs ({why}); run as root to test");
+            return;
+        }
+    };
+    let sink = Sink::start(vec![], Reply::Status(200)).await.expect("sink");
+    let rest = format!(
+        "source: {{ secrets: [\"{SECRET}\"] }}\ntargets:\n{}routes:\n  - events: [\"*\"]\n    to: [t]\n",
+        http_target("t", &sink.url("/t"), "")
+    );
+    let store = mnt.join("relay.db");
+    let mut relay = TestRelay::launch_with(Layout {
+        dir: if log_on_full_disk { &mnt } else { outer.path() },
+        store: &store,
+        listen_extra: "",
+        admin_extra: "",
+        rest: &rest,
+    })
+    .await;
+    let mut acked = BTreeSet::new();
+    assert_eq!(relay.post_signed(&event(0)).await.0, 200);
+    acked.insert(0);
+
+    fill(&mnt.join("filler"));
+    let mut refused = Vec::new();
+    for i in 1..=40 {
+        let (status, body) = relay.post_signed(&event(i)).await;
+        match status {
+            // Stored in space SQLite already had: a real commit, checked below.
+            200 => {
+                acked.insert(i);
+            }
+            504 => {
+                assert_eq!(body["error"], "store_unavailable", "{body}");
+                refused.push(i);
+            }
+            other => panic!("event {i}: {other} {body}"),
+        }
+    }
+    assert!(!refused.is_empty(), "a full disk never refused an event");
+    assert!(relay.is_running(), "the relay died on a full disk");
+    let (status, _) = relay.admin_get("/healthz").await;
+    assert_eq!(status, 200);
+
+    // Space returns: the relay recovers by itself, and TextUs's retries of the refused events
+    // are stored.
+    std::fs::remove_file(mnt.join("filler")).expect("remove filler");
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    for i in refused {
+        loop {
+            let (status, body) = relay.post_signed(&event(i)).await;
+            if status == 200 {
+                acked.insert(i);
+                break;
+            }
+            assert_eq!(status, 504, "{body}");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no recovery: {body}; log:\n{}",
+                tail(&relay.log())
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    // Every acknowledged event reaches the target (at least once).
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let seen: BTreeSet<usize> = sink
+            .received()
+            .iter()
+            .filter_map(|r| {
+                let v: serde_json::Value = serde_json::from_slice(&r.body).ok()?;
+                v["id"].as_str()?.rsplit('/').next()?.parse().ok()
+            })
+            .collect();
+        if acked.is_subset(&seen) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "acknowledged but not delivered: {:?}",
+            acked.difference(&seen).collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let exit = relay.terminate();
+    assert!(exit.success(), "{exit:?}");
+    let conn = rusqlite::Connection::open(&store).expect("open store");
+    let check: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .expect("integrity_check");
+    assert_eq!(check, "ok");
+}
+
+#[tokio::test]
+#[ignore = "finding of issue 5 item 2, not fixed yet: after space returns the WAL refills the 2 MiB disk before it reaches SQLite's 1000-page autocheckpoint, so writes never recover"]
+async fn a_full_disk_gets_504_and_the_relay_recovers_by_itself() {
+    disk_full(false).await;
+}
+
+#[tokio::test]
+#[ignore = "finding of issue 5 item 2, not fixed yet: with stderr on the full disk the relay drops the connection mid-request (it likely dies); see the report"]
+async fn a_full_disk_under_the_log_does_not_crash_the_relay() {
+    disk_full(true).await;
+}
