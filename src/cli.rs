@@ -155,7 +155,10 @@ fn init_logging(format: LogFormat, quiet: bool) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(ansi)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // A failed log write must not take the relay down: by default tracing-subscriber reports
+        // it with eprintln!, which panics when stderr's disk is full (found by the disk-full test).
+        .log_internal_errors(false);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),

@@ -118,6 +118,7 @@ impl SqliteStore {
             wakeups: wakeups.clone(),
             options,
             pending,
+            disk_full: false,
         };
         std::thread::Builder::new()
             .name("store-writer".into())
@@ -333,6 +334,8 @@ struct Writer {
     options: SqliteOptions,
     /// Pending deliveries per target, as committed.
     pending: Pending,
+    /// Set by a write that failed for lack of space; see [`Writer::note_failure`].
+    disk_full: bool,
 }
 
 impl Writer {
@@ -382,6 +385,12 @@ impl Writer {
     fn commit(&mut self, batch: Vec<(Op, oneshot::Sender<Reply>)>) {
         let now = SystemTime::now();
         let (ops, replies): (Vec<Op>, Vec<_>) = batch.into_iter().unzip();
+        if self.disk_full && !self.try_resume() {
+            for reply in replies {
+                let _ = reply.send(Err(StoreError::Sqlite(disk_full_error())));
+            }
+            return;
+        }
         match self.apply_all(&ops, now) {
             Ok(results) => {
                 self.wake(&ops);
@@ -389,7 +398,8 @@ impl Writer {
                     let _ = reply.send(Ok(result));
                 }
             }
-            Err(e) if ops.len() == 1 => {
+            Err(e) if ops.len() == 1 || is_disk_full(&e) => {
+                self.note_failure(&e);
                 error!(error = %e, "store transaction failed");
                 for reply in replies {
                     let _ = reply.send(Err(StoreError::Sqlite(clone_error(&e))));
@@ -398,10 +408,15 @@ impl Writer {
             Err(e) => {
                 warn!(error = %e, batch = ops.len(), "batch failed; retrying its operations one by one");
                 for (op, reply) in ops.into_iter().zip(replies) {
+                    if self.disk_full {
+                        let _ = reply.send(Err(StoreError::Sqlite(disk_full_error())));
+                        continue;
+                    }
                     let one = [op];
                     let result = self.apply_all(&one, now);
-                    if result.is_ok() {
-                        self.wake(&one);
+                    match &result {
+                        Ok(_) => self.wake(&one),
+                        Err(e) => self.note_failure(e),
                     }
                     let _ = reply.send(result.map(|mut r| r.remove(0)).map_err(StoreError::Sqlite));
                 }
@@ -433,6 +448,35 @@ impl Writer {
                 false
             }
         }
+    }
+
+    /// Remembers a full disk: from now on no write is attempted until the WAL could be
+    /// checkpointed away, because every failed attempt grows the WAL into whatever space
+    /// was freed, and a WAL that fills the disk can never be checkpointed again.
+    fn note_failure(&mut self, e: &rusqlite::Error) {
+        if is_disk_full(e) && !self.disk_full {
+            warn!("the disk is full: answering 504 until space returns");
+            self.disk_full = true;
+        }
+    }
+
+    /// After a full disk: moves the WAL into the database and truncates it, which frees the
+    /// WAL's space before any new write can claim it. Until the disk has room for that, every
+    /// batch is refused (504) without writing.
+    fn try_resume(&mut self) -> bool {
+        let result = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+                r.get::<_, i64>(0)
+            });
+        // Only "still full" keeps writes off: a checkpoint that another process's reader
+        // kept from finishing (busy, e.g. during an upgrade) still shows there is room.
+        let done = !result.as_ref().is_err_and(is_disk_full);
+        if done {
+            info!("disk space is back: store writes resumed");
+            self.disk_full = false;
+        }
+        done
     }
 
     fn apply_all(&mut self, ops: &[Op], now: SystemTime) -> rusqlite::Result<Vec<Done>> {
@@ -474,6 +518,17 @@ impl Writer {
             }
         }
     }
+}
+
+fn is_disk_full(e: &rusqlite::Error) -> bool {
+    e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull)
+}
+
+fn disk_full_error() -> rusqlite::Error {
+    rusqlite::Error::SqliteFailure(
+        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
+        Some("the disk is full; waiting for space before writing again".into()),
+    )
 }
 
 /// rusqlite errors are not `Clone`; keep the code and message for each waiting caller.
