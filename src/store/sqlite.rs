@@ -60,6 +60,11 @@ pub struct SqliteOptions {
     pub sweep_interval: Duration,
     /// Where each transaction's duration and batch size are recorded, if anywhere.
     pub metrics: Option<Arc<Metrics>>,
+    /// Make deliveries that were in flight at the last stop due at once. True unless another
+    /// process may still be delivering them (a zero-downtime restart, `run --upgrade`): then
+    /// their leases are left to run out, so the old process can finish and ack them without
+    /// the new one sending them a second time.
+    pub resume_in_flight: bool,
 }
 
 impl Default for SqliteOptions {
@@ -68,6 +73,7 @@ impl Default for SqliteOptions {
             dead_letter_retention: Duration::from_secs(14 * 86_400),
             sweep_interval: Duration::from_secs(60),
             metrics: None,
+            resume_in_flight: true,
         }
     }
 }
@@ -102,7 +108,11 @@ impl SqliteStore {
         };
         let conn = Connection::open(path).map_err(open_err)?;
         schema::prepare(&conn).map_err(open_err)?;
-        let resumed = schema::release_leases(&conn, SystemTime::now()).map_err(open_err)?;
+        let resumed = if options.resume_in_flight {
+            schema::release_leases(&conn, SystemTime::now()).map_err(open_err)?
+        } else {
+            0
+        };
         if resumed > 0 {
             info!(
                 deliveries = resumed,
@@ -414,7 +424,7 @@ impl Writer {
         let cutoff = SystemTime::now()
             .checked_sub(self.options.dead_letter_retention)
             .unwrap_or(SystemTime::UNIX_EPOCH);
-        let swept = self.conn.transaction().and_then(|tx| {
+        let swept = self.begin().and_then(|tx| {
             let n = dead::sweep(&tx, cutoff)?;
             tx.commit().map(|()| n)
         });
@@ -438,7 +448,7 @@ impl Writer {
     fn apply_all(&mut self, ops: &[Op], now: SystemTime) -> rusqlite::Result<Vec<Done>> {
         // Counts change with the transaction: staged here, kept only once it has committed.
         let mut pending = self.pending.clone();
-        let tx = self.conn.transaction()?;
+        let tx = self.begin()?;
         let mut results = Vec::with_capacity(ops.len());
         for op in ops {
             results.push(ops::apply(&tx, op, now, &mut pending)?);
@@ -446,6 +456,19 @@ impl Writer {
         tx.commit()?;
         self.pending = pending;
         Ok(results)
+    }
+
+    /// Starts a write transaction that takes SQLite's write lock up front.
+    ///
+    /// During a zero-downtime restart two processes write the file for a few seconds. A
+    /// deferred transaction reads first and upgrades to a writer later; if the other process
+    /// committed in between, SQLite fails the upgrade with `SQLITE_BUSY` at once (the busy
+    /// timeout does not apply), which would answer 504 to a whole batch. `BEGIN IMMEDIATE`
+    /// waits for the lock under `busy_timeout` instead.
+    // Regression: #5
+    fn begin(&mut self) -> rusqlite::Result<rusqlite::Transaction<'_>> {
+        self.conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
     }
 
     /// Recounts pending deliveries (and repairs ordering heads) from the table, so an
