@@ -2,11 +2,13 @@
 
 mod cli;
 mod config_errors;
+mod crash;
 mod crm;
 mod dead_letters;
 mod delivery;
 mod ingest;
 mod lifecycle;
+mod load;
 mod operations;
 mod policy;
 mod slack;
