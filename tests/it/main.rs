@@ -11,5 +11,6 @@ mod lifecycle;
 mod load;
 mod operations;
 mod policy;
+mod restart;
 mod slack;
 mod support;
