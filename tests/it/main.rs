@@ -12,5 +12,6 @@ mod load;
 mod operations;
 mod policy;
 mod restart;
+mod secrets;
 mod slack;
 mod support;
