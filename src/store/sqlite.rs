@@ -44,8 +44,11 @@ use policy::Pending;
 const QUEUE_CAPACITY: usize = 16_384;
 /// The most operations one transaction takes, so one batch cannot hold replies back for long.
 const MAX_BATCH: usize = 2_048;
-/// How often expired de-duplication keys are deleted.
+/// How often expired de-duplication keys are deleted (and pending counts checked).
 const DEDUPE_SWEEP: Duration = Duration::from_secs(60);
+/// After a zero-downtime restart, when the first recount of pending deliveries is due: the old
+/// process is gone by then (5 s handover, 2 s grace, at most 10 s to stop its runtimes).
+const UPGRADE_RECOUNT: Duration = Duration::from_secs(20);
 
 type Wakeups = Arc<Mutex<HashMap<TargetId, Arc<Notify>>>>;
 
@@ -348,6 +351,14 @@ struct Writer {
 impl Writer {
     fn run(mut self) {
         let mut last_sweep = std::time::Instant::now();
+        if !self.options.resume_in_flight {
+            // Another process shares the file until it finishes its grace period, and the
+            // pending counts taken at open do not see its acks and ingests: recount once it
+            // is surely gone rather than a full sweep interval later.
+            last_sweep = last_sweep
+                .checked_sub(DEDUPE_SWEEP.saturating_sub(UPGRADE_RECOUNT))
+                .unwrap_or(last_sweep);
+        }
         // `None` sweeps dead letters after the first batch: a relay restarted after a long
         // stop catches up at once.
         let mut last_dead_sweep: Option<std::time::Instant> = None;
