@@ -3,7 +3,10 @@
 //!
 //! SIGTERM: listeners stop accepting, late requests on open connections get 504, the writer
 //! finishes its commit, dispatchers let in-flight attempts finish; then the process exits 0.
-//! SIGQUIT with a new process started with `--upgrade` hands the listening sockets over.
+//! SIGQUIT with a new process started with `--upgrade` hands the listening sockets over; the
+//! old process then stores and answers whatever still reaches it (closing each connection after
+//! its answer) until its grace period ends, so no request fails. Both processes write the store
+//! for those seconds (see `SqliteStore` on why that is safe).
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};

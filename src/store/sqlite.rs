@@ -1,6 +1,10 @@
 //! The embedded store: one SQLite file in WAL mode with `synchronous=FULL`.
 //!
-//! Every operation goes through one writer thread that owns the connection. The writer takes
+//! Every operation goes through one writer thread that owns the connection. During a
+//! zero-downtime restart a second process's writer shares the file for a few seconds: every
+//! transaction is `BEGIN IMMEDIATE` under a busy timeout, so the two writers take turns and
+//! de-duplication and ordering heads (decided inside the transaction) still hold. The pending
+//! counts below are per process, so the new one recounts soon after an upgrade. The writer takes
 //! the first waiting operation, then everything that queued up behind it while the previous
 //! transaction was syncing, and applies the lot in one transaction: one fsync acknowledges many
 //! events (group commit). Replies are sent only after `COMMIT` returned, so a caller that got
