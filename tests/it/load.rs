@@ -165,38 +165,70 @@ impl Sender {
     }
 }
 
-/// The envelope ids a sink received, each once however often it came.
-pub fn delivered_ids(sink: &Sink) -> HashSet<String> {
-    sink.received()
-        .iter()
-        .filter_map(|r| serde_json::from_slice::<Value>(&r.body).ok())
-        .filter_map(|v| v["id"].as_str().map(str::to_owned))
-        .collect()
+/// The envelope ids one sink received, read incrementally: a soak leaves hundreds of
+/// thousands of requests in a sink, and re-parsing all of them on every poll would be slow.
+#[derive(Default)]
+pub struct Delivered {
+    /// Requests looked at so far (the sink's first `seen` requests).
+    seen: usize,
+    /// Distinct envelope ids among them.
+    pub ids: HashSet<String>,
 }
 
-/// Waits (up to `patience`) until every acknowledged id reached every sink; returns, per
-/// sink, the ids still missing then (all empty when nothing was lost).
+impl Delivered {
+    /// Takes in the requests the sink recorded since the last call.
+    pub fn update(&mut self, sink: &Sink) -> &mut Self {
+        let new = sink.received_from(self.seen);
+        self.seen += new.len();
+        self.ids.extend(
+            new.iter()
+                .filter_map(|r| serde_json::from_slice::<Value>(&r.body).ok())
+                .filter_map(|v| v["id"].as_str().map(str::to_owned)),
+        );
+        self
+    }
+
+    /// Requests received beyond the first of each id: repeats (at-least-once at work).
+    pub fn repeats(&self) -> usize {
+        self.seen - self.ids.len()
+    }
+}
+
+/// Waits until every acknowledged id reached every sink, giving up once `patience` passed
+/// without any new request at any sink (so a long backlog may take as long as it needs, at
+/// whatever speed the machine has). Returns, per sink, what it received and the ids still
+/// missing (all empty when nothing was lost).
 pub async fn wait_delivered(
     sinks: &[&Sink],
     acknowledged: &[String],
     patience: Duration,
-) -> Vec<Vec<String>> {
-    let deadline = tokio::time::Instant::now() + patience;
+) -> Vec<(Delivered, Vec<String>)> {
+    let mut deadline = tokio::time::Instant::now() + patience;
+    let mut seen: Vec<Delivered> = sinks.iter().map(|_| Delivered::default()).collect();
     loop {
-        let missing: Vec<Vec<String>> = sinks
-            .iter()
-            .map(|sink| {
-                let got = delivered_ids(sink);
-                acknowledged
-                    .iter()
-                    .filter(|id| !got.contains(*id))
-                    .cloned()
-                    .collect()
-            })
-            .collect();
-        if missing.iter().all(Vec::is_empty) || tokio::time::Instant::now() >= deadline {
-            return missing;
+        let before: usize = seen.iter().map(|d| d.seen).sum();
+        for (delivered, sink) in seen.iter_mut().zip(sinks) {
+            delivered.update(sink);
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        if seen.iter().map(|d| d.seen).sum::<usize>() > before {
+            deadline = tokio::time::Instant::now() + patience;
+        }
+        let complete = seen
+            .iter()
+            .all(|d| acknowledged.iter().all(|id| d.ids.contains(id)));
+        if complete || tokio::time::Instant::now() >= deadline {
+            return seen
+                .into_iter()
+                .map(|d| {
+                    let missing = acknowledged
+                        .iter()
+                        .filter(|id| !d.ids.contains(*id))
+                        .cloned()
+                        .collect();
+                    (d, missing)
+                })
+                .collect();
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
