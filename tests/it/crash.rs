@@ -13,6 +13,8 @@ use crate::support::*;
 
 /// Concurrent connections sending events.
 const CONNECTIONS: usize = 8;
+/// How often a soak prints how far it got.
+const PROGRESS_EVERY: Duration = Duration::from_secs(30);
 
 /// Two targets, every event to both, with fast retries so redelivery after a kill is quick,
 /// and enough concurrency that delivery roughly keeps up with 8 connections of ingest.
@@ -70,7 +72,15 @@ pub async fn crash_run(kills: usize, until: Option<Instant>, max_pause: Duration
     let mut relay = TestRelay::start_in(dir.path(), &two_targets(&a, &b)).await;
     let load = Load::start(relay.listen, CONNECTIONS, "crash");
     let mut killed = 0;
+    let mut reported = Instant::now();
     loop {
+        if until.is_some() && reported.elapsed() >= PROGRESS_EVERY {
+            reported = Instant::now();
+            println!(
+                "soak progress: kills={killed} acknowledged={}",
+                load.acknowledged()
+            );
+        }
         let more = match until {
             Some(at) => Instant::now() < at,
             None => killed < kills,
