@@ -282,3 +282,46 @@ async fn two_writers_on_one_file_both_commit_and_dedupe() {
     }
     assert_eq!(accepted, 200, "each key accepted once across both writers");
 }
+
+/// `run --upgrade` opens the store while the old process still delivers: its leases must be
+/// left to run out (or be acked), not made due again, or every in-flight delivery would be
+/// sent twice. A normal start (the old process is gone) makes them due at once.
+#[tokio::test]
+async fn an_upgrade_leaves_the_old_process_leases_alone() {
+    // Regression: #5
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("relay.db");
+    let old = SqliteStore::open(&path).expect("open old");
+    old.ingest(event("e1", &["a"])).await.expect("ingest");
+    assert_eq!(
+        old.claim(&target("a"), 10, LEASE)
+            .await
+            .expect("claim")
+            .jobs
+            .len(),
+        1
+    );
+
+    let upgrade = super::SqliteOptions {
+        resume_in_flight: false,
+        ..super::SqliteOptions::default()
+    };
+    let new = SqliteStore::open_with(&path, upgrade).expect("open new");
+    let claimed = new.claim(&target("a"), 10, LEASE).await.expect("claim");
+    assert!(
+        claimed.jobs.is_empty(),
+        "the old process's lease was released"
+    );
+    drop(new);
+
+    let restarted = SqliteStore::open(&path).expect("open after a crash");
+    let claimed = restarted
+        .claim(&target("a"), 10, LEASE)
+        .await
+        .expect("claim");
+    assert_eq!(
+        claimed.jobs.len(),
+        1,
+        "a normal start resumes in-flight deliveries"
+    );
+}
