@@ -3,15 +3,18 @@
 //!
 //! SIGTERM: listeners stop accepting, late requests on open connections get 504, the writer
 //! finishes its commit, dispatchers let in-flight attempts finish; then the process exits 0.
-//! SIGQUIT with a new process started with `--upgrade` hands the listening sockets over.
+//! SIGQUIT with a new process started with `--upgrade` hands the listening sockets over; the
+//! old process then stores and answers whatever still reaches it (closing each connection after
+//! its answer) until its grace period ends, so no request fails. Both processes write the store
+//! for those seconds (see `SqliteStore` on why that is safe).
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use pingora::server::Server;
 use pingora::server::configuration::{Opt, ServerConf};
+use pingora::server::{ExecutionPhase, Server};
 use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 
@@ -79,6 +82,8 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
     let store_options = SqliteOptions {
         dead_letter_retention: *dead_letter_retention,
         metrics: Some(metrics.clone()),
+        // With --upgrade the old process is still running and owns its leases.
+        resume_in_flight: !options.upgrade,
         ..SqliteOptions::default()
     };
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open_with(path, store_options)?);
@@ -92,12 +97,14 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
         server_conf(path),
     );
     server.bootstrap();
+    let handing_over = watch_for_upgrade(&server);
 
     let ingress = Ingress::new(
         config.source.clone(),
         compiled.router.clone(),
         store.clone(),
         metrics.clone(),
+        handing_over,
     );
     let mut ingress = Service::new("ingress".to_string(), ingress);
     let address = config.listen.address.to_string();
@@ -157,6 +164,36 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
         "textus-relay starting"
     );
     server.run_forever()
+}
+
+/// A flag that turns true once pingora starts handing the listening sockets to a new process
+/// (SIGQUIT), so ingress can tell a graceful upgrade from a SIGTERM: both flip the
+/// `ShutdownWatch`, but only SIGTERM should answer late requests 504.
+fn watch_for_upgrade(server: &Server) -> Arc<AtomicBool> {
+    let flag = Arc::new(AtomicBool::new(false));
+    let mut phases = server.watch_execution_phase();
+    let set = flag.clone();
+    // A plain thread: the phase channel is read before and after pingora's runtimes exist.
+    let spawned = std::thread::Builder::new()
+        .name("upgrade-watch".into())
+        .spawn(move || {
+            use tokio::sync::broadcast::error::RecvError;
+            loop {
+                match phases.blocking_recv() {
+                    Ok(ExecutionPhase::GracefulUpgradeTransferringFds) => {
+                        tracing::info!("handing the listening sockets to a new process");
+                        set.store(true, Ordering::Release);
+                    }
+                    Ok(_) | Err(RecvError::Lagged(_)) => {}
+                    Err(RecvError::Closed) => return,
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        // Without it an upgrade still works; late requests on old connections get 504.
+        tracing::warn!(error = %e, "cannot watch for graceful upgrades");
+    }
+    flag
 }
 
 fn server_conf(store_path: &Path) -> ServerConf {

@@ -142,7 +142,8 @@ fn sign(secret: &str) -> ExitCode {
 }
 
 fn init_logging(format: LogFormat, quiet: bool) {
-    use tracing_subscriber::EnvFilter;
+    use tracing_subscriber::filter::{EnvFilter, FilterExt, filter_fn};
+    use tracing_subscriber::prelude::*;
     // pingora logs every service start at info; its warnings and errors are what matter here.
     let default = if quiet {
         "warn"
@@ -150,17 +151,24 @@ fn init_logging(format: LogFormat, quiet: bool) {
         "info,pingora_core=warn,pingora=warn"
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    // Secrets and signatures are never logged, whatever RUST_LOG asks for: at trace, pingora
+    // prints every request head, `Authorization` and `X-TextUs-Signature` included. So its
+    // trace events are dropped even when RUST_LOG enables them.
+    // Regression: #5
+    let filter = filter.and(filter_fn(|meta| {
+        !(*meta.level() == tracing::Level::TRACE && meta.target().starts_with("pingora"))
+    }));
     // Colour only on a terminal: logs written to files and journald stay plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let layer = tracing_subscriber::fmt::layer()
         .with_ansi(ansi)
         .with_writer(std::io::stderr)
         // A failed log write must not take the relay down: by default tracing-subscriber reports
         // it with eprintln!, which panics when stderr's disk is full (found by the disk-full test).
         .log_internal_errors(false);
+    let registry = tracing_subscriber::registry();
     let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => registry.with(layer.with_filter(filter)).try_init(),
+        LogFormat::Json => registry.with(layer.json().with_filter(filter)).try_init(),
     };
 }

@@ -11,6 +11,7 @@ mod reply;
 pub mod signature;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
@@ -50,6 +51,12 @@ pub struct Ingress {
     router: Router,
     store: Arc<dyn Store>,
     metrics: Arc<Metrics>,
+    /// Set once a zero-downtime restart began (SIGQUIT): the listening sockets now belong to
+    /// a new process too, and this one only finishes what reached it. Unlike SIGTERM, a
+    /// request that arrives on an open connection is still stored and answered 200 (the store
+    /// works until the process exits), then the connection is closed so the client's next
+    /// request goes to the new process. Answering 504 here would fail requests for nothing.
+    handing_over: Arc<AtomicBool>,
 }
 
 impl Ingress {
@@ -58,12 +65,14 @@ impl Ingress {
         router: Router,
         store: Arc<dyn Store>,
         metrics: Arc<Metrics>,
+        handing_over: Arc<AtomicBool>,
     ) -> Self {
         Ingress {
             source,
             router,
             store,
             metrics,
+            handing_over,
         }
     }
 
@@ -223,11 +232,15 @@ impl HttpServerApp for Ingress {
                 return None;
             }
         }
+        let handing_over = self.handing_over.load(Ordering::Acquire);
         let shutting_down = *shutdown.borrow();
-        let answer = self.handle(&mut session, shutting_down).await;
+        let answer = self
+            .handle(&mut session, shutting_down && !handing_over)
+            .await;
         self.metrics.request(answer.outcome);
-        // A connection whose body was not read to the end cannot carry another request.
-        let keepalive = !shutting_down && answer.body_consumed;
+        // A connection whose body was not read to the end cannot carry another request, and
+        // one to a process that is stopping should not.
+        let keepalive = !shutting_down && !handing_over && answer.body_consumed;
         session.set_keepalive(keepalive.then_some(KEEPALIVE_SECS));
         if let Err(e) = reply::write(&mut session, &answer).await {
             debug!(error = %e, "writing the answer failed");

@@ -149,6 +149,13 @@ impl Sink {
         self.state.borrow().received.clone()
     }
 
+    /// The requests recorded after the first `start`, in arrival order: lets a caller that
+    /// polls a sink receiving many thousands of requests look only at the new ones.
+    pub fn received_from(&self, start: usize) -> Vec<Received> {
+        let state = self.state.borrow();
+        state.received.get(start..).unwrap_or_default().to_vec()
+    }
+
     /// Resolves as soon as at least `n` requests have been recorded, with all of them, or
     /// fails after `timeout` saying how many arrived.
     pub async fn wait_for(

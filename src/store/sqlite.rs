@@ -1,6 +1,10 @@
 //! The embedded store: one SQLite file in WAL mode with `synchronous=FULL`.
 //!
-//! Every operation goes through one writer thread that owns the connection. The writer takes
+//! Every operation goes through one writer thread that owns the connection. During a
+//! zero-downtime restart a second process's writer shares the file for a few seconds: every
+//! transaction is `BEGIN IMMEDIATE` under a busy timeout, so the two writers take turns and
+//! de-duplication and ordering heads (decided inside the transaction) still hold. The pending
+//! counts below are per process, so the new one recounts soon after an upgrade. The writer takes
 //! the first waiting operation, then everything that queued up behind it while the previous
 //! transaction was syncing, and applies the lot in one transaction: one fsync acknowledges many
 //! events (group commit). Replies are sent only after `COMMIT` returned, so a caller that got
@@ -44,8 +48,11 @@ use policy::Pending;
 const QUEUE_CAPACITY: usize = 16_384;
 /// The most operations one transaction takes, so one batch cannot hold replies back for long.
 const MAX_BATCH: usize = 2_048;
-/// How often expired de-duplication keys are deleted.
+/// How often expired de-duplication keys are deleted (and pending counts checked).
 const DEDUPE_SWEEP: Duration = Duration::from_secs(60);
+/// After a zero-downtime restart, when the first recount of pending deliveries is due: the old
+/// process is gone by then (5 s handover, 2 s grace, at most 10 s to stop its runtimes).
+const UPGRADE_RECOUNT: Duration = Duration::from_secs(20);
 
 type Wakeups = Arc<Mutex<HashMap<TargetId, Arc<Notify>>>>;
 
@@ -60,6 +67,11 @@ pub struct SqliteOptions {
     pub sweep_interval: Duration,
     /// Where each transaction's duration and batch size are recorded, if anywhere.
     pub metrics: Option<Arc<Metrics>>,
+    /// Make deliveries that were in flight at the last stop due at once. True unless another
+    /// process may still be delivering them (a zero-downtime restart, `run --upgrade`): then
+    /// their leases are left to run out, so the old process can finish and ack them without
+    /// the new one sending them a second time.
+    pub resume_in_flight: bool,
 }
 
 impl Default for SqliteOptions {
@@ -68,6 +80,7 @@ impl Default for SqliteOptions {
             dead_letter_retention: Duration::from_secs(14 * 86_400),
             sweep_interval: Duration::from_secs(60),
             metrics: None,
+            resume_in_flight: true,
         }
     }
 }
@@ -102,7 +115,11 @@ impl SqliteStore {
         };
         let conn = Connection::open(path).map_err(open_err)?;
         schema::prepare(&conn).map_err(open_err)?;
-        let resumed = schema::release_leases(&conn, SystemTime::now()).map_err(open_err)?;
+        let resumed = if options.resume_in_flight {
+            schema::release_leases(&conn, SystemTime::now()).map_err(open_err)?
+        } else {
+            0
+        };
         if resumed > 0 {
             info!(
                 deliveries = resumed,
@@ -341,6 +358,14 @@ struct Writer {
 impl Writer {
     fn run(mut self) {
         let mut last_sweep = std::time::Instant::now();
+        if !self.options.resume_in_flight {
+            // Another process shares the file until it finishes its grace period, and the
+            // pending counts taken at open do not see its acks and ingests: recount once it
+            // is surely gone rather than a full sweep interval later.
+            last_sweep = last_sweep
+                .checked_sub(DEDUPE_SWEEP.saturating_sub(UPGRADE_RECOUNT))
+                .unwrap_or(last_sweep);
+        }
         // `None` sweeps dead letters after the first batch: a relay restarted after a long
         // stop catches up at once.
         let mut last_dead_sweep: Option<std::time::Instant> = None;
@@ -429,7 +454,7 @@ impl Writer {
         let cutoff = SystemTime::now()
             .checked_sub(self.options.dead_letter_retention)
             .unwrap_or(SystemTime::UNIX_EPOCH);
-        let swept = self.conn.transaction().and_then(|tx| {
+        let swept = self.begin().and_then(|tx| {
             let n = dead::sweep(&tx, cutoff)?;
             tx.commit().map(|()| n)
         });
@@ -482,7 +507,7 @@ impl Writer {
     fn apply_all(&mut self, ops: &[Op], now: SystemTime) -> rusqlite::Result<Vec<Done>> {
         // Counts change with the transaction: staged here, kept only once it has committed.
         let mut pending = self.pending.clone();
-        let tx = self.conn.transaction()?;
+        let tx = self.begin()?;
         let mut results = Vec::with_capacity(ops.len());
         for op in ops {
             results.push(ops::apply(&tx, op, now, &mut pending)?);
@@ -490,6 +515,19 @@ impl Writer {
         tx.commit()?;
         self.pending = pending;
         Ok(results)
+    }
+
+    /// Starts a write transaction that takes SQLite's write lock up front.
+    ///
+    /// During a zero-downtime restart two processes write the file for a few seconds. A
+    /// deferred transaction reads first and upgrades to a writer later; if the other process
+    /// committed in between, SQLite fails the upgrade with `SQLITE_BUSY` at once (the busy
+    /// timeout does not apply), which would answer 504 to a whole batch. `BEGIN IMMEDIATE`
+    /// waits for the lock under `busy_timeout` instead.
+    // Regression: #5
+    fn begin(&mut self) -> rusqlite::Result<rusqlite::Transaction<'_>> {
+        self.conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
     }
 
     /// Recounts pending deliveries (and repairs ordering heads) from the table, so an

@@ -59,7 +59,10 @@ pub struct TestRelay {
     pub admin: SocketAddr,
     /// The relay.yaml it runs with, for CLI commands that talk to it.
     pub config: PathBuf,
-    log: PathBuf,
+    /// One log file per process started on this config (restarts and upgrades add one).
+    logs: Vec<PathBuf>,
+    /// `RUST_LOG` for every process started on this config.
+    rust_log: String,
     client: reqwest::Client,
     _owned: Option<tempfile::TempDir>,
 }
@@ -100,8 +103,29 @@ impl TestRelay {
         .await
     }
 
+    /// Like [`TestRelay::start_in`] with admin settings and a `RUST_LOG` filter of its own.
+    pub async fn launch_logged(
+        dir: &Path,
+        admin_extra: &str,
+        rest: &str,
+        rust_log: &str,
+    ) -> TestRelay {
+        let layout = Layout {
+            dir,
+            store: &dir.join("relay.db"),
+            listen_extra: "",
+            admin_extra,
+            rest,
+        };
+        TestRelay::launch_full(layout, rust_log).await
+    }
+
     /// Starts a relay laid out as `layout` says (store elsewhere, TLS, ...).
     pub async fn launch_with(layout: Layout<'_>) -> TestRelay {
+        TestRelay::launch_full(layout, "info").await
+    }
+
+    async fn launch_full(layout: Layout<'_>, rust_log: &str) -> TestRelay {
         let Layout {
             dir,
             store,
@@ -118,29 +142,73 @@ impl TestRelay {
             store.display()
         );
         std::fs::write(&config, yaml).expect("write config");
-        let log = dir.join(format!("relay-{}.log", listen.port()));
-        let child = Command::new(BIN)
-            .args(["run", "--config"])
-            .arg(&config)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log file"))
-            .spawn()
-            .expect("start relay");
-        let relay = TestRelay {
-            child: Some(child),
+        let mut relay = TestRelay {
+            child: None,
             listen,
             admin,
             config,
-            log,
+            logs: Vec::new(),
+            rust_log: rust_log.to_string(),
             client: reqwest::Client::builder()
                 .timeout(PATIENCE)
                 .build()
                 .expect("client"),
             _owned: None,
         };
+        relay.child = Some(relay.spawn(false));
         relay.wait_ready().await;
         relay
+    }
+
+    /// Starts one more process on this config, logging to a file of its own.
+    fn spawn(&mut self, upgrade: bool) -> Child {
+        let dir = self.config.parent().expect("config has a folder");
+        let log = dir.join(format!(
+            "relay-{}-{}.log",
+            self.listen.port(),
+            self.logs.len()
+        ));
+        let mut command = Command::new(BIN);
+        command.args(["run", "--config"]).arg(&self.config);
+        if upgrade {
+            command.arg("--upgrade");
+        }
+        let child = command
+            .env("RUST_LOG", &self.rust_log)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("start relay");
+        self.logs.push(log);
+        child
+    }
+
+    /// Starts the relay again on the same config, store and ports (after [`TestRelay::kill9`]
+    /// or an exit) and waits until it is ready.
+    pub async fn restart(&mut self) {
+        assert!(
+            self.child.is_none(),
+            "the previous process is still running"
+        );
+        self.child = Some(self.spawn(false));
+        self.wait_ready().await;
+    }
+
+    /// Zero-downtime restart: starts `run --upgrade` on the same config, sends the running
+    /// process SIGQUIT and waits for it to exit (after handing its sockets over and its grace
+    /// period). Returns the old process's exit status.
+    pub async fn upgrade(&mut self) -> ExitStatus {
+        let mut old = self.child.take().expect("relay is running");
+        // The new process first: it waits on the upgrade socket for the listeners, and the
+        // old one sends them on SIGQUIT (each side retries for a few seconds, so the order is
+        // not critical, but this one needs no retry).
+        self.child = Some(self.spawn(true));
+        signal(old.id(), "-QUIT");
+        let status = tokio::task::spawn_blocking(move || old.wait().expect("old relay exits"))
+            .await
+            .expect("wait for the old relay");
+        self.wait_ready().await;
+        status
     }
 
     async fn wait_ready(&self) {
@@ -168,8 +236,12 @@ impl TestRelay {
         format!("http://{}{path}", self.admin)
     }
 
+    /// Everything every process on this config logged, oldest first.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.logs
+            .iter()
+            .map(|path| std::fs::read_to_string(path).unwrap_or_default())
+            .collect()
     }
 
     /// POSTs `body` with `signature` (None: no header) to the TextUs path.
@@ -299,13 +371,18 @@ impl TestRelay {
     /// SIGTERM, then waits for the exit.
     pub fn terminate(&mut self) -> ExitStatus {
         let mut child = self.child.take().expect("relay is running");
-        let status = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .expect("kill");
-        assert!(status.success());
+        signal(child.id(), "-TERM");
         child.wait().expect("relay exits")
     }
+}
+
+/// Sends a signal (`-TERM`, `-QUIT`, ...) to a process.
+pub fn signal(pid: u32, which: &str) {
+    let status = Command::new("kill")
+        .args([which, &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success(), "kill {which} {pid}");
 }
 
 impl Drop for TestRelay {

@@ -87,8 +87,15 @@ CREATE INDEX IF NOT EXISTS deliveries_order
     ON deliveries(target, order_key, id) WHERE state < 2 AND order_key IS NOT NULL;
 ";
 
+/// How long a statement waits for another process's write lock. Commits are milliseconds, so
+/// this only matters while two relays share the file during a zero-downtime restart.
+const BUSY_TIMEOUT_MS: u64 = 5_000;
+
 /// Durability first: WAL with a full fsync at every commit, so a 200 means on disk.
 pub fn prepare(conn: &Connection) -> rusqlite::Result<()> {
+    // First, so that every statement below waits for a second process (zero-downtime
+    // restart) instead of failing with SQLITE_BUSY.
+    conn.busy_timeout(std::time::Duration::from_millis(BUSY_TIMEOUT_MS))?;
     // Must precede the first table: SQLite fixes the vacuum mode when the file is created.
     conn.execute_batch("PRAGMA auto_vacuum=INCREMENTAL")?;
     let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
@@ -100,8 +107,7 @@ pub fn prepare(conn: &Connection) -> rusqlite::Result<()> {
     conn.execute_batch(
         "PRAGMA synchronous=FULL;
          PRAGMA journal_size_limit=67108864;
-         PRAGMA foreign_keys=ON;
-         PRAGMA busy_timeout=5000;",
+         PRAGMA foreign_keys=ON;",
     )?;
     conn.execute_batch(SCHEMA)?;
     add_policy_columns(conn)?;
@@ -123,8 +129,9 @@ fn add_policy_columns(conn: &Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
-/// Makes deliveries leased by a previous process due now. Only one process opens the file, so
-/// any lease found at start belongs to a process that is gone.
+/// Makes deliveries leased by a previous process due now. Called only when no other process
+/// has the file open (not with `--upgrade`), so any lease found at start belongs to a process
+/// that is gone.
 pub fn release_leases(conn: &Connection, now: SystemTime) -> rusqlite::Result<usize> {
     conn.execute(
         "UPDATE deliveries SET state = ?1, next_attempt_at = ?2 WHERE state = ?3",

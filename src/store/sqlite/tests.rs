@@ -242,3 +242,86 @@ async fn concurrent_ingests_are_group_committed_and_all_durable() {
         .expect("mode");
     assert_eq!(sync, 1, "WAL mode persists");
 }
+
+/// A zero-downtime restart has two processes (here: two stores) writing one file for a few
+/// seconds. Every ingest must commit, and de-duplication must hold across them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_writers_on_one_file_both_commit_and_dedupe() {
+    // Regression: #5
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("relay.db");
+    let old = Arc::new(SqliteStore::open(&path).expect("open old"));
+    let options = super::SqliteOptions {
+        resume_in_flight: false,
+        ..super::SqliteOptions::default()
+    };
+    let new = Arc::new(SqliteStore::open_with(&path, options).expect("open new"));
+    let mut tasks = Vec::new();
+    for i in 0..400 {
+        let store = if i % 2 == 0 { old.clone() } else { new.clone() };
+        tasks.push(tokio::spawn(async move {
+            // Each event is sent to both stores: exactly one may accept it.
+            let key = format!("e{}", i / 2);
+            let ingested = store.ingest(event(&key, &["a"])).await;
+            let claimed = store
+                .claim(&target("a"), 5, LEASE)
+                .await
+                .map(|c| c.jobs.len());
+            (ingested, claimed)
+        }));
+    }
+    let mut accepted = 0;
+    for t in tasks {
+        let (ingested, claimed) = t.await.expect("join");
+        match ingested.expect("every ingest commits") {
+            Ingested::Accepted => accepted += 1,
+            Ingested::Duplicate => {}
+            other => panic!("unexpected {other:?}"),
+        }
+        claimed.expect("every claim commits");
+    }
+    assert_eq!(accepted, 200, "each key accepted once across both writers");
+}
+
+/// `run --upgrade` opens the store while the old process still delivers: its leases must be
+/// left to run out (or be acked), not made due again, or every in-flight delivery would be
+/// sent twice. A normal start (the old process is gone) makes them due at once.
+#[tokio::test]
+async fn an_upgrade_leaves_the_old_process_leases_alone() {
+    // Regression: #5
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("relay.db");
+    let old = SqliteStore::open(&path).expect("open old");
+    old.ingest(event("e1", &["a"])).await.expect("ingest");
+    assert_eq!(
+        old.claim(&target("a"), 10, LEASE)
+            .await
+            .expect("claim")
+            .jobs
+            .len(),
+        1
+    );
+
+    let upgrade = super::SqliteOptions {
+        resume_in_flight: false,
+        ..super::SqliteOptions::default()
+    };
+    let new = SqliteStore::open_with(&path, upgrade).expect("open new");
+    let claimed = new.claim(&target("a"), 10, LEASE).await.expect("claim");
+    assert!(
+        claimed.jobs.is_empty(),
+        "the old process's lease was released"
+    );
+    drop(new);
+
+    let restarted = SqliteStore::open(&path).expect("open after a crash");
+    let claimed = restarted
+        .claim(&target("a"), 10, LEASE)
+        .await
+        .expect("claim");
+    assert_eq!(
+        claimed.jobs.len(),
+        1,
+        "a normal start resumes in-flight deliveries"
+    );
+}

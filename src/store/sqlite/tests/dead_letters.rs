@@ -385,7 +385,7 @@ async fn retention_sweeps_old_dead_letters_in_bounded_slices() {
     let options = SqliteOptions {
         dead_letter_retention: Duration::from_millis(300),
         sweep_interval: Duration::ZERO,
-        metrics: None,
+        ..SqliteOptions::default()
     };
     let store =
         Arc::new(SqliteStore::open_with(&dir.path().join("relay.db"), options).expect("open"));
