@@ -182,6 +182,12 @@ fn readable_file(text: &Text) -> Result<PathBuf, String> {
     }
     match std::fs::metadata(&path) {
         Ok(meta) if meta.is_dir() => return Err(format!("cannot read {shown}: it is a directory")),
+        // A device or a pipe (`/dev/zero`, `/dev/stdin`) may never end: reading it as PEM
+        // would block startup or fill memory (found with a hostile seed for the config fuzz
+        // target: `cert: /dev/zero` ran out of memory).
+        Ok(meta) if !meta.is_file() => {
+            return Err(format!("cannot read {shown}: it is not a regular file"));
+        }
         Ok(_) => {}
         Err(e) => return Err(format!("cannot read {shown}: {e}")),
     }

@@ -190,3 +190,39 @@ fn date_and_timestamp_filters() {
         json!("")
     );
 }
+
+// Regression: #5 (found with hostile seeds for the templates fuzz target: a huge indent wrote
+// gigabytes of spaces before fuel was charged, hanging the render).
+#[test]
+fn tojson_refuses_huge_indents_and_still_costs_fuel() {
+    let pretty = render(
+        "{{ event.message.attachments | tojson(indent=2) }}",
+        "message.received",
+    );
+    assert!(pretty.contains("\n  \""), "{pretty}");
+    assert_eq!(
+        render("{{ [1] | tojson(true) }}", "message.received"),
+        "[\n  1\n]"
+    );
+    let mut t = Templates::new();
+    for text in [
+        "{{ event | tojson(indent=1000000000) }}",
+        "{{ event | tojson(1000000000) }}",
+        "{{ event | tojson(2, indent=2) }}",
+    ] {
+        let id = t.text(&src(text)).unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            t.render_text(id, &ctx("message.received")).is_err(),
+            "{text}"
+        );
+    }
+    // The fuel minijinja's own tojson charges per byte written is charged by ours too: 20,000
+    // serialisations of a fixture cost ~12 million, over the budget.
+    let id = t
+        .text(&src(
+            "{% for i in range(20000) %}{{ event | tojson }}{% endfor %}",
+        ))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let err = t.render_text(id, &ctx("message.received")).err();
+    assert!(err.is_some_and(|e| e.message.contains("fuel")));
+}

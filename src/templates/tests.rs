@@ -562,3 +562,23 @@ fn slack_templates_escape_interpolated_event_text() {
         "<!channel> & <https://evil|click>"
     );
 }
+
+// Regression: #5 (the templates fuzz target found `2>----…` with 1,600 `-`: minijinja nests a
+// unary minus per sign without a depth limit and overflowed a 2 MiB test thread's stack).
+#[test]
+fn long_runs_of_minus_signs_are_refused_not_a_stack_overflow() {
+    let mut t = Templates::new();
+    let deep = format!("2>{}1", "-".repeat(1600));
+    assert!(t.condition(&src(&deep)).is_err());
+    assert!(t.text(&src(&format!("{{{{ {deep} }}}}"))).is_err());
+    let body = BodyTemplate::String(src(&format!("{{{{ {deep} }}}}")));
+    assert!(t.body(&body).is_err());
+    let spaced = format!("{{{{ {}1 }}}}", "- ".repeat(100));
+    let err = t.text(&src(&spaced)).err().map(|e| e.to_string());
+    assert!(
+        err.as_deref().is_some_and(|e| e.contains("`-` in a row")),
+        "{err:?}"
+    );
+    // A divider of dashes in plain text still renders.
+    assert_eq!(render(&"-".repeat(64), "message.received"), "-".repeat(64));
+}

@@ -455,3 +455,22 @@ fn empty_and_non_mapping_documents_are_refused() {
         ["relay.yaml:1:1: expected a mapping, found a list"]
     );
 }
+
+// Regression: #5 (a config fuzz seed with `cert: /dev/zero` read the device as PEM until it ran
+// out of memory).
+#[test]
+fn tls_files_must_be_regular_files() {
+    let tail = "source: { secrets: [x] }\ntargets: { t: { kind: http, url: \"https://x.example\" } }\nroutes: [ { events: [\"*\"], to: [t] } ]\n";
+    let lines = refused(&format!(
+        "listen:\n  tls:\n    cert: /dev/zero\n    key: /dev/null\n{tail}"
+    ));
+    assert_eq!(lines.len(), 2, "{lines:#?}");
+    assert_eq!(
+        lines[0],
+        "relay.yaml:3:11: listen.tls.cert: cannot read \"/dev/zero\": it is not a regular file"
+    );
+    assert!(
+        lines[1].ends_with("\"/dev/null\": it is not a regular file"),
+        "{lines:#?}"
+    );
+}
