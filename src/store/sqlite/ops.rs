@@ -94,36 +94,35 @@ pub fn apply(tx: &Transaction<'_>, op: &Op, now: SystemTime) -> rusqlite::Result
 fn ingest(tx: &Transaction<'_>, e: &NewEvent, now: SystemTime) -> rusqlite::Result<Ingested> {
     let now_ms = unix_ms(now);
     if !e.dedupe_window.is_zero() {
+        // Cached statements: parsing the SQL anew for every event was ~15% of the writer's
+        // CPU under load (bench/REPORT.md), and the writer is the relay's bottleneck.
         let seen: Option<i64> = tx
-            .query_row(
-                "SELECT expires_at FROM dedupe WHERE key = ?1",
-                [&e.key],
-                |r| r.get(0),
-            )
+            .prepare_cached("SELECT expires_at FROM dedupe WHERE key = ?1")?
+            .query_row([&e.key], |r| r.get(0))
             .optional()?;
         if seen.is_some_and(|expires| expires > now_ms) {
             return Ok(Ingested::Duplicate);
         }
         let expires = unix_ms(now + e.dedupe_window);
-        tx.execute(
+        tx.prepare_cached(
             "INSERT INTO dedupe(key, expires_at) VALUES (?1, ?2)
              ON CONFLICT(key) DO UPDATE SET expires_at = excluded.expires_at",
-            params![e.key, expires],
-        )?;
+        )?
+        .execute(params![e.key, expires])?;
     }
     if e.targets.is_empty() && e.dead_reason.is_none() && !e.keep_unrouted {
         return Ok(Ingested::Accepted);
     }
-    tx.execute(
+    tx.prepare_cached(
         "INSERT INTO events(key, type, body, signature, received_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![
-            e.key,
-            e.event_type,
-            &e.body[..],
-            e.signature,
-            unix_ms(e.received_at)
-        ],
-    )?;
+    )?
+    .execute(params![
+        e.key,
+        e.event_type,
+        &e.body[..],
+        e.signature,
+        unix_ms(e.received_at)
+    ])?;
     let event_id = tx.last_insert_rowid();
     let mut insert = tx.prepare_cached(
         "INSERT INTO deliveries(event_id, target, state, next_attempt_at, created_at, updated_at, last_error)
@@ -179,11 +178,11 @@ fn claim(
     for job in &jobs {
         lease_stmt.execute(params![IN_FLIGHT, until, job.id.0])?;
     }
-    let next_due: Option<i64> = tx.query_row(
-        "SELECT MIN(next_attempt_at) FROM deliveries WHERE target = ?1 AND state < 2",
-        [target.as_str()],
-        |r| r.get(0),
-    )?;
+    let next_due: Option<i64> = tx
+        .prepare_cached(
+            "SELECT MIN(next_attempt_at) FROM deliveries WHERE target = ?1 AND state < 2",
+        )?
+        .query_row([target.as_str()], |r| r.get(0))?;
     Ok(Claimed {
         jobs,
         next_due: next_due.map(from_unix_ms),
@@ -192,19 +191,16 @@ fn claim(
 
 fn ack(tx: &Transaction<'_>, id: DeliveryId) -> rusqlite::Result<()> {
     let event_id: Option<i64> = tx
-        .query_row(
-            "DELETE FROM deliveries WHERE id = ?1 RETURNING event_id",
-            [id.0],
-            |r| r.get(0),
-        )
+        .prepare_cached("DELETE FROM deliveries WHERE id = ?1 RETURNING event_id")?
+        .query_row([id.0], |r| r.get(0))
         .optional()?;
     if let Some(event_id) = event_id {
         // The body is kept while any target (or a dead letter) still refers to it.
-        tx.execute(
+        tx.prepare_cached(
             "DELETE FROM events WHERE id = ?1
              AND NOT EXISTS (SELECT 1 FROM deliveries WHERE event_id = ?1)",
-            [event_id],
-        )?;
+        )?
+        .execute([event_id])?;
     }
     Ok(())
 }
@@ -217,11 +213,18 @@ fn settle(
     last: &AttemptRecord,
     now: SystemTime,
 ) -> rusqlite::Result<Done> {
-    tx.execute(
+    tx.prepare_cached(
         "UPDATE deliveries SET state = ?1, next_attempt_at = ?2, attempts = attempts + 1,
          updated_at = ?3, last_status = ?4, last_error = ?5 WHERE id = ?6",
-        params![state, next_ms, unix_ms(now), last.status, last.reason, id.0],
-    )?;
+    )?
+    .execute(params![
+        state,
+        next_ms,
+        unix_ms(now),
+        last.status,
+        last.reason,
+        id.0
+    ])?;
     dead::record_attempt(tx, id, last, now)?;
     Ok(Done::Nothing)
 }

@@ -64,6 +64,9 @@ CREATE INDEX IF NOT EXISTS deliveries_dead_id ON deliveries(id) WHERE state = 2;
 
 /// Durability first: WAL with a full fsync at every commit, so a 200 means on disk.
 pub fn prepare(conn: &Connection) -> rusqlite::Result<()> {
+    // Room for every statement the writer caches (hot path and admin slices together), so
+    // an admin call never evicts the ingest and ack statements.
+    conn.set_prepared_statement_cache_capacity(64);
     // Must precede the first table: SQLite fixes the vacuum mode when the file is created.
     conn.execute_batch("PRAGMA auto_vacuum=INCREMENTAL")?;
     let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
