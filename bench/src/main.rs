@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use textus_bench::report::Results;
 use textus_bench::scenarios::{self, Settings};
-use textus_bench::sink::Clock;
+use textus_bench::sink::{Behaviour, Clock};
 
 const USAGE: &str = "usage: textus-bench --relay BIN --out DIR [--connections N] [--phase-secs S] \
 [--backlog N] [--fill-budget-secs S] [--drain-budget-secs S] [--target-concurrency N]";
@@ -34,6 +34,24 @@ fn main() -> anyhow::Result<()> {
             outcome.answered() as f64 / outcome.elapsed.as_secs_f64()
         );
         return Ok(());
+    }
+    if args.first().is_some_and(|a| a == "sinks") {
+        // For profiling: answering sinks on the given ports until killed.
+        return runtime.block_on(async {
+            let clock = Clock::start();
+            let mut sinks = Vec::new();
+            for port in &args[1..] {
+                let addr = format!("127.0.0.1:{port}").parse()?;
+                let sink = textus_bench::sink::Sink::start(addr, Behaviour::Answer, clock).await?;
+                println!("{}", sink.url());
+                sinks.push(sink);
+            }
+            loop {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                let counts: Vec<u64> = sinks.iter().map(|s| s.arrivals.count()).collect();
+                eprintln!("arrivals {counts:?}");
+            }
+        });
     }
     let (settings, out) = parse(args)?;
     runtime.block_on(run(settings, out))

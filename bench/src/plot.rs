@@ -14,7 +14,7 @@ const RIGHT: usize = 20;
 const TOP: usize = 20;
 const BOTTOM: usize = 50;
 /// x spans 1/(1-q) from 2 (p50) to 10^5 (p99.999), log10.
-const X_MIN: f64 = 0.30103;
+const X_MIN: f64 = std::f64::consts::LOG10_2;
 const X_MAX: f64 = 5.0;
 
 /// Line colours, in the order the curves are given; REPORT.md names them.
