@@ -96,8 +96,8 @@ fn parse(args: Vec<String>) -> anyhow::Result<(Settings, PathBuf)> {
         connections: 32,
         phase: Duration::from_secs(10),
         backlog: 1_000_000,
-        fill_budget: Duration::from_secs(150),
-        drain_budget: Duration::from_secs(150),
+        fill_budget: Duration::from_secs(170),
+        drain_budget: Duration::from_secs(170),
         target_concurrency: 32,
     };
     let mut out = None;
@@ -143,8 +143,8 @@ async fn run(s: Settings, out: PathBuf) -> anyhow::Result<()> {
     step("ceiling (wrong signature → 401) and idle RSS");
     let ceiling = scenarios::ceiling(&s, clock).await?;
     eprintln!(
-        "        {:.0} req/s, statuses {:?}",
-        ceiling.rate, ceiling.outcome.statuses
+        "        {:.0} req/s, statuses {:?}, {:?}",
+        ceiling.rate, ceiling.outcome.statuses, ceiling.cpu
     );
     step("ingest at full speed, 3 targets");
     let ingest = scenarios::ingest(&s, clock).await?;

@@ -187,6 +187,19 @@ pub fn cpu_secs(pid: &str) -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
+/// Bytes a process asked the kernel to write so far (`wchar` of /proc/PID/io: files and
+/// sockets alike; 0 if it cannot be read).
+pub fn written_bytes(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/io"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("wchar:"))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
 /// A metric's value from Prometheus text (the first sample whose name and labels match).
 pub fn metric(text: &str, name: &str) -> f64 {
     text.lines()

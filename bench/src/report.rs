@@ -106,6 +106,7 @@ impl Results {
             "ingest_statuses": statuses(&self.ingest.outcome),
             "ingest_cpu": cpu(&self.ingest.cpu),
             "ingest_commits": commits(&self.ingest.commits),
+            "ingest_relay_bytes_written_per_event": round(self.ingest.written_per_event, 0),
             "ingest_over_ceiling": round(self.ingest.rate / self.ceiling.rate.max(1e-9), 3),
             "ack_latency_at_1000": pct(&self.at_1000.ack),
             "ack_latency_at_1000_statuses": statuses(&self.at_1000.outcome),
@@ -131,6 +132,8 @@ impl Results {
                 "healthy_with_black_hole": pct(&self.isolation.with_black_hole),
                 "ack_without": pct(&self.isolation.ack_without),
                 "ack_with_black_hole": pct(&self.isolation.ack_with),
+                "healthy_p99_ms_per_run_without": self.isolation.p99_per_run[0],
+                "healthy_p99_ms_per_run_with_black_hole": self.isolation.p99_per_run[1],
             },
             "rss_idle_mb": mb(self.ceiling.rss_idle),
             "rss_full_load_mb": mb(self.ingest.rss_peak),
@@ -153,6 +156,8 @@ impl Results {
                 "drained": b.drained,
                 "drain_seconds": round(b.drain_time.as_secs_f64(), 1),
                 "drain_complete": b.drain_complete,
+                "relay_bytes_written_per_event_during_fill": round(b.written_per_event_fill, 0),
+                "relay_bytes_written_per_delivery_during_drain": round(b.written_per_delivery_drain, 0),
             },
         })
     }

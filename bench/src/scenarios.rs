@@ -129,6 +129,8 @@ pub struct Ingest {
     pub cpu: CpuUse,
     /// From start to the last delivery (ingest and fan-out together).
     pub commits: Commits,
+    /// Bytes the relay wrote (store, WAL, sockets, logs) per accepted event, fan-out included.
+    pub written_per_event: f64,
 }
 
 /// Open-loop ack latency at one rate, with the end-to-end latency of the deliveries.
@@ -151,6 +153,8 @@ pub struct Isolation {
     pub with_curve: Histogram<u64>,
     pub ack_without: Percentiles,
     pub ack_with: Percentiles,
+    /// Healthy end-to-end p99 (ms) of each run: `[without, with]`.
+    pub p99_per_run: [Vec<f64>; 2],
 }
 
 /// A backlog for a down target, then its drain.
@@ -170,6 +174,10 @@ pub struct Backlog {
     pub drain_time: Duration,
     pub drain_rate: f64,
     pub drain_complete: bool,
+    /// Bytes the relay wrote (store, WAL, sockets, logs) per event accepted during the fill,
+    /// and per delivery during the drain.
+    pub written_per_event_fill: f64,
+    pub written_per_delivery_drain: f64,
 }
 
 fn fast_targets(sinks: &[Sink], concurrency: usize) -> Vec<TargetSpec> {
@@ -270,6 +278,7 @@ pub async fn ingest(s: &Settings, clock: Clock) -> anyhow::Result<Ingest> {
     let sinks = sinks(3, clock).await?;
     let relay = Relay::start(&s.relay_bin, &fast_targets(&sinks, s.target_concurrency)).await?;
     let rss = RssSampler::start(relay.pid());
+    let written_before = relay::written_bytes(relay.pid());
     let started_us = clock.now_us();
     let mark = CpuUse::mark(&relay);
     let outcome = load::run(load(s, &relay, Pace::FullSpeed, true), clock).await;
@@ -294,6 +303,8 @@ pub async fn ingest(s: &Settings, clock: Clock) -> anyhow::Result<Ingest> {
         warnings: relay.log_problems(),
         cpu,
         commits: Commits::read(&relay).await,
+        written_per_event: relay::written_bytes(relay.pid()).saturating_sub(written_before) as f64
+            / accepted.max(1) as f64,
     })
 }
 
@@ -323,9 +334,17 @@ pub async fn paced(s: &Settings, clock: Clock, rate: f64) -> anyhow::Result<Pace
 }
 
 /// A healthy target and a second one, answering or black-holed, at 1,000 events/s.
+///
+/// The two setups alternate (answering, black hole, answering, black hole) and each side's
+/// runs are merged, so a burst of noise from whatever else shares the machine does not land
+/// on one side only.
 pub async fn isolation(s: &Settings, clock: Clock) -> anyhow::Result<Isolation> {
-    let mut runs = Vec::new();
-    for behaviour in [Behaviour::Answer, Behaviour::BlackHole] {
+    let mut e2e = [crate::sink::histogram(), crate::sink::histogram()];
+    let mut ack = [crate::sink::histogram(), crate::sink::histogram()];
+    let mut runs = [Vec::new(), Vec::new()];
+    for round in 0..4 {
+        let side = round % 2;
+        let behaviour = [Behaviour::Answer, Behaviour::BlackHole][side];
         let healthy = Sink::start(relay::free_port(), Behaviour::Answer, clock).await?;
         let other = Sink::start(relay::free_port(), behaviour, clock).await?;
         // The second target keeps the defaults (concurrency 4, timeout 10 s): what an
@@ -342,17 +361,20 @@ pub async fn isolation(s: &Settings, clock: Clock) -> anyhow::Result<Isolation> 
             Duration::from_secs(60),
         )
         .await;
-        runs.push((healthy.arrivals.e2e(), Percentiles::of(&outcome.latency)));
+        let run = healthy.arrivals.e2e();
+        runs[side].push(Percentiles::of(&run).p99_ms);
+        let _ = e2e[side].add(&run);
+        let _ = ack[side].add(&outcome.latency);
     }
-    let (with_curve, ack_with) = runs.pop().expect("two runs");
-    let (without_curve, ack_without) = runs.pop().expect("two runs");
+    let [without_curve, with_curve] = e2e;
     Ok(Isolation {
         without: Percentiles::of(&without_curve),
         with_black_hole: Percentiles::of(&with_curve),
         without_curve,
         with_curve,
-        ack_without,
-        ack_with,
+        ack_without: Percentiles::of(&ack[0]),
+        ack_with: Percentiles::of(&ack[1]),
+        p99_per_run: runs,
     })
 }
 
@@ -367,6 +389,7 @@ pub async fn backlog(s: &Settings, clock: Clock) -> anyhow::Result<Backlog> {
     let relay = Relay::start(&s.relay_bin, &[target]).await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let (rss_before, store_before) = (relay.rss_bytes(), relay.store_bytes());
+    let written_before = relay::written_bytes(relay.pid());
     let mut fill = load(s, &relay, Pace::FullSpeed, true);
     fill.max_requests = Some(s.backlog);
     fill.duration = s.fill_budget;
@@ -376,6 +399,7 @@ pub async fn backlog(s: &Settings, clock: Clock) -> anyhow::Result<Backlog> {
     let rss_with_backlog = relay.rss_bytes();
     let store_with_backlog = relay.store_bytes();
     let failed_attempts_during_fill = failed_attempts(&relay, "down").await;
+    let written_filled = relay::written_bytes(relay.pid());
 
     let rss = RssSampler::start(relay.pid());
     let started_us = clock.now_us();
@@ -388,6 +412,7 @@ pub async fn backlog(s: &Settings, clock: Clock) -> anyhow::Result<Backlog> {
         clock.now_us()
     };
     let drain_time = Duration::from_micros(ended_us.saturating_sub(started_us));
+    let written_drained = relay::written_bytes(relay.pid());
     let drain_time = drain_time.max(Duration::from_millis(1));
     Ok(Backlog {
         requested: s.backlog,
@@ -405,6 +430,10 @@ pub async fn backlog(s: &Settings, clock: Clock) -> anyhow::Result<Backlog> {
         drain_rate: drained as f64 / drain_time.as_secs_f64(),
         drain_time,
         drain_complete: complete,
+        written_per_event_fill: written_filled.saturating_sub(written_before) as f64
+            / accepted.max(1) as f64,
+        written_per_delivery_drain: written_drained.saturating_sub(written_filled) as f64
+            / drained.max(1) as f64,
     })
 }
 
