@@ -108,6 +108,8 @@ impl Results {
             "ingest_commits": commits(&self.ingest.commits),
             "ingest_relay_bytes_written_per_event": round(self.ingest.written_per_event, 0),
             "ingest_over_ceiling": round(self.ingest.rate / self.ceiling.rate.max(1e-9), 3),
+            "relay_cpu_us_per_request_ceiling": round(self.ceiling.cpu.relay * 1e6 / self.ceiling.rate.max(1e-9), 1),
+            "relay_cpu_us_per_event_ingest_with_fanout": round(self.ingest.cpu.relay * 1e6 / self.ingest.rate.max(1e-9), 1),
             "ack_latency_at_1000": pct(&self.at_1000.ack),
             "ack_latency_at_1000_statuses": statuses(&self.at_1000.outcome),
             "ack_latency_at_1000_cpu": cpu(&self.at_1000.cpu),
