@@ -105,7 +105,7 @@ pub fn percentiles(path: &Path, curves: &[(&str, &Histogram<u64>)]) -> std::io::
         .iter()
         .map(|(_, h)| h.max() as f64 / 1000.0)
         .fold(1.0f64, f64::max);
-    let (y_lo, y_hi) = (-2.0f64, max_ms.log10().ceil().max(0.0) + 0.0001);
+    let (y_lo, y_hi) = (-1.0f64, max_ms.log10().ceil().max(0.0) + 0.0001);
     let plot_w = (W - LEFT - RIGHT) as f64;
     let plot_h = (H - TOP - BOTTOM) as f64;
     let to_x = |v: f64| LEFT as f64 + (v - X_MIN) / (X_MAX - X_MIN) * plot_w;
@@ -120,7 +120,10 @@ pub fn percentiles(path: &Path, curves: &[(&str, &Histogram<u64>)]) -> std::io::
     {
         let x = to_x(if i == 0 { X_MIN } else { i as f64 });
         canvas.line((x, TOP as f64), (x, (H - BOTTOM) as f64), grey, 1);
-        canvas.text(x as i64 - 8, (H - BOTTOM + 10) as i64, label);
+        // Centred under the grid line, but kept inside the image.
+        let width = 8 * label.len() as i64;
+        let left = (x as i64 - width / 2).clamp(0, W as i64 - width);
+        canvas.text(left, (H - BOTTOM + 10) as i64, label);
     }
     let mut decade = y_lo as i32;
     while decade as f64 <= y_hi {
