@@ -152,6 +152,17 @@ async fn run(s: Settings, out: PathBuf) -> anyhow::Result<()> {
         "        {:.0} events/s, statuses {:?}, fan-out {:.0} deliveries/s, {:?}, {:?}",
         ingest.rate, ingest.outcome.statuses, ingest.fanout, ingest.cpu, ingest.commits
     );
+    step("ceiling and ingest again with 4x the connections (sensitivity)");
+    let wide = Settings {
+        connections: s.connections * 4,
+        ..s.clone()
+    };
+    let wide_ceiling = scenarios::ceiling(&wide, clock).await?;
+    let wide_ingest = scenarios::ingest(&wide, clock).await?;
+    eprintln!(
+        "        {} connections: ceiling {:.0} req/s, ingest {:.0} events/s",
+        wide.connections, wide_ceiling.rate, wide_ingest.rate
+    );
     step("ack latency at 1,000 events/s");
     let at_1000 = scenarios::paced(&s, clock, 1000.0).await?;
     eprintln!(
@@ -185,6 +196,7 @@ async fn run(s: Settings, out: PathBuf) -> anyhow::Result<()> {
         target_concurrency: s.target_concurrency,
         ceiling,
         ingest,
+        wide: (wide.connections, wide_ceiling, wide_ingest),
         at_1000,
         at_5000,
         isolation,

@@ -18,6 +18,8 @@ pub struct Results {
     pub target_concurrency: usize,
     pub ceiling: Ceiling,
     pub ingest: Ingest,
+    /// The ceiling and ingest runs again with more connections: (connections, ceiling, ingest).
+    pub wide: (usize, Ceiling, Ingest),
     pub at_1000: Paced,
     pub at_5000: Paced,
     pub isolation: Isolation,
@@ -108,6 +110,14 @@ impl Results {
             "ingest_commits": commits(&self.ingest.commits),
             "ingest_relay_bytes_written_per_event": round(self.ingest.written_per_event, 0),
             "ingest_over_ceiling": round(self.ingest.rate / self.ceiling.rate.max(1e-9), 3),
+            "connections_sensitivity": {
+                "connections": self.wide.0,
+                "ceiling_requests_per_s": round(self.wide.1.rate, 0),
+                "ingest_events_per_s": round(self.wide.2.rate, 0),
+                "ingest_over_ceiling": round(self.wide.2.rate / self.wide.1.rate.max(1e-9), 3),
+                "ingest_commits": commits(&self.wide.2.commits),
+                "ingest_cpu": cpu(&self.wide.2.cpu),
+            },
             "relay_cpu_us_per_request_ceiling": round(self.ceiling.cpu.relay * 1e6 / self.ceiling.rate.max(1e-9), 1),
             "relay_cpu_us_per_event_ingest_with_fanout": round(self.ingest.cpu.relay * 1e6 / self.ingest.rate.max(1e-9), 1),
             "ack_latency_at_1000": pct(&self.at_1000.ack),
