@@ -96,8 +96,8 @@ fn parse(args: Vec<String>) -> anyhow::Result<(Settings, PathBuf)> {
         connections: 32,
         phase: Duration::from_secs(10),
         backlog: 1_000_000,
-        fill_budget: Duration::from_secs(170),
-        drain_budget: Duration::from_secs(170),
+        fill_budget: Duration::from_secs(150),
+        drain_budget: Duration::from_secs(150),
         target_concurrency: 32,
     };
     let mut out = None;
