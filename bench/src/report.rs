@@ -220,6 +220,28 @@ impl Results {
             "≥ 0.5",
             verdict(ratio >= 0.5),
         );
+        let (n, c, i) = &self.wide;
+        row(
+            &format!("ceiling / ingest / ratio with {n} connections (sensitivity)"),
+            format!(
+                "{:.0} / {:.0} / {:.2}",
+                c.rate,
+                i.rate,
+                i.rate / c.rate.max(1e-9)
+            ),
+            "—",
+            "",
+        );
+        row(
+            "relay CPU per 401 / per durable event with its 3 deliveries",
+            format!(
+                "{:.0} µs / {:.0} µs",
+                self.ceiling.cpu.relay * 1e6 / self.ceiling.rate.max(1e-9),
+                self.ingest.cpu.relay * 1e6 / self.ingest.rate.max(1e-9)
+            ),
+            "—",
+            "",
+        );
         let a = &self.at_1000.ack;
         row(
             "ack latency at 1,000 events/s p50 / p99 / p99.9",
