@@ -1,0 +1,246 @@
+//! `textus-bench`: runs every scenario of issue 6 against a built relay binary and writes
+//! `results.json`, `REPORT.md` and `latency.png` into the output folder. Started by
+//! `bench/run`; see `textus-bench --help`.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use textus_bench::report::Results;
+use textus_bench::scenarios::{self, Settings};
+use textus_bench::sink::{Behaviour, Clock};
+
+const USAGE: &str = "usage: textus-bench --relay BIN --out DIR [--connections N] [--phase-secs S] \
+[--backlog N] [--fill-budget-secs S] [--drain-budget-secs S] [--target-concurrency N]";
+
+const SEND_USAGE: &str = "usage: textus-bench send --to ADDR --requests N [--connections N] \
+[--rate EVENTS_PER_S] [--wrong-signature]  (for profiling a relay started by hand with the \
+bench secret)";
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    if args.first().is_some_and(|a| a == "send") {
+        let load = parse_send(args[1..].to_vec())?;
+        let outcome = runtime.block_on(textus_bench::load::run(load, Clock::start()));
+        let p = scenarios::Percentiles::of(&outcome.latency);
+        println!(
+            "statuses {:?}, no answer {}, {:.1} s, {:.0} req/s, latency {p:?}",
+            outcome.statuses,
+            outcome.errors,
+            outcome.elapsed.as_secs_f64(),
+            outcome.answered() as f64 / outcome.elapsed.as_secs_f64()
+        );
+        return Ok(());
+    }
+    if args.first().is_some_and(|a| a == "sinks") {
+        // For profiling: answering sinks on the given ports until killed.
+        return runtime.block_on(async {
+            let clock = Clock::start();
+            let mut sinks = Vec::new();
+            for port in &args[1..] {
+                let addr = format!("127.0.0.1:{port}").parse()?;
+                let sink = textus_bench::sink::Sink::start(addr, Behaviour::Answer, clock).await?;
+                println!("{}", sink.url());
+                sinks.push(sink);
+            }
+            loop {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                let counts: Vec<u64> = sinks.iter().map(|s| s.arrivals.count()).collect();
+                eprintln!("arrivals {counts:?}");
+            }
+        });
+    }
+    let (settings, out) = parse(args)?;
+    runtime.block_on(run(settings, out))
+}
+
+/// `send`: one generator run against a relay that is already running.
+fn parse_send(args: Vec<String>) -> anyhow::Result<textus_bench::load::Load> {
+    use textus_bench::load::{Load, Pace};
+    let mut load = Load {
+        target: "127.0.0.1:8443".parse()?,
+        path: textus_bench::relay::PATH.into(),
+        connections: 32,
+        pace: Pace::FullSpeed,
+        duration: Duration::from_secs(3600),
+        max_requests: Some(1000),
+        secret: textus_bench::relay::SECRET.into(),
+        valid_signature: true,
+    };
+    let mut it = args.into_iter();
+    while let Some(flag) = it.next() {
+        if flag == "--wrong-signature" {
+            load.valid_signature = false;
+            continue;
+        }
+        let value = it
+            .next()
+            .with_context(|| format!("{flag} needs a value\n{SEND_USAGE}"))?;
+        match flag.as_str() {
+            "--to" => load.target = value.parse()?,
+            "--requests" => load.max_requests = Some(value.parse()?),
+            "--connections" => load.connections = value.parse()?,
+            "--rate" => load.pace = Pace::Rate(value.parse()?),
+            _ => bail!("unknown flag {flag}\n{SEND_USAGE}"),
+        }
+    }
+    Ok(load)
+}
+
+fn parse(args: Vec<String>) -> anyhow::Result<(Settings, PathBuf)> {
+    let mut s = Settings {
+        relay_bin: PathBuf::new(),
+        connections: 32,
+        phase: Duration::from_secs(10),
+        backlog: 1_000_000,
+        fill_budget: Duration::from_secs(150),
+        drain_budget: Duration::from_secs(150),
+        target_concurrency: 32,
+    };
+    let mut out = None;
+    let mut it = args.into_iter();
+    while let Some(flag) = it.next() {
+        if flag == "--help" || flag == "-h" {
+            println!("{USAGE}");
+            std::process::exit(0);
+        }
+        let value = it
+            .next()
+            .with_context(|| format!("{flag} needs a value\n{USAGE}"))?;
+        let number = || {
+            value
+                .parse::<u64>()
+                .with_context(|| format!("{flag}: not a number: {value}"))
+        };
+        match flag.as_str() {
+            "--relay" => s.relay_bin = PathBuf::from(&value),
+            "--out" => out = Some(PathBuf::from(&value)),
+            "--connections" => s.connections = number()? as usize,
+            "--phase-secs" => s.phase = Duration::from_secs(number()?),
+            "--backlog" => s.backlog = number()?,
+            "--fill-budget-secs" => s.fill_budget = Duration::from_secs(number()?),
+            "--drain-budget-secs" => s.drain_budget = Duration::from_secs(number()?),
+            "--target-concurrency" => s.target_concurrency = number()? as usize,
+            _ => bail!("unknown flag {flag}\n{USAGE}"),
+        }
+    }
+    let out = out.with_context(|| format!("--out is required\n{USAGE}"))?;
+    if !s.relay_bin.is_file() {
+        bail!("--relay {}: no such binary\n{USAGE}", s.relay_bin.display());
+    }
+    Ok((s, out))
+}
+
+async fn run(s: Settings, out: PathBuf) -> anyhow::Result<()> {
+    let clock = Clock::start();
+    let began = Instant::now();
+    let started = utc_now();
+    let step = |name: &str| eprintln!("[{:>5.1}s] {name}", began.elapsed().as_secs_f64());
+
+    step("ceiling (wrong signature → 401) and idle RSS");
+    let ceiling = scenarios::ceiling(&s, clock).await?;
+    eprintln!(
+        "        {:.0} req/s, statuses {:?}, {:?}",
+        ceiling.rate, ceiling.outcome.statuses, ceiling.cpu
+    );
+    step("ingest at full speed, 3 targets");
+    let ingest = scenarios::ingest(&s, clock).await?;
+    eprintln!(
+        "        {:.0} events/s, statuses {:?}, fan-out {:.0} deliveries/s, {:?}, {:?}",
+        ingest.rate, ingest.outcome.statuses, ingest.fanout, ingest.cpu, ingest.commits
+    );
+    step("ceiling and ingest again with 4x the connections (sensitivity)");
+    let wide = Settings {
+        connections: s.connections * 4,
+        ..s.clone()
+    };
+    let wide_ceiling = scenarios::ceiling(&wide, clock).await?;
+    let wide_ingest = scenarios::ingest(&wide, clock).await?;
+    eprintln!(
+        "        {} connections: ceiling {:.0} req/s, ingest {:.0} events/s",
+        wide.connections, wide_ceiling.rate, wide_ingest.rate
+    );
+    step("ack latency at 1,000 events/s");
+    let at_1000 = scenarios::paced(&s, clock, 1000.0).await?;
+    eprintln!(
+        "        ack {:?}\n        e2e {:?}",
+        at_1000.ack, at_1000.e2e
+    );
+    step("ack latency at 5,000 events/s");
+    let at_5000 = scenarios::paced(&s, clock, 5000.0).await?;
+    eprintln!(
+        "        ack {:?}\n        e2e {:?}",
+        at_5000.ack, at_5000.e2e
+    );
+    step("isolation: black-holed second target");
+    let isolation = scenarios::isolation(&s, clock).await?;
+    eprintln!(
+        "        healthy p99 {:.2} ms without, {:.2} ms with",
+        isolation.without.p99_ms, isolation.with_black_hole.p99_ms
+    );
+    step("backlog for a down target, then drain");
+    let backlog = scenarios::backlog(&s, clock).await?;
+    eprintln!(
+        "        {} queued, drain {:.0} events/s",
+        backlog.accepted, backlog.drain_rate
+    );
+    let (cpus, cpu_model) = cpu_info();
+    let results = Results {
+        cpus,
+        cpu_model,
+        connections: s.connections,
+        phase_secs: s.phase.as_secs_f64(),
+        target_concurrency: s.target_concurrency,
+        ceiling,
+        ingest,
+        wide: (wide.connections, wide_ceiling, wide_ingest),
+        at_1000,
+        at_5000,
+        isolation,
+        backlog,
+        started,
+        took_secs: began.elapsed().as_secs_f64(),
+    };
+    std::fs::create_dir_all(&out)?;
+    results.write(&out)?;
+    step("done");
+    Ok(())
+}
+
+/// CPU count and model name from /proc/cpuinfo.
+fn cpu_info() -> (usize, String) {
+    let text = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let cpus = text.lines().filter(|l| l.starts_with("processor")).count();
+    let model = text
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map_or("unknown".into(), |(_, m)| m.trim().to_string());
+    (cpus, model)
+}
+
+/// Now as `YYYY-MM-DD HH:MM UTC`, without a date crate.
+fn utc_now() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs()) as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02} UTC",
+        rem / 3600,
+        rem % 3600 / 60
+    )
+}

@@ -1,0 +1,413 @@
+//! `bench/results.json` (one key per figure of issue 6) and `bench/REPORT.md` (the table
+//! against the targets, the plot, then the hand-written analysis in `bench/analysis.md`,
+//! which a re-run keeps).
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use serde_json::{Value, json};
+
+use crate::scenarios::{Backlog, Ceiling, Ingest, Isolation, Paced, Percentiles};
+
+/// Everything one `bench/run` measured.
+pub struct Results {
+    pub cpus: usize,
+    pub cpu_model: String,
+    pub connections: usize,
+    pub phase_secs: f64,
+    pub target_concurrency: usize,
+    pub ceiling: Ceiling,
+    pub ingest: Ingest,
+    /// The ceiling and ingest runs again with more connections: (connections, ceiling, ingest).
+    pub wide: (usize, Ceiling, Ingest),
+    pub at_1000: Paced,
+    pub at_5000: Paced,
+    pub isolation: Isolation,
+    pub backlog: Backlog,
+    pub started: String,
+    pub took_secs: f64,
+}
+
+const MB: f64 = 1024.0 * 1024.0;
+
+fn mb(bytes: u64) -> f64 {
+    round(bytes as f64 / MB, 1)
+}
+
+fn round(v: f64, digits: i32) -> f64 {
+    let f = 10f64.powi(digits);
+    (v * f).round() / f
+}
+
+fn pct(p: &Percentiles) -> Value {
+    json!({
+        "count": p.count,
+        "p50_ms": round(p.p50_ms, 3),
+        "p99_ms": round(p.p99_ms, 3),
+        "p99_9_ms": round(p.p999_ms, 3),
+        "max_ms": round(p.max_ms, 3),
+    })
+}
+
+/// CPU seconds per wall second (2.0 = both cores of this machine).
+fn cpu(c: &crate::scenarios::CpuUse) -> Value {
+    json!({ "relay": round(c.relay, 2), "generator_and_sinks": round(c.harness, 2) })
+}
+
+fn commits(c: &crate::scenarios::Commits) -> Value {
+    json!({
+        "transactions": c.transactions,
+        "mean_operations_per_transaction": round(c.mean_batch, 1),
+        "mean_transaction_ms": round(c.mean_commit_ms, 3),
+    })
+}
+
+fn statuses(o: &crate::load::Outcome) -> Value {
+    let mut m = serde_json::Map::new();
+    for (s, n) in &o.statuses {
+        m.insert(s.to_string(), json!(n));
+    }
+    m.insert("no_answer".into(), json!(o.errors));
+    Value::Object(m)
+}
+
+impl Results {
+    /// Backlog bytes per queued event, from the store's growth during the fill.
+    fn bytes_per_event(&self) -> f64 {
+        let b = &self.backlog;
+        b.store_with_backlog.saturating_sub(b.store_before) as f64 / (b.accepted.max(1) as f64)
+    }
+
+    /// RSS with the backlog, extrapolated linearly to 1,000,000 events when fewer fitted.
+    fn rss_at_million(&self) -> f64 {
+        let b = &self.backlog;
+        let per = b.rss_with_backlog.saturating_sub(b.rss_before) as f64 / b.accepted.max(1) as f64;
+        b.rss_before as f64 + per * 1_000_000.0
+    }
+
+    fn isolation_ratio(&self) -> f64 {
+        let i = &self.isolation;
+        i.with_black_hole.p99_ms / i.without.p99_ms.max(1e-9)
+    }
+
+    pub fn json(&self) -> Value {
+        let b = &self.backlog;
+        json!({
+            "machine": { "cpus": self.cpus, "cpu_model": self.cpu_model },
+            "setup": {
+                "connections": self.connections,
+                "phase_seconds": self.phase_secs,
+                "target_concurrency": self.target_concurrency,
+                "started": self.started,
+                "took_seconds": round(self.took_secs, 1),
+            },
+            "ceiling_requests_per_s": round(self.ceiling.rate, 0),
+            "ceiling_cpu": cpu(&self.ceiling.cpu),
+            "ceiling_statuses": statuses(&self.ceiling.outcome),
+            "ingest_events_per_s": round(self.ingest.rate, 0),
+            "ingest_statuses": statuses(&self.ingest.outcome),
+            "ingest_cpu": cpu(&self.ingest.cpu),
+            "ingest_commits": commits(&self.ingest.commits),
+            "ingest_relay_bytes_written_per_event": round(self.ingest.written_per_event, 0),
+            "ingest_over_ceiling": round(self.ingest.rate / self.ceiling.rate.max(1e-9), 3),
+            "connections_sensitivity": {
+                "connections": self.wide.0,
+                "ceiling_requests_per_s": round(self.wide.1.rate, 0),
+                "ingest_events_per_s": round(self.wide.2.rate, 0),
+                "ingest_over_ceiling": round(self.wide.2.rate / self.wide.1.rate.max(1e-9), 3),
+                "ingest_commits": commits(&self.wide.2.commits),
+                "ingest_cpu": cpu(&self.wide.2.cpu),
+                "ingest_statuses": statuses(&self.wide.2.outcome),
+                "fanout_deliveries_per_s": round(self.wide.2.fanout, 0),
+                "fanout_deliveries": self.wide.2.deliveries,
+                "fanout_expected": 3 * self.wide.2.outcome.with_status(200),
+            },
+            "relay_cpu_us_per_request_ceiling": round(self.ceiling.cpu.relay * 1e6 / self.ceiling.rate.max(1e-9), 1),
+            "relay_cpu_us_per_event_ingest_with_fanout": round(self.ingest.cpu.relay * 1e6 / self.ingest.rate.max(1e-9), 1),
+            "ack_latency_at_1000": pct(&self.at_1000.ack),
+            "ack_latency_at_1000_statuses": statuses(&self.at_1000.outcome),
+            "ack_latency_at_1000_cpu": cpu(&self.at_1000.cpu),
+            "ack_latency_at_1000_commits": commits(&self.at_1000.commits),
+            "ack_latency_at_5000": pct(&self.at_5000.ack),
+            "ack_latency_at_5000_statuses": statuses(&self.at_5000.outcome),
+            "ack_latency_at_5000_cpu": cpu(&self.at_5000.cpu),
+            "ack_latency_at_5000_commits": commits(&self.at_5000.commits),
+            "fanout_deliveries_per_s": round(self.ingest.fanout, 0),
+            "fanout_detail": {
+                "deliveries": self.ingest.deliveries,
+                "expected": 3 * self.ingest.outcome.with_status(200),
+                "last_delivery_after_load_stopped_s": round(self.ingest.delivery_tail.as_secs_f64(), 2),
+            },
+            "end_to_end_latency_at_1000": pct(&self.at_1000.e2e),
+            "end_to_end_latency_at_5000": pct(&self.at_5000.e2e),
+            "isolation_healthy_p99_ms_without": round(self.isolation.without.p99_ms, 3),
+            "isolation_healthy_p99_ms_with_black_hole": round(self.isolation.with_black_hole.p99_ms, 3),
+            "isolation_ratio": round(self.isolation_ratio(), 3),
+            "isolation_detail": {
+                "healthy_without": pct(&self.isolation.without),
+                "healthy_with_black_hole": pct(&self.isolation.with_black_hole),
+                "ack_without": pct(&self.isolation.ack_without),
+                "ack_with_black_hole": pct(&self.isolation.ack_with),
+                "healthy_p99_ms_per_run_without": self.isolation.p99_per_run[0],
+                "healthy_p99_ms_per_run_with_black_hole": self.isolation.p99_per_run[1],
+            },
+            "rss_idle_mb": mb(self.ceiling.rss_idle),
+            "rss_full_load_mb": mb(self.ingest.rss_peak),
+            "rss_backlog_mb": mb(b.rss_with_backlog),
+            "rss_backlog_events": b.accepted,
+            "rss_backlog_extrapolated_to_1m_mb": round(self.rss_at_million() / MB, 1),
+            "db_bytes_per_queued_event": round(self.bytes_per_event(), 0),
+            "drain_events_per_s": round(b.drain_rate, 0),
+            "backlog_detail": {
+                "requested": b.requested,
+                "accepted": b.accepted,
+                "not_accepted": b.non_200,
+                "fill_events_per_s": round(b.fill_rate, 0),
+                "fill_seconds": round(b.fill_time.as_secs_f64(), 1),
+                "store_bytes_before": b.store_before,
+                "store_bytes_with_backlog": b.store_with_backlog,
+                "failed_attempts_during_fill": b.failed_attempts_during_fill,
+                "rss_before_mb": mb(b.rss_before),
+                "rss_drain_peak_mb": mb(b.rss_drain_peak),
+                "drained": b.drained,
+                "drain_seconds": round(b.drain_time.as_secs_f64(), 1),
+                "drain_complete": b.drain_complete,
+                "relay_bytes_written_per_event_during_fill": round(b.written_per_event_fill, 0),
+                "relay_bytes_written_per_delivery_during_drain": round(b.written_per_delivery_drain, 0),
+            },
+        })
+    }
+
+    /// The generated part of REPORT.md.
+    pub fn markdown(&self, analysis: &str) -> String {
+        let b = &self.backlog;
+        let mut s = String::new();
+        let ratio = self.ingest.rate / self.ceiling.rate.max(1e-9);
+        let verdict = |ok: bool| if ok { "met" } else { "**missed**" };
+        let _ = writeln!(
+            s,
+            "# textus-relay benchmark\n\n\
+             Generated by `bench/run` on {} ({} CPUs, {}), {} keep-alive connections, {:.0} s per \
+             timed phase, http targets with `concurrency: {}`. The whole run took {:.0} s. \
+             Raw figures: [`results.json`](results.json).\n",
+            self.started,
+            self.cpus,
+            self.cpu_model,
+            self.connections,
+            self.phase_secs,
+            self.target_concurrency,
+            self.took_secs
+        );
+        s.push_str("| figure | measured | target | |\n| --- | --- | --- | --- |\n");
+        let mut row = |f: &str, m: String, t: &str, v: &str| {
+            let _ = writeln!(s, "| {f} | {m} | {t} | {v} |");
+        };
+        row(
+            "ceiling: wrong signature → 401 (HTTP + HMAC, no storage)",
+            format!("{:.0} req/s", self.ceiling.rate),
+            "—",
+            "",
+        );
+        row(
+            "ingest: 200 (durable) with 3 routed http targets, full speed",
+            format!("{:.0} events/s", self.ingest.rate),
+            "—",
+            "",
+        );
+        row(
+            "**ingest ÷ ceiling** (ratio)",
+            format!("{ratio:.2}"),
+            "≥ 0.5",
+            verdict(ratio >= 0.5),
+        );
+        let (n, c, i) = &self.wide;
+        row(
+            &format!("ceiling / ingest / ratio with {n} connections (sensitivity)"),
+            format!(
+                "{:.0} / {:.0} / {:.2}",
+                c.rate,
+                i.rate,
+                i.rate / c.rate.max(1e-9)
+            ),
+            "—",
+            "",
+        );
+        row(
+            "relay CPU per 401 / per durable event with its 3 deliveries",
+            format!(
+                "{:.0} µs / {:.0} µs",
+                self.ceiling.cpu.relay * 1e6 / self.ceiling.rate.max(1e-9),
+                self.ingest.cpu.relay * 1e6 / self.ingest.rate.max(1e-9)
+            ),
+            "—",
+            "",
+        );
+        let a = &self.at_1000.ack;
+        row(
+            "ack latency at 1,000 events/s p50 / p99 / p99.9",
+            format!("{:.2} / {:.2} / {:.2} ms", a.p50_ms, a.p99_ms, a.p999_ms),
+            "p99 ≤ 2 ms",
+            verdict(a.p99_ms <= 2.0),
+        );
+        let a = &self.at_5000.ack;
+        row(
+            "ack latency at 5,000 events/s p50 / p99 / p99.9",
+            format!("{:.2} / {:.2} / {:.2} ms", a.p50_ms, a.p99_ms, a.p999_ms),
+            "—",
+            "",
+        );
+        let expected = 3 * self.ingest.outcome.with_status(200);
+        let lag = if self.ingest.deliveries < expected {
+            format!(
+                " ({} of {expected} delivered within 30 s of the load stopping)",
+                self.ingest.deliveries
+            )
+        } else {
+            format!(
+                " (last delivery {:.1} s after the load stopped)",
+                self.ingest.delivery_tail.as_secs_f64()
+            )
+        };
+        row(
+            "fan-out: deliveries/s to the 3 targets, first send to last delivery of the full-speed ingest run",
+            format!("{:.0} deliveries/s{lag}", self.ingest.fanout),
+            "≥ 20,000",
+            verdict(self.ingest.fanout >= 20_000.0),
+        );
+        let e = &self.at_1000.e2e;
+        row(
+            "end-to-end received → delivered at 1,000 events/s p50 / p99",
+            format!("{:.2} / {:.2} ms", e.p50_ms, e.p99_ms),
+            "—",
+            "",
+        );
+        let e = &self.at_5000.e2e;
+        row(
+            "end-to-end received → delivered at 5,000 events/s p50 / p99",
+            format!("{:.2} / {:.2} ms", e.p50_ms, e.p99_ms),
+            "—",
+            "",
+        );
+        let i = &self.isolation;
+        row(
+            "isolation: healthy p99 without / with a black-holed target (1,000 events/s)",
+            format!(
+                "{:.2} / {:.2} ms",
+                i.without.p99_ms, i.with_black_hole.p99_ms
+            ),
+            "",
+            "",
+        );
+        row(
+            "**isolation ratio** (with ÷ without)",
+            format!("{:.2}", self.isolation_ratio()),
+            "≤ 1.2",
+            verdict(self.isolation_ratio() <= 1.2),
+        );
+        row(
+            "RSS idle",
+            format!("{:.1} MB", mb(self.ceiling.rss_idle)),
+            "≤ 20 MB",
+            verdict(mb(self.ceiling.rss_idle) <= 20.0),
+        );
+        row(
+            "RSS under full load (peak)",
+            format!("{:.1} MB", mb(self.ingest.rss_peak)),
+            "—",
+            "",
+        );
+        let backlog_note = if b.accepted >= 1_000_000 {
+            String::new()
+        } else {
+            format!(
+                "; extrapolated to 1 M: {:.1} MB",
+                self.rss_at_million() / MB
+            )
+        };
+        row(
+            &format!("RSS with {} events queued for a down target", b.accepted),
+            format!("{:.1} MB{backlog_note}", mb(b.rss_with_backlog)),
+            "≤ 64 MB (1 M)",
+            verdict(self.rss_at_million() / MB <= 64.0),
+        );
+        row(
+            "database bytes per queued event (store growth ÷ events)",
+            format!("{:.0} B", self.bytes_per_event()),
+            "—",
+            "",
+        );
+        row(
+            &format!("drain of the {}-event backlog", b.accepted),
+            format!("{:.0} events/s", b.drain_rate),
+            "≥ 10,000",
+            verdict(b.drain_rate >= 10_000.0),
+        );
+        s.push_str(
+            "\n**Ratios to the ceiling carry across machines** (same binary, same generator, same \
+             connections, same CPU contention); absolute rates and latencies are for this \
+             machine only. Everything — relay, generator, sinks — shares the same CPUs, so every \
+             absolute figure is a lower bound on what a dedicated relay host would do.\n\n",
+        );
+        s.push_str("## Latency\n\n![latency percentiles](latency.png)\n\nPercentile (x, log scale) against latency (y, ms, log scale): ");
+        let legend: Vec<String> = plot_labels()
+            .iter()
+            .zip(crate::plot::COLOURS)
+            .map(|(l, (c, _))| format!("{c}: {l}"))
+            .collect();
+        s.push_str(&legend.join("; "));
+        let _ = writeln!(
+            s,
+            ".\n\n## Backlog details\n\nFilled {} of {} requested events in {:.1} s ({:.0} events/s; {} answers other than 200); \
+             the down target (connection refused) burned {} failed attempts meanwhile. Store: {} → {} bytes. \
+             Drain: {} deliveries in {:.1} s{}.\n",
+            b.accepted,
+            b.requested,
+            b.fill_time.as_secs_f64(),
+            b.fill_rate,
+            b.non_200,
+            b.failed_attempts_during_fill,
+            b.store_before,
+            b.store_with_backlog,
+            b.drained,
+            b.drain_time.as_secs_f64(),
+            if b.drain_complete {
+                ""
+            } else {
+                " (**incomplete**: drain budget exhausted)"
+            }
+        );
+        s.push_str(analysis);
+        s
+    }
+
+    /// The curves of the plot, in colour order.
+    pub fn curves(&self) -> Vec<(&'static str, &hdrhistogram::Histogram<u64>)> {
+        let labels = plot_labels();
+        vec![
+            (labels[0], &self.at_1000.ack_curve),
+            (labels[1], &self.at_5000.ack_curve),
+            (labels[2], &self.at_1000.e2e_curve),
+            (labels[3], &self.isolation.without_curve),
+            (labels[4], &self.isolation.with_curve),
+        ]
+    }
+
+    pub fn write(&self, dir: &Path) -> anyhow::Result<()> {
+        let json = serde_json::to_string_pretty(&self.json())?;
+        std::fs::write(dir.join("results.json"), json + "\n")?;
+        crate::plot::percentiles(&dir.join("latency.png"), &self.curves())?;
+        let analysis = std::fs::read_to_string(dir.join("analysis.md")).unwrap_or_default();
+        std::fs::write(dir.join("REPORT.md"), self.markdown(&analysis))?;
+        Ok(())
+    }
+}
+
+fn plot_labels() -> [&'static str; 5] {
+    [
+        "ack latency at 1,000 events/s",
+        "ack latency at 5,000 events/s",
+        "end-to-end (3 targets) at 1,000 events/s",
+        "isolation: healthy end-to-end, other target answering",
+        "isolation: healthy end-to-end, other target black-holed",
+    ]
+}
