@@ -222,25 +222,9 @@ fn cpu_info() -> (usize, String) {
     (cpus, model)
 }
 
-/// Now as `YYYY-MM-DD HH:MM UTC`, without a date crate.
+/// Now as `YYYY-MM-DD HH:MM UTC`, from the relay's own RFC 3339 formatter.
 fn utc_now() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs()) as i64;
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Civil-from-days (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02} UTC",
-        rem / 3600,
-        rem % 3600 / 60
-    )
+    let ms = textus_relay::store::unix_ms(std::time::SystemTime::now());
+    let stamp = textus_relay::targets::rfc3339(ms); // 2026-11-27T01:14:05.123Z
+    format!("{} {} UTC", &stamp[..10], &stamp[11..16])
 }
