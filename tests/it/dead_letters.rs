@@ -197,12 +197,7 @@ async fn the_cli_lists_shows_and_replays_by_target_with_the_token() {
 
 #[tokio::test]
 async fn a_503_until_max_attempts_dead_letter_shows_every_attempt() {
-    let sink = Sink::start(vec![], Reply::Status(503)).await.expect("sink");
-    let yaml = format!(
-        "source: {{ secrets: [\"{SECRET}\"] }}\ntargets:\n  t:\n    kind: http\n    url: \"{}\"\n    retry: {{ initial: 50ms, max_delay: 100ms, max_attempts: 3 }}\nroutes:\n  - events: [\"*\"]\n    to: [t]\n",
-        sink.url("/t")
-    );
-    let relay = TestRelay::start(&yaml).await;
+    let (relay, _sink) = relay_giving_up_after_three_503s().await;
     assert_eq!(relay.post_signed(&fixture("message.failed")).await.0, 200);
     let id = relay.wait_dead_letters(1).await[0]["id"].clone();
     let (_, shown) = relay.admin_get(&format!("/api/v1/dead-letters/{id}")).await;

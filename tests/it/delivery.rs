@@ -79,12 +79,7 @@ async fn a_permanent_400_is_one_attempt_and_one_dead_letter() {
 
 #[tokio::test]
 async fn max_attempts_turns_retries_into_a_dead_letter() {
-    let sink = Sink::start(vec![], Reply::Status(503)).await.expect("sink");
-    let yaml = format!(
-        "source: {{ secrets: [\"{SECRET}\"] }}\ntargets:\n  t:\n    kind: http\n    url: \"{}\"\n    retry: {{ initial: 50ms, max_delay: 100ms, max_attempts: 3 }}\nroutes:\n  - events: [\"*\"]\n    to: [t]\n",
-        sink.url("/t")
-    );
-    let relay = TestRelay::start(&yaml).await;
+    let (relay, sink) = relay_giving_up_after_three_503s().await;
     assert_eq!(relay.post_signed(&fixture("message.failed")).await.0, 200);
     let dead = relay.wait_dead_letters(1).await;
     assert_eq!(dead[0]["attempts"], 3);

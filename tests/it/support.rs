@@ -410,3 +410,14 @@ pub fn http_target(name: &str, url: &str, extra: &str) -> String {
         "  {name}:\n    kind: http\n    url: \"{url}\"\n    retry: {{ initial: 100ms, max_delay: 500ms }}\n{extra}"
     )
 }
+
+/// A relay whose one target `t` always answers 503 and gives up after three quick attempts.
+pub async fn relay_giving_up_after_three_503s() -> (TestRelay, textus_relay::sink::Sink) {
+    use textus_relay::sink::{Reply, Sink};
+    let sink = Sink::start(vec![], Reply::Status(503)).await.expect("sink");
+    let yaml = format!(
+        "source: {{ secrets: [\"{SECRET}\"] }}\ntargets:\n  t:\n    kind: http\n    url: \"{}\"\n    retry: {{ initial: 50ms, max_delay: 100ms, max_attempts: 3 }}\nroutes:\n  - events: [\"*\"]\n    to: [t]\n",
+        sink.url("/t")
+    );
+    (TestRelay::start(&yaml).await, sink)
+}
