@@ -22,7 +22,9 @@ use pingora::protocols::http::ServerSession;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
+use crate::live::Live;
 use crate::metrics::{Metrics, TargetGauges};
+use crate::reload::{AdminConfig, Reloader};
 use crate::store::{ControlChange, Store};
 pub use targets::AdminTarget;
 
@@ -33,9 +35,10 @@ type Answer = (StatusCode, String, &'static str);
 pub struct Admin {
     pub store: Arc<dyn Store>,
     pub metrics: Arc<Metrics>,
-    /// Every target with its settings and health view, in config order.
-    pub targets: Vec<AdminTarget>,
-    pub token: Option<String>,
+    /// The targets and token of the config in force; a reload replaces them.
+    pub config: Arc<Live<AdminConfig>>,
+    /// Serves `POST /api/v1/reload`; `None` answers it 404 (tests without a running relay).
+    pub reloader: Option<Arc<Reloader>>,
     /// Dispatchers currently running; ready when it equals the number of targets.
     pub running: Arc<AtomicUsize>,
     /// The store's file (its WAL sits beside it), for `relay_store_bytes`.
@@ -73,13 +76,16 @@ impl Admin {
 
     /// `Some(401)` for an `/api/` call without the token.
     fn deny(&self, path: &str, credentials: Option<&str>) -> Option<Answer> {
-        (path.starts_with("/api/") && !authorized(self.token.as_deref(), credentials)).then(|| {
-            error(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "a valid admin bearer token is required",
-            )
-        })
+        let config = self.config.get();
+        (path.starts_with("/api/") && !authorized(config.token.as_deref(), credentials)).then(
+            || {
+                error(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    "a valid admin bearer token is required",
+                )
+            },
+        )
     }
 
     /// Everything but dead letters, once authorized.
@@ -104,6 +110,8 @@ impl Admin {
             "/healthz" | "/readyz" | "/metrics" | "/api/v1/targets" if *method != Method::GET => {
                 not_allowed("GET")
             }
+            "/api/v1/reload" if *method != Method::POST => not_allowed("POST"),
+            "/api/v1/reload" => self.reload().await,
             "/healthz" => json_ok(json!({"status": "ok"})),
             "/readyz" => self.ready().await,
             "/metrics" => self.metrics_text().await,
@@ -112,9 +120,32 @@ impl Admin {
         }
     }
 
+    /// `POST /api/v1/reload`: the same as SIGHUP, with the outcome in the answer.
+    async fn reload(&self) -> Answer {
+        let Some(reloader) = &self.reloader else {
+            return error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "reload is not available here",
+            );
+        };
+        match reloader.reload_logged("admin API").await {
+            Ok(report) => json_ok(json!({"reloaded": true, "targets": report})),
+            Err(e) => {
+                let status = match e {
+                    crate::reload::ReloadError::Fleet(_)
+                    | crate::reload::ReloadError::Internal(_) => StatusCode::SERVICE_UNAVAILABLE,
+                    _ => StatusCode::BAD_REQUEST,
+                };
+                error(status, e.code(), &e.to_string())
+            }
+        }
+    }
+
     async fn metrics_text(&self) -> Answer {
+        let config = self.config.get();
         let mut gauges = Vec::new();
-        for target in &self.targets {
+        for target in &config.targets {
             let name = &target.config.name;
             // A store that cannot answer leaves the gauges out rather than reporting zeros.
             if let Ok(c) = self.store.counts(name).await {
@@ -126,6 +157,15 @@ impl Admin {
                 });
             }
         }
+        // Removed targets' queues stay visible, so an alert on queue depth still fires.
+        for o in crate::reload::orphans(self.store.as_ref(), &config).await {
+            gauges.push(TargetGauges {
+                target: o.target,
+                queued: o.queued,
+                dead: o.dead,
+                breaker_open: false,
+            });
+        }
         let bytes = self.store_path.as_ref().map(|p| {
             let size = |p: &std::path::Path| std::fs::metadata(p).map_or(0, |m| m.len());
             size(p) + size(&PathBuf::from(format!("{}-wal", p.display())))
@@ -135,14 +175,15 @@ impl Admin {
     }
 
     async fn ready(&self) -> Answer {
+        let targets = self.config.get().targets.len();
         let running = self.running.load(Ordering::SeqCst);
         let store = self.store.ping().await;
-        let ready = store.is_ok() && running >= self.targets.len();
+        let ready = store.is_ok() && running >= targets;
         let body = json!({
             "ready": ready,
             "store": store.map(|()| "ok".to_string()).unwrap_or_else(|e| e.to_string()),
             "dispatchers_running": running,
-            "targets": self.targets.len(),
+            "targets": targets,
         });
         let status = if ready {
             StatusCode::OK

@@ -21,9 +21,11 @@ use pingora::services::listening::Service;
 use crate::admin::{Admin, AdminTarget};
 use crate::build;
 use crate::config::{Config, Storage};
-use crate::delivery::Dispatcher;
+use crate::delivery::fleet::{Fleet, FleetService};
 use crate::ingress::Ingress;
+use crate::live::Live;
 use crate::metrics::Metrics;
+use crate::reload::{AdminConfig, IngressConfig, Parts, Reloader};
 use crate::store::Store;
 use crate::store::sqlite::{SqliteOptions, SqliteStore};
 
@@ -60,6 +62,8 @@ pub enum StartError {
     },
     #[error(transparent)]
     Build(#[from] build::BuildError),
+    #[error("cannot listen for SIGHUP (config reload): {0}")]
+    Signal(#[source] std::io::Error),
 }
 
 /// Starts every service and blocks until shutdown; then exits the process (pingora's
@@ -99,9 +103,30 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
     server.bootstrap();
     let handing_over = watch_for_upgrade(&server);
 
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let ingress_config = Arc::new(Live::new(IngressConfig {
+        source: config.source.clone(),
+        router: compiled.router.clone(),
+    }));
+    let admin_config = Arc::new(Live::new(AdminConfig {
+        targets: built
+            .iter()
+            .map(|b| AdminTarget {
+                config: b.config.clone(),
+                health: b.health.clone(),
+            })
+            .collect(),
+        token: config.admin.token.clone(),
+    }));
+    let fleet = Arc::new(Fleet::new(
+        store.clone(),
+        metrics.clone(),
+        running.clone(),
+        threads,
+    ));
+
     let ingress = Ingress::new(
-        config.source.clone(),
-        compiled.router.clone(),
+        ingress_config.clone(),
         store.clone(),
         metrics.clone(),
         handing_over,
@@ -125,17 +150,23 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
     }
     server.add_service(ingress);
 
+    let reloader = Arc::new(Reloader::new(
+        config.clone(),
+        Parts {
+            ingress: ingress_config,
+            admin: admin_config.clone(),
+            fleet: fleet.clone(),
+            store: store.clone(),
+            metrics: metrics.clone(),
+        },
+    ));
+    listen_for_sighup(reloader.clone())?;
+
     let admin = Admin {
         store: store.clone(),
         metrics: metrics.clone(),
-        targets: built
-            .iter()
-            .map(|b| AdminTarget {
-                config: b.config.clone(),
-                health: b.health.clone(),
-            })
-            .collect(),
-        token: config.admin.token.clone(),
+        config: admin_config,
+        reloader: Some(reloader),
         running: running.clone(),
         store_path: Some(path.clone()),
     };
@@ -144,18 +175,10 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
     admin.add_tcp(&config.admin.address.to_string());
     server.add_service(admin);
 
-    for b in built {
-        let name = format!("dispatcher {}", b.config.name);
-        let dispatcher = Dispatcher::new(
-            b.config,
-            b.target,
-            b.health,
-            store.clone(),
-            metrics.clone(),
-            running.clone(),
-        );
-        server.add_service(background_service(&name, dispatcher));
-    }
+    server.add_service(background_service(
+        "dispatchers",
+        FleetService::new(fleet, built),
+    ));
     tracing::info!(
         listen = %config.listen.address,
         admin = %config.admin.address,
@@ -164,6 +187,33 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
         "textus-relay starting"
     );
     server.run_forever()
+}
+
+/// Reloads the config on every SIGHUP, on a thread of its own (a reload waits for changed
+/// targets' in-flight attempts). The handler is installed before this returns, so a SIGHUP
+/// from then on never takes its default action, which would end the process.
+fn listen_for_sighup(reloader: Arc<Reloader>) -> Result<(), StartError> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(StartError::Signal)?;
+    let mut hangups = {
+        let _entered = runtime.enter();
+        signal(SignalKind::hangup()).map_err(StartError::Signal)?
+    };
+    std::thread::Builder::new()
+        .name("reload".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                while hangups.recv().await.is_some() {
+                    // The outcome is logged (and counted) by reload_logged.
+                    let _ = reloader.reload_logged("SIGHUP").await;
+                }
+            })
+        })
+        .map(drop)
+        .map_err(StartError::Signal)
 }
 
 /// A flag that turns true once pingora starts handing the listening sockets to a new process

@@ -13,6 +13,7 @@
 //! `max_age` clock of every waiting delivery (`Store::credit_wait`).
 
 pub mod breaker;
+pub mod fleet;
 pub mod health;
 mod hold;
 pub mod rate;
@@ -23,10 +24,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use async_trait::async_trait;
-use pingora::server::ShutdownWatch;
-use pingora::services::background::BackgroundService;
-use tokio::sync::OwnedSemaphorePermit;
+use tokio::sync::{OwnedSemaphorePermit, watch};
+
+/// Turns true when the dispatcher is to stop.
+type ShutdownWatch = watch::Receiver<bool>;
 use tokio::time::Instant;
 use tracing::{error, info, warn};
 
@@ -94,9 +95,10 @@ impl Dispatcher {
     }
 }
 
-#[async_trait]
-impl BackgroundService for Dispatcher {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
+impl Dispatcher {
+    /// Delivers until `stop` turns true (or its sender is dropped), then lets the attempts in
+    /// flight finish.
+    pub async fn run(&self, mut shutdown: watch::Receiver<bool>) {
         let name = self.name().clone();
         self.inner.load_control().await;
         self.running.fetch_add(1, Ordering::SeqCst);
@@ -138,11 +140,13 @@ impl Inner {
         let event_type = job.event_type.as_deref().unwrap_or("");
         let started = std::time::Instant::now();
         let outcome = self.target.deliver(&job, &webhook_id).await;
-        self.metrics.delivery_duration(name, started.elapsed());
+        let took = started.elapsed();
+        let duration_ms = took.as_millis() as u64;
+        self.metrics.delivery_duration(name, took);
         self.observe(&outcome);
         let written = match outcome {
             Outcome::Delivered { status } => {
-                info!(target = name, event_id = %job.event_key, event_type, attempt, status, "delivered");
+                info!(target = name, event_id = %job.event_key, event_type, attempt, status, duration_ms, "delivered");
                 self.metrics.delivery(name, "delivered");
                 self.health.record_success();
                 self.store.ack(job.id).await
@@ -164,8 +168,8 @@ impl Inner {
                 match next {
                     Next::At(at) => {
                         let in_secs = at.duration_since(SystemTime::now()).unwrap_or_default();
-                        warn!(target = name, event_id = %job.event_key, event_type, attempt, status, reason = %reason,
-                            retry_in_ms = in_secs.as_millis() as u64, "delivery failed; will retry");
+                        warn!(target = name, event_id = %job.event_key, event_type, attempt, status, duration_ms,
+                            reason = %reason, retry_in_ms = in_secs.as_millis() as u64, "delivery failed; will retry");
                         self.metrics.delivery(name, "retry");
                         self.store
                             .retry_at(job.id, at, AttemptRecord { status, reason })
@@ -173,15 +177,17 @@ impl Inner {
                     }
                     Next::GiveUp => {
                         let reason = format!("gave up after {attempt} attempts: {reason}");
-                        self.bury(&job, attempt, status, reason).await
+                        self.bury(&job, attempt, status, duration_ms, reason).await
                     }
                 }
             }
             Outcome::Dead {
                 status: Some(410),
                 reason,
-            } => self.gone(&job, reason).await,
-            Outcome::Dead { status, reason } => self.bury(&job, attempt, status, reason).await,
+            } => self.gone(&job, attempt, duration_ms, reason).await,
+            Outcome::Dead { status, reason } => {
+                self.bury(&job, attempt, status, duration_ms, reason).await
+            }
         };
         if let Err(e) = written {
             // The lease will expire and the delivery will be attempted again: at-least-once.
@@ -193,7 +199,13 @@ impl Inner {
     /// target (persisted) and put the delivery back, due at once, so nothing is lost when an
     /// operator points the target somewhere that exists and enables it. The attempt counts,
     /// but retry limits do not apply: only the operator decides.
-    async fn gone(&self, job: &Job, reason: String) -> Result<(), StoreError> {
+    async fn gone(
+        &self,
+        job: &Job,
+        attempt: u32,
+        duration_ms: u64,
+        reason: String,
+    ) -> Result<(), StoreError> {
         let name = &self.config.name;
         self.health.record_error(&reason);
         self.metrics.delivery(name.as_str(), "gone");
@@ -213,8 +225,9 @@ impl Inner {
                 self.health.set_control(control);
             }
         }
-        error!(target = %name, event_id = %job.event_key, reason = %reason,
-            "receiver answered 410 Gone: target disabled, deliveries wait until it is enabled");
+        let event_type = job.event_type.as_deref().unwrap_or("");
+        error!(target = %name, event_id = %job.event_key, event_type, attempt, status = 410u16, duration_ms,
+            reason = %reason, "receiver answered 410 Gone: target disabled, deliveries wait until it is enabled");
         let last = AttemptRecord {
             status: Some(410),
             reason,
@@ -227,11 +240,14 @@ impl Inner {
         job: &Job,
         attempt: u32,
         status: Option<u16>,
+        duration_ms: u64,
         reason: String,
     ) -> Result<(), StoreError> {
         let name = self.config.name.as_str();
+        let event_type = job.event_type.as_deref().unwrap_or("");
         self.health.record_error(&reason);
-        warn!(target = name, event_id = %job.event_key, attempt, status, reason = %reason, "delivery is a dead letter");
+        warn!(target = name, event_id = %job.event_key, event_type, attempt, status, duration_ms,
+            reason = %reason, "delivery is a dead letter");
         self.metrics.delivery(name, "dead");
         self.store
             .bury(job.id, AttemptRecord { status, reason })

@@ -21,9 +21,9 @@ use pingora::protocols::http::ServerSession;
 use pingora::server::ShutdownWatch;
 use tracing::{debug, info, warn};
 
-use crate::config::Source;
+use crate::live::Live;
 use crate::metrics::Metrics;
-use crate::routing::Router;
+use crate::reload::IngressConfig;
 use crate::store::{Ingested, NewEvent, Store};
 pub use reply::{Answer, IngressError};
 use signature::SignatureError;
@@ -47,8 +47,9 @@ struct Reused;
 
 /// The ingress service. One instance serves every connection.
 pub struct Ingress {
-    source: Source,
-    router: Router,
+    /// Source settings and routes; a config reload replaces them, and each request uses the
+    /// ones current when it started.
+    config: Arc<Live<IngressConfig>>,
     store: Arc<dyn Store>,
     metrics: Arc<Metrics>,
     /// Set once a zero-downtime restart began (SIGQUIT): the listening sockets now belong to
@@ -61,15 +62,13 @@ pub struct Ingress {
 
 impl Ingress {
     pub fn new(
-        source: Source,
-        router: Router,
+        config: Arc<Live<IngressConfig>>,
         store: Arc<dyn Store>,
         metrics: Arc<Metrics>,
         handing_over: Arc<AtomicBool>,
     ) -> Self {
         Ingress {
-            source,
-            router,
+            config,
             store,
             metrics,
             handing_over,
@@ -78,11 +77,13 @@ impl Ingress {
 
     /// Decides the answer for one request. Never panics; every branch is an [`Answer`].
     async fn handle(&self, session: &mut ServerSession, shutting_down: bool) -> Answer {
+        let config = self.config.get();
+        let source = &config.source;
         let head = session.req_header();
         if head_bytes(head) > MAX_HEAD_BYTES {
             return IngressError::HeadersTooLarge(MAX_HEAD_BYTES).into();
         }
-        if head.uri.path() != self.source.path {
+        if head.uri.path() != source.path {
             return IngressError::NotFound.into();
         }
         if head.method != http::Method::POST {
@@ -96,47 +97,28 @@ impl Ingress {
             .get(http::header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok());
-        if declared.is_some_and(|n| n > self.source.max_body as u64) {
-            return IngressError::TooLarge(self.source.max_body).into();
+        if declared.is_some_and(|n| n > source.max_body as u64) {
+            return IngressError::TooLarge(source.max_body).into();
         }
         let signature = session
             .get_header("x-textus-signature")
             .map(|v| v.as_bytes().to_vec());
-        let body = match self.read_body(session).await {
+        let body = match read_body(session, source.max_body).await {
             Ok(body) => body,
             Err(e) => return e.into(),
         };
-        match signature::verify(&self.source.secrets, signature.as_deref(), &body) {
+        match signature::verify(&source.secrets, signature.as_deref(), &body) {
             Ok(()) => {}
             Err(SignatureError::Missing) => return IngressError::MissingSignature.into(),
             Err(SignatureError::Mismatch) => return IngressError::BadSignature.into(),
         }
         let signature =
             String::from_utf8_lossy(signature.as_deref().unwrap_or_default()).into_owned();
-        self.accept(body, signature).await
-    }
-
-    /// Reads the whole body, refusing as soon as it passes `max_body` (chunked bodies have no
-    /// length to check up front).
-    async fn read_body(&self, session: &mut ServerSession) -> Result<Bytes, IngressError> {
-        session.set_read_timeout(Some(BODY_READ_TIMEOUT));
-        let mut body = BytesMut::new();
-        loop {
-            match session.read_request_body().await {
-                Ok(Some(chunk)) => {
-                    if body.len() + chunk.len() > self.source.max_body {
-                        return Err(IngressError::TooLarge(self.source.max_body));
-                    }
-                    body.extend_from_slice(&chunk);
-                }
-                Ok(None) => return Ok(body.freeze()),
-                Err(e) => return Err(IngressError::BodyRead(e.to_string())),
-            }
-        }
+        self.accept(&config, body, signature).await
     }
 
     /// Stores a verified body and says how it went.
-    async fn accept(&self, body: Bytes, signature: String) -> Answer {
+    async fn accept(&self, config: &IngressConfig, body: Bytes, signature: String) -> Answer {
         let envelope = envelope::read(&body);
         let (event_type, dead_reason) = match envelope.kind {
             Ok(t) => (Some(t), None),
@@ -146,7 +128,7 @@ impl Ingress {
         let targets = match event_type.as_deref() {
             // The body is parsed in full only when a `when` condition or an order key needs
             // it; routing by type alone needs nothing beyond the envelope.
-            Some(t) => self.router.plan(t, &envelope.key, &body, received_at),
+            Some(t) => config.router.plan(t, &envelope.key, &body, received_at),
             None => Vec::new(),
         };
         let unrouted = targets.is_empty() && dead_reason.is_none();
@@ -159,8 +141,8 @@ impl Ingress {
             received_at,
             targets,
             dead_reason: dead_reason.clone(),
-            dedupe_window: self.source.dedupe_window,
-            keep_unrouted: self.source.keep_unrouted,
+            dedupe_window: config.source.dedupe_window,
+            keep_unrouted: config.source.keep_unrouted,
         };
         let type_label = event_type.as_deref().unwrap_or("");
         match self.store.ingest(event).await {
@@ -254,6 +236,25 @@ impl HttpServerApp for Ingress {
                 debug!(error = %e, "finishing the request failed");
                 None
             }
+        }
+    }
+}
+
+/// Reads the whole body, refusing as soon as it passes `max_body` (chunked bodies have no
+/// length to check up front).
+async fn read_body(session: &mut ServerSession, max_body: usize) -> Result<Bytes, IngressError> {
+    session.set_read_timeout(Some(BODY_READ_TIMEOUT));
+    let mut body = BytesMut::new();
+    loop {
+        match session.read_request_body().await {
+            Ok(Some(chunk)) => {
+                if body.len() + chunk.len() > max_body {
+                    return Err(IngressError::TooLarge(max_body));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(body.freeze()),
+            Err(e) => return Err(IngressError::BodyRead(e.to_string())),
         }
     }
 }

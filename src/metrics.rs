@@ -22,12 +22,16 @@ pub const EVENT_TYPES: [&str; 8] = [
     "contact.created",
 ];
 
-const COUNTERS: [(&str, &str); 3] = [
+const COUNTERS: [(&str, &str); 4] = [
     ("relay_requests_total", "Inbound requests by outcome."),
     ("relay_events_total", "Signed events by type and outcome."),
     (
         "relay_deliveries_total",
         "Delivery attempts by target and outcome.",
+    ),
+    (
+        "relay_config_reloads_total",
+        "Config reloads by outcome (ok, error).",
     ),
 ];
 
@@ -132,6 +136,14 @@ impl Metrics {
         self.inc(
             "relay_deliveries_total",
             format!("target=\"{target}\",outcome=\"{outcome}\""),
+        );
+    }
+
+    /// A config reload was applied (`ok`) or rejected (`error`).
+    pub fn reload(&self, outcome: &str) {
+        self.inc(
+            "relay_config_reloads_total",
+            format!("outcome=\"{outcome}\""),
         );
     }
 

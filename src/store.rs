@@ -364,6 +364,9 @@ pub trait Store: Send + Sync {
     /// returns how many.
     async fn purge(&self, filter: DeadLetterFilter) -> Result<u64, StoreError>;
     async fn counts(&self, target: &TargetId) -> Result<TargetCounts, StoreError>;
+    /// Every target name that still has deliveries (queued, in flight or dead), configured or
+    /// not: after a target is removed from the config its deliveries stay, under its name.
+    async fn targets(&self) -> Result<Vec<TargetId>, StoreError>;
     /// Proves the store can still run a transaction (readiness).
     async fn ping(&self) -> Result<(), StoreError>;
     /// Notified whenever deliveries for `target` are added, so its dispatcher wakes at once.

@@ -92,6 +92,8 @@ async fn show(admin: &Admin, id: DeliveryId) -> Answer {
 
 async fn replay(admin: &Admin, filter: DeadLetterFilter) -> Answer {
     let targets: Vec<TargetId> = admin
+        .config
+        .get()
         .targets
         .iter()
         .map(|t| t.config.name.clone())

@@ -26,18 +26,26 @@ pub struct AdminTarget {
 
 impl Admin {
     pub(super) async fn target_list(&self) -> Answer {
-        let mut out = Vec::with_capacity(self.targets.len());
-        for target in &self.targets {
+        let config = self.config.get();
+        let mut out = Vec::with_capacity(config.targets.len());
+        for target in &config.targets {
             match self.store.counts(&target.config.name).await {
                 Ok(counts) => out.push(view(target, &counts)),
                 Err(e) => return unavailable(&e),
             }
         }
-        json_ok(json!({ "targets": out }))
+        // Targets removed from the config whose deliveries wait in the store.
+        let orphaned = crate::reload::orphans(self.store.as_ref(), &config).await;
+        json_ok(json!({ "targets": out, "unconfigured": orphaned }))
     }
 
     pub(super) async fn control_target(&self, name: &str, change: ControlChange) -> Answer {
-        let Some(target) = self.targets.iter().find(|t| t.config.name.as_str() == name) else {
+        let config = self.config.get();
+        let Some(target) = config
+            .targets
+            .iter()
+            .find(|t| t.config.name.as_str() == name)
+        else {
             return error(
                 StatusCode::NOT_FOUND,
                 "unknown_target",

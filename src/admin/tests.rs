@@ -10,7 +10,9 @@ use serde_json::Value;
 use super::{Admin, AdminTarget};
 use crate::config::Config;
 use crate::delivery::health::TargetHealth;
+use crate::live::Live;
 use crate::metrics::Metrics;
+use crate::reload::AdminConfig;
 use crate::store::sqlite::SqliteStore;
 
 const YAML: &str = "source: { secrets: [s] }\ntargets:\n  t: { kind: http, url: \"http://127.0.0.1:1/\", rate_limit: 1/s, concurrency: 2, ordering: fifo, max_queue: 10 }\nroutes:\n  - events: [\"*\"]\n    to: [t]\n";
@@ -20,11 +22,14 @@ fn admin(dir: &Path, token: Option<&str>) -> Admin {
     Admin {
         store: Arc::new(SqliteStore::open(&dir.join("relay.db")).expect("open")),
         metrics: Arc::new(Metrics::default()),
-        targets: vec![AdminTarget {
-            config: config.targets[0].clone(),
-            health: Arc::new(TargetHealth::default()),
-        }],
-        token: token.map(str::to_owned),
+        config: Arc::new(Live::new(AdminConfig {
+            targets: vec![AdminTarget {
+                config: config.targets[0].clone(),
+                health: Arc::new(TargetHealth::default()),
+            }],
+            token: token.map(str::to_owned),
+        })),
+        reloader: None,
         running: Arc::new(AtomicUsize::new(1)),
         store_path: None,
     }
@@ -89,11 +94,20 @@ async fn pause_and_enable_are_persisted_and_shown() {
 
     let (status, t) = call(&admin, Method::POST, "/api/v1/targets/t/pause", None).await;
     assert_eq!((status, &t["paused"]), (200, &Value::Bool(true)));
-    assert!(admin.targets[0].health.control().paused_at.is_some());
+    assert!(
+        admin.config.get().targets[0]
+            .health
+            .control()
+            .paused_at
+            .is_some()
+    );
     let (_, t) = call(&admin, Method::POST, "/api/v1/targets/t/enable", None).await;
     assert_eq!(t["paused"], false);
     assert_eq!(t["disabled"], false);
-    assert_eq!(admin.targets[0].health.control(), Default::default());
+    assert_eq!(
+        admin.config.get().targets[0].health.control(),
+        Default::default()
+    );
 }
 
 #[tokio::test]

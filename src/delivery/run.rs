@@ -5,14 +5,13 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use pingora::server::ShutdownWatch;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use super::Inner;
 use super::hold::Gate;
 use super::rate::RateLimiter;
+use super::{Inner, ShutdownWatch};
 use crate::store::Job;
 
 /// The longest a dispatcher sleeps without looking at its queue, as a safety net under the
@@ -130,13 +129,16 @@ impl Run {
         shutdown: &mut ShutdownWatch,
     ) -> Step {
         let mut permit = Some(first);
-        for job in jobs {
+        let mut jobs = jobs.into_iter();
+        while let Some(job) = jobs.next() {
             if let Some(limiter) = self.rate.as_mut() {
                 while let Err(wait) = limiter.try_take() {
                     tokio::select! {
                         _ = tokio::time::sleep(wait) => {}
-                        // Claimed but unstarted jobs come back when their lease expires.
-                        _ = shutdown.changed() => return Step::Stop,
+                        _ = shutdown.changed() => {
+                            self.release(std::iter::once(job).chain(jobs)).await;
+                            return Step::Stop;
+                        }
                     }
                 }
             }
@@ -157,5 +159,17 @@ impl Run {
             });
         }
         Step::Next
+    }
+
+    /// Gives claimed but unstarted jobs back at once, so a dispatcher that replaces this one
+    /// (after a reload) need not wait for their leases to expire. One that fails to go back
+    /// still comes back when its lease expires.
+    async fn release(&self, jobs: impl Iterator<Item = Job>) {
+        let name = &self.inner.config.name;
+        for job in jobs {
+            if let Err(e) = self.inner.store.release(job.id).await {
+                warn!(target = %name, event_id = %job.event_key, error = %e, "releasing an unstarted delivery failed");
+            }
+        }
     }
 }

@@ -328,6 +328,13 @@ impl Store for SqliteStore {
         }
     }
 
+    async fn targets(&self) -> Result<Vec<TargetId>, StoreError> {
+        match self.call(Op::Targets).await? {
+            Done::Targets(t) => Ok(t),
+            _ => Err(StoreError::Closed),
+        }
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         self.call(Op::Ping).await.map(drop)
     }

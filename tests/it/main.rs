@@ -14,6 +14,7 @@ mod load;
 mod operations;
 mod policy;
 mod raw;
+mod reload;
 mod restart;
 mod secrets;
 mod slack;

@@ -133,3 +133,65 @@ async fn the_store_stops_growing_under_steady_traffic() {
         "store grew from {early} to {late} bytes: {sizes:?}"
     );
 }
+
+/// `--log-format json`: every line is one JSON object, pingora's own lines included, and each
+/// accepted event and delivery outcome is one line with stable field names.
+#[tokio::test]
+async fn json_logs_carry_one_line_per_event_and_outcome() {
+    use textus_relay::sink::{Reply, Sink};
+    let sink = Sink::start(vec![Reply::Status(503)], Reply::Status(200))
+        .await
+        .expect("sink");
+    let yaml = format!(
+        "source: {{ secrets: [\"{SECRET}\"] }}\ntargets:\n{}routes:\n  - events: [\"*\"]\n    to: [t]\n",
+        http_target("t", &sink.url("/t"), "")
+    );
+    let relay = TestRelay::start_json_logs(&yaml, "info,pingora_core=info").await;
+    let body = fixture_with_id("message.received", "/integrations/logs/1");
+    assert_eq!(relay.post_signed(&body).await.0, 200);
+    sink.wait_for(2, PATIENCE)
+        .await
+        .expect("retried, then delivered");
+
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let lines: Vec<serde_json::Value> = loop {
+        let log = relay.log();
+        let lines: Vec<serde_json::Value> = log
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+            .collect();
+        if lines.iter().any(|l| l["fields"]["message"] == "delivered") {
+            break lines;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{log}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let find = |message: &str| {
+        lines
+            .iter()
+            .find(|l| l["fields"]["message"] == message)
+            .unwrap_or_else(|| panic!("no {message:?} line in {lines:?}"))["fields"]
+            .clone()
+    };
+    let accepted = find("event accepted");
+    assert_eq!(accepted["event_id"], "/integrations/logs/1");
+    assert_eq!(accepted["event_type"], "message.received");
+    for (message, attempt, status) in [
+        ("delivery failed; will retry", 1, 503),
+        ("delivered", 2, 200),
+    ] {
+        let f = find(message);
+        assert_eq!(f["event_id"], "/integrations/logs/1", "{f}");
+        assert_eq!(f["event_type"], "message.received", "{f}");
+        assert_eq!(f["target"], "t", "{f}");
+        assert_eq!(f["attempt"], attempt, "{f}");
+        assert_eq!(f["status"], status, "{f}");
+        assert!(f["duration_ms"].is_u64(), "{f}");
+    }
+    assert!(
+        lines.iter().any(|l| l["target"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("pingora"))),
+        "pingora's own lines are JSON too"
+    );
+}

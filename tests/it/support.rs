@@ -63,6 +63,8 @@ pub struct TestRelay {
     logs: Vec<PathBuf>,
     /// `RUST_LOG` for every process started on this config.
     rust_log: String,
+    /// `--log-format json` instead of the default text.
+    json_logs: bool,
     client: reqwest::Client,
     _owned: Option<tempfile::TempDir>,
 }
@@ -117,15 +119,15 @@ impl TestRelay {
             admin_extra,
             rest,
         };
-        TestRelay::launch_full(layout, rust_log).await
+        TestRelay::launch_full(layout, rust_log, false).await
     }
 
     /// Starts a relay laid out as `layout` says (store elsewhere, TLS, ...).
     pub async fn launch_with(layout: Layout<'_>) -> TestRelay {
-        TestRelay::launch_full(layout, "info").await
+        TestRelay::launch_full(layout, "info", false).await
     }
 
-    async fn launch_full(layout: Layout<'_>, rust_log: &str) -> TestRelay {
+    async fn launch_full(layout: Layout<'_>, rust_log: &str, json_logs: bool) -> TestRelay {
         let Layout {
             dir,
             store,
@@ -149,6 +151,7 @@ impl TestRelay {
             config,
             logs: Vec::new(),
             rust_log: rust_log.to_string(),
+            json_logs,
             client: reqwest::Client::builder()
                 .timeout(PATIENCE)
                 .build()
@@ -157,6 +160,21 @@ impl TestRelay {
         };
         relay.child = Some(relay.spawn(false));
         relay.wait_ready().await;
+        relay
+    }
+
+    /// Starts a relay (store in a temporary folder) that logs JSON, filtered by `rust_log`.
+    pub async fn start_json_logs(rest: &str, rust_log: &str) -> TestRelay {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let layout = Layout {
+            dir: dir.path(),
+            store: &dir.path().join("relay.db"),
+            listen_extra: "",
+            admin_extra: "",
+            rest,
+        };
+        let mut relay = TestRelay::launch_full(layout, rust_log, true).await;
+        relay._owned = Some(dir);
         relay
     }
 
@@ -169,6 +187,9 @@ impl TestRelay {
             self.logs.len()
         ));
         let mut command = Command::new(BIN);
+        if self.json_logs {
+            command.args(["--log-format", "json"]);
+        }
         command.args(["run", "--config"]).arg(&self.config);
         if upgrade {
             command.arg("--upgrade");
@@ -237,6 +258,14 @@ impl TestRelay {
     }
 
     /// Everything every process on this config logged, oldest first.
+    /// The log of the process started last.
+    pub fn last_log(&self) -> String {
+        self.logs
+            .last()
+            .map(|path| std::fs::read_to_string(path).unwrap_or_default())
+            .unwrap_or_default()
+    }
+
     pub fn log(&self) -> String {
         self.logs
             .iter()
@@ -358,6 +387,42 @@ impl TestRelay {
     pub fn wait_exit(&mut self) -> ExitStatus {
         let mut child = self.child.take().expect("relay is running");
         child.wait().expect("relay exits")
+    }
+
+    /// Replaces everything in relay.yaml after `listen`, `admin` and `storage` (the first three
+    /// lines, which a reload cannot change) with `rest`, as an operator editing the file would.
+    pub fn rewrite_config(&self, rest: &str) {
+        let text = std::fs::read_to_string(&self.config).expect("read config");
+        let head: Vec<&str> = text.lines().take(3).collect();
+        std::fs::write(&self.config, format!("{}\n{rest}", head.join("\n"))).expect("write config");
+    }
+
+    /// `POST /api/v1/reload`.
+    pub async fn reload(&self) -> (u16, Value) {
+        self.admin_call(reqwest::Method::POST, "/api/v1/reload", None, None)
+            .await
+    }
+
+    /// Waits until `/api/v1/targets` lists exactly `names` (in config order): the sign that a
+    /// reload (e.g. after SIGHUP) has been applied.
+    pub async fn wait_targets(&self, names: &[&str]) {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let (_, list) = self.admin_get("/api/v1/targets").await;
+            let have: Vec<&str> = list["targets"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|t| t["name"].as_str()).collect())
+                .unwrap_or_default();
+            if have == names {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "expected targets {names:?}, have {have:?}; log:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// `kill -9`: no chance to clean up.

@@ -48,6 +48,7 @@ pub enum Op {
     Control(TargetId, Option<ControlChange>),
     DeadLetters(DeadLetterQuery),
     Counts(TargetId),
+    Targets,
     Ping,
     DeadLetter(DeliveryId),
     /// One slice of a replay: matching dead letters with ids above `after`.
@@ -73,6 +74,7 @@ pub enum Done {
     Claimed(Claimed),
     DeadLetters(Vec<DeadLetter>),
     Counts(TargetCounts),
+    Targets(Vec<TargetId>),
     Control(TargetControl),
     Nothing,
     DeadLetter(Option<DeadLetterDetail>),
@@ -120,6 +122,7 @@ pub fn apply(
         }
         Op::DeadLetters(q) => dead::list(tx, q).map(Done::DeadLetters),
         Op::Counts(target) => counts(tx, target).map(Done::Counts),
+        Op::Targets => targets(tx).map(Done::Targets),
         Op::Ping => tx
             .query_row("SELECT 1", [], |_| Ok(()))
             .map(|()| Done::Nothing),
@@ -360,6 +363,12 @@ fn counts(tx: &Transaction<'_>, target: &TargetId) -> rusqlite::Result<TargetCou
         |r| r.get(0),
     )?;
     Ok(counts)
+}
+
+fn targets(tx: &Transaction<'_>) -> rusqlite::Result<Vec<TargetId>> {
+    let mut stmt = tx.prepare_cached("SELECT DISTINCT target FROM deliveries ORDER BY target")?;
+    let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+    rows.map(|name| name.map(|n| TargetId(n.into()))).collect()
 }
 
 /// Forgets de-duplication keys whose window has passed, in bounded slices.
