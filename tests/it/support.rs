@@ -258,14 +258,6 @@ impl TestRelay {
     }
 
     /// Everything every process on this config logged, oldest first.
-    /// The log of the process started last.
-    pub fn last_log(&self) -> String {
-        self.logs
-            .last()
-            .map(|path| std::fs::read_to_string(path).unwrap_or_default())
-            .unwrap_or_default()
-    }
-
     pub fn log(&self) -> String {
         self.logs
             .iter()
