@@ -316,3 +316,33 @@ async fn secrets_rotate_and_targets_change_on_reload() {
     assert_eq!(got[0].body[..], body[..]);
     assert!(old_sink.received().is_empty());
 }
+
+#[tokio::test]
+async fn a_target_changed_under_load_delivers_everything_acknowledged() {
+    // Slow answers, so attempts are in flight when the dispatcher is replaced.
+    let sink = Sink::start(
+        vec![],
+        Reply::Delay(std::time::Duration::from_millis(30), 200),
+    )
+    .await
+    .expect("sink");
+    let relay = TestRelay::start(&routes_to(&http_target("a", &sink.url("/a"), ""), "a")).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = keep_posting(relay.url("/webhooks/textus"), stop.clone());
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let faster = http_target("a", &sink.url("/a"), "    concurrency: 16\n");
+    relay.rewrite_config(&routes_to(&faster, "a"));
+    let (status, report) = relay.reload().await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["targets"]["changed"], serde_json::json!(["a"]));
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    let sent = load.await.expect("load task");
+
+    assert!(sent.iter().all(|(_, s)| *s == 200), "a request failed");
+    for (id, _) in &sent {
+        wait_for_id(&sink, id).await;
+    }
+    let (_, list) = relay.admin_get("/api/v1/targets").await;
+    assert_eq!(list["targets"][0]["concurrency"], 16, "{list}");
+}
