@@ -2,6 +2,7 @@
 
 mod abuse;
 mod cli;
+mod completions;
 mod config_errors;
 mod crash;
 mod crm;
@@ -16,6 +17,7 @@ mod policy;
 mod raw;
 mod restart;
 mod secrets;
+mod send;
 mod slack;
 mod support;
 mod target_faults;

@@ -10,13 +10,13 @@ use textus_relay::sink::{Reply, Sink};
 use crate::support::*;
 
 /// A CA, and a leaf for localhost and 127.0.0.1 that it signed, written as PEM files.
-struct Chain {
-    ca_pem: String,
-    cert: PathBuf,
-    key: PathBuf,
+pub struct Chain {
+    pub ca_pem: String,
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
-fn make_chain(dir: &Path) -> Chain {
+pub fn make_chain(dir: &Path) -> Chain {
     let ca_key = KeyPair::generate().expect("CA key");
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
