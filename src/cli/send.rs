@@ -6,6 +6,7 @@
 //! never swallows a second send. Exit codes: 0 every event answered 2xx, 1 one did not (or the
 //! relay could not be reached), 2 bad config or usage.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -106,18 +107,26 @@ pub fn run(args: Args) -> ExitCode {
 /// Sends each event in turn; returns how many were not answered 2xx.
 async fn send_all(client: &reqwest::Client, url: &url::Url, secret: &str, types: &[&str]) -> usize {
     let mut failed = 0;
-    for event_type in types {
+    for (sent, event_type) in types.iter().enumerate() {
         match send_one(client, url, secret, event_type).await {
             Ok((status, body)) => {
-                println!("{event_type}: {status} {}", body.trim_end());
+                // Ignoring a closed stdout (`send ... | head -1`): the event was sent and the
+                // exit code still tells how it went.
+                let line = format!("{event_type}: {status} {}\n", body.trim_end());
+                let _ = std::io::stdout().write_all(line.as_bytes());
                 if !status.is_success() {
                     failed += 1;
                     eprintln!("{event_type}: the relay answered {status}{}", hint(status));
                 }
             }
             Err(e) => {
-                failed += 1;
+                // No answer at all: the others would only repeat the same error.
                 eprintln!("{event_type}: {e:#}");
+                let rest = types.len() - sent - 1;
+                if rest > 0 {
+                    eprintln!("not sending the other {rest} event(s)");
+                }
+                return failed + 1 + rest;
             }
         }
     }

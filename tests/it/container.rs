@@ -15,11 +15,11 @@ use textus_relay::sink::{Reply, Sink};
 use crate::support::*;
 
 /// What the final stage of the Dockerfile says.
-struct Image {
+pub struct Image {
     uid: u32,
     gid: u32,
     /// ENTRYPOINT followed by CMD.
-    command: Vec<String>,
+    pub command: Vec<String>,
     healthcheck: Vec<String>,
     /// `(source in the repository, path in the image)` of each COPY from the build context.
     copies: Vec<(String, String)>,
@@ -33,7 +33,7 @@ fn json_args(text: &str) -> Vec<String> {
     serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("not a JSON array: {text}: {e}"))
 }
 
-fn read_dockerfile() -> Image {
+pub fn read_dockerfile() -> Image {
     let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/Dockerfile"))
         .expect("Dockerfile");
     let joined = text.replace("\\\n", " ");

@@ -9,6 +9,7 @@ mod crash;
 mod crm;
 mod dead_letters;
 mod delivery;
+mod deploy;
 mod disk_full;
 mod ingest;
 mod lifecycle;
