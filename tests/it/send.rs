@@ -101,21 +101,7 @@ async fn send_exits_1_with_the_reason_when_the_relay_refuses_or_is_not_there() {
 async fn send_speaks_https_to_a_tls_listener_trusting_the_given_ca() {
     let sink = Sink::start(vec![], Reply::Status(200)).await.expect("sink");
     let dir = tempfile::tempdir().expect("tempdir");
-    let chain = crate::tls::make_chain(dir.path());
-    let listen_extra = format!(
-        ", tls: {{ cert: \"{}\", key: \"{}\" }}",
-        chain.cert.display(),
-        chain.key.display()
-    );
-    let rest = routed_to(&sink);
-    let relay = TestRelay::launch_with(Layout {
-        dir: dir.path(),
-        store: &dir.path().join("relay.db"),
-        listen_extra: &listen_extra,
-        admin_extra: "",
-        rest: &rest,
-    })
-    .await;
+    let (relay, chain) = crate::tls::relay_with_tls(dir.path(), &routed_to(&sink)).await;
     let ca = dir.path().join("ca.pem");
     std::fs::write(&ca, &chain.ca_pem).expect("write CA");
 
