@@ -1,5 +1,5 @@
-//! Command line: `run`, `check`, `demo`, `sign`, `dead-letters`. Errors are reported here, with
-//! context.
+//! Command line: `run`, `check`, `demo`, `sign`, `send`, `health`, `dead-letters`,
+//! `completions`. Errors are reported here, with context.
 //!
 //! Exit codes (design.md §7): 0 ok, 1 runtime failure, 2 bad config or usage.
 
@@ -11,13 +11,18 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::config::Config;
 
+pub mod completions;
 pub mod dead_letters;
+pub mod health;
+mod help;
+pub mod send;
 
 #[derive(Parser, Debug)]
 #[command(
     name = "textus-relay",
     version,
-    about = "Durable relay from TextUs webhooks to Slack, CRMs and HTTP endpoints"
+    about = "Durable relay from TextUs webhooks to Slack, CRMs and HTTP endpoints",
+    after_help = help::TOP
 )]
 pub struct Cli {
     /// Log format: `text` for people, `json` for log pipelines. Filter with RUST_LOG.
@@ -36,6 +41,7 @@ pub enum LogFormat {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the relay.
+    #[command(after_help = help::RUN)]
     Run {
         #[arg(long, short, default_value = "relay.yaml")]
         config: PathBuf,
@@ -44,27 +50,49 @@ pub enum Command {
         upgrade: bool,
     },
     /// Validate a config and show which event types reach which targets.
+    #[command(after_help = help::CHECK)]
     Check {
         #[arg(long, short, default_value = "relay.yaml")]
         config: PathBuf,
     },
     /// Run a self-contained demonstration: a relay, local targets and the eight sample events.
+    #[command(after_help = help::DEMO)]
     Demo,
     /// Print the X-TextUs-Signature that TextUs would send for the body on standard input.
+    #[command(after_help = help::SIGN)]
     Sign {
         #[arg(long)]
         secret: String,
     },
     /// Inspect, replay and purge the dead letters of a running relay, through its admin API.
-    #[command(subcommand)]
+    #[command(subcommand, after_help = help::DEAD_LETTERS)]
     DeadLetters(dead_letters::Action),
+    /// Send signed sample events to a running relay, as TextUs would (fresh ids: never deduped).
+    #[command(after_help = help::SEND)]
+    Send(send::Args),
+    /// Ask a running relay whether it is alive (/healthz) or ready (/readyz); exit 0 or 1.
+    #[command(after_help = help::HEALTH)]
+    Health(health::Args),
+    /// Print a shell completion script.
+    #[command(after_help = help::COMPLETIONS)]
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     // Commands whose output is the point log only warnings, so stderr stays readable.
-    let quiet = matches!(cli.command, Command::Demo | Command::DeadLetters(_));
+    let quiet = matches!(
+        cli.command,
+        Command::Demo
+            | Command::DeadLetters(_)
+            | Command::Send(_)
+            | Command::Health(_)
+            | Command::Completions { .. }
+    );
     init_logging(cli.log_format, quiet);
     match cli.command {
         Command::Run { config, upgrade } => run(&config, upgrade),
@@ -78,6 +106,9 @@ pub fn main() -> ExitCode {
         },
         Command::Sign { secret } => sign(&secret),
         Command::DeadLetters(action) => dead_letters::run(action),
+        Command::Send(args) => send::run(args),
+        Command::Health(args) => health::run(args),
+        Command::Completions { shell } => completions::run(shell),
     }
 }
 

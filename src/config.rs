@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+mod endpoint;
 mod env;
 mod error;
 mod pattern;
@@ -31,6 +32,7 @@ mod tree;
 mod units;
 mod validate;
 
+pub use endpoint::Endpoint;
 pub use error::{ConfigError, Problem};
 pub use pattern::EventPattern;
 pub use template::{BodyTemplate, TemplateSource};

@@ -28,6 +28,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Subcommand, Debug)]
 pub enum Action {
     /// List dead letters, newest first.
+    #[command(after_help = super::help::DEAD_LETTERS_LIST)]
     List {
         #[command(flatten)]
         common: Common,
@@ -38,6 +39,7 @@ pub enum Action {
         limit: usize,
     },
     /// Show one dead letter: its event body and every attempt.
+    #[command(after_help = super::help::DEAD_LETTERS_SHOW)]
     Show {
         #[command(flatten)]
         common: Common,
@@ -45,6 +47,7 @@ pub enum Action {
         id: i64,
     },
     /// Put dead letters back in their targets' queues, due now, with attempts reset.
+    #[command(after_help = super::help::DEAD_LETTERS_REPLAY)]
     Replay {
         #[command(flatten)]
         common: Common,
@@ -54,6 +57,7 @@ pub enum Action {
         filters: Filters,
     },
     /// Delete dead letters (and their events once nothing else needs them).
+    #[command(after_help = super::help::DEAD_LETTERS_PURGE)]
     Purge {
         #[command(flatten)]
         common: Common,
@@ -267,8 +271,9 @@ impl Api {
     }
 }
 
-/// A relay listening on every address (`0.0.0.0`, `[::]`) is reached on loopback.
-fn reachable(address: SocketAddr) -> SocketAddr {
+/// A relay listening on every address (`0.0.0.0`, `[::]`) is reached on loopback (also used
+/// by `send` and `health`).
+pub(crate) fn reachable(address: SocketAddr) -> SocketAddr {
     match address.ip() {
         IpAddr::V4(ip) if ip.is_unspecified() => {
             SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), address.port())

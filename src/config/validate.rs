@@ -19,7 +19,8 @@ use super::{
     units,
 };
 
-const DEFAULT_LISTEN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 8443));
+pub(super) const DEFAULT_LISTEN: SocketAddr =
+    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 8443));
 const DEFAULT_ADMIN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9090));
 const DEFAULT_STORAGE_PATH: &str = "./data/relay.db";
 const DEFAULT_SOURCE_PATH: &str = "/webhooks/textus";
@@ -125,7 +126,7 @@ fn read_config(ctx: &mut Ctx<'_>, root: &Node, file: &Path) -> Option<Config> {
     })
 }
 
-fn socket_addr(text: &str) -> Result<SocketAddr, String> {
+pub(super) fn socket_addr(text: &str) -> Result<SocketAddr, String> {
     text.parse()
         .map_err(|_| "expected IP:PORT, e.g. 0.0.0.0:8443 or [::]:8443".to_owned())
 }
@@ -273,7 +274,7 @@ fn non_empty(text: &str) -> Result<String, String> {
     }
 }
 
-fn source(ctx: &mut Ctx<'_>, node: &Node) -> Option<Source> {
+pub(super) fn source(ctx: &mut Ctx<'_>, node: &Node) -> Option<Source> {
     let m = ctx.mapping(node, "source".to_owned())?;
     ctx.check_keys(
         &m,

@@ -2,11 +2,14 @@
 
 mod abuse;
 mod cli;
+mod completions;
 mod config_errors;
+mod container;
 mod crash;
 mod crm;
 mod dead_letters;
 mod delivery;
+mod deploy;
 mod disk_full;
 mod ingest;
 mod lifecycle;
@@ -17,6 +20,7 @@ mod raw;
 mod reload;
 mod restart;
 mod secrets;
+mod send;
 mod slack;
 mod support;
 mod target_faults;

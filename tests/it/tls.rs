@@ -10,8 +10,8 @@ use textus_relay::sink::{Reply, Sink};
 use crate::support::*;
 
 /// A CA, and a leaf for localhost and 127.0.0.1 that it signed, written as PEM files.
-struct Chain {
-    ca_pem: String,
+pub struct Chain {
+    pub ca_pem: String,
     cert: PathBuf,
     key: PathBuf,
 }
@@ -47,6 +47,25 @@ fn make_chain(dir: &Path) -> Chain {
     }
 }
 
+/// A relay in `dir` serving HTTPS with a fresh chain (`rest` as for [`TestRelay::start`]).
+pub async fn relay_with_tls(dir: &Path, rest: &str) -> (TestRelay, Chain) {
+    let chain = make_chain(dir);
+    let listen_extra = format!(
+        ", tls: {{ cert: \"{}\", key: \"{}\" }}",
+        chain.cert.display(),
+        chain.key.display()
+    );
+    let relay = TestRelay::launch_with(Layout {
+        dir,
+        store: &dir.join("relay.db"),
+        listen_extra: &listen_extra,
+        admin_extra: "",
+        rest,
+    })
+    .await;
+    (relay, chain)
+}
+
 fn rest(sink: &Sink) -> String {
     format!(
         "source: {{ secrets: [\"{SECRET}\"] }}\ntargets:\n{}routes:\n  - events: [\"*\"]\n    to: [t]\n",
@@ -58,21 +77,7 @@ fn rest(sink: &Sink) -> String {
 async fn https_works_with_a_certificate_chain_from_a_private_ca() {
     let sink = Sink::start(vec![], Reply::Status(200)).await.expect("sink");
     let dir = tempfile::tempdir().expect("tempdir");
-    let chain = make_chain(dir.path());
-    let listen_extra = format!(
-        ", tls: {{ cert: \"{}\", key: \"{}\" }}",
-        chain.cert.display(),
-        chain.key.display()
-    );
-    let rest = rest(&sink);
-    let relay = TestRelay::launch_with(Layout {
-        dir: dir.path(),
-        store: &dir.path().join("relay.db"),
-        listen_extra: &listen_extra,
-        admin_extra: "",
-        rest: &rest,
-    })
-    .await;
+    let (relay, chain) = relay_with_tls(dir.path(), &rest(&sink)).await;
 
     let body = fixture("message.received");
     let ca = reqwest::Certificate::from_pem(chain.ca_pem.as_bytes()).expect("CA pem");

@@ -1,0 +1,138 @@
+//! What a client of a running relay's ingress needs from its config (`textus-relay send`):
+//! where it listens, whether with TLS, and `source:` (path and secrets).
+//!
+//! Like [`super::Admin::load`], it reads only the sections it needs and expands `${VAR}` there
+//! only, so `send` works in a shell that has the webhook secret but not the target credentials
+//! or the TLS key the rest of the file names.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use super::error::Problem;
+use super::reader::Ctx;
+use super::tree::{self, Node};
+use super::validate::{DEFAULT_LISTEN, socket_addr, source};
+use super::{ConfigError, Source};
+
+/// The ingress side of a relay, as a sender sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Endpoint {
+    /// `listen.address`.
+    pub address: SocketAddr,
+    /// Whether `listen.tls` is set (its files are not read: a sender does not need them).
+    pub tls: bool,
+    /// `source:`, validated as `run` validates it.
+    pub source: Source,
+}
+
+impl Endpoint {
+    /// Reads and validates `listen:` (without its TLS files) and `source:` of `path`.
+    pub fn load(path: &Path) -> Result<Endpoint, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Endpoint::from_yaml_str(&text, path, &|name| std::env::var(name).ok())
+    }
+
+    /// [`Endpoint::load`] on text read from `file` (used in messages only).
+    pub fn from_yaml_str(
+        text: &str,
+        file: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Endpoint, ConfigError> {
+        let root = tree::parse(text).map_err(|problem| ConfigError::Syntax {
+            file: file.to_owned(),
+            problem,
+        })?;
+        read(&root, env).map_err(|problems| ConfigError::Invalid {
+            file: file.to_owned(),
+            problems,
+        })
+    }
+}
+
+fn read(root: &Node, env: &dyn Fn(&str) -> Option<String>) -> Result<Endpoint, Vec<Problem>> {
+    let mut ctx = Ctx::new(env);
+    let endpoint = ctx.mapping(root, String::new()).and_then(|top| {
+        let (address, tls) = match top.present("listen") {
+            None => (Some(DEFAULT_LISTEN), false),
+            Some(node) => match ctx.mapping(node, "listen".to_owned()) {
+                None => (None, false),
+                Some(m) => {
+                    ctx.check_keys(&m, &["address", "tls"]);
+                    let address = ctx
+                        .field(&m, "address", "address", socket_addr)
+                        .or(DEFAULT_LISTEN);
+                    (address, m.present("tls").is_some())
+                }
+            },
+        };
+        let source = ctx
+            .required(&top, "source")
+            .and_then(|node| source(&mut ctx, node));
+        Some(Endpoint {
+            address: address?,
+            tls,
+            source: source?,
+        })
+    });
+    match endpoint {
+        Some(endpoint) if ctx.problems.is_empty() => Ok(endpoint),
+        _ => {
+            if ctx.problems.is_empty() {
+                ctx.report(root.at, "", "invalid listen or source section");
+            }
+            Err(ctx.problems.into_sorted())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(yaml: &str, env: &[(&str, &str)]) -> Result<Endpoint, ConfigError> {
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let lookup = move |name: &str| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+        Endpoint::from_yaml_str(yaml, Path::new("relay.yaml"), &lookup)
+    }
+
+    #[test]
+    fn reads_listen_and_source_and_ignores_targets_it_cannot_expand() {
+        let yaml = "listen: { address: 127.0.0.1:8000, tls: { cert: /nonexistent.crt, key: /nonexistent.key } }
+source: { path: /in, secrets: [\"${SECRET}\", old] }
+targets:
+  t: { kind: http, url: \"${NOT_SET_ANYWHERE}\" }
+routes: [ { events: [\"*\"], to: [t] } ]
+";
+        let endpoint = load(yaml, &[("SECRET", "textus-new")]).expect("valid");
+        assert_eq!(endpoint.address, "127.0.0.1:8000".parse().expect("addr"));
+        assert!(endpoint.tls);
+        assert_eq!(endpoint.source.path, "/in");
+        assert_eq!(endpoint.source.secrets, ["textus-new", "old"]);
+    }
+
+    #[test]
+    fn defaults_to_the_relays_listen_address() {
+        let endpoint = load("source: { secrets: [s] }\n", &[]).expect("valid");
+        assert_eq!(endpoint.address, DEFAULT_LISTEN);
+        assert!(!endpoint.tls);
+        assert_eq!(endpoint.source.path, "/webhooks/textus");
+    }
+
+    #[test]
+    fn a_missing_secret_or_bad_address_is_reported_with_its_path() {
+        let err = load(
+            "listen: { address: nowhere }\nsource: { secrets: [\"${UNSET_SECRET}\"] }\n",
+            &[],
+        )
+        .expect_err("invalid");
+        let text = err.to_string();
+        assert!(text.contains("listen.address"), "{text}");
+        assert!(text.contains("UNSET_SECRET"), "{text}");
+    }
+}
