@@ -58,6 +58,12 @@ pub enum Command {
     /// Inspect, replay and purge the dead letters of a running relay, through its admin API.
     #[command(subcommand)]
     DeadLetters(dead_letters::Action),
+    /// Print the JSON Schema of relay.yaml (for editors), or with --markdown its reference.
+    Schema {
+        /// Print the configuration reference (docs/config-reference.md) instead.
+        #[arg(long)]
+        markdown: bool,
+    },
 }
 
 /// Entry point of the binary.
@@ -78,6 +84,7 @@ pub fn main() -> ExitCode {
         },
         Command::Sign { secret } => sign(&secret),
         Command::DeadLetters(action) => dead_letters::run(action),
+        Command::Schema { markdown } => crate::config::schema::print(markdown),
     }
 }
 
