@@ -15,6 +15,7 @@ mod operations;
 mod policy;
 mod raw;
 mod restart;
+mod schema;
 mod secrets;
 mod slack;
 mod support;

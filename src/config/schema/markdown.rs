@@ -14,14 +14,14 @@ use serde_json::{Map, Value};
 
 use super::KEY_LISTS;
 
-const DEFS: &str = "#/$defs/";
+const DEFS: &str = "#/definitions/";
 
 /// The reference, as Markdown with a final newline.
 pub fn markdown() -> String {
     let schema = super::value();
     let mut doc = Doc {
         defs: schema
-            .get("$defs")
+            .get("definitions")
             .and_then(Value::as_object)
             .cloned()
             .unwrap_or_default(),
@@ -200,6 +200,14 @@ impl Doc {
                 }
             };
             return format!("[object](#{})", slug(&heading));
+        }
+        // Draft-07 ignores the siblings of a `$ref`, so a described reference is wrapped.
+        if let Some([only]) = schema
+            .get("allOf")
+            .and_then(Value::as_array)
+            .map(Vec::as_slice)
+        {
+            return self.describe(path, only, children);
         }
         if let Some(value) = schema.get("const") {
             return format!("`{}`", plain(value));

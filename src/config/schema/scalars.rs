@@ -38,7 +38,7 @@ fn text(inner: &str, description: &str, examples: Value) -> Schema {
 }
 
 /// Implements [`JsonSchema`] for a marker type with a schema built by `$schema`, kept in the
-/// schema's `$defs` under `$name` so editors and the reference show one description for it.
+/// schema's `definitions` under `$name` so editors and the reference show one description for it.
 macro_rules! scalar {
     ($(#[$doc:meta])* $ty:ident, $name:literal, $schema:expr) => {
         $(#[$doc])*

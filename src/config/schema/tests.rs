@@ -26,8 +26,8 @@ impl Objects {
     fn resolve<'s>(root: &'s Value, schema: &'s Value) -> &'s Value {
         match schema.get("$ref").and_then(Value::as_str) {
             Some(reference) => {
-                let name = reference.trim_start_matches("#/$defs/");
-                &root["$defs"][name]
+                let name = reference.trim_start_matches("#/definitions/");
+                &root["definitions"][name]
             }
             None => schema,
         }
@@ -55,12 +55,12 @@ impl Objects {
                 format!("{path}.{key}")
             }
         };
-        for alternative in schema
-            .get("anyOf")
-            .and_then(Value::as_array)
+        // `allOf: [{ $ref }]` is how draft-07 gives a reference a description.
+        let alternatives = ["anyOf", "allOf"]
             .into_iter()
-            .flatten()
-        {
+            .filter_map(|key| schema.get(key).and_then(Value::as_array))
+            .flatten();
+        for alternative in alternatives {
             self.visit(root, name, path, alternative);
         }
         if let Some(variants) = schema.get("oneOf").and_then(Value::as_array) {
@@ -230,20 +230,19 @@ fn fill_defaults(
 ) {
     let (schema, at) = match schema.get("$ref").and_then(Value::as_str) {
         Some(reference) => (
-            &root["$defs"][reference.trim_start_matches("#/$defs/")],
+            &root["definitions"][reference.trim_start_matches("#/definitions/")],
             reference.to_owned(),
         ),
         None => (schema, at),
     };
-    for (i, alternative) in schema
-        .get("anyOf")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .enumerate()
-    {
-        if alternative.get("type") != Some(&json!("null")) {
-            fill_defaults(root, alternative, format!("{at}/anyOf/{i}"), instance, used);
+    for key in ["anyOf", "allOf"] {
+        let alternatives = schema
+            .get(key)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten();
+        for (i, alternative) in alternatives.enumerate() {
+            fill_defaults(root, alternative, format!("{at}/{key}/{i}"), instance, used);
         }
     }
     if let Some(variants) = schema.get("oneOf").and_then(Value::as_array) {
@@ -301,9 +300,9 @@ fn all_defaults(schema: &Value, at: String, found: &mut BTreeSet<String>) {
             "default" => {
                 found.insert(at.clone());
             }
-            "$defs" => {
+            "definitions" => {
                 for (name, def) in value.as_object().into_iter().flatten() {
-                    all_defaults(def, format!("#/$defs/{name}"), found);
+                    all_defaults(def, format!("#/definitions/{name}"), found);
                 }
             }
             "properties" => {
@@ -311,7 +310,7 @@ fn all_defaults(schema: &Value, at: String, found: &mut BTreeSet<String>) {
                     all_defaults(property, format!("{at}/properties/{name}"), found);
                 }
             }
-            "anyOf" | "oneOf" => {
+            "anyOf" | "allOf" | "oneOf" => {
                 for (i, alternative) in value.as_array().into_iter().flatten().enumerate() {
                     all_defaults(alternative, format!("{at}/{key}/{i}"), found);
                 }
@@ -369,8 +368,8 @@ fn validator(name: &str) -> jsonschema::Validator {
     let schema = value();
     let standalone = json!({
         "$schema": schema["$schema"],
-        "$defs": schema["$defs"],
-        "$ref": format!("#/$defs/{name}"),
+        "definitions": schema["definitions"],
+        "$ref": format!("#/definitions/{name}"),
     });
     jsonschema::validator_for(&standalone).expect("a valid schema")
 }
