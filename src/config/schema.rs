@@ -34,6 +34,29 @@ use scalars::{
     Priority, Rate, Secret, Size, StorageKind, TargetName, Template, UrlTemplate, Whole,
 };
 
+/// Implements [`JsonSchema`] for a marker type whose schema is written inline where it is
+/// used (no definition of its own), built by `$schema` with the generator as `$generator`.
+macro_rules! inline_type {
+    ($(#[$doc:meta])* $ty:ident, |$generator:ident| $schema:expr) => {
+        $(#[$doc])*
+        pub(super) struct $ty;
+
+        impl JsonSchema for $ty {
+            fn inline_schema() -> bool {
+                true
+            }
+
+            fn schema_name() -> Cow<'static, str> {
+                stringify!($ty).into()
+            }
+
+            fn json_schema($generator: &mut SchemaGenerator) -> Schema {
+                $schema
+            }
+        }
+    };
+}
+
 mod markdown;
 mod scalars;
 #[cfg(test)]
@@ -250,26 +273,15 @@ struct SlackTarget {
     delivery: Delivery,
 }
 
-/// Slack messages by event type.
-struct SlackTemplates;
-
-impl JsonSchema for SlackTemplates {
-    fn inline_schema() -> bool {
-        true
-    }
-
-    fn schema_name() -> Cow<'static, str> {
-        "SlackTemplates".into()
-    }
-
-    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
-        json_schema!({
-            "type": "object",
-            "propertyNames": { "pattern": scalars::EVENT_TYPE_OR_ANY },
-            "additionalProperties": generator.subschema_for::<SlackTemplate>(),
-        })
-    }
-}
+inline_type!(
+    /// Slack messages by event type.
+    SlackTemplates,
+    |generator| json_schema!({
+        "type": "object",
+        "propertyNames": { "pattern": scalars::EVENT_TYPE_OR_ANY },
+        "additionalProperties": generator.subschema_for::<SlackTemplate>(),
+    })
+);
 
 /// The message for one event type: `text`, `blocks` or both.
 #[derive(JsonSchema)]
@@ -283,27 +295,16 @@ struct SlackTemplate {
     blocks: Option<Blocks>,
 }
 
-/// Slack blocks: a list, or a template.
-struct Blocks;
-
-impl JsonSchema for Blocks {
-    fn inline_schema() -> bool {
-        true
-    }
-
-    fn schema_name() -> Cow<'static, str> {
-        "Blocks".into()
-    }
-
-    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
-        json_schema!({
-            "anyOf": [
-                { "type": "array" },
-                generator.subschema_for::<Template>(),
-            ],
-        })
-    }
-}
+inline_type!(
+    /// Slack blocks: a list, or a template.
+    Blocks,
+    |generator| json_schema!({
+        "anyOf": [
+            { "type": "array" },
+            generator.subschema_for::<Template>(),
+        ],
+    })
+);
 
 #[derive(JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -389,28 +390,17 @@ struct Delivery {
     on_full: Option<OnFull>,
 }
 
-/// `unordered`, `fifo` or `{ key: TEMPLATE }`.
-struct Ordering;
-
-impl JsonSchema for Ordering {
-    fn inline_schema() -> bool {
-        true
-    }
-
-    fn schema_name() -> Cow<'static, str> {
-        "Ordering".into()
-    }
-
-    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
-        json_schema!({
-            "anyOf": [
-                { "type": "string", "enum": ["unordered", "fifo"] },
-                { "type": "string", "pattern": scalars::ENV_REF },
-                generator.subschema_for::<OrderingKey>(),
-            ],
-        })
-    }
-}
+inline_type!(
+    /// `unordered`, `fifo` or `{ key: TEMPLATE }`.
+    Ordering,
+    |generator| json_schema!({
+        "anyOf": [
+            { "type": "string", "enum": ["unordered", "fifo"] },
+            { "type": "string", "pattern": scalars::ENV_REF },
+            generator.subschema_for::<OrderingKey>(),
+        ],
+    })
+);
 
 /// Fifo per rendered key.
 #[derive(JsonSchema)]

@@ -240,50 +240,28 @@ impl<const MIN: u64, const MAX: u64> JsonSchema for Whole<MIN, MAX> {
     }
 }
 
-/// Implements [`JsonSchema`] for a marker type whose values are words, written inline.
-macro_rules! words {
-    ($(#[$doc:meta])* $ty:ident, $schema:expr) => {
-        $(#[$doc])*
-        pub(super) struct $ty;
-
-        impl JsonSchema for $ty {
-            fn inline_schema() -> bool {
-                true
-            }
-
-            fn schema_name() -> Cow<'static, str> {
-                stringify!($ty).into()
-            }
-
-            fn json_schema(_: &mut SchemaGenerator) -> Schema {
-                $schema
-            }
-        }
-    };
-}
-
-words!(
+inline_type!(
     /// `storage.kind`: only `sqlite` in this build.
     StorageKind,
-    one_of(&["sqlite"])
+    |_generator| one_of(&["sqlite"])
 );
 
-words!(
+inline_type!(
     /// `routes[].priority`.
     Priority,
-    one_of(&["high", "normal"])
+    |_generator| one_of(&["high", "normal"])
 );
 
-words!(
+inline_type!(
     /// A target's `on_full`.
     OnFull,
-    one_of(&["reject", "dead_letter"])
+    |_generator| one_of(&["reject", "dead_letter"])
 );
 
-words!(
+inline_type!(
     /// A crm target's `method`, in any letter case.
     Method,
-    one_of_any_case(&["GET", "POST", "PUT", "PATCH", "DELETE"])
+    |_generator| one_of_any_case(&["GET", "POST", "PUT", "PATCH", "DELETE"])
 );
 
 /// One of `words` exactly, or a `${VAR}` reference.
