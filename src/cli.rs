@@ -79,6 +79,13 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+    /// Print the JSON Schema of relay.yaml (for editors), or with --markdown its reference.
+    #[command(after_help = help::SCHEMA)]
+    Schema {
+        /// Print the configuration reference (docs/config-reference.md) instead.
+        #[arg(long)]
+        markdown: bool,
+    },
 }
 
 /// Entry point of the binary.
@@ -92,6 +99,7 @@ pub fn main() -> ExitCode {
             | Command::Send(_)
             | Command::Health(_)
             | Command::Completions { .. }
+            | Command::Schema { .. }
     );
     init_logging(cli.log_format, quiet);
     match cli.command {
@@ -109,6 +117,7 @@ pub fn main() -> ExitCode {
         Command::Send(args) => send::run(args),
         Command::Health(args) => health::run(args),
         Command::Completions { shell } => completions::run(shell),
+        Command::Schema { markdown } => crate::config::schema::print(markdown),
     }
 }
 

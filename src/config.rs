@@ -22,6 +22,7 @@ mod env;
 mod error;
 mod pattern;
 mod reader;
+pub mod schema;
 mod syntax;
 mod targets;
 mod template;

@@ -54,6 +54,12 @@ Examples:
   textus-relay completions zsh > \"${fpath[1]}/_textus-relay\"
   textus-relay completions fish > ~/.config/fish/completions/textus-relay.fish";
 
+pub const SCHEMA: &str = "\
+Examples:
+  textus-relay schema > relay.schema.json        # then in relay.yaml's first line:
+                                                 # yaml-language-server: $schema=relay.schema.json
+  textus-relay schema --markdown > config-reference.md";
+
 pub const DEAD_LETTERS: &str = "\
 Examples:
   textus-relay dead-letters list --config relay.yaml --target warehouse

@@ -18,11 +18,12 @@ use super::reader::{Ctx, Entry, Mapping, boolean, child, integer};
 use super::tree::Node;
 use super::{HttpTarget, Rate, RetryPolicy, Signing, Target, TargetId, TargetKind, units};
 
-mod crm;
-mod policy;
-mod slack;
+pub(super) mod crm;
+pub(super) mod policy;
+pub(super) mod slack;
 
-const HTTP_KEYS: &[&str] = &[
+/// Keys of a `kind: http` target.
+pub(super) const HTTP_KEYS: &[&str] = &[
     "kind",
     "url",
     "headers",
@@ -52,6 +53,12 @@ const RESERVED_HEADERS: &[&str] = &[
 ];
 
 const DEFAULT_CONCURRENCY: usize = 4;
+/// Largest `concurrency`.
+pub(super) const MAX_CONCURRENCY: u64 = 1024;
+/// Keys of `signing:`.
+pub(super) const SIGNING_KEYS: &[&str] = &["secret"];
+/// Keys of `retry:`.
+pub(super) const RETRY_KEYS: &[&str] = &["initial", "max_delay", "max_age", "max_attempts"];
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Slack's limit per incoming webhook: one message per second.
@@ -142,8 +149,9 @@ fn target(ctx: &mut Ctx<'_>, name: Option<TargetId>, node: &Node, path: String) 
     };
     let concurrency = ctx
         .field(&m, "concurrency", "concurrency", |s| {
-            // At most 1024, so the conversion cannot fail.
-            integer(s, 1, 1024).map(|n| usize::try_from(n).unwrap_or(DEFAULT_CONCURRENCY))
+            // At most MAX_CONCURRENCY, so the conversion cannot fail.
+            integer(s, 1, MAX_CONCURRENCY)
+                .map(|n| usize::try_from(n).unwrap_or(DEFAULT_CONCURRENCY))
         })
         .or(DEFAULT_CONCURRENCY);
     let timeout = ctx
@@ -282,7 +290,7 @@ const INVALID_HEADER_VALUE: &str =
 
 fn signing(ctx: &mut Ctx<'_>, node: &Node, path: String) -> Option<Signing> {
     let m = ctx.mapping(node, path)?;
-    ctx.check_keys(&m, &["secret"]);
+    ctx.check_keys(&m, SIGNING_KEYS);
     let secret = ctx.required(&m, "secret")?;
     // Never quoted: this is the signing key itself.
     let key = ctx.convert(secret, &child(&m.path, "secret"), |t| signing_key(&t.value))?;
@@ -312,7 +320,7 @@ fn signing_key(secret: &str) -> Result<Vec<u8>, String> {
 
 fn retry(ctx: &mut Ctx<'_>, node: &Node, path: String) -> Option<RetryPolicy> {
     let m = ctx.mapping(node, path)?;
-    ctx.check_keys(&m, &["initial", "max_delay", "max_age", "max_attempts"]);
+    ctx.check_keys(&m, RETRY_KEYS);
     let defaults = RetryPolicy::default();
     let initial = ctx
         .field(&m, "initial", "duration", positive)

@@ -28,6 +28,21 @@ const DEFAULT_MAX_BODY: usize = 1 << 20;
 const DEFAULT_DEDUPE_WINDOW: Duration = Duration::from_secs(24 * 3600);
 const DEFAULT_DEAD_LETTER_RETENTION: Duration = Duration::from_secs(14 * 86_400);
 
+// The keys of each section. The schema (`schema.rs`) lists the same keys; its tests compare.
+pub(super) const TOP_KEYS: &[&str] = &["listen", "admin", "storage", "source", "targets", "routes"];
+pub(super) const LISTEN_KEYS: &[&str] = &["address", "tls"];
+pub(super) const TLS_KEYS: &[&str] = &["cert", "key"];
+pub(super) const ADMIN_KEYS: &[&str] = &["address", "token"];
+pub(super) const STORAGE_KEYS: &[&str] = &["kind", "path", "dead_letter_retention"];
+pub(super) const SOURCE_KEYS: &[&str] = &[
+    "path",
+    "secrets",
+    "max_body",
+    "dedupe_window",
+    "keep_unrouted",
+];
+pub(super) const ROUTE_KEYS: &[&str] = &["events", "to", "when", "priority"];
+
 /// Validates the whole document; every problem found, sorted by position, on failure.
 pub(super) fn config(
     root: &Node,
@@ -77,10 +92,7 @@ pub(super) fn admin_only(
 
 fn read_config(ctx: &mut Ctx<'_>, root: &Node, file: &Path) -> Option<Config> {
     let top = ctx.mapping(root, String::new())?;
-    ctx.check_keys(
-        &top,
-        &["listen", "admin", "storage", "source", "targets", "routes"],
-    );
+    ctx.check_keys(&top, TOP_KEYS);
     let listen = top.present("listen").map_or_else(
         || {
             Some(Listen {
@@ -133,7 +145,7 @@ pub(super) fn socket_addr(text: &str) -> Result<SocketAddr, String> {
 
 fn listen(ctx: &mut Ctx<'_>, node: &Node) -> Option<Listen> {
     let m = ctx.mapping(node, "listen".to_owned())?;
-    ctx.check_keys(&m, &["address", "tls"]);
+    ctx.check_keys(&m, LISTEN_KEYS);
     let address = ctx
         .field(&m, "address", "address", socket_addr)
         .or(DEFAULT_LISTEN);
@@ -149,7 +161,7 @@ fn listen(ctx: &mut Ctx<'_>, node: &Node) -> Option<Listen> {
 
 fn tls(ctx: &mut Ctx<'_>, node: &Node) -> Option<Tls> {
     let m = ctx.mapping(node, "listen.tls".to_owned())?;
-    ctx.check_keys(&m, &["cert", "key"]);
+    ctx.check_keys(&m, TLS_KEYS);
     let mut file = |key: &str| {
         let node = ctx.required(&m, key)?;
         ctx.convert(node, &child(&m.path, key), readable_file)
@@ -198,7 +210,7 @@ fn readable_file(text: &Text) -> Result<PathBuf, String> {
 
 fn admin(ctx: &mut Ctx<'_>, node: &Node) -> Option<Admin> {
     let m = ctx.mapping(node, "admin".to_owned())?;
-    ctx.check_keys(&m, &["address", "token"]);
+    ctx.check_keys(&m, ADMIN_KEYS);
     let address = ctx
         .field(&m, "address", "address", socket_addr)
         .or(DEFAULT_ADMIN);
@@ -245,7 +257,7 @@ fn storage(ctx: &mut Ctx<'_>, node: &Node) -> Option<Storage> {
     };
     // The other keys depend on the kind; with an unusable kind they cannot be judged.
     kind?;
-    ctx.check_keys(&m, &["kind", "path", "dead_letter_retention"]);
+    ctx.check_keys(&m, STORAGE_KEYS);
     let path = ctx
         .field(&m, "path", "path", non_empty)
         .or(DEFAULT_STORAGE_PATH.to_owned());
@@ -276,16 +288,7 @@ fn non_empty(text: &str) -> Result<String, String> {
 
 pub(super) fn source(ctx: &mut Ctx<'_>, node: &Node) -> Option<Source> {
     let m = ctx.mapping(node, "source".to_owned())?;
-    ctx.check_keys(
-        &m,
-        &[
-            "path",
-            "secrets",
-            "max_body",
-            "dedupe_window",
-            "keep_unrouted",
-        ],
-    );
+    ctx.check_keys(&m, SOURCE_KEYS);
     let path = ctx
         .field(&m, "path", "path", url_path)
         .or(DEFAULT_SOURCE_PATH.to_owned());
@@ -365,7 +368,7 @@ fn routes(ctx: &mut Ctx<'_>, node: &Node, targets: &[String]) -> Option<Vec<Rout
 
 fn route(ctx: &mut Ctx<'_>, node: &Node, path: String, targets: &[String]) -> Option<Route> {
     let m = ctx.mapping(node, path)?;
-    ctx.check_keys(&m, &["events", "to", "when", "priority"]);
+    ctx.check_keys(&m, ROUTE_KEYS);
     let events = non_empty_list(
         ctx,
         &m,

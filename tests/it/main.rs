@@ -19,6 +19,7 @@ mod policy;
 mod raw;
 mod reload;
 mod restart;
+mod schema;
 mod secrets;
 mod send;
 mod slack;

@@ -14,7 +14,8 @@ use super::super::tree::Node;
 use super::super::{CrmAuth, CrmTarget};
 use super::{INVALID_HEADER_VALUE, headers, http_url};
 
-pub(super) const KEYS: &[&str] = &[
+/// Keys of a `kind: crm` target.
+pub(in crate::config) const KEYS: &[&str] = &[
     "kind",
     "method",
     "url",
@@ -31,7 +32,13 @@ pub(super) const KEYS: &[&str] = &[
     "on_full",
 ];
 
-const AUTH_SCHEMES: &[&str] = &["bearer", "basic", "oauth2"];
+/// Keys of `auth:`, one of which is set.
+pub(in crate::config) const AUTH_SCHEMES: &[&str] = &["bearer", "basic", "oauth2"];
+/// Keys of `auth.basic:`.
+pub(in crate::config) const BASIC_KEYS: &[&str] = &["username", "password"];
+/// Keys of `auth.oauth2:`.
+pub(in crate::config) const OAUTH2_KEYS: &[&str] =
+    &["token_url", "client_id", "client_secret", "scope"];
 
 pub(super) fn crm_target(ctx: &mut Ctx<'_>, m: &Mapping<'_>) -> Option<CrmTarget> {
     let method = ctx.field(m, "method", "method", method).or(Method::POST);
@@ -209,7 +216,7 @@ fn bearer(ctx: &mut Ctx<'_>, node: &Node, path: &str) -> Option<CrmAuth> {
 
 fn basic(ctx: &mut Ctx<'_>, node: &Node, path: String) -> Option<CrmAuth> {
     let m = ctx.mapping(node, path)?;
-    ctx.check_keys(&m, &["username", "password"]);
+    ctx.check_keys(&m, BASIC_KEYS);
     let username = ctx.required(&m, "username").and_then(|node| {
         ctx.convert(node, &child(&m.path, "username"), |t| {
             if t.value.is_empty() {
@@ -231,7 +238,7 @@ fn basic(ctx: &mut Ctx<'_>, node: &Node, path: String) -> Option<CrmAuth> {
 
 fn oauth2(ctx: &mut Ctx<'_>, node: &Node, path: String) -> Option<CrmAuth> {
     let m = ctx.mapping(node, path)?;
-    ctx.check_keys(&m, &["token_url", "client_id", "client_secret", "scope"]);
+    ctx.check_keys(&m, OAUTH2_KEYS);
     let token_url = ctx
         .required(&m, "token_url")
         .and_then(|node| ctx.parse(node, &child(&m.path, "token_url"), "URL", http_url));

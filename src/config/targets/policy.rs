@@ -12,9 +12,14 @@ use super::super::{BreakerPolicy, DeliveryOrder, OnFull};
 use super::positive;
 
 /// Largest `breaker.failures`: beyond this the breaker would never open in practice.
-const MAX_FAILURES: u64 = 1_000_000;
+pub(in crate::config) const MAX_FAILURES: u64 = 1_000_000;
 /// Largest `max_queue`: far beyond what one SQLite file should hold pending for one target.
-const MAX_QUEUE: u64 = 1_000_000_000;
+pub(in crate::config) const MAX_QUEUE: u64 = 1_000_000_000;
+
+/// Keys of `breaker:`.
+pub(in crate::config) const BREAKER_KEYS: &[&str] = &["failures", "probe"];
+/// Keys of `ordering: { key: ... }`.
+pub(in crate::config) const ORDERING_KEY_KEYS: &[&str] = &["key"];
 
 /// The four policy keys of one target, each `None` when invalid (already reported).
 pub(super) struct Policy {
@@ -55,7 +60,7 @@ pub(super) fn policy(ctx: &mut Ctx<'_>, m: &Mapping<'_>) -> Policy {
 
 fn breaker(ctx: &mut Ctx<'_>, node: &Node, path: String) -> Option<BreakerPolicy> {
     let m = ctx.mapping(node, path)?;
-    ctx.check_keys(&m, &["failures", "probe"]);
+    ctx.check_keys(&m, BREAKER_KEYS);
     let defaults = BreakerPolicy::default();
     let failures = ctx
         .field(&m, "failures", "failures", |s| {
@@ -92,7 +97,7 @@ fn ordering(ctx: &mut Ctx<'_>, node: &Node, path: &str) -> Option<DeliveryOrder>
         });
     }
     let m = ctx.mapping(node, path.to_owned())?;
-    ctx.check_keys(&m, &["key"]);
+    ctx.check_keys(&m, ORDERING_KEY_KEYS);
     let key_node = ctx.required(&m, "key")?;
     let key_path = child(&m.path, "key");
     let key = template::non_empty_template(

@@ -11,7 +11,8 @@ use super::super::tree::{Node, Value};
 use super::super::{EventPattern, SlackTarget, SlackTemplate};
 use super::http_url;
 
-pub(super) const KEYS: &[&str] = &[
+/// Keys of a `kind: slack` target.
+pub(in crate::config) const KEYS: &[&str] = &[
     "kind",
     "url",
     "templates",
@@ -24,6 +25,9 @@ pub(super) const KEYS: &[&str] = &[
     "max_queue",
     "on_full",
 ];
+
+/// Keys of one message under `templates:`.
+pub(in crate::config) const TEMPLATE_KEYS: &[&str] = &["text", "blocks"];
 
 pub(super) fn slack_target(ctx: &mut Ctx<'_>, m: &Mapping<'_>) -> Option<SlackTarget> {
     let url = ctx
@@ -76,7 +80,7 @@ fn templates(ctx: &mut Ctx<'_>, node: &Node, path: String) -> Option<Vec<(String
 
 fn slack_template(ctx: &mut Ctx<'_>, node: &Node, path: String) -> Option<SlackTemplate> {
     let m = ctx.mapping(node, path)?;
-    ctx.check_keys(&m, &["text", "blocks"]);
+    ctx.check_keys(&m, TEMPLATE_KEYS);
     let text = m.present("text").map(|node| {
         template::non_empty_template(
             ctx,

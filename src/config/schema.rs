@@ -1,0 +1,458 @@
+//! The JSON Schema of relay.yaml (`textus-relay schema`), for editors and the reference.
+//!
+//! The config is read by a hand-written walker (`validate.rs`, `targets.rs`), not by serde, so
+//! the schema is derived with `schemars` from the file-shape types below: they describe the
+//! file as written (durations as `"10s"`, `${VAR}` anywhere), are never built, and their doc
+//! comments are the descriptions editors show and `docs/config-reference.md` lists.
+//!
+//! What keeps the two from drifting (tests in `schema/tests.rs`):
+//! - every closed object of the schema has exactly the keys of the walker's list for it
+//!   (`validate::LISTEN_KEYS`, ...), and every `check_keys` call uses a listed constant;
+//! - every `default` in the schema gives the same [`Config`](super::Config) as leaving the
+//!   key out;
+//! - each value pattern accepts what the walker's parser accepts, on a table of samples;
+//! - the committed `schema/relay.schema.json` and `docs/config-reference.md` are this output.
+//!
+//! The schema may accept text the walker then refuses (an unknown target in `to`, a port out
+//! of range, a template that does not compile): it checks the shape, `textus-relay check`
+//! checks the rest.
+
+// The types exist for their `JsonSchema` impls only: nothing reads their fields.
+#![allow(dead_code)]
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::process::ExitCode;
+
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
+
+use super::targets::{self, crm, policy, slack};
+use super::validate;
+use scalars::{
+    Address, Bool, Duration, EventPattern, FilePath, HttpUrl, Method, OnFull, PositiveDuration,
+    Priority, Rate, Secret, Size, StorageKind, TargetName, Template, UrlTemplate, Whole,
+};
+
+/// Implements [`JsonSchema`] for a marker type whose schema is written inline where it is
+/// used (no definition of its own), built by `$schema` with the generator as `$generator`.
+macro_rules! inline_type {
+    ($(#[$doc:meta])* $ty:ident, |$generator:ident| $schema:expr) => {
+        $(#[$doc])*
+        pub(super) struct $ty;
+
+        impl JsonSchema for $ty {
+            fn inline_schema() -> bool {
+                true
+            }
+
+            fn schema_name() -> Cow<'static, str> {
+                stringify!($ty).into()
+            }
+
+            fn json_schema($generator: &mut SchemaGenerator) -> Schema {
+                $schema
+            }
+        }
+    };
+}
+
+mod markdown;
+mod scalars;
+#[cfg(test)]
+mod tests;
+
+pub use markdown::markdown;
+
+/// Where the schema is committed, relative to the repository root; configs point at it.
+pub const SCHEMA_PATH: &str = "schema/relay.schema.json";
+
+/// The walker's list of keys for each object of the file, by key path, in file order: the
+/// lists `check_keys` is called with. The tests check that the schema has exactly these
+/// objects with exactly these keys; the reference lists keys in this order.
+const KEY_LISTS: &[(&str, &[&str])] = &[
+    ("", validate::TOP_KEYS),
+    ("listen", validate::LISTEN_KEYS),
+    ("listen.tls", validate::TLS_KEYS),
+    ("admin", validate::ADMIN_KEYS),
+    ("storage", validate::STORAGE_KEYS),
+    ("source", validate::SOURCE_KEYS),
+    ("targets.NAME kind: http", targets::HTTP_KEYS),
+    ("targets.NAME kind: slack", slack::KEYS),
+    ("targets.NAME kind: crm", crm::KEYS),
+    ("targets.NAME.signing", targets::SIGNING_KEYS),
+    ("targets.NAME.templates.KEY", slack::TEMPLATE_KEYS),
+    ("targets.NAME.auth", crm::AUTH_SCHEMES),
+    ("targets.NAME.auth.basic", crm::BASIC_KEYS),
+    ("targets.NAME.auth.oauth2", crm::OAUTH2_KEYS),
+    ("targets.NAME.retry", targets::RETRY_KEYS),
+    ("targets.NAME.breaker", policy::BREAKER_KEYS),
+    ("targets.NAME.ordering", policy::ORDERING_KEY_KEYS),
+    ("routes[]", validate::ROUTE_KEYS),
+];
+
+/// The schema of relay.yaml, in JSON Schema draft-07: the newest draft the YAML language
+/// server (VS Code's YAML extension) validates with; it warns on 2020-12 schemas.
+pub fn value() -> serde_json::Value {
+    let schema = schemars::generate::SchemaSettings::draft07()
+        .into_generator()
+        .into_root_schema_for::<RelayFile>();
+    schema.to_value()
+}
+
+/// [`value`] as pretty-printed JSON with a final newline.
+pub fn json() -> String {
+    // A JSON value always prints.
+    let mut text = serde_json::to_string_pretty(&value()).unwrap_or_default();
+    text.push('\n');
+    text
+}
+
+/// Writes [`json`] (or [`markdown`] with `markdown`) to standard output: `textus-relay schema`.
+pub fn print(markdown: bool) -> ExitCode {
+    let text = if markdown { self::markdown() } else { json() };
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("writing the schema to standard output: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// # textus-relay configuration (relay.yaml)
+///
+/// One YAML file, validated at start and by `textus-relay check`. Unknown keys are errors.
+/// `${VAR}` and `${VAR:-default}` are expanded from the environment inside every value.
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "relay.yaml")]
+struct RelayFile {
+    /// Where TextUs sends events.
+    listen: Option<Listen>,
+    /// The admin API: health, metrics, dead letters.
+    admin: Option<Admin>,
+    /// The durable store behind the queues.
+    storage: Option<Storage>,
+    /// The TextUs webhook endpoint.
+    source: Source,
+    /// The destinations, by name (letters, digits, `-` and `_`). Each has its own queue,
+    /// concurrency, retry policy and rate limit.
+    #[schemars(schema_with = "targets")]
+    targets: BTreeMap<String, Target>,
+    /// Which events go where. Every route whose pattern matches applies, and a target gets
+    /// each event once.
+    #[schemars(length(min = 1))]
+    routes: Vec<Route>,
+}
+
+fn targets(generator: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "type": "object",
+        "minProperties": 1,
+        "propertyNames": { "pattern": scalars::TARGET_NAME },
+        "additionalProperties": generator.subschema_for::<Target>(),
+    })
+}
+
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct Listen {
+    /// Socket address to bind.
+    #[schemars(extend("default" = "0.0.0.0:8443"))]
+    address: Option<Address>,
+    /// Serve HTTPS directly with this PEM certificate chain and key; leave out for plain
+    /// HTTP behind a TLS-terminating proxy.
+    tls: Option<Tls>,
+}
+
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct Tls {
+    /// PEM certificate chain file; must be readable at start.
+    cert: FilePath,
+    /// PEM private key file matching `cert`; must be readable at start.
+    key: FilePath,
+}
+
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct Admin {
+    /// Socket address of the health, metrics and API listener. A non-loopback address
+    /// requires `token`.
+    #[schemars(extend("default" = "127.0.0.1:9090"))]
+    address: Option<Address>,
+    /// When set (not empty), `/api/` calls need `Authorization: Bearer <token>`. Write it as
+    /// `${RELAY_ADMIN_TOKEN:-}` to keep it out of the file.
+    token: Option<String>,
+}
+
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct Storage {
+    /// The store: `sqlite`, embedded (`nats` is planned).
+    #[schemars(extend("default" = "sqlite"))]
+    kind: Option<StorageKind>,
+    /// The SQLite database file, relative to the working directory; its folder is created
+    /// if needed.
+    #[schemars(extend("default" = "./data/relay.db"))]
+    path: Option<FilePath>,
+    /// Dead letters older than this (counted from when they died) are deleted.
+    #[schemars(extend("default" = "14d"))]
+    dead_letter_retention: Option<PositiveDuration>,
+}
+
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct Source {
+    /// The URL path TextUs posts to; starts with `/`.
+    #[schemars(extend("default" = "/webhooks/textus"), regex(pattern = r"^/[^\s?#]*$|\$\{"))]
+    path: Option<String>,
+    /// The TextUs webhook secrets (the integration's webhookSecret); a signature matching any
+    /// one of them is accepted, so list two to rotate.
+    #[schemars(length(min = 1))]
+    secrets: Vec<Secret>,
+    /// Larger bodies are refused with 413.
+    #[schemars(extend("default" = "1MiB"))]
+    max_body: Option<Size>,
+    /// How long an event id is remembered for de-duplication; `0s` turns it off.
+    #[schemars(extend("default" = "24h"))]
+    dedupe_window: Option<Duration>,
+    /// Store events that match no route (for inspection) instead of only counting them.
+    #[schemars(extend("default" = false))]
+    keep_unrouted: Option<Bool>,
+}
+
+/// A destination; `kind` says which keys it takes.
+#[derive(JsonSchema)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+enum Target {
+    /// `kind: http` forwards the original body byte for byte, with Standard Webhooks headers.
+    Http(HttpTarget),
+    /// `kind: slack` posts one message per event to a Slack incoming webhook.
+    Slack(SlackTarget),
+    /// `kind: crm` sends one templated JSON request per event to any API (HubSpot,
+    /// Salesforce, ...).
+    Crm(CrmTarget),
+}
+
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct HttpTarget {
+    /// The endpoint.
+    url: HttpUrl,
+    /// Static headers added to every request (not `host`, `content-length`, the
+    /// `webhook-*` headers or `x-textus-signature`, which the relay sets).
+    headers: Option<BTreeMap<String, String>>,
+    /// Standard Webhooks signature of each request (`webhook-signature` header).
+    signing: Option<Signing>,
+    /// Also send TextUs's original `X-TextUs-Signature`.
+    #[schemars(extend("default" = false))]
+    forward_textus_signature: Option<Bool>,
+    #[serde(flatten)]
+    delivery: Delivery,
+}
+
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct Signing {
+    /// `whsec_` and the standard base64 of 24 to 64 random bytes.
+    secret: Secret,
+}
+
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct SlackTarget {
+    /// The incoming webhook URL. It is the credential: write it as `${SLACK_WEBHOOK_URL}`.
+    url: HttpUrl,
+    /// Messages per event type: an exact type (`message.received`) or `"*"` for every type
+    /// without its own entry. Types with neither get the built-in message.
+    templates: Option<SlackTemplates>,
+    #[serde(flatten)]
+    delivery: Delivery,
+}
+
+inline_type!(
+    /// Slack messages by event type.
+    SlackTemplates,
+    |generator| json_schema!({
+        "type": "object",
+        "propertyNames": { "pattern": scalars::EVENT_TYPE_OR_ANY },
+        "additionalProperties": generator.subschema_for::<SlackTemplate>(),
+    })
+);
+
+/// The message for one event type: `text`, `blocks` or both.
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(extend("minProperties" = 1))]
+struct SlackTemplate {
+    /// The message text (the notification, and the fallback when there are blocks).
+    text: Option<Template>,
+    /// Block Kit blocks: a list whose string leaves are templates, or one template that
+    /// renders to the list.
+    blocks: Option<Blocks>,
+}
+
+inline_type!(
+    /// Slack blocks: a list, or a template.
+    Blocks,
+    |generator| json_schema!({
+        "anyOf": [
+            { "type": "array" },
+            generator.subschema_for::<Template>(),
+        ],
+    })
+);
+
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct CrmTarget {
+    /// The HTTP method: GET, POST, PUT, PATCH or DELETE, in any case.
+    #[schemars(extend("default" = "POST"))]
+    method: Option<Method>,
+    /// The request URL, a template.
+    url: UrlTemplate,
+    /// Request headers; the values are templates. Not `authorization` when `auth` is set,
+    /// nor the headers the relay sets.
+    headers: Option<BTreeMap<String, Template>>,
+    /// How requests authenticate.
+    auth: Option<CrmAuth>,
+    /// The JSON body: YAML whose string leaves are templates. A leaf that is exactly one
+    /// `{{ expr }}` keeps the expression's JSON type; unquoted `true`, `false`, `null` and
+    /// numbers stay typed. Leave out for no body.
+    body: Option<serde_json::Value>,
+    #[serde(flatten)]
+    delivery: Delivery,
+}
+
+/// Exactly one of these keys.
+#[derive(JsonSchema)]
+#[serde(rename_all = "lowercase", deny_unknown_fields)]
+enum CrmAuth {
+    /// `Authorization: Bearer TOKEN` (write the token alone).
+    Bearer(Secret),
+    /// `Authorization: Basic ...`.
+    Basic(Basic),
+    /// The OAuth2 client credentials flow; the token is cached and sent as a bearer token.
+    #[serde(rename = "oauth2")]
+    OAuth2(OAuth2),
+}
+
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct Basic {
+    /// Not empty, without `:`.
+    username: Secret,
+    password: Secret,
+}
+
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct OAuth2 {
+    /// The provider's token endpoint.
+    token_url: HttpUrl,
+    client_id: Secret,
+    client_secret: Secret,
+    /// Space-separated scopes, if the provider wants them.
+    scope: Option<String>,
+}
+
+/// The delivery settings every kind of target takes.
+#[derive(JsonSchema)]
+struct Delivery {
+    /// Deliveries in flight at once for this target.
+    #[schemars(extend("default" = 4))]
+    concurrency: Option<Whole<1, { super::targets::MAX_CONCURRENCY }>>,
+    /// Per-attempt timeout, connection included.
+    #[schemars(extend("default" = "10s"))]
+    timeout: Option<PositiveDuration>,
+    /// When and how long failed deliveries are retried (exponential backoff with full
+    /// jitter).
+    retry: Option<Retry>,
+    /// Token bucket, e.g. `5/s`: it starts with one token, and idle time earns bursts of up
+    /// to the count. Default: none, except `1/s` for slack (Slack's limit per webhook).
+    rate_limit: Option<Rate>,
+    /// When to stop sending to a target that keeps failing, and how to probe it. Always on.
+    breaker: Option<Breaker>,
+    /// `unordered` (the default), `fifo` (one delivery in flight for the whole target; a
+    /// failing head blocks the rest) or `{ key: TEMPLATE }` (fifo per rendered key, different
+    /// keys in parallel up to `concurrency`).
+    #[schemars(extend("default" = "unordered"))]
+    ordering: Option<Ordering>,
+    /// Most deliveries pending (queued or in flight) for this target. Default: no limit.
+    max_queue: Option<Whole<1, { super::targets::policy::MAX_QUEUE }>>,
+    /// With `max_queue`, what a full queue does to a new event: `reject` answers the whole
+    /// event 504 (nothing stored; TextUs retries it later); `dead_letter` stores this
+    /// target's delivery as a dead letter, and other targets get theirs.
+    #[schemars(extend("default" = "reject"))]
+    on_full: Option<OnFull>,
+}
+
+inline_type!(
+    /// `unordered`, `fifo` or `{ key: TEMPLATE }`.
+    Ordering,
+    |generator| json_schema!({
+        "anyOf": [
+            { "type": "string", "enum": ["unordered", "fifo"] },
+            { "type": "string", "pattern": scalars::ENV_REF },
+            generator.subschema_for::<OrderingKey>(),
+        ],
+    })
+);
+
+/// Fifo per rendered key.
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct OrderingKey {
+    /// A template that uses the event, e.g. `"{{ event.conversation.id }}"`.
+    key: Template,
+}
+
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct Retry {
+    /// The first backoff.
+    #[schemars(extend("default" = "1s"))]
+    initial: Option<PositiveDuration>,
+    /// The backoff cap (also caps `Retry-After`); not less than `initial`.
+    #[schemars(extend("default" = "10m"))]
+    max_delay: Option<PositiveDuration>,
+    /// Give up (dead letter) once the next attempt would fall after this age.
+    #[schemars(extend("default" = "24h"))]
+    max_age: Option<PositiveDuration>,
+    /// Give up after this many attempts. Default: no limit.
+    max_attempts: Option<Whole<1, { u32::MAX as u64 }>>,
+}
+
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct Breaker {
+    /// Consecutive failed attempts (connection errors, timeouts, 408, 425, 429, 5xx, 3xx)
+    /// that open the breaker.
+    #[schemars(extend("default" = 5))]
+    failures: Option<Whole<1, { super::targets::policy::MAX_FAILURES }>>,
+    /// While open, one delivery is tried as a probe this often.
+    #[schemars(extend("default" = "30s"))]
+    probe: Option<PositiveDuration>,
+}
+
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct Route {
+    /// Event type patterns: exact (`message.received`), prefix (`contact.*`) or `"*"`.
+    #[schemars(length(min = 1))]
+    events: Vec<EventPattern>,
+    /// Names of targets defined under `targets`.
+    #[schemars(length(min = 1))]
+    to: Vec<TargetName>,
+    /// A condition on the event, written without `{{ }}`, e.g.
+    /// `"event.message.direction == 'in'"`; the route applies only where it is true.
+    #[schemars(length(min = 1))]
+    when: Option<String>,
+    /// `high` or `normal` for the deliveries this route creates. By default
+    /// `contact.opted_out` and `contact.opted_in` are high and everything else normal; when
+    /// several routes send an event to a target, high wins.
+    priority: Option<Priority>,
+}
