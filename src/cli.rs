@@ -1,5 +1,5 @@
 //! Command line: `run`, `check`, `demo`, `sign`, `send`, `health`, `dead-letters`,
-//! `completions`. Errors are reported here, with context.
+//! `completions`, `schema`. Errors are reported here, with context.
 //!
 //! Exit codes (design.md §7): 0 ok, 1 runtime failure, 2 bad config or usage.
 
