@@ -69,6 +69,7 @@ pub enum StartError {
 /// Starts every service and blocks until shutdown; then exits the process (pingora's
 /// `run_forever`), so it only returns on a start-up failure.
 pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
+    let hangups = Hangups::catch()?;
     crate::install_crypto();
     if !options.upgrade {
         // pingora panics in a service thread when a bind fails; checking first turns that into
@@ -160,7 +161,7 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
             metrics: metrics.clone(),
         },
     ));
-    listen_for_sighup(reloader.clone())?;
+    hangups.serve(reloader.clone())?;
 
     let admin = Admin {
         store: store.clone(),
@@ -189,31 +190,48 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
     server.run_forever()
 }
 
-/// Reloads the config on every SIGHUP, on a thread of its own (a reload waits for changed
-/// targets' in-flight attempts). The handler is installed before this returns, so a SIGHUP
-/// from then on never takes its default action, which would end the process.
-fn listen_for_sighup(reloader: Arc<Reloader>) -> Result<(), StartError> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(StartError::Signal)?;
-    let mut hangups = {
-        let _entered = runtime.enter();
-        signal(SignalKind::hangup()).map_err(StartError::Signal)?
-    };
-    std::thread::Builder::new()
-        .name("reload".into())
-        .spawn(move || {
-            runtime.block_on(async move {
-                while hangups.recv().await.is_some() {
-                    // The outcome is logged (and counted) by reload_logged.
-                    let _ = reloader.reload_logged("SIGHUP").await;
-                }
+/// SIGHUP, caught from the start of `run`: a SIGHUP that arrives while the relay is still
+/// starting (e.g. `systemctl reload` right after start) is kept and served once the reloader
+/// exists, instead of taking the signal's default action, which ends the process.
+struct Hangups {
+    runtime: tokio::runtime::Runtime,
+    signal: tokio::signal::unix::Signal,
+}
+
+impl Hangups {
+    fn catch() -> Result<Hangups, StartError> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(StartError::Signal)?;
+        let signal = {
+            let _entered = runtime.enter();
+            signal(SignalKind::hangup()).map_err(StartError::Signal)?
+        };
+        Ok(Hangups { runtime, signal })
+    }
+
+    /// Reloads the config on every SIGHUP, on a thread of its own (a reload waits for the
+    /// in-flight attempts of changed targets).
+    fn serve(self, reloader: Arc<Reloader>) -> Result<(), StartError> {
+        let Hangups {
+            runtime,
+            mut signal,
+        } = self;
+        std::thread::Builder::new()
+            .name("reload".into())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    while signal.recv().await.is_some() {
+                        // The outcome is logged (and counted) by reload_logged.
+                        let _ = reloader.reload_logged("SIGHUP").await;
+                    }
+                })
             })
-        })
-        .map(drop)
-        .map_err(StartError::Signal)
+            .map(drop)
+            .map_err(StartError::Signal)
+    }
 }
 
 /// A flag that turns true once pingora starts handing the listening sockets to a new process
