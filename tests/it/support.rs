@@ -32,10 +32,27 @@ pub fn fixture_with_id(event_type: &str, id: &str) -> Vec<u8> {
     serde_json::to_vec_pretty(&v).expect("serialize")
 }
 
+/// A loopback port for a relay to listen on, free when it is chosen.
+///
+/// Chosen below the kernel's ephemeral range (32768-60999 on Linux), from a counter: tests run
+/// in parallel, and their sinks and clients bind port 0, which takes ports from that range. A
+/// port picked there and released for the relay to bind could be handed to another test's sink
+/// in between, so one test's relay would answer another's requests (seen in CI).
 pub fn free_port() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 20_000;
+    const COUNT: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    // Two test processes at once (rare) start far apart.
+    let offset = std::process::id() % COUNT;
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        assert!(n < COUNT, "no free loopback port left below the ephemeral range");
+        let port = u16::try_from(FIRST + (offset + n) % COUNT).expect("below 32000");
+        if let Ok(addr) = TcpListener::bind(("127.0.0.1", port)).and_then(|l| l.local_addr()) {
+            return addr;
+        }
+    }
 }
 
 /// Where a relay keeps its files, and what its config says besides the addresses.
