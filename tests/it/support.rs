@@ -47,7 +47,10 @@ pub fn free_port() -> SocketAddr {
     let offset = std::process::id() % COUNT;
     loop {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        assert!(n < COUNT, "no free loopback port left below the ephemeral range");
+        assert!(
+            n < COUNT,
+            "no free loopback port left below the ephemeral range"
+        );
         let port = u16::try_from(FIRST + (offset + n) % COUNT).expect("below 32000");
         if let Ok(addr) = TcpListener::bind(("127.0.0.1", port)).and_then(|l| l.local_addr()) {
             return addr;
