@@ -346,3 +346,39 @@ async fn a_target_changed_under_load_delivers_everything_acknowledged() {
     let (_, list) = relay.admin_get("/api/v1/targets").await;
     assert_eq!(list["targets"][0]["concurrency"], 16, "{list}");
 }
+
+#[tokio::test]
+async fn readiness_holds_while_a_changed_target_finishes_its_attempts() {
+    let sink = Sink::start(vec![], Reply::Delay(std::time::Duration::from_secs(2), 200))
+        .await
+        .expect("slow sink");
+    let relay = TestRelay::start(&routes_to(&http_target("t", &sink.url("/t"), ""), "t")).await;
+    assert_eq!(relay.post_signed(&fixture("message.received")).await.0, 200);
+    sink.wait_for(1, PATIENCE).await.expect("attempt in flight");
+
+    relay.rewrite_config(&routes_to(
+        &http_target("t", &sink.url("/t"), "    concurrency: 2\n"),
+        "t",
+    ));
+    let reload = relay.reload();
+    let probe = async {
+        let mut answers = Vec::new();
+        loop {
+            answers.push(relay.admin_get("/readyz").await.0);
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            if answers.len() >= 10 {
+                return answers;
+            }
+        }
+    };
+    let ((status, report), answers) = tokio::join!(reload, probe);
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["targets"]["changed"], serde_json::json!(["t"]));
+    assert!(
+        answers.iter().all(|s| *s == 200),
+        "readyz during the reload: {answers:?}"
+    );
+    // The attempt in flight was allowed to finish: delivered once, not cut off and re-sent.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(sink.received().len(), 1);
+}
