@@ -117,7 +117,14 @@ pub fn main() -> ExitCode {
         Command::Send(args) => send::run(args),
         Command::Health(args) => health::run(args),
         Command::Completions { shell } => completions::run(shell),
-        Command::Schema { markdown } => crate::config::schema::print(markdown),
+        Command::Schema { markdown } => {
+            let text = if markdown {
+                crate::config::schema::markdown()
+            } else {
+                crate::config::schema::json()
+            };
+            write_out(text.as_bytes(), "the schema")
+        }
     }
 }
 
@@ -159,7 +166,10 @@ fn check(path: &Path) -> ExitCode {
         }
     };
     let report = crate::check::report(&config, &compiled, &built);
-    print!("{}", report.text);
+    let written = write_out(report.text.as_bytes(), "the report");
+    if written != ExitCode::SUCCESS {
+        return written;
+    }
     if report.errors > 0 {
         eprintln!(
             "{}: {} template error(s) with the sample events",
@@ -177,8 +187,22 @@ fn sign(secret: &str) -> ExitCode {
         eprintln!("reading the body from standard input: {e}");
         return ExitCode::from(1);
     }
-    println!("{}", crate::ingress::signature::sign(secret, &body));
-    ExitCode::SUCCESS
+    let line = format!("{}\n", crate::ingress::signature::sign(secret, &body));
+    write_out(line.as_bytes(), "the signature")
+}
+
+/// Writes a command's output to stdout: a closed pipe or a full disk is an error message and
+/// exit 1, not the panic `print!` would raise.
+pub(crate) fn write_out(bytes: &[u8], what: &str) -> ExitCode {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("writing {what} to standard output: {e}");
+            ExitCode::from(1)
+        }
+    }
 }
 
 fn init_logging(format: LogFormat, quiet: bool) {

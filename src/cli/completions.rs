@@ -1,7 +1,6 @@
 //! `textus-relay completions SHELL`: prints a completion script generated from the command
 //! line's own definition, so it cannot fall behind a new command or flag.
 
-use std::io::Write;
 use std::process::ExitCode;
 
 use clap::CommandFactory;
@@ -9,17 +8,9 @@ use clap_complete::Shell;
 
 /// Prints the script for `shell` on stdout.
 pub fn run(shell: Shell) -> ExitCode {
-    let script = script(shell);
-    // Written by hand rather than by clap_complete, which panics on a write error (a closed
-    // pipe, a full disk).
-    let mut out = std::io::stdout().lock();
-    match out.write_all(&script).and_then(|()| out.flush()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("writing the {shell} completions: {e}");
-            ExitCode::from(1)
-        }
-    }
+    // Generated into memory and written here rather than by clap_complete, which panics on a
+    // write error (a closed pipe, a full disk).
+    super::write_out(&script(shell), &format!("the {shell} completions"))
 }
 
 /// The completion script for `shell`.

@@ -116,10 +116,7 @@ pub fn run(action: Action) -> ExitCode {
         .map_err(|e| Failure::Relay(anyhow!("starting the runtime: {e}")))
         .and_then(|rt| rt.block_on(execute(action)));
     match result {
-        Ok(out) => {
-            print!("{out}");
-            ExitCode::SUCCESS
-        }
+        Ok(out) => super::write_out(out.as_bytes(), "the answer"),
         Err(Failure::Usage(message)) => {
             eprintln!("{message}");
             ExitCode::from(2)

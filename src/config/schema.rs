@@ -22,8 +22,6 @@
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
-use std::io::Write as _;
-use std::process::ExitCode;
 
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 
@@ -106,19 +104,6 @@ pub fn json() -> String {
     let mut text = serde_json::to_string_pretty(&value()).unwrap_or_default();
     text.push('\n');
     text
-}
-
-/// Writes [`json`] (or [`markdown`] with `markdown`) to standard output: `textus-relay schema`.
-pub fn print(markdown: bool) -> ExitCode {
-    let text = if markdown { self::markdown() } else { json() };
-    let mut out = std::io::stdout().lock();
-    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("writing the schema to standard output: {e}");
-            ExitCode::from(1)
-        }
-    }
 }
 
 /// # textus-relay configuration (relay.yaml)

@@ -128,3 +128,28 @@ fn every_example_config_passes_check() {
     }
     assert_eq!(checked, 3, "hubspot, salesforce and slack examples");
 }
+
+/// `textus-relay schema | head -1` and the like: a reader that goes away is an error message
+/// and exit 1, never a panic.
+#[test]
+fn output_to_a_closed_pipe_is_exit_1_not_a_panic() {
+    for args in [
+        &["schema"][..],
+        &["completions", "bash"],
+        &["schema", "--markdown"],
+    ] {
+        let mut child = std::process::Command::new(BIN)
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start");
+        // Closed before the command writes anything.
+        drop(child.stdout.take());
+        let out = child.wait_with_output().expect("exit");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert!(stderr.contains("standard output"), "{args:?}: {stderr}");
+    }
+}
