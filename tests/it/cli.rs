@@ -137,9 +137,11 @@ fn output_to_a_closed_pipe_is_exit_1_not_a_panic() {
         &["schema"][..],
         &["completions", "bash"],
         &["schema", "--markdown"],
+        &["sign", "--secret", "s"],
     ] {
         let mut child = std::process::Command::new(BIN)
             .args(args)
+            .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
