@@ -270,12 +270,12 @@ fn claim(
 }
 
 fn ack(tx: &Transaction<'_>, id: DeliveryId, pending: &mut Pending) -> rusqlite::Result<()> {
+    // Cached, like every statement of the hot path: acks are most of the writer's operations.
     let gone: Option<(i64, Option<String>, i64, Option<String>)> = tx
-        .query_row(
+        .prepare_cached(
             "DELETE FROM deliveries WHERE id = ?1 RETURNING event_id, target, state, order_key",
-            [id.0],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-        )
+        )?
+        .query_row([id.0], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
         .optional()?;
     let Some((event_id, target, state, order_key)) = gone else {
         return Ok(());
@@ -286,11 +286,11 @@ fn ack(tx: &Transaction<'_>, id: DeliveryId, pending: &mut Pending) -> rusqlite:
         policy::left_pending(tx, &target, order_key.as_deref(), pending)?;
     }
     // The body is kept while any target (or a dead letter) still refers to it.
-    tx.execute(
+    tx.prepare_cached(
         "DELETE FROM events WHERE id = ?1
          AND NOT EXISTS (SELECT 1 FROM deliveries WHERE event_id = ?1)",
-        [event_id],
-    )?;
+    )?
+    .execute([event_id])?;
     Ok(())
 }
 
@@ -309,27 +309,24 @@ fn settle(
     pending: &mut Pending,
 ) -> rusqlite::Result<Done> {
     let before: Option<(Option<String>, i64, Option<String>)> = tx
-        .query_row(
-            "SELECT target, state, order_key FROM deliveries WHERE id = ?1",
-            [id.0],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )
+        .prepare_cached("SELECT target, state, order_key FROM deliveries WHERE id = ?1")?
+        .query_row([id.0], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
         .optional()?;
     let Some((target, state, order_key)) = before else {
         return Ok(Done::Nothing);
     };
-    tx.execute(
+    tx.prepare_cached(
         "UPDATE deliveries SET state = ?1, next_attempt_at = ?2, attempts = attempts + 1,
          updated_at = ?3, last_status = ?4, last_error = ?5 WHERE id = ?6",
-        params![
-            next.state,
-            next.next_ms,
-            unix_ms(now),
-            last.status,
-            last.reason,
-            id.0
-        ],
-    )?;
+    )?
+    .execute(params![
+        next.state,
+        next.next_ms,
+        unix_ms(now),
+        last.status,
+        last.reason,
+        id.0
+    ])?;
     dead::record_attempt(tx, id, last, now)?;
     if state < DEAD
         && next.state == DEAD

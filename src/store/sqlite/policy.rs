@@ -185,10 +185,10 @@ pub fn repair_heads(conn: &Connection) -> rusqlite::Result<usize> {
 
 /// Puts a claimed delivery back, due now, without counting an attempt.
 pub fn release(tx: &Transaction<'_>, id: DeliveryId, now: SystemTime) -> rusqlite::Result<()> {
-    tx.execute(
+    tx.prepare_cached(
         "UPDATE deliveries SET state = ?1, next_attempt_at = ?2 WHERE id = ?3 AND state = ?4",
-        params![QUEUED, unix_ms(now), id.0, IN_FLIGHT],
-    )?;
+    )?
+    .execute(params![QUEUED, unix_ms(now), id.0, IN_FLIGHT])?;
     Ok(())
 }
 
