@@ -1,7 +1,8 @@
 //! The SQLite schema and the connection settings that make commits durable.
 //!
-//! Delivery states are small integers so the partial index over pending work (`state < 2`)
-//! stays usable by the claim query.
+//! Delivery states are small integers so the partial indexes over pending work (`state < 2`)
+//! stay usable by the claim query. Every index on `deliveries` is written on each ingest, claim
+//! and ack, so there are as few as the queries need.
 
 use std::time::SystemTime;
 
@@ -37,7 +38,9 @@ CREATE TABLE IF NOT EXISTS deliveries (
     last_status     INTEGER,
     last_error      TEXT
 );
-CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries(target, next_attempt_at) WHERE state < 2;
+-- Files written before 2026-12 have deliveries_due(target, next_attempt_at) WHERE state < 2:
+-- deliveries_ready (below) answers the claims, so it only cost a write per change of state.
+DROP INDEX IF EXISTS deliveries_due;
 CREATE INDEX IF NOT EXISTS deliveries_event ON deliveries(event_id);
 CREATE INDEX IF NOT EXISTS deliveries_dead ON deliveries(state, target);
 CREATE TABLE IF NOT EXISTS dedupe (
