@@ -18,6 +18,7 @@
 //! of a batch are staged and kept only if its transaction commits, and they are recounted from
 //! the table at open and at every sweep, so they cannot drift for long.
 
+mod checkpoint;
 mod dead;
 mod ops;
 mod policy;
@@ -127,6 +128,13 @@ impl SqliteStore {
             );
         }
         let pending = policy::count_pending(&conn).map_err(open_err)?;
+        conn.pragma_update(
+            None,
+            "wal_autocheckpoint",
+            checkpoint::WRITER_BACKSTOP_PAGES,
+        )
+        .map_err(open_err)?;
+        let checkpointer = checkpoint::Checkpointer::start(path).map_err(open_err)?;
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
         let wakeups: Wakeups = Arc::default();
         let writer = Writer {
@@ -136,6 +144,7 @@ impl SqliteStore {
             options,
             pending,
             disk_full: false,
+            checkpointer,
         };
         std::thread::Builder::new()
             .name("store-writer".into())
@@ -360,6 +369,8 @@ struct Writer {
     pending: Pending,
     /// Set by a write that failed for lack of space; see [`Writer::note_failure`].
     disk_full: bool,
+    /// Copies the log into the database file beside the writer; see [`checkpoint`].
+    checkpointer: checkpoint::Checkpointer,
 }
 
 impl Writer {
@@ -386,6 +397,7 @@ impl Writer {
             }
             let (started, size) = (std::time::Instant::now(), batch.len());
             self.commit(batch);
+            self.checkpointer.nudge();
             if let Some(m) = &self.options.metrics {
                 m.commit(started.elapsed(), size);
             }
