@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use tokio::sync::{OwnedSemaphorePermit, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 /// Turns true when the dispatcher is to stop.
 type ShutdownWatch = watch::Receiver<bool>;
@@ -39,6 +39,9 @@ use breaker::Breaker;
 use health::TargetHealth;
 use retry::Next;
 use run::{Run, Step};
+
+/// How long a stopping dispatcher waits for the results of its last attempts to be written.
+const SETTLE_WAIT: Duration = Duration::from_secs(5);
 
 /// Delivers one target's queue.
 pub struct Dispatcher {
@@ -110,21 +113,29 @@ impl Dispatcher {
                 break;
             }
         }
-        // Let attempts already in flight finish (each is bounded by the target's timeout).
+        // Let attempts already in flight finish (each is bounded by the target's timeout), and
+        // then their results be written, so none is left to a lease's expiry.
         let all = u32::try_from(config.concurrency).unwrap_or(u32::MAX);
         let _ = tokio::time::timeout(
             config.timeout + Duration::from_secs(1),
             run.slots().acquire_many(all),
         )
         .await;
+        let _ = tokio::time::timeout(SETTLE_WAIT, run.settling().acquire_many(all)).await;
         self.running.fetch_sub(1, Ordering::SeqCst);
         info!(target = %name, "dispatcher stopped");
     }
 }
 
 impl Inner {
-    /// One attempt and its durable result. Holding `_slot` is what limits concurrency.
-    async fn attempt(&self, job: Job, _slot: OwnedSemaphorePermit, probe: bool) {
+    /// One attempt and its durable result. Holding `slot` is what limits concurrency.
+    async fn attempt(
+        &self,
+        job: Job,
+        slot: OwnedSemaphorePermit,
+        settling: Arc<Semaphore>,
+        probe: bool,
+    ) {
         let name = self.config.name.as_str();
         if !self.may_attempt(probe) {
             if probe {
@@ -141,6 +152,12 @@ impl Inner {
         let started = std::time::Instant::now();
         let outcome = self.target.deliver(&job, &webhook_id).await;
         let took = started.elapsed();
+        // The target is done with this attempt: its slot goes to the next delivery now rather
+        // than after the result's group commit, which is most of a fast target's round trip.
+        // The settling permit is taken first, so a stopping dispatcher that has every slot
+        // still sees this result being written.
+        let _settling = settling.acquire_owned().await.ok();
+        drop(slot);
         let duration_ms = took.as_millis() as u64;
         self.metrics.delivery_duration(name, took);
         self.observe(&outcome);

@@ -33,6 +33,8 @@ pub(super) struct Run {
     wake: Arc<Notify>,
     /// One permit per delivery in flight: this is what limits concurrency.
     slots: Arc<Semaphore>,
+    /// One permit per attempt whose result is being written (see [`Inner::attempt`]).
+    settling: Arc<Semaphore>,
     rate: Option<RateLimiter>,
     lease: Duration,
     /// Since when the target has sent nothing (breaker, disabled, paused), to credit to
@@ -46,6 +48,7 @@ impl Run {
         Run {
             wake: inner.store.wakeup(&config.name),
             slots: Arc::new(Semaphore::new(config.concurrency)),
+            settling: Arc::new(Semaphore::new(config.concurrency)),
             rate: config.rate_limit.as_ref().map(RateLimiter::new),
             lease,
             held_since: None,
@@ -55,6 +58,10 @@ impl Run {
 
     pub(super) fn slots(&self) -> &Semaphore {
         &self.slots
+    }
+
+    pub(super) fn settling(&self) -> &Semaphore {
+        &self.settling
     }
 
     /// One turn: claim and start what may go now, or wait until something may.
@@ -80,10 +87,13 @@ impl Run {
             },
             _ = shutdown.changed() => return Step::Stop,
         };
+        // A full concurrency's worth even when only some slots are free: the rest start as
+        // slots free up (attempts to a fast target take well under a commit), and one claim
+        // per round instead of one per freed slot halves the claims on the shared writer.
         let limit = if probe {
             1
         } else {
-            1 + self.slots.available_permits()
+            self.inner.config.concurrency.max(1)
         };
         let name = &self.inner.config.name;
         let claimed = match self.inner.store.claim(name, limit, self.lease).await {
@@ -144,15 +154,22 @@ impl Run {
             }
             let slot = match permit.take() {
                 Some(p) => p,
-                None => match self.slots.clone().acquire_owned().await {
-                    Ok(p) => p,
-                    Err(_) => return Step::Stop,
+                None => tokio::select! {
+                    p = self.slots.clone().acquire_owned() => match p {
+                        Ok(p) => p,
+                        Err(_) => return Step::Stop,
+                    },
+                    _ = shutdown.changed() => {
+                        self.release(std::iter::once(job).chain(jobs)).await;
+                        return Step::Stop;
+                    }
                 },
             };
             let inner = self.inner.clone();
             let wake = self.wake.clone();
+            let settling = self.settling.clone();
             tokio::spawn(async move {
-                inner.attempt(job, slot, probe).await;
+                inner.attempt(job, slot, settling, probe).await;
                 // A retry may now be due sooner than the dispatcher's current timer, or the
                 // breaker may have changed.
                 wake.notify_one();
