@@ -385,9 +385,10 @@ pub async fn isolation(s: &Settings, clock: Clock) -> anyhow::Result<Isolation> 
 pub async fn backlog(s: &Settings, clock: Clock) -> anyhow::Result<Backlog> {
     let down = relay::free_port();
     let mut target = TargetSpec::new("down", &format!("http://{down}/hook"), s.target_concurrency);
-    // Short backoff so that deliveries tried during the outage are due again within seconds
-    // of the target coming back: the drain then measures throughput, not the retry schedule.
-    target.extra = "    retry: { initial: 1s, max_delay: 2s }\n".into();
+    // Short backoff and breaker probe, so that deliveries tried during the outage are due
+    // again, and the breaker closes, within seconds of the target coming back: the drain then
+    // measures throughput, not the retry schedule or the 30 s default probe interval.
+    target.extra = "    retry: { initial: 1s, max_delay: 2s }\n    breaker: { probe: 1s }\n".into();
     let relay = Relay::start(&s.relay_bin, &[target]).await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let (rss_before, store_before) = (relay.rss_bytes(), relay.store_bytes());
