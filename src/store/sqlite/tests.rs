@@ -325,3 +325,44 @@ async fn an_upgrade_leaves_the_old_process_leases_alone() {
         "a normal start resumes in-flight deliveries"
     );
 }
+
+#[tokio::test]
+async fn targets_lists_each_target_with_deliveries_in_any_state_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = SqliteStore::open(&dir.path().join("relay.db")).expect("open");
+    store
+        .ingest(event("e1", &["queued", "leased", "buried"]))
+        .await
+        .expect("ingest");
+    store
+        .ingest(event("e2", &["queued", "leased"]))
+        .await
+        .expect("ingest");
+    // A body that was not an event: a dead letter without a target.
+    let mut bad = event("e3", &[]);
+    bad.dead_reason = Some("not an event".to_string());
+    store.ingest(bad).await.expect("ingest");
+    let leased = store
+        .claim(&target("leased"), 1, LEASE)
+        .await
+        .expect("claim");
+    assert_eq!(leased.jobs.len(), 1);
+    let buried = store
+        .claim(&target("buried"), 1, LEASE)
+        .await
+        .expect("claim");
+    let last = AttemptRecord {
+        status: Some(400),
+        reason: "bad request".to_string(),
+    };
+    store.bury(buried.jobs[0].id, last).await.expect("bury");
+
+    let names: Vec<String> = store
+        .targets()
+        .await
+        .expect("targets")
+        .iter()
+        .map(|t| t.as_str().to_owned())
+        .collect();
+    assert_eq!(names, ["buried", "leased", "queued"]);
+}
