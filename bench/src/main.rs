@@ -11,7 +11,9 @@ use textus_bench::scenarios::{self, Settings};
 use textus_bench::sink::{Behaviour, Clock};
 
 const USAGE: &str = "usage: textus-bench --relay BIN --out DIR [--connections N] [--phase-secs S] \
-[--backlog N] [--fill-budget-secs S] [--drain-budget-secs S] [--target-concurrency N]";
+[--backlog N] [--fill-budget-secs S] [--drain-budget-secs S] [--target-concurrency N] \
+[--only SCENARIO,...]  (--only: ceiling, ingest, paced, isolation, backlog; prints the figures \
+and writes no report, for comparing builds)";
 
 const SEND_USAGE: &str = "usage: textus-bench send --to ADDR --requests N [--connections N] \
 [--rate EVENTS_PER_S] [--wrong-signature]  (for profiling a relay started by hand with the \
@@ -53,7 +55,10 @@ fn main() -> anyhow::Result<()> {
             }
         });
     }
-    let (settings, out) = parse(args)?;
+    let (settings, out, only) = parse(args)?;
+    if !only.is_empty() {
+        return runtime.block_on(run_only(settings, only));
+    }
     runtime.block_on(run(settings, out))
 }
 
@@ -90,7 +95,7 @@ fn parse_send(args: Vec<String>) -> anyhow::Result<textus_bench::load::Load> {
     Ok(load)
 }
 
-fn parse(args: Vec<String>) -> anyhow::Result<(Settings, PathBuf)> {
+fn parse(args: Vec<String>) -> anyhow::Result<(Settings, PathBuf, Vec<String>)> {
     let mut s = Settings {
         relay_bin: PathBuf::new(),
         connections: 32,
@@ -101,6 +106,7 @@ fn parse(args: Vec<String>) -> anyhow::Result<(Settings, PathBuf)> {
         target_concurrency: 32,
     };
     let mut out = None;
+    let mut only = Vec::new();
     let mut it = args.into_iter();
     while let Some(flag) = it.next() {
         if flag == "--help" || flag == "-h" {
@@ -124,14 +130,61 @@ fn parse(args: Vec<String>) -> anyhow::Result<(Settings, PathBuf)> {
             "--fill-budget-secs" => s.fill_budget = Duration::from_secs(number()?),
             "--drain-budget-secs" => s.drain_budget = Duration::from_secs(number()?),
             "--target-concurrency" => s.target_concurrency = number()? as usize,
+            "--only" => only = value.split(',').map(str::to_owned).collect(),
             _ => bail!("unknown flag {flag}\n{USAGE}"),
         }
     }
-    let out = out.with_context(|| format!("--out is required\n{USAGE}"))?;
+    let out = match (out, only.is_empty()) {
+        (Some(out), _) => out,
+        (None, false) => PathBuf::new(),
+        (None, true) => bail!("--out is required\n{USAGE}"),
+    };
     if !s.relay_bin.is_file() {
         bail!("--relay {}: no such binary\n{USAGE}", s.relay_bin.display());
     }
-    Ok((s, out))
+    Ok((s, out, only))
+}
+
+/// `--only`: the named scenarios, their figures on stderr, no report.
+async fn run_only(s: Settings, only: Vec<String>) -> anyhow::Result<()> {
+    let clock = Clock::start();
+    for name in only {
+        match name.as_str() {
+            "ceiling" => {
+                let c = scenarios::ceiling(&s, clock).await?;
+                eprintln!("ceiling: {:.0} req/s, {:?}", c.rate, c.cpu);
+            }
+            "ingest" => {
+                let i = scenarios::ingest(&s, clock).await?;
+                eprintln!(
+                    "ingest: {:.0} events/s, fan-out {:.0} deliveries/s, {:?}, {:?}",
+                    i.rate, i.fanout, i.cpu, i.commits
+                );
+            }
+            "paced" => {
+                for rate in [1000.0, 5000.0] {
+                    let p = scenarios::paced(&s, clock, rate).await?;
+                    eprintln!("paced {rate}: ack {:?}\n  e2e {:?}", p.ack, p.e2e);
+                }
+            }
+            "isolation" => {
+                let i = scenarios::isolation(&s, clock).await?;
+                eprintln!(
+                    "isolation: healthy p99 {:.2} ms without, {:.2} ms with",
+                    i.without.p99_ms, i.with_black_hole.p99_ms
+                );
+            }
+            "backlog" => {
+                let b = scenarios::backlog(&s, clock).await?;
+                eprintln!(
+                    "backlog: {} queued at {:.0} events/s, drain {:.0} events/s",
+                    b.accepted, b.fill_rate, b.drain_rate
+                );
+            }
+            other => bail!("--only: unknown scenario {other}\n{USAGE}"),
+        }
+    }
+    Ok(())
 }
 
 async fn run(s: Settings, out: PathBuf) -> anyhow::Result<()> {
