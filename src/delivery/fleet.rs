@@ -114,14 +114,12 @@ impl Fleet {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads)
             .thread_name(format!("dispatch {name}"))
-            .on_thread_start(yield_to_ingest)
             .enable_all()
             .build()
             .map_err(spawn_err)?;
         let thread = std::thread::Builder::new()
             .name(format!("dispatcher {name}"))
             .spawn(move || {
-                yield_to_ingest();
                 runtime.block_on(dispatcher.run(stopped));
                 runtime.shutdown_timeout(RUNTIME_SHUTDOWN);
             })
@@ -210,24 +208,3 @@ impl BackgroundService for FleetService {
         }
     }
 }
-
-/// How much lower than ingress and the store writer the dispatchers' threads run (a nice value).
-#[cfg(target_os = "linux")]
-const DISPATCH_NICE: i32 = 10;
-
-/// Lowers the calling thread's CPU priority, so that when the CPU is short (a burst) the
-/// ingress and the store writer, which hold TextUs's requests open, get it first. Delivery
-/// only waits: every event is already durable, and the dispatchers catch up once the burst
-/// is over (bench/REPORT.md).
-#[cfg(target_os = "linux")]
-fn yield_to_ingest() {
-    // Linux keeps a nice value per thread, and PRIO_PROCESS with a thread id sets just that
-    // thread's. Raising it needs no privilege; if it fails, the thread keeps the default.
-    let thread = rustix::thread::gettid();
-    if let Err(e) = rustix::process::setpriority_process(Some(thread), DISPATCH_NICE) {
-        tracing::debug!(error = %e, "could not lower a dispatcher thread's priority");
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn yield_to_ingest() {}
