@@ -15,6 +15,9 @@ const USAGE: &str = "usage: textus-bench --relay BIN --out DIR [--connections N]
 [--only SCENARIO,...]  (--only: ceiling, ingest, paced, isolation, backlog; prints the figures \
 and writes no report, for comparing builds)";
 
+/// Alternating ceiling and ingest rounds in a full run.
+const ROUNDS: usize = 2;
+
 const SEND_USAGE: &str = "usage: textus-bench send --to ADDR --requests N [--connections N] \
 [--rate EVENTS_PER_S] [--wrong-signature]  (for profiling a relay started by hand with the \
 bench secret)";
@@ -193,18 +196,34 @@ async fn run(s: Settings, out: PathBuf) -> anyhow::Result<()> {
     let started = utc_now();
     let step = |name: &str| eprintln!("[{:>5.1}s] {name}", began.elapsed().as_secs_f64());
 
-    step("ceiling (wrong signature → 401) and idle RSS");
-    let ceiling = scenarios::ceiling(&s, clock).await?;
-    eprintln!(
-        "        {:.0} req/s, statuses {:?}, {:?}",
-        ceiling.rate, ceiling.outcome.statuses, ceiling.cpu
-    );
-    step("ingest at full speed, 3 targets");
-    let ingest = scenarios::ingest(&s, clock).await?;
-    eprintln!(
-        "        {:.0} events/s, statuses {:?}, fan-out {:.0} deliveries/s, {:?}, {:?}",
-        ingest.rate, ingest.outcome.statuses, ingest.fanout, ingest.cpu, ingest.commits
-    );
+    // Ceiling and ingest alternate, twice: the machine's speed drifts (other VMs, the disk),
+    // and measuring the two sides of the ratio back to back, in both orders, keeps a drift
+    // from landing on one side only.
+    let mut rounds = Vec::new();
+    let mut first = None;
+    for round in 1..=ROUNDS {
+        step(&format!(
+            "round {round}/{ROUNDS}: ceiling (wrong signature → 401) and idle RSS"
+        ));
+        let ceiling = scenarios::ceiling(&s, clock).await?;
+        eprintln!(
+            "        {:.0} req/s, statuses {:?}, {:?}",
+            ceiling.rate, ceiling.outcome.statuses, ceiling.cpu
+        );
+        step(&format!(
+            "round {round}/{ROUNDS}: ingest at full speed, 3 targets"
+        ));
+        let ingest = scenarios::ingest(&s, clock).await?;
+        eprintln!(
+            "        {:.0} events/s, statuses {:?}, fan-out {:.0} deliveries/s, {:?}, {:?}",
+            ingest.rate, ingest.outcome.statuses, ingest.fanout, ingest.cpu, ingest.commits
+        );
+        rounds.push((ceiling.rate, ingest.rate));
+        first.get_or_insert((ceiling, ingest));
+    }
+    let Some((ceiling, ingest)) = first else {
+        bail!("no ceiling and ingest rounds ran");
+    };
     step("ceiling and ingest again with 4x the connections (sensitivity)");
     let wide = Settings {
         connections: s.connections * 4,
@@ -249,6 +268,7 @@ async fn run(s: Settings, out: PathBuf) -> anyhow::Result<()> {
         target_concurrency: s.target_concurrency,
         ceiling,
         ingest,
+        rounds,
         wide: (wide.connections, wide_ceiling, wide_ingest),
         at_1000,
         at_5000,
