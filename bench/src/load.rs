@@ -294,6 +294,24 @@ async fn connect(addr: SocketAddr) -> Option<SendRequest<Full<Bytes>>> {
     Some(sender)
 }
 
+/// Signatures of the fixture one thread computes per second: a yardstick of this machine's
+/// speed at the moment, taken at the start and end of a run. On a shared VM it moves (one
+/// afternoon it fell by a third within an hour), and every absolute figure moves with it.
+pub fn yardstick() -> f64 {
+    let started = std::time::Instant::now();
+    let mut n = 0u64;
+    while started.elapsed() < std::time::Duration::from_millis(500) {
+        for _ in 0..100 {
+            std::hint::black_box(textus_relay::ingress::signature::sign(
+                "yardstick",
+                std::hint::black_box(FIXTURE),
+            ));
+        }
+        n += 100;
+    }
+    n as f64 / started.elapsed().as_secs_f64()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -151,6 +151,8 @@ fn parse(args: Vec<String>) -> anyhow::Result<(Settings, PathBuf, Vec<String>)> 
 /// `--only`: the named scenarios, their figures on stderr, no report.
 async fn run_only(s: Settings, only: Vec<String>) -> anyhow::Result<()> {
     let clock = Clock::start();
+    let yardstick = textus_bench::load::yardstick();
+    eprintln!("machine speed: {yardstick:.0} HMAC-SHA256 of the fixture per second");
     for name in only {
         match name.as_str() {
             "ceiling" => {
@@ -199,6 +201,7 @@ async fn run(s: Settings, out: PathBuf) -> anyhow::Result<()> {
     // Ceiling and ingest alternate, twice: the machine's speed drifts (other VMs, the disk),
     // and measuring the two sides of the ratio back to back, in both orders, keeps a drift
     // from landing on one side only.
+    let yardstick_start = textus_bench::load::yardstick();
     let mut rounds = Vec::new();
     let mut first = None;
     for round in 1..=ROUNDS {
@@ -269,6 +272,7 @@ async fn run(s: Settings, out: PathBuf) -> anyhow::Result<()> {
         ceiling,
         ingest,
         rounds,
+        yardstick: (yardstick_start, textus_bench::load::yardstick()),
         wide: (wide.connections, wide_ceiling, wide_ingest),
         at_1000,
         at_5000,
