@@ -104,7 +104,6 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
     server.bootstrap();
     let handing_over = watch_for_upgrade(&server);
 
-    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let ingress_config = Arc::new(Live::new(IngressConfig {
         source: config.source.clone(),
         router: compiled.router.clone(),
@@ -119,12 +118,7 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
             .collect(),
         token: config.admin.token.clone(),
     }));
-    let fleet = Arc::new(Fleet::new(
-        store.clone(),
-        metrics.clone(),
-        running.clone(),
-        threads,
-    ));
+    let fleet = Arc::new(Fleet::new(store.clone(), metrics.clone(), running.clone()));
 
     let ingress = Ingress::new(
         ingress_config.clone(),

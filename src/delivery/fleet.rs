@@ -1,5 +1,5 @@
 //! The running dispatchers: one per configured target, each on a runtime of its own (its own
-//! threads), so a target that is slow, stuck or busy cannot take time from another's. A config
+//! thread), so a target that is slow, stuck or busy cannot take time from another's. A config
 //! reload starts, stops and replaces single dispatchers while the others keep running.
 //!
 //! Stopping a dispatcher lets its in-flight attempts finish (each bounded by the target's
@@ -49,8 +49,6 @@ pub struct Fleet {
     metrics: Arc<Metrics>,
     /// Counts dispatchers that are running, for `/readyz`.
     running: Arc<AtomicUsize>,
-    /// Worker threads per dispatcher runtime.
-    threads: usize,
     state: Mutex<State>,
 }
 
@@ -67,17 +65,11 @@ struct Handle {
 }
 
 impl Fleet {
-    pub fn new(
-        store: Arc<dyn Store>,
-        metrics: Arc<Metrics>,
-        running: Arc<AtomicUsize>,
-        threads: usize,
-    ) -> Fleet {
+    pub fn new(store: Arc<dyn Store>, metrics: Arc<Metrics>, running: Arc<AtomicUsize>) -> Fleet {
         Fleet {
             store,
             metrics,
             running,
-            threads: threads.max(1),
             state: Mutex::default(),
         }
     }
@@ -106,14 +98,15 @@ impl Fleet {
             self.running.clone(),
         );
         let (stop, stopped) = watch::channel(false);
-        let threads = self.threads;
         let spawn_err = |source| FleetError::Spawn {
             target: name.clone(),
             source,
         };
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(threads)
-            .thread_name(format!("dispatch {name}"))
+        // One thread per dispatcher: its loop and its attempts take turns on it. A pool of
+        // worker threads per target (one per core, as before) cost ~10% more CPU per delivery
+        // in work stealing and cross-thread wake-ups (bench/REPORT.md); one thread already does
+        // tens of thousands of deliveries a second, and targets still never share one.
+        let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(spawn_err)?;
