@@ -121,7 +121,7 @@ pub fn apply(
             policy::control(tx, target, change.as_ref(), now).map(Done::Control)
         }
         Op::DeadLetters(q) => dead::list(tx, q).map(Done::DeadLetters),
-        Op::Counts(target) => counts(tx, target).map(Done::Counts),
+        Op::Counts(target) => counts(tx, target, pending).map(Done::Counts),
         Op::Targets => targets(tx).map(Done::Targets),
         Op::Ping => tx
             .query_row("SELECT 1", [], |_| Ok(()))
@@ -341,31 +341,52 @@ fn settle(
     Ok(Done::Nothing)
 }
 
-fn counts(tx: &Transaction<'_>, target: &TargetId) -> rusqlite::Result<TargetCounts> {
-    let mut stmt = tx.prepare_cached(
-        "SELECT state, COUNT(*) FROM deliveries WHERE target = ?1 GROUP BY state",
-    )?;
-    let mut counts = TargetCounts::default();
-    let rows = stmt.query_map([target.as_str()], |r| {
-        Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
-    })?;
-    for row in rows {
-        let (state, n) = row?;
-        let n = u64::try_from(n).unwrap_or(0);
-        match state {
-            QUEUED => counts.queued = n,
-            IN_FLIGHT => counts.in_flight = n,
-            _ => counts.dead = n,
-        }
+/// A target's queue at a glance, for `/metrics` and the admin API, which ask on every scrape.
+///
+/// Nothing here reads the queue row by row: on the writer thread, counting a backlog of a
+/// million deliveries and finding the oldest creation time among them took ~80 + ~200 ms, and
+/// every ingest waited behind it, on every scrape, for every backlogged target. Queued is the writer's pending count (kept for
+/// `max_queue`, recounted every minute) less the leased ones; leased and dead are counts of
+/// one index range each (a few per concurrency slot, and the dead letters kept); the oldest
+/// pending delivery is the one with the lowest id, because ids grow with insertion and a
+/// replayed letter keeps both its id and its creation time.
+fn counts(
+    tx: &Transaction<'_>,
+    target: &TargetId,
+    pending: &Pending,
+) -> rusqlite::Result<TargetCounts> {
+    let name = target.as_str();
+    let mut count =
+        tx.prepare_cached("SELECT COUNT(*) FROM deliveries WHERE state = ?1 AND target = ?2")?;
+    let mut in_state = |state: i64| -> rusqlite::Result<u64> {
+        let n: i64 = count.query_row(params![state, name], |r| r.get(0))?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    };
+    let in_flight = in_state(IN_FLIGHT)?;
+    let dead = in_state(DEAD)?;
+    let mut first =
+        tx.prepare_cached("SELECT MIN(id) FROM deliveries WHERE state = ?1 AND target = ?2")?;
+    let mut oldest_id: Option<i64> = None;
+    for state in [QUEUED, IN_FLIGHT] {
+        let id: Option<i64> = first.query_row(params![state, name], |r| r.get(0))?;
+        oldest_id = match (oldest_id, id) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
     }
-    counts.oldest_queued_at = tx.query_row(
-        // `state IN (0, 1)`, not `state < 2`: two probes of deliveries_dead(state, target)
-        // for this target, where a range on state would walk every target's queue.
-        "SELECT MIN(created_at) FROM deliveries WHERE state IN (0, 1) AND target = ?1",
-        [target.as_str()],
-        |r| r.get(0),
-    )?;
-    Ok(counts)
+    let oldest_queued_at = match oldest_id {
+        Some(id) => tx
+            .prepare_cached("SELECT created_at FROM deliveries WHERE id = ?1")?
+            .query_row([id], |r| r.get(0))
+            .optional()?,
+        None => None,
+    };
+    Ok(TargetCounts {
+        queued: pending.get(target).saturating_sub(in_flight),
+        in_flight,
+        dead,
+        oldest_queued_at,
+    })
 }
 
 /// Every target with a delivery in any state, sorted. Asked on every `/metrics` scrape, so it

@@ -366,3 +366,46 @@ async fn targets_lists_each_target_with_deliveries_in_any_state_once() {
         .collect();
     assert_eq!(names, ["buried", "leased", "queued"]);
 }
+
+#[tokio::test]
+async fn counts_follow_claims_acks_and_burials_and_survive_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("relay.db");
+    let a = target("a");
+    let expected = {
+        let store = SqliteStore::open(&path).expect("open");
+        for i in 1..=5 {
+            store
+                .ingest(event(&format!("e{i}"), &["a", "b"]))
+                .await
+                .expect("ingest");
+            // Distinct creation times, so "oldest" has one answer.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let claimed = store.claim(&a, 2, LEASE).await.expect("claim").jobs;
+        assert_eq!(claimed.len(), 2);
+        let during = store.counts(&a).await.expect("counts");
+        assert_eq!((during.queued, during.in_flight, during.dead), (3, 2, 0));
+        let first_created = during.oldest_queued_at.expect("oldest");
+
+        store.ack(claimed[0].id).await.expect("ack");
+        let last = AttemptRecord {
+            status: Some(400),
+            reason: "bad request".to_string(),
+        };
+        store.bury(claimed[1].id, last).await.expect("bury");
+        let after = store.counts(&a).await.expect("counts");
+        assert_eq!((after.queued, after.in_flight, after.dead), (3, 0, 1));
+        // The two oldest left the queue: the oldest pending one is younger now.
+        let oldest = after.oldest_queued_at.expect("oldest");
+        assert!(oldest > first_created, "{oldest} > {first_created}");
+        // Another target's queue is its own.
+        let b = store.counts(&target("b")).await.expect("counts");
+        assert_eq!((b.queued, b.in_flight, b.dead), (5, 0, 0));
+        assert_eq!(b.oldest_queued_at, Some(first_created));
+        after
+    };
+    // After a restart the counts come from the table again, and agree.
+    let store = SqliteStore::open(&path).expect("reopen");
+    assert_eq!(store.counts(&a).await.expect("counts"), expected);
+}
