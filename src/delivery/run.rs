@@ -88,8 +88,9 @@ impl Run {
             _ = shutdown.changed() => return Step::Stop,
         };
         // A full concurrency's worth even when only some slots are free: the rest start as
-        // slots free up (attempts to a fast target take well under a commit), and one claim
-        // per round instead of one per freed slot halves the claims on the shared writer.
+        // slots free up (an attempt to a fast target takes well under a commit), and the
+        // shared writer sees fewer, larger claims than one per freed slot. Until they start
+        // they are leased, so `in_flight` can read up to twice `concurrency`.
         let limit = if probe {
             1
         } else {
