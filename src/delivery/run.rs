@@ -89,8 +89,9 @@ impl Run {
         };
         // A full concurrency's worth even when only some slots are free: the rest start as
         // slots free up (an attempt to a fast target takes well under a commit), and the
-        // shared writer sees fewer, larger claims than one per freed slot. Until they start
-        // they are leased, so `in_flight` can read up to twice `concurrency`.
+        // shared writer sees fewer, larger claims than one per freed slot. They are leased
+        // while they wait, so `in_flight` (sending, waiting, or being recorded) can read up to
+        // about three times `concurrency`.
         let limit = if probe {
             1
         } else {
