@@ -20,7 +20,7 @@ use std::sync::mpsc::{self, SyncSender};
 use std::time::Duration;
 
 use rusqlite::Connection;
-use tracing::warn;
+use tracing::{info, warn};
 
 /// The least time between two checkpoints: each copies what a few hundred commits wrote.
 const SPACING: Duration = Duration::from_millis(50);
@@ -43,11 +43,12 @@ impl Checkpointer {
         std::thread::Builder::new()
             .name("store-checkpoint".into())
             .spawn(move || {
+                let mut failing = false;
                 while nudged.recv().is_ok() {
-                    checkpoint(&conn);
+                    failing = checkpoint(&conn, failing);
                     std::thread::sleep(SPACING);
                 }
-                checkpoint(&conn);
+                checkpoint(&conn, failing);
             })
             .map_err(|e| super::plain_error(format!("starting the checkpoint thread: {e}")))?;
         Ok(Checkpointer(nudge))
@@ -59,8 +60,21 @@ impl Checkpointer {
     }
 }
 
-fn checkpoint(conn: &Connection) {
-    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(0)) {
-        warn!(error = %e, "checkpointing the store's write-ahead log failed");
+/// One PASSIVE checkpoint; returns whether it failed. A failure is logged when it starts and
+/// when it ends, not every 50 ms in between (a full disk fails every one of them).
+fn checkpoint(conn: &Connection, was_failing: bool) -> bool {
+    match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(0)) {
+        Ok(_) => {
+            if was_failing {
+                info!("checkpointing the store's write-ahead log works again");
+            }
+            false
+        }
+        Err(e) => {
+            if !was_failing {
+                warn!(error = %e, "checkpointing the store's write-ahead log failed; retrying quietly");
+            }
+            true
+        }
     }
 }

@@ -409,3 +409,28 @@ async fn counts_follow_claims_acks_and_burials_and_survive_a_restart() {
     let store = SqliteStore::open(&path).expect("reopen");
     assert_eq!(store.counts(&a).await.expect("counts"), expected);
 }
+
+#[tokio::test]
+async fn committed_pages_reach_the_database_file_without_waiting_for_the_writer() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("relay.db");
+    let store = SqliteStore::open(&path).expect("open");
+    let size = || std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+    let before = size();
+    // Far below the writer's own checkpoint threshold: only the checkpoint thread copies
+    // these pages out of the log into the database file.
+    for i in 0..50 {
+        store
+            .ingest(event(&format!("e{i}"), &["a"]))
+            .await
+            .expect("ingest");
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while size() <= before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "relay.db stayed at {before} bytes: nothing was checkpointed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
