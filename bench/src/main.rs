@@ -221,7 +221,7 @@ async fn run(s: Settings, out: PathBuf) -> anyhow::Result<()> {
             "        {:.0} events/s, statuses {:?}, fan-out {:.0} deliveries/s, {:?}, {:?}",
             ingest.rate, ingest.outcome.statuses, ingest.fanout, ingest.cpu, ingest.commits
         );
-        rounds.push((ceiling.rate, ingest.rate));
+        rounds.push((ceiling.rate, ingest.rate, ingest.fanout));
         first.get_or_insert((ceiling, ingest));
     }
     let Some((ceiling, ingest)) = first else {
