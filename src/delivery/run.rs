@@ -140,32 +140,16 @@ impl Run {
         probe: bool,
         shutdown: &mut ShutdownWatch,
     ) -> Step {
-        let mut permit = Some(first);
+        let mut first = Some(first);
         let mut jobs = jobs.into_iter();
         while let Some(job) = jobs.next() {
-            if let Some(limiter) = self.rate.as_mut() {
-                while let Err(wait) = limiter.try_take() {
-                    tokio::select! {
-                        _ = tokio::time::sleep(wait) => {}
-                        _ = shutdown.changed() => {
-                            self.release(std::iter::once(job).chain(jobs)).await;
-                            return Step::Stop;
-                        }
-                    }
-                }
-            }
-            let slot = match permit.take() {
-                Some(p) => p,
-                None => tokio::select! {
-                    p = self.slots.clone().acquire_owned() => match p {
-                        Ok(p) => p,
-                        Err(_) => return Step::Stop,
-                    },
-                    _ = shutdown.changed() => {
-                        self.release(std::iter::once(job).chain(jobs)).await;
-                        return Step::Stop;
-                    }
-                },
+            let turn = tokio::select! {
+                slot = self.turn(first.take()) => slot,
+                _ = shutdown.changed() => None,
+            };
+            let Some(slot) = turn else {
+                self.release(std::iter::once(job).chain(jobs)).await;
+                return Step::Stop;
             };
             let inner = self.inner.clone();
             let wake = self.wake.clone();
@@ -178,6 +162,20 @@ impl Run {
             });
         }
         Step::Next
+    }
+
+    /// Waits for the next job's turn: a rate limit token, then a slot (`first`, while the one
+    /// the claim was made with is unused). `None` only if the slots were closed.
+    async fn turn(&mut self, first: Option<OwnedSemaphorePermit>) -> Option<OwnedSemaphorePermit> {
+        if let Some(limiter) = self.rate.as_mut() {
+            while let Err(wait) = limiter.try_take() {
+                tokio::time::sleep(wait).await;
+            }
+        }
+        match first {
+            Some(slot) => Some(slot),
+            None => self.slots.clone().acquire_owned().await.ok(),
+        }
     }
 
     /// Gives claimed but unstarted jobs back at once, so a dispatcher that replaces this one

@@ -258,10 +258,7 @@ fn claim(
             params![target.as_str(), policy::priority_value(priority)],
             |r| r.get(0),
         )?;
-        next_due = match (next_due, due) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        next_due = earliest(next_due, due);
     }
     Ok(Claimed {
         jobs,
@@ -277,13 +274,11 @@ fn ack(tx: &Transaction<'_>, id: DeliveryId, pending: &mut Pending) -> rusqlite:
         .prepare_cached("SELECT event_id, target, state, order_key FROM deliveries WHERE id = ?1")?
         .query_row([id.0], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
         .optional()?;
-    if gone.is_some() {
-        tx.prepare_cached("DELETE FROM deliveries WHERE id = ?1")?
-            .execute([id.0])?;
-    }
     let Some((event_id, target, state, order_key)) = gone else {
         return Ok(());
     };
+    tx.prepare_cached("DELETE FROM deliveries WHERE id = ?1")?
+        .execute([id.0])?;
     if state < DEAD
         && let Some(target) = target
     {
@@ -296,6 +291,14 @@ fn ack(tx: &Transaction<'_>, id: DeliveryId, pending: &mut Pending) -> rusqlite:
     )?
     .execute([event_id])?;
     Ok(())
+}
+
+/// The smaller of two optional values, or whichever is there.
+fn earliest(a: Option<i64>, b: Option<i64>) -> Option<i64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
 }
 
 /// Where an attempt leaves a delivery.
@@ -345,8 +348,8 @@ fn settle(
 ///
 /// Nothing here reads the queue row by row: on the writer thread, counting a backlog of a
 /// million deliveries and finding the oldest creation time among them took ~80 + ~200 ms, and
-/// every ingest waited behind it, on every scrape, for every backlogged target. Queued is the writer's pending count (kept for
-/// `max_queue`, recounted every minute) less the leased ones; leased and dead are counts of
+/// every ingest waited behind it, on every scrape, for every backlogged target. Queued is the
+/// writer's pending count (kept for `max_queue`, recounted every minute) less the leased ones; leased and dead are counts of
 /// one index range each (a few per concurrency slot, and the dead letters kept); the oldest
 /// pending delivery is the one with the lowest id, because ids grow with insertion and a
 /// replayed letter keeps both its id and its creation time.
@@ -369,10 +372,7 @@ fn counts(
     let mut oldest_id: Option<i64> = None;
     for state in [QUEUED, IN_FLIGHT] {
         let id: Option<i64> = first.query_row(params![state, name], |r| r.get(0))?;
-        oldest_id = match (oldest_id, id) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        oldest_id = earliest(oldest_id, id);
     }
     let oldest_queued_at = match oldest_id {
         Some(id) => tx
