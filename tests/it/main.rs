@@ -24,5 +24,6 @@ mod secrets;
 mod send;
 mod slack;
 mod support;
+mod sync;
 mod target_faults;
 mod tls;
