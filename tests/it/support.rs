@@ -72,6 +72,14 @@ pub struct Layout<'a> {
     pub rest: &'a str,
 }
 
+/// What to record with strace, and where.
+#[derive(Clone)]
+pub struct Trace {
+    /// For `strace -e`, e.g. `trace=fsync,fdatasync`.
+    pub expr: &'static str,
+    pub out: PathBuf,
+}
+
 /// A running relay process.
 pub struct TestRelay {
     child: Option<Child>,
@@ -85,6 +93,8 @@ pub struct TestRelay {
     rust_log: String,
     /// `--log-format json` instead of the default text.
     json_logs: bool,
+    /// Runs the relay under `strace -f`, writing the syscalls it was asked for to this file.
+    trace: Option<Trace>,
     client: reqwest::Client,
     _owned: Option<tempfile::TempDir>,
 }
@@ -139,15 +149,36 @@ impl TestRelay {
             admin_extra,
             rest,
         };
-        TestRelay::launch_full(layout, rust_log, false).await
+        TestRelay::launch_full(layout, rust_log, false, None).await
     }
 
     /// Starts a relay laid out as `layout` says (store elsewhere, TLS, ...).
     pub async fn launch_with(layout: Layout<'_>) -> TestRelay {
-        TestRelay::launch_full(layout, "info", false).await
+        TestRelay::launch_full(layout, "info", false, None).await
     }
 
-    async fn launch_full(layout: Layout<'_>, rust_log: &str, json_logs: bool) -> TestRelay {
+    /// Starts a relay under strace (installed by scripts/prereqs); [`TestRelay::pid`] is still
+    /// the relay's, and the trace is complete once it has stopped.
+    pub async fn start_traced(rest: &str, trace: Trace) -> TestRelay {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let layout = Layout {
+            dir: dir.path(),
+            store: &dir.path().join("relay.db"),
+            listen_extra: "",
+            admin_extra: "",
+            rest,
+        };
+        let mut relay = TestRelay::launch_full(layout, "info", false, Some(trace)).await;
+        relay._owned = Some(dir);
+        relay
+    }
+
+    async fn launch_full(
+        layout: Layout<'_>,
+        rust_log: &str,
+        json_logs: bool,
+        trace: Option<Trace>,
+    ) -> TestRelay {
         let Layout {
             dir,
             store,
@@ -172,6 +203,7 @@ impl TestRelay {
             logs: Vec::new(),
             rust_log: rust_log.to_string(),
             json_logs,
+            trace,
             client: reqwest::Client::builder()
                 .timeout(PATIENCE)
                 .build()
@@ -193,7 +225,7 @@ impl TestRelay {
             admin_extra: "",
             rest,
         };
-        let mut relay = TestRelay::launch_full(layout, rust_log, true).await;
+        let mut relay = TestRelay::launch_full(layout, rust_log, true, None).await;
         relay._owned = Some(dir);
         relay
     }
@@ -206,7 +238,17 @@ impl TestRelay {
             self.listen.port(),
             self.logs.len()
         ));
-        let mut command = Command::new(BIN);
+        let mut command = match &self.trace {
+            None => Command::new(BIN),
+            Some(trace) => {
+                let mut strace = Command::new("strace");
+                strace
+                    .args(["-f", "-qq", "-e", trace.expr, "-o"])
+                    .arg(&trace.out)
+                    .arg(BIN);
+                strace
+            }
+        };
         if self.json_logs {
             command.args(["--log-format", "json"]);
         }
@@ -372,9 +414,16 @@ impl TestRelay {
         }
     }
 
-    /// The relay's process id.
+    /// The relay's process id (under strace, strace's child).
     pub fn pid(&self) -> u32 {
-        self.child.as_ref().map_or(0, Child::id)
+        let id = self.child.as_ref().map_or(0, Child::id);
+        if self.trace.is_none() || id == 0 {
+            return id;
+        }
+        std::fs::read_to_string(format!("/proc/{id}/task/{id}/children"))
+            .ok()
+            .and_then(|c| c.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
     }
 
     /// The relay's resident memory (`VmRSS` from /proc), in KiB.
@@ -439,6 +488,14 @@ impl TestRelay {
 
     /// `kill -9`: no chance to clean up.
     pub fn kill9(&mut self) {
+        // strace leaves its tracee running when it is killed itself. (`pid` is 0 once the
+        // child is gone, and `kill 0` would signal the whole process group.)
+        let relay = self.pid();
+        if self.trace.is_some() && relay != 0 {
+            let _ = Command::new("kill")
+                .args(["-KILL", &relay.to_string()])
+                .status();
+        }
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
@@ -447,8 +504,10 @@ impl TestRelay {
 
     /// SIGTERM, then waits for the exit.
     pub fn terminate(&mut self) -> ExitStatus {
+        let relay = self.pid();
         let mut child = self.child.take().expect("relay is running");
-        signal(child.id(), "-TERM");
+        assert_ne!(relay, 0, "the relay's process id is known");
+        signal(relay, "-TERM");
         child.wait().expect("relay exits")
     }
 }
