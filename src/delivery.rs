@@ -1,9 +1,10 @@
-//! One dispatcher per target: claims due deliveries from the store and attempts them.
+//! One dispatcher per target: claims due deliveries from the store (or, once caught up, is
+//! handed new ones as they are stored: see [`crate::store::handoff`]) and attempts them.
 //!
 //! Each dispatcher is its own pingora `BackgroundService` (its own runtime), with its own
 //! concurrency, rate limit, retry schedule and circuit breaker, and reads only its own target's
 //! queue: a target that is down, slow or rate limited cannot delay another. Nothing is held only
-//! in memory: a claimed delivery is leased in the store, and a lease that is never settled
+//! in memory: a claimed or handed delivery is leased in the store, and a lease that is never settled
 //! (crash, failed write) expires and the delivery is attempted again.
 //!
 //! Before each claim the dispatcher asks whether the target may send: not while it is disabled
@@ -31,7 +32,7 @@ type ShutdownWatch = watch::Receiver<bool>;
 use tokio::time::Instant;
 use tracing::{error, info, warn};
 
-use crate::config::{Target as TargetConfig, TargetId};
+use crate::config::{DeliveryOrder, Target as TargetConfig, TargetId};
 use crate::metrics::Metrics;
 use crate::store::{AttemptRecord, ControlChange, Disabled, Job, Store, StoreError, unix_ms};
 use crate::targets::{Outcome, Target, standard_webhooks};
@@ -42,6 +43,16 @@ use run::{Run, Step};
 
 /// How long a stopping dispatcher waits for the results of its last attempts to be written.
 const SETTLE_WAIT: Duration = Duration::from_secs(5);
+
+/// What the end of an attempt means for the dispatcher's next claim.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Settled {
+    /// Delivered and acked: nothing new is due that a claim would find.
+    Done,
+    /// A retry was scheduled, a head moved, the breaker or the target's state may have
+    /// changed, or the result was not written (the lease will run out): claim again.
+    Changed,
+}
 
 /// Delivers one target's queue.
 pub struct Dispatcher {
@@ -87,14 +98,21 @@ impl Dispatcher {
         &self.inner.config.name
     }
 
-    /// How long a claim is leased: long enough for every claimed job to wait for its rate
-    /// limit token and then run to its timeout, with room to record the result.
+    /// How long a delivery is leased, claimed or handed over: long enough for every leased
+    /// job ahead of it to take its rate limit token and run to its timeout, and then for it to
+    /// do the same, with room to record the result. Only a result that could not be recorded
+    /// ever waits for a lease to run out (a restart releases them all).
     fn lease(&self) -> Duration {
         let c = &self.inner.config;
-        let rate_wait = c.rate_limit.as_ref().map_or(Duration::ZERO, |r| {
-            r.per / r.count.max(1) * c.concurrency as u32
-        });
-        c.timeout * 2 + rate_wait + Duration::from_secs(60)
+        let waves = u32::try_from(run::WAVES_AHEAD + 1).unwrap_or(u32::MAX);
+        let jobs = u32::try_from(c.concurrency)
+            .unwrap_or(u32::MAX)
+            .saturating_mul(waves);
+        let rate_wait = c
+            .rate_limit
+            .as_ref()
+            .map_or(Duration::ZERO, |r| r.per / r.count.max(1) * jobs);
+        c.timeout * waves + rate_wait + Duration::from_secs(60)
     }
 }
 
@@ -113,6 +131,8 @@ impl Dispatcher {
                 break;
             }
         }
+        // Nothing more is handed over, and what was goes back to the queue at once.
+        run.withdraw().await;
         // Let attempts already in flight finish (each is bounded by the target's timeout), and
         // then their results be written, so none is left to a lease's expiry.
         let all = u32::try_from(config.concurrency).unwrap_or(u32::MAX);
@@ -135,7 +155,7 @@ impl Inner {
         slot: OwnedSemaphorePermit,
         settling: Arc<Semaphore>,
         probe: bool,
-    ) {
+    ) -> Settled {
         let name = self.config.name.as_str();
         if !self.may_attempt(probe) {
             if probe {
@@ -144,7 +164,7 @@ impl Inner {
             if let Err(e) = self.store.release(job.id).await {
                 warn!(target = name, event_id = %job.event_key, error = %e, "releasing an unattempted delivery failed");
             }
-            return;
+            return Settled::Changed;
         }
         let webhook_id = standard_webhooks::webhook_id(&job.event_key, name);
         let attempt = job.attempts + 1;
@@ -161,11 +181,17 @@ impl Inner {
         let duration_ms = took.as_millis() as u64;
         self.metrics.delivery_duration(name, took);
         self.observe(&outcome);
+        // An ack of an unordered delivery outside a probe is the one result no claim needs
+        // to follow up.
+        let mut settled = Settled::Changed;
         let written = match outcome {
             Outcome::Delivered { status } => {
                 info!(target = name, event_id = %job.event_key, event_type, attempt, status, duration_ms, "delivered");
                 self.metrics.delivery(name, "delivered");
                 self.health.record_success();
+                if !probe && self.config.ordering == DeliveryOrder::Unordered {
+                    settled = Settled::Done;
+                }
                 self.store.ack(job.id).await
             }
             Outcome::Retry {
@@ -209,7 +235,9 @@ impl Inner {
         if let Err(e) = written {
             // The lease will expire and the delivery will be attempted again: at-least-once.
             warn!(target = name, event_id = %job.event_key, error = %e, "recording the attempt failed");
+            return Settled::Changed;
         }
+        settled
     }
 
     /// `410 Gone`: the endpoint is gone for every delivery, not just this one. Disable the

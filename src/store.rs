@@ -1,13 +1,15 @@
 //! The durable queue behind the relay: events, one delivery per (event, target), dead letters.
 //!
 //! Ingress calls [`Store::ingest`] and answers TextUs 200 only after it returned `Ok`, so an
-//! acknowledged event survives a crash. Dispatchers [`Store::claim`] due deliveries under a lease;
-//! an expired lease (or a restart) makes a delivery claimable again, so delivery is at-least-once.
+//! acknowledged event survives a crash. Dispatchers [`Store::claim`] due deliveries under a lease,
+//! or are handed new ones already leased as they are stored ([`Store::handoff`]); an expired
+//! lease (or a restart) makes a delivery claimable again, so delivery is at-least-once.
 //! The trait is shaped so a JetStream backend fits: enqueue-with-dedupe, claim due work for one
 //! target, ack, retry-at, bury, list dead letters, stats; dead letters are selected by a
 //! [`DeadLetterFilter`] (ids, target, type, time), which maps onto a dead-letter stream's
 //! subjects and sequence/time ranges as naturally as onto SQL.
 
+pub mod handoff;
 pub mod sqlite;
 
 use std::sync::Arc;
@@ -369,8 +371,13 @@ pub trait Store: Send + Sync {
     async fn targets(&self) -> Result<Vec<TargetId>, StoreError>;
     /// Proves the store can still run a transaction (readiness).
     async fn ping(&self) -> Result<(), StoreError>;
-    /// Notified whenever deliveries for `target` are added, so its dispatcher wakes at once.
+    /// Notified whenever deliveries for `target` are queued, so its dispatcher wakes at once
+    /// and claims them.
     fn wakeup(&self, target: &TargetId) -> Arc<Notify>;
+    /// Where `target`'s dispatcher offers room for deliveries leased to it as they are
+    /// stored, and takes them (see [`handoff`]). A store that cannot hand over ignores the
+    /// offer, and every delivery is queued and claimed.
+    fn handoff(&self, target: &TargetId) -> Arc<handoff::Handoff>;
 }
 
 /// Unix milliseconds, the store's time unit; times before 1970 clamp to 0.

@@ -20,6 +20,7 @@
 
 mod checkpoint;
 mod dead;
+mod handing;
 mod ops;
 mod policy;
 mod schema;
@@ -34,6 +35,7 @@ use rusqlite::Connection;
 use tokio::sync::{Notify, mpsc, oneshot};
 use tracing::{error, info, warn};
 
+use super::handoff::Handoff;
 use super::{
     AttemptRecord, Claimed, ControlChange, DeadLetter, DeadLetterDetail, DeadLetterFilter,
     DeadLetterQuery, DeliveryId, Ingested, NewEvent, Replayed, Store, StoreError, TargetControl,
@@ -41,6 +43,7 @@ use super::{
 };
 use crate::config::TargetId;
 use crate::metrics::Metrics;
+use handing::{Handing, Mailboxes};
 use ops::{Done, Op, Reply};
 use policy::Pending;
 
@@ -91,6 +94,7 @@ pub struct SqliteStore {
     path: PathBuf,
     ops: mpsc::Sender<(Op, oneshot::Sender<Reply>)>,
     wakeups: Wakeups,
+    mailboxes: Mailboxes,
 }
 
 impl SqliteStore {
@@ -137,10 +141,12 @@ impl SqliteStore {
         let checkpointer = checkpoint::Checkpointer::start(path).map_err(open_err)?;
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
         let wakeups: Wakeups = Arc::default();
+        let mailboxes: Mailboxes = Arc::default();
         let writer = Writer {
             conn,
             rx,
             wakeups: wakeups.clone(),
+            mailboxes: mailboxes.clone(),
             options,
             pending,
             disk_full: false,
@@ -157,6 +163,7 @@ impl SqliteStore {
             path: path.to_path_buf(),
             ops: tx,
             wakeups,
+            mailboxes,
         })
     }
 
@@ -351,6 +358,10 @@ impl Store for SqliteStore {
     fn wakeup(&self, target: &TargetId) -> Arc<Notify> {
         wakeup_for(&self.wakeups, target)
     }
+
+    fn handoff(&self, target: &TargetId) -> Arc<Handoff> {
+        handing::mailbox(&self.mailboxes, target)
+    }
 }
 
 fn wakeup_for(wakeups: &Wakeups, target: &TargetId) -> Arc<Notify> {
@@ -364,6 +375,8 @@ struct Writer {
     conn: Connection,
     rx: mpsc::Receiver<(Op, oneshot::Sender<Reply>)>,
     wakeups: Wakeups,
+    /// Where deliveries leased at birth go; see [`Handoff`].
+    mailboxes: Mailboxes,
     options: SqliteOptions,
     /// Pending deliveries per target, as committed.
     pending: Pending,
@@ -437,7 +450,6 @@ impl Writer {
         }
         match self.apply_all(&ops, now) {
             Ok(results) => {
-                self.wake(&ops);
                 for (reply, result) in replies.into_iter().zip(results) {
                     let _ = reply.send(Ok(result));
                 }
@@ -458,9 +470,8 @@ impl Writer {
                     }
                     let one = [op];
                     let result = self.apply_all(&one, now);
-                    match &result {
-                        Ok(_) => self.wake(&one),
-                        Err(e) => self.note_failure(e),
+                    if let Err(e) = &result {
+                        self.note_failure(e);
                     }
                     let _ = reply.send(result.map(|mut r| r.remove(0)).map_err(StoreError::Sqlite));
                 }
@@ -526,13 +537,17 @@ impl Writer {
     fn apply_all(&mut self, ops: &[Op], now: SystemTime) -> rusqlite::Result<Vec<Done>> {
         // Counts change with the transaction: staged here, kept only once it has committed.
         let mut pending = self.pending.clone();
+        let mut handing = Handing::new(&self.mailboxes);
         let tx = self.begin()?;
         let mut results = Vec::with_capacity(ops.len());
         for op in ops {
-            results.push(ops::apply(&tx, op, now, &mut pending)?);
+            results.push(ops::apply(&tx, op, now, &mut pending, &mut handing)?);
         }
         tx.commit()?;
         self.pending = pending;
+        for target in handing.committed() {
+            wakeup_for(&self.wakeups, &target).notify_one();
+        }
         Ok(results)
     }
 
@@ -563,16 +578,6 @@ impl Writer {
                 self.pending = counts;
             }
             Err(e) => warn!(error = %e, "recounting pending deliveries failed"),
-        }
-    }
-
-    fn wake(&self, ops: &[Op]) {
-        for op in ops {
-            if let Op::Ingest(event) = op {
-                for routed in &event.targets {
-                    wakeup_for(&self.wakeups, &routed.target).notify_one();
-                }
-            }
         }
     }
 }

@@ -164,3 +164,38 @@ async fn a_black_holed_target_does_not_hold_up_a_healthy_one() {
     );
     dead.shutdown();
 }
+
+/// A caught-up dispatcher is handed new deliveries as they are stored, without claiming; a
+/// retry that falls due meanwhile must still be claimed and sent while events keep coming.
+#[tokio::test]
+async fn a_retry_falls_due_and_is_sent_while_new_events_keep_arriving() {
+    let sink = Sink::start(vec![Reply::Status(503)], Reply::Status(200))
+        .await
+        .expect("sink");
+    let relay = TestRelay::start(&one_target(&sink.url("/t"), "")).await;
+    let first = fixture_with_id("message.received", "/integrations/t/deliveries/first");
+    assert_eq!(relay.post_signed(&first).await.0, 200);
+    sink.wait_for(1, PATIENCE).await.expect("first attempt");
+    let is_first = |r: &textus_relay::sink::Received| r.body[..] == first[..];
+    let mut sent = 1;
+    // Retries of `t` come 100-500 ms apart; events go one after another, each delivered at
+    // once, for up to 5,000 of them.
+    while sink.received().iter().filter(|r| is_first(r)).count() < 2 {
+        assert!(
+            sent < 5_000,
+            "the retry was not sent while events kept arriving"
+        );
+        let body = fixture_with_id(
+            "message.received",
+            &format!("/integrations/t/deliveries/{sent}"),
+        );
+        assert_eq!(relay.post_signed(&body).await.0, 200);
+        sent += 1;
+    }
+    // And nothing else was held back: every event once, the first twice.
+    let got = sink
+        .wait_for(sent + 1, PATIENCE)
+        .await
+        .expect("all delivered");
+    assert_eq!(got.len(), sent + 1);
+}

@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime};
 use rusqlite::{OptionalExtension, Transaction, params};
 
 use super::dead;
+use super::handing::Handing;
 use super::policy::{self, Pending};
 use super::schema::{DEAD, IN_FLIGHT, QUEUED};
 use crate::config::{Priority, TargetId};
@@ -82,15 +83,17 @@ pub enum Done {
     PurgeSlice(dead::PurgeSlice),
 }
 
-/// Applies one operation; `pending` is the batch's staged count of pending deliveries.
+/// Applies one operation; `pending` is the batch's staged count of pending deliveries, and
+/// `handing` what it hands to dispatchers once committed.
 pub fn apply(
     tx: &Transaction<'_>,
     op: &Op,
     now: SystemTime,
     pending: &mut Pending,
+    handing: &mut Handing,
 ) -> rusqlite::Result<Done> {
     match op {
-        Op::Ingest(event) => ingest(tx, event, now, pending).map(Done::Ingested),
+        Op::Ingest(event) => ingest(tx, event, now, pending, handing).map(Done::Ingested),
         Op::Claim {
             target,
             limit,
@@ -151,6 +154,7 @@ fn ingest(
     e: &NewEvent,
     now: SystemTime,
     pending: &mut Pending,
+    handing: &mut Handing,
 ) -> rusqlite::Result<Ingested> {
     let now_ms = unix_ms(now);
     if !e.dedupe_window.is_zero() {
@@ -190,7 +194,7 @@ fn ingest(
         unix_ms(e.received_at)
     ])?;
     let event_id = tx.last_insert_rowid();
-    policy::insert_deliveries(tx, e, event_id, now_ms, pending)?;
+    policy::insert_deliveries(tx, e, event_id, now_ms, pending, handing)?;
     Ok(Ingested::Accepted)
 }
 

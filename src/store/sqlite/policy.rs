@@ -9,10 +9,12 @@ use std::time::SystemTime;
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use tracing::warn;
 
+use super::handing::Handing;
 use super::schema::{DEAD, IN_FLIGHT, QUEUED};
 use crate::config::{OnFull, Priority, TargetId};
 use crate::store::{
-    ControlChange, DeliveryId, Disabled, Ingested, NewEvent, TargetControl, unix_ms,
+    ControlChange, DeliveryId, Disabled, Ingested, Job, NewEvent, TargetControl, from_unix_ms,
+    unix_ms,
 };
 
 /// Pending (queued or in flight) deliveries per target. Targets with none have no entry, so
@@ -52,14 +54,15 @@ pub fn rejected_by_quota(e: &NewEvent, pending: &Pending) -> Option<Ingested> {
     })
 }
 
-/// One delivery per routed target (queued, or dead when its queue is full), and the dead
-/// letter of a body that is not an event.
+/// One delivery per routed target (queued, leased to a dispatcher that offered room, or dead
+/// when its queue is full), and the dead letter of a body that is not an event.
 pub fn insert_deliveries(
     tx: &Transaction<'_>,
     e: &NewEvent,
     event_id: i64,
     now_ms: i64,
     pending: &mut Pending,
+    handing: &mut Handing,
 ) -> rusqlite::Result<()> {
     // Dead letters are heads (head = 1), so a replayed one is claimable again.
     let mut insert = tx.prepare_cached(
@@ -99,6 +102,38 @@ pub fn insert_deliveries(
             ])?;
             continue;
         }
+        pending.add(&routed.target);
+        // An unordered delivery goes straight to a dispatcher with room, leased from now.
+        let leased = match routed.order_key {
+            None => handing.reserve(&routed.target),
+            Some(_) => None,
+        };
+        if let Some((mailbox, lease)) = leased {
+            let until = unix_ms(from_unix_ms(now_ms) + lease);
+            insert.execute(params![
+                event_id,
+                target,
+                IN_FLIGHT,
+                until,
+                None::<String>,
+                priority,
+                None::<String>,
+                1
+            ])?;
+            // `created_at` as a claim would read it back: the row's milliseconds.
+            let job = Job {
+                id: DeliveryId(tx.last_insert_rowid()),
+                event_key: e.key.clone(),
+                event_type: e.event_type.clone(),
+                body: e.body.clone(),
+                signature: e.signature.clone(),
+                received_at: from_unix_ms(unix_ms(e.received_at)),
+                attempts: 0,
+                created_at: from_unix_ms(now_ms),
+            };
+            handing.hand(mailbox, job);
+            continue;
+        }
         let head = match &routed.order_key {
             None => true,
             Some(key) => !key_pending(tx, target, key)?,
@@ -113,7 +148,7 @@ pub fn insert_deliveries(
             routed.order_key,
             head
         ])?;
-        pending.add(&routed.target);
+        handing.queued(&routed.target);
     }
     Ok(())
 }

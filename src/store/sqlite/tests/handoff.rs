@@ -1,0 +1,142 @@
+//! Deliveries leased at birth and handed to a dispatcher that offered room, on a real SQLite
+//! file.
+
+use std::time::Duration;
+
+use super::super::SqliteStore;
+use super::{LEASE, event, target};
+use crate::config::Priority;
+use crate::store::{Routed, Store};
+
+/// Waits for a notification that must come; a missing one fails instead of hanging.
+async fn notified(notify: &tokio::sync::Notify) {
+    tokio::time::timeout(Duration::from_secs(10), notify.notified())
+        .await
+        .expect("notified");
+}
+
+#[tokio::test]
+async fn a_delivery_is_handed_over_leased_and_claims_do_not_see_it_again() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = SqliteStore::open(&dir.path().join("relay.db")).expect("open");
+    let mailbox = store.handoff(&target("a"));
+    mailbox.offer(4, LEASE);
+    let e = event("e1", &["a", "b"]);
+    let body = e.body.clone();
+    store.ingest(e).await.expect("ingest");
+    // Put in the mailbox before the ingest was answered.
+    let jobs = mailbox.take();
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(jobs[0].event_key, "e1");
+    assert_eq!(jobs[0].attempts, 0);
+    assert_eq!(jobs[0].body, body);
+    assert_eq!(jobs[0].event_type.as_deref(), Some("message.received"));
+    // Leased in the file: in flight, not claimable a second time.
+    let counts = store.counts(&target("a")).await.expect("counts");
+    assert_eq!((counts.queued, counts.in_flight), (0, 1));
+    assert!(
+        store
+            .claim(&target("a"), 10, LEASE)
+            .await
+            .expect("claim")
+            .jobs
+            .is_empty()
+    );
+    // b offered nothing: its delivery is queued, and its dispatcher woken to claim it.
+    notified(&store.wakeup(&target("b"))).await;
+    assert_eq!(
+        store
+            .claim(&target("b"), 10, LEASE)
+            .await
+            .expect("claim")
+            .jobs
+            .len(),
+        1
+    );
+    // Acked like a claimed one.
+    store.ack(jobs[0].id).await.expect("ack");
+    let counts = store.counts(&target("a")).await.expect("counts");
+    assert_eq!((counts.queued, counts.in_flight), (0, 0));
+}
+
+#[tokio::test]
+async fn past_the_room_offered_deliveries_are_queued_and_the_dispatcher_woken() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = SqliteStore::open(&dir.path().join("relay.db")).expect("open");
+    let mailbox = store.handoff(&target("a"));
+    let wake = store.wakeup(&target("a"));
+    mailbox.offer(2, LEASE);
+    for key in ["e1", "e2", "e3"] {
+        store.ingest(event(key, &["a"])).await.expect("ingest");
+    }
+    notified(&wake).await;
+    let claimed = store.claim(&target("a"), 10, LEASE).await.expect("claim");
+    let claimed: Vec<_> = claimed.jobs.iter().map(|j| j.event_key.as_str()).collect();
+    assert_eq!(claimed, ["e3"]);
+    // Taking the jobs makes room again.
+    let handed: Vec<_> = mailbox.take().into_iter().map(|j| j.event_key).collect();
+    assert_eq!(handed, ["e1", "e2"]);
+    store.ingest(event("e4", &["a"])).await.expect("ingest");
+    let handed: Vec<_> = mailbox.take().into_iter().map(|j| j.event_key).collect();
+    assert_eq!(handed, ["e4"]);
+}
+
+#[tokio::test]
+async fn a_withdrawn_offer_hands_nothing_and_returns_what_was_handed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = SqliteStore::open(&dir.path().join("relay.db")).expect("open");
+    let mailbox = store.handoff(&target("a"));
+    mailbox.offer(4, LEASE);
+    store.ingest(event("e1", &["a"])).await.expect("ingest");
+    let back = mailbox.withdraw();
+    assert_eq!(back.len(), 1);
+    // What a dispatcher does with them when its target stops sending.
+    store.release(back[0].id).await.expect("release");
+    store.ingest(event("e2", &["a"])).await.expect("ingest");
+    assert!(mailbox.take().is_empty());
+    let claimed = store.claim(&target("a"), 10, LEASE).await.expect("claim");
+    let mut keys: Vec<_> = claimed.jobs.iter().map(|j| j.event_key.as_str()).collect();
+    keys.sort_unstable();
+    assert_eq!(keys, ["e1", "e2"]);
+}
+
+#[tokio::test]
+async fn ordered_deliveries_are_never_handed_over() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = SqliteStore::open(&dir.path().join("relay.db")).expect("open");
+    let mailbox = store.handoff(&target("a"));
+    mailbox.offer(4, LEASE);
+    for key in ["e1", "e2"] {
+        let mut e = event(key, &[]);
+        e.targets = vec![Routed {
+            target: target("a"),
+            priority: Priority::Normal,
+            order_key: Some("contact-1".into()),
+            quota: None,
+        }];
+        store.ingest(e).await.expect("ingest");
+    }
+    assert!(mailbox.take().is_empty());
+    // Queued in order: only the head is claimable.
+    let claimed = store.claim(&target("a"), 10, LEASE).await.expect("claim");
+    let keys: Vec<_> = claimed.jobs.iter().map(|j| j.event_key.as_str()).collect();
+    assert_eq!(keys, ["e1"]);
+}
+
+#[tokio::test]
+async fn a_delivery_handed_to_a_process_that_died_is_due_again_at_open() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("relay.db");
+    {
+        let store = SqliteStore::open(&path).expect("open");
+        let mailbox = store.handoff(&target("a"));
+        mailbox.offer(4, Duration::from_secs(3600));
+        store.ingest(event("e1", &["a"])).await.expect("ingest");
+        assert_eq!(mailbox.take().len(), 1);
+        // Dropped without ack: as if the process died mid-attempt.
+    }
+    let store = SqliteStore::open(&path).expect("reopen");
+    let claimed = store.claim(&target("a"), 1, LEASE).await.expect("claim");
+    assert_eq!(claimed.jobs.len(), 1);
+    assert_eq!(claimed.jobs[0].event_key, "e1");
+}
