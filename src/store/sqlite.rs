@@ -449,10 +449,11 @@ impl Writer {
             return;
         }
         match self.apply_all(&ops, now) {
-            Ok(results) => {
+            Ok((results, handing)) => {
                 for (reply, result) in replies.into_iter().zip(results) {
                     let _ = reply.send(Ok(result));
                 }
+                self.hand_over(handing);
             }
             Err(e) if ops.len() == 1 || is_disk_full(&e) => {
                 self.note_failure(&e);
@@ -469,11 +470,16 @@ impl Writer {
                         continue;
                     }
                     let one = [op];
-                    let result = self.apply_all(&one, now);
-                    if let Err(e) = &result {
-                        self.note_failure(e);
+                    match self.apply_all(&one, now) {
+                        Ok((mut results, handing)) => {
+                            let _ = reply.send(Ok(results.remove(0)));
+                            self.hand_over(handing);
+                        }
+                        Err(e) => {
+                            self.note_failure(&e);
+                            let _ = reply.send(Err(StoreError::Sqlite(e)));
+                        }
                     }
-                    let _ = reply.send(result.map(|mut r| r.remove(0)).map_err(StoreError::Sqlite));
                 }
             }
         }
@@ -534,7 +540,9 @@ impl Writer {
         done
     }
 
-    fn apply_all(&mut self, ops: &[Op], now: SystemTime) -> rusqlite::Result<Vec<Done>> {
+    /// Applies `ops` in one transaction and commits it; the handovers wait for the caller,
+    /// who answers the waiting requests first.
+    fn apply_all(&mut self, ops: &[Op], now: SystemTime) -> rusqlite::Result<(Vec<Done>, Handing)> {
         // Counts change with the transaction: staged here, kept only once it has committed.
         let mut pending = self.pending.clone();
         let mut handing = Handing::new(&self.mailboxes);
@@ -545,10 +553,16 @@ impl Writer {
         }
         tx.commit()?;
         self.pending = pending;
+        Ok((results, handing))
+    }
+
+    /// Gives committed deliveries to their dispatchers and wakes those that must claim. After
+    /// the replies: the dispatchers it wakes would otherwise compete with the ingress threads
+    /// for the CPU just as those send their 200s.
+    fn hand_over(&self, handing: Handing) {
         for target in handing.committed() {
             wakeup_for(&self.wakeups, &target).notify_one();
         }
-        Ok(results)
     }
 
     /// Starts a write transaction that takes SQLite's write lock up front.
