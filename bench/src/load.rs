@@ -222,7 +222,12 @@ async fn worker(shared: Arc<Shared>, index: usize, connections: usize) -> Outcom
         {
             break;
         }
-        tokio::time::sleep_until(intended.into()).await;
+        // Only when the instant lies ahead: tokio's timer rounds a deadline up to its next
+        // millisecond tick, so sleeping until "now" parked every full-speed request for up to
+        // 1 ms, which capped one connection at ~830 requests/s and the 32 at ~21,000.
+        if intended > Instant::now() {
+            tokio::time::sleep_until(intended.into()).await;
+        }
         let stamp = Stamp {
             seq: SEQUENCE.fetch_add(1, Ordering::Relaxed),
             sent_us: shared.clock.now_us(),
