@@ -6,13 +6,28 @@ use std::time::Duration;
 use super::super::SqliteStore;
 use super::{LEASE, event, target};
 use crate::config::Priority;
-use crate::store::{Routed, Store};
+use crate::store::handoff::Handoff;
+use crate::store::{Job, Routed, Store};
 
 /// Waits for a notification that must come; a missing one fails instead of hanging.
 async fn notified(notify: &tokio::sync::Notify) {
     tokio::time::timeout(Duration::from_secs(10), notify.notified())
         .await
         .expect("notified");
+}
+
+/// The jobs in `mailbox`, waiting for the first: the writer answers a batch's requests before
+/// it fills the mailboxes, so an answered ingest may not have been handed over yet.
+async fn handed(mailbox: &Handoff) -> Vec<Job> {
+    loop {
+        let jobs = mailbox.take();
+        if !jobs.is_empty() {
+            return jobs;
+        }
+        tokio::time::timeout(Duration::from_secs(10), mailbox.arrived())
+            .await
+            .expect("jobs handed over");
+    }
 }
 
 #[tokio::test]
@@ -24,8 +39,7 @@ async fn a_delivery_is_handed_over_leased_and_claims_do_not_see_it_again() {
     let e = event("e1", &["a", "b"]);
     let body = e.body.clone();
     store.ingest(e).await.expect("ingest");
-    // Put in the mailbox before the ingest was answered.
-    let jobs = mailbox.take();
+    let jobs = handed(&mailbox).await;
     assert_eq!(jobs.len(), 1);
     assert_eq!(jobs[0].event_key, "e1");
     assert_eq!(jobs[0].attempts, 0);
@@ -69,16 +83,21 @@ async fn past_the_room_offered_deliveries_are_queued_and_the_dispatcher_woken() 
     for key in ["e1", "e2", "e3"] {
         store.ingest(event(key, &["a"])).await.expect("ingest");
     }
+    // Woken after the earlier batches filled the mailbox.
     notified(&wake).await;
     let claimed = store.claim(&target("a"), 10, LEASE).await.expect("claim");
     let claimed: Vec<_> = claimed.jobs.iter().map(|j| j.event_key.as_str()).collect();
     assert_eq!(claimed, ["e3"]);
     // Taking the jobs makes room again.
-    let handed: Vec<_> = mailbox.take().into_iter().map(|j| j.event_key).collect();
-    assert_eq!(handed, ["e1", "e2"]);
+    let keys: Vec<_> = mailbox.take().into_iter().map(|j| j.event_key).collect();
+    assert_eq!(keys, ["e1", "e2"]);
     store.ingest(event("e4", &["a"])).await.expect("ingest");
-    let handed: Vec<_> = mailbox.take().into_iter().map(|j| j.event_key).collect();
-    assert_eq!(handed, ["e4"]);
+    let keys: Vec<_> = handed(&mailbox)
+        .await
+        .into_iter()
+        .map(|j| j.event_key)
+        .collect();
+    assert_eq!(keys, ["e4"]);
 }
 
 #[tokio::test]
@@ -88,12 +107,17 @@ async fn a_withdrawn_offer_hands_nothing_and_returns_what_was_handed() {
     let mailbox = store.handoff(&target("a"));
     mailbox.offer(4, LEASE);
     store.ingest(event("e1", &["a"])).await.expect("ingest");
+    tokio::time::timeout(Duration::from_secs(10), mailbox.arrived())
+        .await
+        .expect("handed over");
     let back = mailbox.withdraw();
     assert_eq!(back.len(), 1);
     // What a dispatcher does with them when its target stops sending.
     store.release(back[0].id).await.expect("release");
     store.ingest(event("e2", &["a"])).await.expect("ingest");
-    assert!(mailbox.take().is_empty());
+    // Decided in the ingest's transaction, so visible once it is answered: queued, not leased.
+    let counts = store.counts(&target("a")).await.expect("counts");
+    assert_eq!((counts.queued, counts.in_flight), (2, 0));
     let claimed = store.claim(&target("a"), 10, LEASE).await.expect("claim");
     let mut keys: Vec<_> = claimed.jobs.iter().map(|j| j.event_key.as_str()).collect();
     keys.sort_unstable();
@@ -116,7 +140,9 @@ async fn ordered_deliveries_are_never_handed_over() {
         }];
         store.ingest(e).await.expect("ingest");
     }
-    assert!(mailbox.take().is_empty());
+    // Decided in the ingest's transaction, so visible once it is answered: queued, not leased.
+    let counts = store.counts(&target("a")).await.expect("counts");
+    assert_eq!((counts.queued, counts.in_flight), (2, 0));
     // Queued in order: only the head is claimable.
     let claimed = store.claim(&target("a"), 10, LEASE).await.expect("claim");
     let keys: Vec<_> = claimed.jobs.iter().map(|j| j.event_key.as_str()).collect();
@@ -132,7 +158,7 @@ async fn a_delivery_handed_to_a_process_that_died_is_due_again_at_open() {
         let mailbox = store.handoff(&target("a"));
         mailbox.offer(4, Duration::from_secs(3600));
         store.ingest(event("e1", &["a"])).await.expect("ingest");
-        assert_eq!(mailbox.take().len(), 1);
+        assert_eq!(handed(&mailbox).await.len(), 1);
         // Dropped without ack: as if the process died mid-attempt.
     }
     let store = SqliteStore::open(&path).expect("reopen");
