@@ -165,8 +165,8 @@ impl Run {
         // A full concurrency's worth even when only some slots are free: the rest start as
         // slots free up (an attempt to a fast target takes well under a commit), and the
         // shared writer sees fewer, larger claims than one per freed slot. They are leased
-        // while they wait, so `in_flight` (sending, waiting, or being recorded) can read up to
-        // about three times `concurrency`.
+        // while they wait, so `in_flight` (sending, waiting, or being recorded, and with the
+        // handoff mailbox) can read several times `concurrency` (see [`WAVES_AHEAD`]).
         let limit = if probe {
             1
         } else {
