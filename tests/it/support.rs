@@ -160,6 +160,16 @@ impl TestRelay {
     /// Starts a relay under strace (installed by scripts/prereqs); [`TestRelay::pid`] is still
     /// the relay's, and the trace is complete once it has stopped.
     pub async fn start_traced(rest: &str, trace: Trace) -> TestRelay {
+        TestRelay::launch_owned(rest, "info", false, Some(trace)).await
+    }
+
+    /// A relay on `rest` with its store in a temporary folder it owns.
+    async fn launch_owned(
+        rest: &str,
+        rust_log: &str,
+        json_logs: bool,
+        trace: Option<Trace>,
+    ) -> TestRelay {
         let dir = tempfile::tempdir().expect("tempdir");
         let layout = Layout {
             dir: dir.path(),
@@ -168,7 +178,7 @@ impl TestRelay {
             admin_extra: "",
             rest,
         };
-        let mut relay = TestRelay::launch_full(layout, "info", false, Some(trace)).await;
+        let mut relay = TestRelay::launch_full(layout, rust_log, json_logs, trace).await;
         relay._owned = Some(dir);
         relay
     }
@@ -217,17 +227,7 @@ impl TestRelay {
 
     /// Starts a relay (store in a temporary folder) that logs JSON, filtered by `rust_log`.
     pub async fn start_json_logs(rest: &str, rust_log: &str) -> TestRelay {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let layout = Layout {
-            dir: dir.path(),
-            store: &dir.path().join("relay.db"),
-            listen_extra: "",
-            admin_extra: "",
-            rest,
-        };
-        let mut relay = TestRelay::launch_full(layout, rust_log, true, None).await;
-        relay._owned = Some(dir);
-        relay
+        TestRelay::launch_owned(rest, rust_log, true, None).await
     }
 
     /// Starts one more process on this config, logging to a file of its own.

@@ -34,6 +34,19 @@ fn event(key: &str, targets: &[&str]) -> NewEvent {
 
 const LEASE: Duration = Duration::from_secs(60);
 
+/// Claims up to `limit` deliveries of target `a`; their event keys, in claim order.
+async fn claim_keys(store: &SqliteStore, limit: usize) -> Vec<String> {
+    claim_keys_of(store, "a", limit).await
+}
+
+async fn claim_keys_of(store: &SqliteStore, name: &str, limit: usize) -> Vec<String> {
+    let claimed = store
+        .claim(&target(name), limit, LEASE)
+        .await
+        .expect("claim");
+    claimed.jobs.into_iter().map(|j| j.event_key).collect()
+}
+
 #[tokio::test]
 async fn ingest_claim_ack_and_prune() {
     let dir = tempfile::tempdir().expect("tempdir");

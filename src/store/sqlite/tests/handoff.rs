@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::super::SqliteStore;
-use super::{LEASE, event, target};
+use super::{LEASE, claim_keys, claim_keys_of, event, target};
 use crate::config::Priority;
 use crate::store::handoff::Handoff;
 use crate::store::{Job, Routed, Store};
@@ -14,6 +14,12 @@ async fn notified(notify: &tokio::sync::Notify) {
     tokio::time::timeout(Duration::from_secs(10), notify.notified())
         .await
         .expect("notified");
+}
+
+/// Target `a`'s queued and in-flight deliveries.
+async fn queued_and_in_flight(store: &SqliteStore) -> (u64, u64) {
+    let counts = store.counts(&target("a")).await.expect("counts");
+    (counts.queued, counts.in_flight)
 }
 
 /// The jobs in `mailbox`, waiting for the first: the writer answers a batch's requests before
@@ -46,31 +52,14 @@ async fn a_delivery_is_handed_over_leased_and_claims_do_not_see_it_again() {
     assert_eq!(jobs[0].body, body);
     assert_eq!(jobs[0].event_type.as_deref(), Some("message.received"));
     // Leased in the file: in flight, not claimable a second time.
-    let counts = store.counts(&target("a")).await.expect("counts");
-    assert_eq!((counts.queued, counts.in_flight), (0, 1));
-    assert!(
-        store
-            .claim(&target("a"), 10, LEASE)
-            .await
-            .expect("claim")
-            .jobs
-            .is_empty()
-    );
+    assert_eq!(queued_and_in_flight(&store).await, (0, 1));
+    assert!(claim_keys(&store, 10).await.is_empty());
     // b offered nothing: its delivery is queued, and its dispatcher woken to claim it.
     notified(&store.wakeup(&target("b"))).await;
-    assert_eq!(
-        store
-            .claim(&target("b"), 10, LEASE)
-            .await
-            .expect("claim")
-            .jobs
-            .len(),
-        1
-    );
+    assert_eq!(claim_keys_of(&store, "b", 10).await.len(), 1);
     // Acked like a claimed one.
     store.ack(jobs[0].id).await.expect("ack");
-    let counts = store.counts(&target("a")).await.expect("counts");
-    assert_eq!((counts.queued, counts.in_flight), (0, 0));
+    assert_eq!(queued_and_in_flight(&store).await, (0, 0));
 }
 
 #[tokio::test]
@@ -85,9 +74,7 @@ async fn past_the_room_offered_deliveries_are_queued_and_the_dispatcher_woken() 
     }
     // Woken after the earlier batches filled the mailbox.
     notified(&wake).await;
-    let claimed = store.claim(&target("a"), 10, LEASE).await.expect("claim");
-    let claimed: Vec<_> = claimed.jobs.iter().map(|j| j.event_key.as_str()).collect();
-    assert_eq!(claimed, ["e3"]);
+    assert_eq!(claim_keys(&store, 10).await, ["e3"]);
     // Taking the jobs makes room again.
     let keys: Vec<_> = mailbox.take().into_iter().map(|j| j.event_key).collect();
     assert_eq!(keys, ["e1", "e2"]);
@@ -116,10 +103,8 @@ async fn a_withdrawn_offer_hands_nothing_and_returns_what_was_handed() {
     store.release(back[0].id).await.expect("release");
     store.ingest(event("e2", &["a"])).await.expect("ingest");
     // Decided in the ingest's transaction, so visible once it is answered: queued, not leased.
-    let counts = store.counts(&target("a")).await.expect("counts");
-    assert_eq!((counts.queued, counts.in_flight), (2, 0));
-    let claimed = store.claim(&target("a"), 10, LEASE).await.expect("claim");
-    let mut keys: Vec<_> = claimed.jobs.iter().map(|j| j.event_key.as_str()).collect();
+    assert_eq!(queued_and_in_flight(&store).await, (2, 0));
+    let mut keys = claim_keys(&store, 10).await;
     keys.sort_unstable();
     assert_eq!(keys, ["e1", "e2"]);
 }
@@ -141,12 +126,9 @@ async fn ordered_deliveries_are_never_handed_over() {
         store.ingest(e).await.expect("ingest");
     }
     // Decided in the ingest's transaction, so visible once it is answered: queued, not leased.
-    let counts = store.counts(&target("a")).await.expect("counts");
-    assert_eq!((counts.queued, counts.in_flight), (2, 0));
+    assert_eq!(queued_and_in_flight(&store).await, (2, 0));
     // Queued in order: only the head is claimable.
-    let claimed = store.claim(&target("a"), 10, LEASE).await.expect("claim");
-    let keys: Vec<_> = claimed.jobs.iter().map(|j| j.event_key.as_str()).collect();
-    assert_eq!(keys, ["e1"]);
+    assert_eq!(claim_keys(&store, 10).await, ["e1"]);
 }
 
 #[tokio::test]

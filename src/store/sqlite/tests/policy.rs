@@ -4,7 +4,7 @@
 use std::time::{Duration, SystemTime};
 
 use super::super::SqliteStore;
-use super::{LEASE, event, target};
+use super::{LEASE, claim_keys, event, target};
 use crate::config::{OnFull, Priority};
 use crate::store::{
     AttemptRecord, ControlChange, DeadLetterFilter, DeadLetterQuery, Ingested, NewEvent, Quota,
@@ -34,14 +34,6 @@ fn keyed(key: &str, order_key: &str) -> NewEvent {
 
 fn quota(max_queue: u64, on_full: OnFull) -> Option<Quota> {
     Some(Quota { max_queue, on_full })
-}
-
-async fn claim_keys(store: &SqliteStore, limit: usize) -> Vec<String> {
-    let claimed = store
-        .claim(&target("a"), limit, LEASE)
-        .await
-        .expect("claim");
-    claimed.jobs.into_iter().map(|j| j.event_key).collect()
 }
 
 fn failed() -> AttemptRecord {
