@@ -191,8 +191,10 @@ impl Inner {
                 self.health.record_success();
                 if !probe && self.config.ordering == DeliveryOrder::Unordered {
                     settled = Settled::Done;
+                    self.store.ack_unhurried(job.id).await
+                } else {
+                    self.store.ack(job.id).await
                 }
-                self.store.ack(job.id).await
             }
             Outcome::Retry {
                 status,

@@ -321,6 +321,12 @@ pub trait Store: Send + Sync {
     ) -> Result<Claimed, StoreError>;
     /// The delivery succeeded: forget it (and its event once no target still needs it).
     async fn ack(&self, id: DeliveryId) -> Result<(), StoreError>;
+    /// [`Store::ack`] for a result that nothing waits on (an unordered delivery, not a
+    /// probe): the store may hold it for a moment so that it commits with other writes.
+    /// Still durable when it returns.
+    async fn ack_unhurried(&self, id: DeliveryId) -> Result<(), StoreError> {
+        self.ack(id).await
+    }
     /// The attempt failed but may succeed later: try again at `at`.
     async fn retry_at(
         &self,

@@ -29,7 +29,12 @@ pub enum Op {
         limit: usize,
         lease: Duration,
     },
-    Ack(DeliveryId),
+    /// `may_wait`: nothing waits on it, so the writer may hold it for company (see
+    /// [`Op::may_wait`]).
+    Ack {
+        id: DeliveryId,
+        may_wait: bool,
+    },
     Retry {
         id: DeliveryId,
         at: SystemTime,
@@ -66,6 +71,16 @@ pub enum Op {
     },
 }
 
+impl Op {
+    /// True for an operation whose caller does not mind waiting a moment for its commit: the
+    /// writer holds such operations for up to [`super::GATHER`] and commits them with the
+    /// next one that is in a hurry, instead of paying a transaction (and an fsync) of their
+    /// own.
+    pub fn may_wait(&self) -> bool {
+        matches!(self, Op::Ack { may_wait: true, .. })
+    }
+}
+
 /// The writer's answer, sent once the transaction committed.
 pub type Reply = Result<Done, StoreError>;
 
@@ -99,7 +114,7 @@ pub fn apply(
             limit,
             lease,
         } => claim(tx, target, *limit, *lease, now).map(Done::Claimed),
-        Op::Ack(id) => ack(tx, *id, pending).map(|()| Done::Nothing),
+        Op::Ack { id, .. } => ack(tx, *id, pending).map(|()| Done::Nothing),
         Op::Retry { id, at, last } => {
             let next = Settle {
                 state: QUEUED,

@@ -257,6 +257,65 @@ async fn concurrent_ingests_are_group_committed_and_all_durable() {
     assert_eq!(sync, 1, "WAL mode persists");
 }
 
+#[tokio::test]
+async fn an_unhurried_ack_waits_for_the_next_ingest_and_commits_with_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("relay.db");
+    // A hold far longer than the test, so that only the ingest can end it.
+    let options = super::SqliteOptions {
+        gather: Duration::from_secs(600),
+        ..super::SqliteOptions::default()
+    };
+    let store = SqliteStore::open_with(&path, options).expect("open");
+    store.ingest(event("e1", &["a"])).await.expect("ingest");
+    let job = store
+        .claim(&target("a"), 1, LEASE)
+        .await
+        .expect("claim")
+        .jobs[0]
+        .clone();
+    let ack = store.ack_unhurried(job.id);
+    tokio::pin!(ack);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(100), &mut ack)
+            .await
+            .is_err(),
+        "held for company"
+    );
+    store.ingest(event("e2", &["a"])).await.expect("ingest");
+    // Answered in the ingest's batch, before the ingest itself: already done.
+    tokio::time::timeout(Duration::ZERO, &mut ack)
+        .await
+        .expect("answered with the ingest")
+        .expect("ack");
+    let conn = rusqlite::Connection::open(&path).expect("reopen");
+    let keys: Vec<String> = conn
+        .prepare("SELECT key FROM events ORDER BY id")
+        .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+        .expect("events");
+    assert_eq!(keys, ["e2"], "e1 was delivered and pruned, durably");
+}
+
+#[tokio::test]
+async fn an_unhurried_ack_alone_commits_after_the_hold() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("relay.db");
+    let store = SqliteStore::open(&path).expect("open");
+    store.ingest(event("e1", &["a"])).await.expect("ingest");
+    let job = store
+        .claim(&target("a"), 1, LEASE)
+        .await
+        .expect("claim")
+        .jobs[0]
+        .clone();
+    store.ack_unhurried(job.id).await.expect("ack");
+    let conn = rusqlite::Connection::open(&path).expect("reopen");
+    let events: i64 = conn
+        .query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))
+        .expect("count");
+    assert_eq!(events, 0);
+}
+
 /// A zero-downtime restart has two processes (here: two stores) writing one file for a few
 /// seconds. Every ingest must commit, and de-duplication must hold across them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
