@@ -12,7 +12,8 @@ use textus_bench::sink::{Behaviour, Clock};
 
 const USAGE: &str = "usage: textus-bench --relay BIN --out DIR [--connections N] [--phase-secs S] \
 [--backlog N] [--fill-budget-secs S] [--drain-budget-secs S] [--target-concurrency N] \
-[--only SCENARIO,...]  (--only: ceiling, ingest, paced, isolation, backlog; prints the figures \
+[--wide-connections N] [--only SCENARIO,...]  (--wide-connections: also measure ceiling and ingest \
+with N connections, ~30 s more)  (--only: ceiling, ingest, paced, isolation, backlog; prints the figures \
 and writes no report, for comparing builds)";
 
 /// Alternating ceiling and ingest rounds in a full run.
@@ -107,6 +108,7 @@ fn parse(args: Vec<String>) -> anyhow::Result<(Settings, PathBuf, Vec<String>)> 
         fill_budget: Duration::from_secs(150),
         drain_budget: Duration::from_secs(150),
         target_concurrency: 32,
+        wide_connections: None,
     };
     let mut out = None;
     let mut only = Vec::new();
@@ -133,6 +135,7 @@ fn parse(args: Vec<String>) -> anyhow::Result<(Settings, PathBuf, Vec<String>)> 
             "--fill-budget-secs" => s.fill_budget = Duration::from_secs(number()?),
             "--drain-budget-secs" => s.drain_budget = Duration::from_secs(number()?),
             "--target-concurrency" => s.target_concurrency = number()? as usize,
+            "--wide-connections" => s.wide_connections = Some(number()? as usize),
             "--only" => only = value.split(',').map(str::to_owned).collect(),
             _ => bail!("unknown flag {flag}\n{USAGE}"),
         }
@@ -227,17 +230,23 @@ async fn run(s: Settings, out: PathBuf) -> anyhow::Result<()> {
     let Some((ceiling, ingest)) = first else {
         bail!("no ceiling and ingest rounds ran");
     };
-    step("ceiling and ingest again with 4x the connections (sensitivity)");
-    let wide = Settings {
-        connections: s.connections * 4,
-        ..s.clone()
-    };
-    let wide_ceiling = scenarios::ceiling(&wide, clock).await?;
-    let wide_ingest = scenarios::ingest(&wide, clock).await?;
-    eprintln!(
-        "        {} connections: ceiling {:.0} req/s, ingest {:.0} events/s",
-        wide.connections, wide_ceiling.rate, wide_ingest.rate
-    );
+    let mut wide = None;
+    if let Some(connections) = s.wide_connections {
+        step(&format!(
+            "ceiling and ingest again with {connections} connections (sensitivity)"
+        ));
+        let settings = Settings {
+            connections,
+            ..s.clone()
+        };
+        let wide_ceiling = scenarios::ceiling(&settings, clock).await?;
+        let wide_ingest = scenarios::ingest(&settings, clock).await?;
+        eprintln!(
+            "        {connections} connections: ceiling {:.0} req/s, ingest {:.0} events/s",
+            wide_ceiling.rate, wide_ingest.rate
+        );
+        wide = Some((connections, wide_ceiling, wide_ingest));
+    }
     step("ack latency at 1,000 events/s");
     let at_1000 = scenarios::paced(&s, clock, 1000.0).await?;
     eprintln!(
@@ -273,7 +282,7 @@ async fn run(s: Settings, out: PathBuf) -> anyhow::Result<()> {
         ingest,
         rounds,
         yardstick: (yardstick_start, textus_bench::load::yardstick()),
-        wide: (wide.connections, wide_ceiling, wide_ingest),
+        wide,
         at_1000,
         at_5000,
         isolation,

@@ -21,8 +21,9 @@ pub struct Results {
     /// (ceiling req/s, ingest events/s, fan-out deliveries/s) of each alternating round; the
     /// first is `ceiling` and `ingest` above. Their means are the headline figures.
     pub rounds: Vec<(f64, f64, f64)>,
-    /// The ceiling and ingest runs again with more connections: (connections, ceiling, ingest).
-    pub wide: (usize, Ceiling, Ingest),
+    /// The ceiling and ingest runs again with more connections, if asked for:
+    /// (connections, ceiling, ingest).
+    pub wide: Option<(usize, Ceiling, Ingest)>,
     pub at_1000: Paced,
     pub at_5000: Paced,
     pub isolation: Isolation,
@@ -153,18 +154,18 @@ impl Results {
             "ingest_relay_bytes_written_per_event": round(self.ingest.written_per_event, 0),
             "ingest_over_ceiling": round(self.ingest_rate() / self.ceiling_rate().max(1e-9), 3),
             "ingest_without_fanout_over_ceiling": round(self.fill_ratio(), 3),
-            "connections_sensitivity": {
-                "connections": self.wide.0,
-                "ceiling_requests_per_s": round(self.wide.1.rate, 0),
-                "ingest_events_per_s": round(self.wide.2.rate, 0),
-                "ingest_over_ceiling": round(self.wide.2.rate / self.wide.1.rate.max(1e-9), 3),
-                "ingest_commits": commits(&self.wide.2.commits),
-                "ingest_cpu": cpu(&self.wide.2.cpu),
-                "ingest_statuses": statuses(&self.wide.2.outcome),
-                "fanout_deliveries_per_s": round(self.wide.2.fanout, 0),
-                "fanout_deliveries": self.wide.2.deliveries,
-                "fanout_expected": 3 * self.wide.2.outcome.with_status(200),
-            },
+            "connections_sensitivity": self.wide.as_ref().map(|(n, c, i)| json!({
+                "connections": n,
+                "ceiling_requests_per_s": round(c.rate, 0),
+                "ingest_events_per_s": round(i.rate, 0),
+                "ingest_over_ceiling": round(i.rate / c.rate.max(1e-9), 3),
+                "ingest_commits": commits(&i.commits),
+                "ingest_cpu": cpu(&i.cpu),
+                "ingest_statuses": statuses(&i.outcome),
+                "fanout_deliveries_per_s": round(i.fanout, 0),
+                "fanout_deliveries": i.deliveries,
+                "fanout_expected": 3 * i.outcome.with_status(200),
+            })),
             "relay_cpu_us_per_request_ceiling": round(self.ceiling.cpu.relay * 1e6 / self.ceiling.rate.max(1e-9), 1),
             "relay_cpu_us_per_event_ingest_with_fanout": round(self.ingest.cpu.relay * 1e6 / self.ingest.rate.max(1e-9), 1),
             "ack_latency_at_1000": pct(&self.at_1000.ack),
@@ -288,18 +289,19 @@ impl Results {
             "—",
             "",
         );
-        let (n, c, i) = &self.wide;
-        row(
-            &format!("ceiling / ingest / ratio with {n} connections (sensitivity)"),
-            format!(
-                "{:.0} / {:.0} / {:.2}",
-                c.rate,
-                i.rate,
-                i.rate / c.rate.max(1e-9)
-            ),
-            "—",
-            "",
-        );
+        if let Some((n, c, i)) = &self.wide {
+            row(
+                &format!("ceiling / ingest / ratio with {n} connections (sensitivity)"),
+                format!(
+                    "{:.0} / {:.0} / {:.2}",
+                    c.rate,
+                    i.rate,
+                    i.rate / c.rate.max(1e-9)
+                ),
+                "—",
+                "",
+            );
+        }
         row(
             "relay CPU per 401 / per durable event with its 3 deliveries",
             format!(

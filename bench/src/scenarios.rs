@@ -30,6 +30,8 @@ pub struct Settings {
     pub drain_budget: Duration,
     /// `concurrency` of the fast http targets.
     pub target_concurrency: usize,
+    /// If set, a full run measures ceiling and ingest again with this many connections.
+    pub wide_connections: Option<usize>,
 }
 
 /// Percentiles of a microsecond histogram, in milliseconds.
