@@ -19,6 +19,7 @@
 //! of a batch are staged and kept only if its transaction commits, and they are recounted from
 //! the table at open and at every sweep, so they cannot drift for long.
 
+mod body;
 mod checkpoint;
 mod dead;
 mod handing;
@@ -210,11 +211,13 @@ impl SqliteStore {
 #[async_trait]
 impl Store for SqliteStore {
     async fn ingest(&self, event: NewEvent) -> Result<Ingested, StoreError> {
+        // Here rather than on the writer's thread, which full-speed ingest keeps busy.
+        let stored = body::encode(&event.body);
         // try_send: when the writer is this far behind, answering 504 now (TextUs retries it)
         // is better than holding the request open without bound.
         let (tx, rx) = oneshot::channel();
         self.ops
-            .try_send((Op::Ingest(event), tx))
+            .try_send((Op::Ingest(stored, event), tx))
             .map_err(|e| match e {
                 mpsc::error::TrySendError::Full(_) => StoreError::Overloaded(QUEUE_CAPACITY),
                 mpsc::error::TrySendError::Closed(_) => StoreError::Closed,

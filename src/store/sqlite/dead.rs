@@ -18,6 +18,7 @@ use std::time::SystemTime;
 
 use rusqlite::{OptionalExtension, Transaction, params};
 
+use super::body;
 use super::schema::{DEAD, QUEUED};
 use crate::store::{
     Attempt, AttemptRecord, DeadLetter, DeadLetterDetail, DeadLetterFilter, DeadLetterQuery,
@@ -150,12 +151,10 @@ pub fn show(tx: &Transaction<'_>, id: DeliveryId) -> rusqlite::Result<Option<Dea
         .prepare_cached(concat!(
             "SELECT ",
             letter_columns!(),
-            ", e.body FROM deliveries d JOIN events e ON e.id = d.event_id
+            ", e.body, e.body_encoding FROM deliveries d JOIN events e ON e.id = d.event_id
              WHERE d.id = ?1 AND d.state = 2"
         ))?
-        .query_row([id.0], |r| {
-            Ok((letter(r)?, bytes::Bytes::from(r.get::<_, Vec<u8>>(9)?)))
-        })
+        .query_row([id.0], |r| Ok((letter(r)?, body::column(r, 9, 10)?)))
         .optional()?;
     let Some((letter, body)) = found else {
         return Ok(None);

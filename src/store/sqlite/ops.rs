@@ -10,10 +10,10 @@ use std::time::{Duration, SystemTime};
 
 use rusqlite::{OptionalExtension, Transaction, params};
 
-use super::dead;
 use super::handing::Handing;
 use super::policy::{self, Pending};
 use super::schema::{DEAD, IN_FLIGHT, QUEUED};
+use super::{body, dead};
 use crate::config::{Priority, TargetId};
 use crate::store::{
     AttemptRecord, Claimed, ControlChange, DeadLetter, DeadLetterDetail, DeadLetterFilter,
@@ -23,7 +23,8 @@ use crate::store::{
 
 /// A request to the writer.
 pub enum Op {
-    Ingest(NewEvent),
+    /// The event, with its body as it is to be kept.
+    Ingest(body::Stored, NewEvent),
     Claim {
         target: TargetId,
         limit: usize,
@@ -108,7 +109,9 @@ pub fn apply(
     handing: &mut Handing,
 ) -> rusqlite::Result<Done> {
     match op {
-        Op::Ingest(event) => ingest(tx, event, now, pending, handing).map(Done::Ingested),
+        Op::Ingest(stored, event) => {
+            ingest(tx, stored, event, now, pending, handing).map(Done::Ingested)
+        }
         Op::Claim {
             target,
             limit,
@@ -166,6 +169,7 @@ pub fn apply(
 
 fn ingest(
     tx: &Transaction<'_>,
+    stored: &body::Stored,
     e: &NewEvent,
     now: SystemTime,
     pending: &mut Pending,
@@ -199,12 +203,14 @@ fn ingest(
         return Ok(Ingested::Accepted);
     }
     tx.prepare_cached(
-        "INSERT INTO events(key, type, body, signature, received_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+        "INSERT INTO events(key, type, body, body_encoding, signature, received_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )?
     .execute(params![
         e.key,
         e.event_type,
-        &e.body[..],
+        &stored.bytes[..],
+        stored.encoding,
         e.signature,
         unix_ms(e.received_at)
     ])?;
@@ -224,7 +230,7 @@ fn claim(
     // Heads only (see the module docs); high priority first, then by due time.
     let mut select = tx.prepare_cached(
         "SELECT d.id, d.attempts, d.created_at + d.age_credit_ms, e.key, e.type, e.body,
-                e.signature, e.received_at
+                e.signature, e.received_at, e.body_encoding
          FROM deliveries d JOIN events e ON e.id = d.event_id
          WHERE d.target = ?1 AND d.state < 2 AND d.head = 1 AND d.priority = ?2
            AND d.next_attempt_at <= ?3
@@ -250,7 +256,7 @@ fn claim(
                     created_at: from_unix_ms(r.get(2)?),
                     event_key: r.get(3)?,
                     event_type: r.get(4)?,
-                    body: bytes::Bytes::from(r.get::<_, Vec<u8>>(5)?),
+                    body: body::column(r, 5, 8)?,
                     signature: r.get(6)?,
                     received_at: from_unix_ms(r.get(7)?),
                 })

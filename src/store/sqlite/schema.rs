@@ -81,6 +81,10 @@ const DELIVERY_POLICY_COLUMNS: [(&str, &str); 4] = [
     ("age_credit_ms", "INTEGER NOT NULL DEFAULT 0"),
 ];
 
+/// Columns of `events` added later, added to older files at open: how `body` is kept (see
+/// `body`); every body written before it is as it came.
+const EVENT_COLUMNS: [(&str, &str); 1] = [("body_encoding", "INTEGER NOT NULL DEFAULT 0")];
+
 /// Indexes over those columns: claiming due heads by priority, and finding a key's pending
 /// deliveries (is there one before a new delivery? which is the next head?).
 const DELIVERY_POLICY_INDEXES: &str = "
@@ -123,19 +127,20 @@ pub fn prepare(conn: &Connection) -> rusqlite::Result<()> {
          PRAGMA foreign_keys=ON;",
     )?;
     conn.execute_batch(SCHEMA)?;
-    add_policy_columns(conn)?;
+    add_columns(conn, "deliveries", &DELIVERY_POLICY_COLUMNS)?;
+    add_columns(conn, "events", &EVENT_COLUMNS)?;
     conn.execute_batch(DELIVERY_POLICY_INDEXES)
 }
 
-fn add_policy_columns(conn: &Connection) -> rusqlite::Result<()> {
-    let mut stmt = conn.prepare("SELECT name FROM pragma_table_info('deliveries')")?;
+fn add_columns(conn: &Connection, table: &str, columns: &[(&str, &str)]) -> rusqlite::Result<()> {
+    let mut stmt = conn.prepare("SELECT name FROM pragma_table_info(?1)")?;
     let existing = stmt
-        .query_map([], |r| r.get::<_, String>(0))?
+        .query_map([table], |r| r.get::<_, String>(0))?
         .collect::<rusqlite::Result<Vec<String>>>()?;
-    for (name, definition) in DELIVERY_POLICY_COLUMNS {
+    for (name, definition) in columns {
         if !existing.iter().any(|c| c == name) {
             conn.execute_batch(&format!(
-                "ALTER TABLE deliveries ADD COLUMN {name} {definition}"
+                "ALTER TABLE {table} ADD COLUMN {name} {definition}"
             ))?;
         }
     }

@@ -316,6 +316,58 @@ async fn an_unhurried_ack_alone_commits_after_the_hold() {
     assert_eq!(events, 0);
 }
 
+#[tokio::test]
+async fn bodies_are_kept_compressed_and_claims_read_them_back_whole() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("relay.db");
+    let store = SqliteStore::open(&path).expect("open");
+    let (_, sample) = crate::samples::SAMPLES[0];
+    let mut e = event("e1", &["a"]);
+    e.body = Bytes::from_static(sample);
+    store.ingest(e).await.expect("ingest");
+    let conn = rusqlite::Connection::open(&path).expect("reopen");
+    let (kept, encoding): (i64, i64) = conn
+        .query_row("SELECT length(body), body_encoding FROM events", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .expect("row");
+    assert_eq!(encoding, super::body::ZSTD);
+    assert!(
+        kept * 2 < sample.len() as i64,
+        "{kept} of {} bytes",
+        sample.len()
+    );
+    let claimed = store.claim(&target("a"), 1, LEASE).await.expect("claim");
+    assert_eq!(&claimed.jobs[0].body[..], sample);
+}
+
+#[tokio::test]
+async fn a_file_from_before_compression_is_upgraded_and_its_bodies_read_as_they_are() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("relay.db");
+    let conn = rusqlite::Connection::open(&path).expect("create");
+    conn.execute_batch(
+        "CREATE TABLE events (id INTEGER PRIMARY KEY, key TEXT NOT NULL, type TEXT,
+             body BLOB NOT NULL, signature TEXT NOT NULL, received_at INTEGER NOT NULL);
+         INSERT INTO events(key, type, body, signature, received_at)
+             VALUES ('old', 'message.received', CAST('{\"id\":\"old\"}' AS BLOB), 'abc', 0);",
+    )
+    .expect("old schema");
+    drop(conn);
+    drop(SqliteStore::open(&path).expect("open upgrades"));
+    let conn = rusqlite::Connection::open(&path).expect("reopen");
+    conn.execute(
+        "INSERT INTO deliveries(event_id, target, state, next_attempt_at, created_at, updated_at)
+         VALUES (1, 'a', 0, 0, 0, 0)",
+        [],
+    )
+    .expect("queued delivery");
+    drop(conn);
+    let store = SqliteStore::open(&path).expect("open");
+    let claimed = store.claim(&target("a"), 1, LEASE).await.expect("claim");
+    assert_eq!(&claimed.jobs[0].body[..], br#"{"id":"old"}"#);
+}
+
 /// A zero-downtime restart has two processes (here: two stores) writing one file for a few
 /// seconds. Every ingest must commit, and de-duplication must hold across them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
