@@ -47,6 +47,13 @@ async fn claim_keys_of(store: &SqliteStore, name: &str, limit: usize) -> Vec<Str
     claimed.jobs.into_iter().map(|j| j.event_key).collect()
 }
 
+/// Ingests `key` for target `a` and claims its delivery.
+async fn ingest_and_claim(store: &SqliteStore, key: &str) -> crate::store::Job {
+    store.ingest(event(key, &["a"])).await.expect("ingest");
+    let mut claimed = store.claim(&target("a"), 1, LEASE).await.expect("claim");
+    claimed.jobs.pop().expect("one job")
+}
+
 #[tokio::test]
 async fn ingest_claim_ack_and_prune() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -267,13 +274,7 @@ async fn an_unhurried_ack_waits_for_the_next_ingest_and_commits_with_it() {
         ..super::SqliteOptions::default()
     };
     let store = SqliteStore::open_with(&path, options).expect("open");
-    store.ingest(event("e1", &["a"])).await.expect("ingest");
-    let job = store
-        .claim(&target("a"), 1, LEASE)
-        .await
-        .expect("claim")
-        .jobs[0]
-        .clone();
+    let job = ingest_and_claim(&store, "e1").await;
     let ack = store.ack_unhurried(job.id);
     tokio::pin!(ack);
     assert!(
@@ -301,13 +302,7 @@ async fn an_unhurried_ack_alone_commits_after_the_hold() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("relay.db");
     let store = SqliteStore::open(&path).expect("open");
-    store.ingest(event("e1", &["a"])).await.expect("ingest");
-    let job = store
-        .claim(&target("a"), 1, LEASE)
-        .await
-        .expect("claim")
-        .jobs[0]
-        .clone();
+    let job = ingest_and_claim(&store, "e1").await;
     store.ack_unhurried(job.id).await.expect("ack");
     let conn = rusqlite::Connection::open(&path).expect("reopen");
     let events: i64 = conn
