@@ -106,6 +106,10 @@ pub struct SqliteStore {
     ops: mpsc::Sender<(Op, oneshot::Sender<Reply>)>,
     /// The writer thread, unparked by every operation that may not wait (see [`Op::may_wait`]).
     writer: std::thread::Thread,
+    /// When bodies start being compressed: at once, or after a zero-downtime restart once the
+    /// old process is surely gone, since a relay from before compression would read a
+    /// compressed body it claimed as it is and send the compressed bytes.
+    compress_from: std::time::Instant,
     wakeups: Wakeups,
     mailboxes: Mailboxes,
 }
@@ -155,6 +159,10 @@ impl SqliteStore {
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
         let wakeups: Wakeups = Arc::default();
         let mailboxes: Mailboxes = Arc::default();
+        let mut compress_from = std::time::Instant::now();
+        if !options.resume_in_flight {
+            compress_from += UPGRADE_RECOUNT;
+        }
         let writer = Writer {
             conn,
             rx,
@@ -178,6 +186,7 @@ impl SqliteStore {
             path: path.to_path_buf(),
             ops: tx,
             writer,
+            compress_from,
             wakeups,
             mailboxes,
         })
@@ -212,7 +221,11 @@ impl SqliteStore {
 impl Store for SqliteStore {
     async fn ingest(&self, event: NewEvent) -> Result<Ingested, StoreError> {
         // Here rather than on the writer's thread, which full-speed ingest keeps busy.
-        let stored = body::encode(&event.body);
+        let stored = if std::time::Instant::now() >= self.compress_from {
+            body::encode(&event.body)
+        } else {
+            body::raw(&event.body)
+        };
         // try_send: when the writer is this far behind, answering 504 now (TextUs retries it)
         // is better than holding the request open without bound.
         let (tx, rx) = oneshot::channel();

@@ -33,13 +33,17 @@ thread_local! {
     static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
 }
 
+/// `body` as it came.
+pub fn raw(body: &Bytes) -> Stored {
+    Stored {
+        encoding: RAW,
+        bytes: body.clone(),
+    }
+}
+
 /// The smaller of `body` and its compressed form. Never fails: a body that cannot be compressed
 /// (or a context that cannot be created) is kept as it is.
 pub fn encode(body: &Bytes) -> Stored {
-    let raw = || Stored {
-        encoding: RAW,
-        bytes: body.clone(),
-    };
     let compressed = COMPRESSOR.with(|cell| {
         let mut slot = cell.borrow_mut();
         if slot.is_none() {
@@ -52,7 +56,7 @@ pub fn encode(body: &Bytes) -> Stored {
             encoding: ZSTD,
             bytes: Bytes::from(bytes),
         },
-        _ => raw(),
+        _ => raw(body),
     }
 }
 

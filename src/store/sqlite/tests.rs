@@ -337,6 +337,27 @@ async fn bodies_are_kept_compressed_and_claims_read_them_back_whole() {
 }
 
 #[tokio::test]
+async fn after_a_zero_downtime_restart_bodies_are_kept_as_they_came_while_the_old_process_may_run()
+{
+    // The old process may be from before compression: it would send a compressed body as is.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("relay.db");
+    let upgrade = super::SqliteOptions {
+        resume_in_flight: false,
+        ..super::SqliteOptions::default()
+    };
+    let store = SqliteStore::open_with(&path, upgrade).expect("open");
+    let mut e = event("e1", &["a"]);
+    e.body = Bytes::from_static(crate::samples::SAMPLES[0].1);
+    store.ingest(e).await.expect("ingest");
+    let conn = rusqlite::Connection::open(&path).expect("reopen");
+    let encoding: i64 = conn
+        .query_row("SELECT body_encoding FROM events", [], |r| r.get(0))
+        .expect("row");
+    assert_eq!(encoding, super::body::RAW);
+}
+
+#[tokio::test]
 async fn a_file_from_before_compression_is_upgraded_and_its_bodies_read_as_they_are() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("relay.db");
