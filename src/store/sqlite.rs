@@ -446,9 +446,11 @@ impl Writer {
         // stop catches up at once.
         let mut last_dead_sweep: Option<std::time::Instant> = None;
         while let Some(first) = self.rx.blocking_recv() {
+            let hurry = !first.0.may_wait();
             let mut batch = vec![first];
-            self.take_waiting(&mut batch);
-            self.gather(&mut batch);
+            if !(self.take_waiting(&mut batch) || hurry) {
+                self.gather(&mut batch);
+            }
             let (started, size) = (std::time::Instant::now(), batch.len());
             self.commit(batch);
             self.checkpointer.nudge();
@@ -493,12 +495,9 @@ impl Writer {
         hurry
     }
 
-    /// Holds a batch of operations that may all wait for up to `options.gather`, until one
+    /// Holds a batch of operations that all may wait for up to `options.gather`, until one
     /// that may not arrives (its sender unparks this thread) or the batch is full.
     fn gather(&mut self, batch: &mut Vec<(Op, oneshot::Sender<Reply>)>) {
-        if batch.iter().any(|(op, _)| !op.may_wait()) {
-            return;
-        }
         let until = std::time::Instant::now() + self.options.gather;
         while batch.len() < MAX_BATCH {
             let left = until.saturating_duration_since(std::time::Instant::now());

@@ -66,11 +66,9 @@ pub fn decode(encoding: i64, bytes: Vec<u8>) -> Result<Bytes, DecodeError> {
         RAW => Ok(Bytes::from(bytes)),
         ZSTD => DECOMPRESSOR.with(|cell| {
             let mut slot = cell.borrow_mut();
-            if slot.is_none() {
-                *slot = Some(zstd::bulk::Decompressor::new().map_err(DecodeError::Zstd)?);
-            }
-            let Some(d) = slot.as_mut() else {
-                return Err(DecodeError::Unknown(encoding));
+            let d = match &mut *slot {
+                Some(d) => d,
+                empty => empty.insert(zstd::bulk::Decompressor::new().map_err(DecodeError::Zstd)?),
             };
             // Our frames record their size, which is what gets allocated; the capacity only
             // bounds a frame that would not say.
