@@ -1,4 +1,5 @@
-//! The operator's HTTP API: health, readiness, metrics, targets and dead letters.
+//! The operator's HTTP API: health, readiness, metrics, targets, dead letters, finding an
+//! event, and the web console that shows them (`GET /`, see `console`).
 //!
 //! It listens on `admin.address` (loopback by default). When `admin.token` is set, every
 //! `/api/` call needs `Authorization: Bearer <token>`; that is checked before any `/api/` path
@@ -6,7 +7,9 @@
 //! `dead_letters`), routing is a plain function of method, path, query and credentials
 //! ([`Admin::answer`]), so it is tested without a socket.
 
+mod console;
 mod dead_letters;
+mod events;
 pub mod params;
 mod targets;
 
@@ -62,6 +65,13 @@ impl Admin {
         {
             return dead_letters::route(self, session, rest).await;
         }
+        // Event ids contain slashes, so they come in the query, which `serve` does not see.
+        if let Some(rest) = path.strip_prefix("/api/v1/events")
+            && (rest.is_empty() || rest.starts_with('/'))
+        {
+            let query = session.req_header().uri.query().unwrap_or("").to_owned();
+            return events::route(self, &method, rest, &query).await;
+        }
         self.serve(&method, &path).await
     }
 
@@ -104,6 +114,13 @@ impl Admin {
                     self.control_target(name, change).await
                 }
                 _ => error(StatusCode::NOT_FOUND, "not_found", "no such admin endpoint"),
+            };
+        }
+        if let Some(asset) = console::asset(path) {
+            return if *method == Method::GET {
+                asset
+            } else {
+                not_allowed("GET")
             };
         }
         match path {
@@ -199,10 +216,14 @@ impl ServeHttp for Admin {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let (status, body, content_type) = self.route(session).await;
         let body = body.into_bytes();
-        Response::builder()
+        let mut response = Response::builder()
             .status(status)
             .header(http::header::CONTENT_TYPE, content_type)
-            .header(http::header::CONTENT_LENGTH, body.len())
+            .header(http::header::CONTENT_LENGTH, body.len());
+        for (name, value) in console::SECURITY_HEADERS {
+            response = response.header(name, value);
+        }
+        response
             .body(body)
             .unwrap_or_else(|_| Response::new(Vec::new()))
     }

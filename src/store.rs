@@ -245,6 +245,56 @@ pub struct TargetCounts {
     pub oldest_queued_at: Option<i64>,
 }
 
+/// Where one event is, as far as the store can tell (see [`Store::find_event`]).
+///
+/// A delivered delivery is deleted, and its event once no delivery refers to it, so a target
+/// that got the event leaves no trace here: only what is still pending or dead is listed, and
+/// the de-duplication key shows the event was received at all.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct EventWhereabouts {
+    /// Unix milliseconds until which the key is remembered for de-duplication; `None` when it
+    /// is not (de-duplication off, or its window passed and the key was swept).
+    pub remembered_until: Option<i64>,
+    /// The stored copies of the event: usually one, more when it was accepted again after its
+    /// window or with de-duplication off; none once every delivery of it is done.
+    pub stored: Vec<StoredEvent>,
+    /// Every delivery of those copies that is queued, in flight or dead, oldest first.
+    pub deliveries: Vec<EventDelivery>,
+}
+
+/// One stored copy of an event.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct StoredEvent {
+    pub event_type: Option<String>,
+    /// Unix milliseconds.
+    pub received_at: i64,
+}
+
+/// One delivery of an event that the store still holds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct EventDelivery {
+    pub id: DeliveryId,
+    /// `None` for a body that was never an event (a dead letter without a target).
+    pub target: Option<String>,
+    pub state: DeliveryState,
+    /// Attempts made so far (counted again from 0 after a replay).
+    pub attempts: u32,
+    /// Unix milliseconds: when a queued delivery is due, or when the lease of one in flight
+    /// runs out; `None` for a dead letter.
+    pub next_attempt_at: Option<i64>,
+    pub last_status: Option<u16>,
+    pub last_error: Option<String>,
+}
+
+/// Where a delivery the store holds stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryState {
+    Queued,
+    InFlight,
+    Dead,
+}
+
 /// Whether a target may send, as an operator or a `410 Gone` left it. Persisted, so a
 /// restart keeps a disabled target disabled.
 #[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
@@ -372,6 +422,11 @@ pub trait Store: Send + Sync {
     /// returns how many.
     async fn purge(&self, filter: DeadLetterFilter) -> Result<u64, StoreError>;
     async fn counts(&self, target: &TargetId) -> Result<TargetCounts, StoreError>;
+    /// Where the event with de-duplication key `key` (the envelope `id`) is: `None` when the
+    /// store knows nothing of it (never received, or delivered everywhere and its key
+    /// forgotten). A read for operators; it may cost a scan of the stored events, so a store
+    /// should run it beside the hot path rather than in its way.
+    async fn find_event(&self, key: &str) -> Result<Option<EventWhereabouts>, StoreError>;
     /// Every target name that still has deliveries (queued, in flight or dead), configured or
     /// not: after a target is removed from the config its deliveries stay, under its name.
     async fn targets(&self) -> Result<Vec<TargetId>, StoreError>;

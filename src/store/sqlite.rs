@@ -22,6 +22,7 @@
 mod body;
 mod checkpoint;
 mod dead;
+mod find;
 mod handing;
 mod ops;
 mod policy;
@@ -387,6 +388,11 @@ impl Store for SqliteStore {
             Done::Counts(c) => Ok(c),
             _ => Err(StoreError::Closed),
         }
+    }
+
+    async fn find_event(&self, key: &str) -> Result<Option<super::EventWhereabouts>, StoreError> {
+        // Not through the writer: see `find` for why it reads on a connection of its own.
+        find::find_in(&self.path, key).await
     }
 
     async fn targets(&self) -> Result<Vec<TargetId>, StoreError> {

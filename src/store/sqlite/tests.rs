@@ -1,6 +1,7 @@
 //! Store tests on a real SQLite file in a temporary folder.
 
 mod dead_letters;
+mod find;
 mod handoff;
 
 use std::sync::Arc;
