@@ -4,6 +4,7 @@ mod abuse;
 mod cli;
 mod completions;
 mod config_errors;
+mod console;
 mod container;
 mod crash;
 mod crm;

@@ -89,11 +89,14 @@
     return `${v.toFixed(i === 0 || v >= 100 ? 0 : 1)} ${units[i]}`;
   }
 
+  /** Local time: "14:03:22" today, "2026-08-12 14:03:22" on another day. */
   function fmtTime(ms) {
     if (ms === null || ms === undefined) return "—";
     const d = new Date(ms);
-    const today = new Date().toDateString() === d.toDateString();
-    return today ? d.toLocaleTimeString("en-GB") : d.toLocaleString("en-GB");
+    const two = (n) => String(n).padStart(2, "0");
+    const time = `${two(d.getHours())}:${two(d.getMinutes())}:${two(d.getSeconds())}`;
+    if (new Date().toDateString() === d.toDateString()) return time;
+    return `${d.getFullYear()}-${two(d.getMonth() + 1)}-${two(d.getDate())} ${time}`;
   }
 
   /** "12 s ago" / "in 3 min", with the exact time as a tooltip. */
@@ -781,7 +784,12 @@
     const last = t.deliveries[t.deliveries.length - 1];
     const node = el("div", { class: "where" }, el("span", { class: `state ${t.state.replace(/_/g, "-")}`, text: WHERE[t.state] || t.state }));
     if (!last) return node;
-    if (t.state === "queued") node.append(" · next attempt ", timeNode(last.next_attempt_at));
+    if (t.state === "queued") {
+      // Due but not yet sent: the target is held back (breaker, pause, 410, rate limit) or
+      // its dispatcher is about to claim it.
+      const due = last.next_attempt_at <= Date.now();
+      node.append(due ? " · next attempt due since " : " · next attempt ", due ? fmtTime(last.next_attempt_at) : timeNode(last.next_attempt_at));
+    }
     if (t.state === "in_flight") node.append(" · lease runs out ", timeNode(last.next_attempt_at));
     node.append(` · ${plural(last.attempts, "attempt")}`);
     if (last.last_error) node.append(el("p", { class: "reason" }, last.last_status ? `${last.last_status}: ` : "", last.last_error));
@@ -853,7 +861,7 @@
         if (!tokenDialog.open) {
           await refreshOverview();
           await deadLetters.refresh();
-          setStatus(`Live · updated ${new Date().toLocaleTimeString("en-GB")}`, true);
+          setStatus(`Live · updated ${fmtTime(Date.now())}`, true);
         }
       } catch (e) {
         if (e.status !== 401) setStatus(`Not up to date: ${e.message}`, false);
