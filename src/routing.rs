@@ -295,11 +295,19 @@ routes:
         assert_eq!(
             planned[1].quota,
             Some(Quota {
-                max_queue: 3,
+                max_queue: Some(3),
+                share_percent: Some(50),
                 on_full: crate::config::OnFull::DeadLetter
             })
         );
-        assert!(planned[0].quota.is_none() && planned[2].quota.is_none());
+        // Several targets share the store: each gets the default share of its budget.
+        let share_only = Some(Quota {
+            max_queue: None,
+            share_percent: Some(50),
+            on_full: crate::config::OnFull::Reject,
+        });
+        assert_eq!(planned[0].quota, share_only);
+        assert_eq!(planned[2].quota, share_only);
         // A missing field renders empty: still a key, shared by every such event.
         let shapeless = plan(yaml, "message.received", serde_json::json!({}));
         assert_eq!(shapeless[0].order_key.as_deref(), Some("/keyed"));

@@ -23,6 +23,7 @@ mod schema;
 mod secrets;
 mod send;
 mod slack;
+mod storage_budget;
 mod support;
 mod sync;
 mod target_faults;
