@@ -144,6 +144,12 @@ async fn a_backlog_that_fills_max_bytes_drains_when_the_target_returns_and_inges
     wait_resumed(&relay, "after").await;
     let (_, budget) = relay.admin_get("/api/v1/store").await;
     assert_eq!(budget["ingest"], "open", "{budget}");
+    println!(
+        "max_bytes 16 MiB: {} events of ~20 KB acknowledged before store_full, all {} delivered once the target returned; store files {} bytes at the end",
+        acked.len(),
+        acked.len(),
+        store_files(&store)
+    );
     assert!(
         relay.log().contains("storage budget has room again"),
         "one log line when ingest resumes"
@@ -329,6 +335,11 @@ async fn upgrade_with_a_kill(kill_old: bool) {
     let acked = load.await.expect("load");
     assert!(acked.len() > 60, "only {} acknowledged", acked.len());
     assert_delivered(&sink, &acked).await;
+    println!(
+        "{run}: {} acknowledged, all delivered; {} deliveries in all",
+        acked.len(),
+        sink.received().len()
+    );
     let unique: BTreeSet<&String> = acked.iter().collect();
     assert_eq!(unique.len(), acked.len());
 }
@@ -371,6 +382,13 @@ async fn as_root_a_backlog_that_fills_the_disk_drains_when_the_target_returns() 
     let acked = post_until_full(&relay, "fill").await;
     let (_, budget) = relay.admin_get("/api/v1/store").await;
     assert_eq!(budget["stopped_by"], "min_free", "{budget}");
+    println!(
+        "32 MiB tmpfs: {} events acknowledged before store_full; free {} of {} bytes, reserve {}",
+        acked.len(),
+        budget["free_bytes"],
+        budget["filesystem_bytes"],
+        budget["reserve_bytes"]
+    );
     // A restart on the full volume opens and stays in the same state.
     relay.kill9();
     relay.restart().await;
