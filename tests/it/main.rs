@@ -26,4 +26,5 @@ mod slack;
 mod support;
 mod sync;
 mod target_faults;
+mod textus;
 mod tls;
