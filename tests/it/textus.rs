@@ -132,6 +132,13 @@ fn write_config(dir: &Path, yaml: &str) -> String {
     path.to_string_lossy().into_owned()
 }
 
+/// `--config CONFIG --url URL --api API` and then `more`.
+fn args<'a>(config: &'a str, api: &'a str, url: &'a str, more: &[&'a str]) -> Vec<&'a str> {
+    let mut all = vec!["--config", config, "--url", url, "--api", api];
+    all.extend_from_slice(more);
+    all
+}
+
 /// Runs `textus subscribe` with the token set (unless `token` is None): (code, stdout, stderr).
 fn subscribe(args: &[&str], token: Option<&str>, rust_log: &str) -> (i32, String, String) {
     let mut command = Command::new(BIN);
@@ -169,16 +176,12 @@ async fn create_sends_the_guides_call_with_exactly_the_routed_actions() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = write_config(dir.path(), ROUTED);
     let (code, out, err) = subscribe(
-        &[
-            "--config",
+        &args(
             &config,
-            "--account",
-            "my_account",
-            "--url",
-            "https://relay.example.com",
-            "--api",
             &api.url(),
-        ],
+            "https://relay.example.com",
+            &["--account", "my_account"],
+        ),
         Some(TOKEN),
         "warn",
     );
@@ -225,16 +228,12 @@ async fn a_star_route_enables_all_eight_and_a_url_with_a_path_is_kept() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = write_config(dir.path(), EVERYTHING);
     let (code, out, err) = subscribe(
-        &[
-            "--config",
+        &args(
             &config,
-            "--account",
-            "acme-east",
-            "--url",
-            "https://edge.example.com/in/textus",
-            "--api",
             &api.url(),
-        ],
+            "https://edge.example.com/in/textus",
+            &["--account", "acme-east"],
+        ),
         Some(TOKEN),
         "warn",
     );
@@ -259,16 +258,12 @@ async fn a_plain_http_public_url_is_a_usage_error_and_nothing_is_sent() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = write_config(dir.path(), ROUTED);
     let (code, out, err) = subscribe(
-        &[
-            "--config",
+        &args(
             &config,
-            "--account",
-            "my_account",
-            "--url",
-            "http://relay.example.com",
-            "--api",
             &api.url(),
-        ],
+            "http://relay.example.com",
+            &["--account", "my_account"],
+        ),
         Some(TOKEN),
         "warn",
     );
@@ -285,18 +280,13 @@ async fn the_secret_goes_to_a_0600_file_and_nowhere_else() {
     let config = write_config(dir.path(), ROUTED);
     let secret_file = dir.path().join("textus-secret");
     let secret_arg = secret_file.to_string_lossy().into_owned();
-    let args = [
-        "--config",
+    let api_url = api.url();
+    let args = args(
         &config,
-        "--account",
-        "my_account",
-        "--url",
+        &api_url,
         "https://relay.example.com",
-        "--api",
-        &api.url(),
-        "--secret-file",
-        &secret_arg,
-    ];
+        &["--account", "my_account", "--secret-file", &secret_arg],
+    );
     // Every log event on, HTTP layers included: the secret must still not appear.
     let (code, out, err) = subscribe(&args, Some(TOKEN), "trace");
     assert_eq!(code, 0, "{out}{err}");
@@ -344,18 +334,17 @@ async fn a_403_exits_1_quoting_the_status_and_the_apis_message() {
     let config = write_config(dir.path(), ROUTED);
     let secret_file = dir.path().join("textus-secret");
     let (code, out, err) = subscribe(
-        &[
-            "--config",
+        &args(
             &config,
-            "--account",
-            "my_account",
-            "--url",
-            "https://relay.example.com",
-            "--api",
             &api.url(),
-            "--secret-file",
-            &secret_file.to_string_lossy(),
-        ],
+            "https://relay.example.com",
+            &[
+                "--account",
+                "my_account",
+                "--secret-file",
+                &secret_file.to_string_lossy(),
+            ],
+        ),
         Some(TOKEN),
         "warn",
     );
@@ -376,16 +365,12 @@ async fn a_dead_api_exits_1_with_a_clear_message() {
     // Bound and released: nothing listens there.
     let dead = format!("http://{}", free_port());
     let (code, out, err) = subscribe(
-        &[
-            "--config",
+        &args(
             &config,
-            "--account",
-            "my_account",
-            "--url",
-            "https://relay.example.com",
-            "--api",
             &dead,
-        ],
+            "https://relay.example.com",
+            &["--account", "my_account"],
+        ),
         Some(TOKEN),
         "warn",
     );
@@ -400,17 +385,12 @@ async fn dry_run_prints_the_request_masked_and_sends_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = write_config(dir.path(), ROUTED);
     let (code, out, err) = subscribe(
-        &[
-            "--config",
+        &args(
             &config,
-            "--account",
-            "my_account",
-            "--url",
-            "https://relay.example.com",
-            "--api",
             &api.url(),
-            "--dry-run",
-        ],
+            "https://relay.example.com",
+            &["--account", "my_account", "--dry-run"],
+        ),
         Some(TOKEN),
         "warn",
     );
@@ -440,16 +420,12 @@ async fn update_puts_the_documented_body_to_the_integration() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = write_config(dir.path(), EVERYTHING);
     let (code, out, err) = subscribe(
-        &[
-            "--config",
+        &args(
             &config,
-            "--update",
-            "/integrations/0yX2VrJ",
-            "--url",
-            "https://relay.example.com",
-            "--api",
             &api.url(),
-        ],
+            "https://relay.example.com",
+            &["--update", "/integrations/0yX2VrJ"],
+        ),
         Some(TOKEN),
         "warn",
     );
@@ -479,16 +455,12 @@ async fn without_a_token_it_is_a_usage_error_and_nothing_is_sent() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = write_config(dir.path(), ROUTED);
     let (code, out, err) = subscribe(
-        &[
-            "--config",
+        &args(
             &config,
-            "--account",
-            "my_account",
-            "--url",
-            "https://relay.example.com",
-            "--api",
             &api.url(),
-        ],
+            "https://relay.example.com",
+            &["--account", "my_account"],
+        ),
         None,
         "warn",
     );
