@@ -27,4 +27,5 @@ mod storage_budget;
 mod support;
 mod sync;
 mod target_faults;
+mod textus;
 mod tls;
