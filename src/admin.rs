@@ -124,7 +124,9 @@ impl Admin {
             };
         }
         match path {
-            "/healthz" | "/readyz" | "/metrics" | "/api/v1/targets" if *method != Method::GET => {
+            "/healthz" | "/readyz" | "/metrics" | "/api/v1/targets" | "/api/v1/store"
+                if *method != Method::GET =>
+            {
                 not_allowed("GET")
             }
             "/api/v1/reload" if *method != Method::POST => not_allowed("POST"),
@@ -133,6 +135,14 @@ impl Admin {
             "/readyz" => self.ready().await,
             "/metrics" => self.metrics_text().await,
             "/api/v1/targets" => self.target_list().await,
+            "/api/v1/store" => match self.store.storage() {
+                Some(status) => json_ok(json!(status)),
+                None => error(
+                    StatusCode::NOT_FOUND,
+                    "not_found",
+                    "this store keeps no storage budget",
+                ),
+            },
             _ => error(StatusCode::NOT_FOUND, "not_found", "no such admin endpoint"),
         }
     }
@@ -183,11 +193,14 @@ impl Admin {
                 breaker_open: false,
             });
         }
-        let bytes = self.store_path.as_ref().map(|p| {
-            let size = |p: &std::path::Path| std::fs::metadata(p).map_or(0, |m| m.len());
-            size(p) + size(&PathBuf::from(format!("{}-wal", p.display())))
+        let storage = self.store.storage();
+        let bytes = storage.as_ref().map(|s| s.store_bytes).or_else(|| {
+            self.store_path.as_ref().map(|p| {
+                let size = |p: &std::path::Path| std::fs::metadata(p).map_or(0, |m| m.len());
+                size(p) + size(&PathBuf::from(format!("{}-wal", p.display())))
+            })
         });
-        let text = self.metrics.render(&gauges, bytes);
+        let text = self.metrics.render(&gauges, bytes, storage.as_ref());
         (StatusCode::OK, text, "text/plain; version=0.0.4")
     }
 
@@ -195,10 +208,15 @@ impl Admin {
         let targets = self.config.get().targets.len();
         let running = self.running.load(Ordering::SeqCst);
         let store = self.store.ping().await;
+        // A spent storage budget leaves the relay ready: it still answers every request,
+        // with the 504 that TextUs retries. Failing readiness would take it out of its
+        // Service, and TextUs would see connection errors instead (README, "Storage budget").
         let ready = store.is_ok() && running >= targets;
+        let ingest = self.store.storage().map(|s| s.ingest);
         let body = json!({
             "ready": ready,
             "store": store.map(|()| "ok".to_string()).unwrap_or_else(|e| e.to_string()),
+            "ingest": ingest,
             "dispatchers_running": running,
             "targets": targets,
         });

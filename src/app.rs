@@ -20,13 +20,14 @@ use pingora::services::listening::Service;
 
 use crate::admin::{Admin, AdminTarget};
 use crate::build;
-use crate::config::{Config, Storage};
+use crate::config::{Config, MinFree, Storage, StorageBudget};
 use crate::delivery::fleet::{Fleet, FleetService};
 use crate::ingress::Ingress;
 use crate::live::Live;
 use crate::metrics::Metrics;
 use crate::reload::{AdminConfig, IngressConfig, Parts, Reloader};
 use crate::store::Store;
+use crate::store::sqlite::budget::{Limits, MinFree as StoreMinFree};
 use crate::store::sqlite::{SqliteOptions, SqliteStore};
 
 /// Seconds pingora waits after SIGTERM before stopping runtimes: long enough for requests
@@ -82,10 +83,12 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
     let Storage::Sqlite {
         path,
         dead_letter_retention,
+        budget,
     } = &config.storage;
     let metrics = Arc::new(Metrics::default());
     let store_options = SqliteOptions {
         dead_letter_retention: *dead_letter_retention,
+        limits: store_limits(budget),
         metrics: Some(metrics.clone()),
         // With --upgrade the old process is still running and owns its leases.
         resume_in_flight: !options.upgrade,
@@ -256,6 +259,17 @@ fn watch_for_upgrade(server: &Server) -> Arc<AtomicBool> {
         tracing::warn!(error = %e, "cannot watch for graceful upgrades");
     }
     flag
+}
+
+/// The store's budget from `storage:`.
+fn store_limits(budget: &StorageBudget) -> Limits {
+    Limits {
+        max_bytes: budget.max_bytes,
+        min_free: match budget.min_free {
+            MinFree::Bytes(b) => StoreMinFree::Bytes(b),
+            MinFree::Percent(p) => StoreMinFree::Percent(f64::from(p)),
+        },
+    }
 }
 
 fn server_conf(store_path: &Path) -> ServerConf {

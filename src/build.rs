@@ -10,7 +10,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::config::{Config, DeliveryOrder, Target as TargetConfig, TargetId, TargetKind};
+use crate::config::{Config, DeliveryOrder, Storage, Target as TargetConfig, TargetId, TargetKind};
 use crate::delivery::health::TargetHealth;
 use crate::routing::{CompiledRoute, OrderRule, QueueRules, Router};
 use crate::store::Quota;
@@ -77,6 +77,19 @@ fn templates_text(file: &std::path::Path, errors: &[TemplateError]) -> String {
 }
 
 /// The compiled value, or `None` with the error kept for the report.
+/// A target's queue limits: its `max_queue`, and its share of the storage budget when it
+/// shares the store with other targets (alone, it has no one to leave room for).
+fn queue_quota(config: &Config, target: &TargetConfig) -> Option<Quota> {
+    let Storage::Sqlite { budget, .. } = &config.storage;
+    let share_percent =
+        (config.targets.len() > 1 && budget.target_share < 100).then_some(budget.target_share);
+    (target.max_queue.is_some() || share_percent.is_some()).then_some(Quota {
+        max_queue: target.max_queue,
+        share_percent,
+        on_full: target.on_full,
+    })
+}
+
 fn keep<T>(errors: &mut Vec<TemplateError>, result: Result<T, TemplateError>) -> Option<T> {
     result.map_err(|e| errors.push(e)).ok()
 }
@@ -110,10 +123,7 @@ pub fn compile(config: &Config) -> Result<Compiled, BuildError> {
                 keep(&mut errors, templates.text(src)).map_or(OrderRule::Unordered, OrderRule::Key)
             }
         };
-        let quota = target.max_queue.map(|max_queue| Quota {
-            max_queue,
-            on_full: target.on_full,
-        });
+        let quota = queue_quota(config, target);
         rules.insert(target.name.clone(), QueueRules { order, quota });
         match &target.kind {
             TargetKind::Http(_) => {}

@@ -71,6 +71,7 @@ pub fn report(config: &Config, compiled: &Compiled, built: &[Built]) -> Report {
         (true, true) => "(none by type alone; routes with `when:` decide per event)".to_string(),
     };
     let _ = writeln!(out, "    {:<22} -> {other}", "(any other type)");
+    subscription_notes(compiled, &mut out);
     let unused: Vec<&str> = config
         .targets
         .iter()
@@ -86,6 +87,47 @@ pub fn report(config: &Config, compiled: &Compiled, built: &[Built]) -> Report {
     }
     let errors = render_all(compiled, built, &mut out);
     Report { text: out, errors }
+}
+
+/// What a TextUs webhook integration sends without its `settings.actions` saying otherwise
+/// (TextUs's setup guide: the web app can enable only these two).
+pub const TEXTUS_DEFAULT_ACTIONS: [&str; 2] = ["message.received", "message.delivered"];
+
+/// The eight event types in TextUs's order, each with whether TextUs must send it: the table
+/// above shows it routed, or a route with a `when:` the sample does not satisfy matches it
+/// (that condition can pass on a real event only if TextUs sends the type).
+pub fn routed_actions(compiled: &Compiled) -> Vec<(&'static str, bool)> {
+    SAMPLES
+        .iter()
+        .map(|(ty, body)| {
+            let routed = !routed(compiled, ty, body).is_empty() || compiled.router.routes_type(ty);
+            (*ty, routed)
+        })
+        .collect()
+}
+
+/// One line per routed type TextUs does not send by default: it must be enabled.
+fn subscription_notes(compiled: &Compiled, out: &mut String) {
+    let extra: Vec<&str> = routed_actions(compiled)
+        .into_iter()
+        .filter(|(ty, routed)| *routed && !TEXTUS_DEFAULT_ACTIONS.contains(ty))
+        .map(|(ty, _)| ty)
+        .collect();
+    if extra.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "  note: TextUs sends only {} unless the integration enables more; \
+         `textus-relay textus subscribe` enables exactly the routed types:",
+        TEXTUS_DEFAULT_ACTIONS.join(" and ")
+    );
+    for ty in extra {
+        let _ = writeln!(
+            out,
+            "    {ty:<22} must be enabled in the integration's settings.actions"
+        );
+    }
 }
 
 fn routed(compiled: &Compiled, ty: &str, body: &[u8]) -> Vec<String> {

@@ -1,5 +1,5 @@
 //! Command line: `run`, `check`, `demo`, `sign`, `send`, `health`, `dead-letters`,
-//! `completions`, `schema`. Errors are reported here, with context.
+//! `textus subscribe`, `completions`, `schema`. Errors are reported here, with context.
 //!
 //! Exit codes (design.md §7): 0 ok, 1 runtime failure, 2 bad config or usage.
 
@@ -16,6 +16,7 @@ pub mod dead_letters;
 pub mod health;
 mod help;
 pub mod send;
+pub mod textus;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -73,6 +74,9 @@ pub enum Command {
     /// Ask a running relay whether it is alive (/healthz) or ready (/readyz); exit 0 or 1.
     #[command(after_help = help::HEALTH)]
     Health(health::Args),
+    /// Set up the TextUs side: subscribe TextUs to exactly the event types the routes send.
+    #[command(subcommand, after_help = help::TEXTUS)]
+    Textus(textus::Action),
     /// Print a shell completion script.
     #[command(after_help = help::COMPLETIONS)]
     Completions {
@@ -98,6 +102,7 @@ pub fn main() -> ExitCode {
             | Command::DeadLetters(_)
             | Command::Send(_)
             | Command::Health(_)
+            | Command::Textus(_)
             | Command::Completions { .. }
             | Command::Schema { .. }
     );
@@ -116,6 +121,7 @@ pub fn main() -> ExitCode {
         Command::DeadLetters(action) => dead_letters::run(action),
         Command::Send(args) => send::run(args),
         Command::Health(args) => health::run(args),
+        Command::Textus(action) => textus::run(action),
         Command::Completions { shell } => completions::run(shell),
         Command::Schema { markdown } => {
             let text = if markdown {

@@ -136,7 +136,39 @@ pub enum Storage {
         /// How long a dead letter is kept after it died before it is deleted, > 0.
         /// Default 14 days.
         dead_letter_retention: Duration,
+        /// When ingest stops so that the store can always drain (`max_bytes`, `min_free`,
+        /// `target_share`).
+        budget: StorageBudget,
     },
+}
+
+/// The storage budget: ingest answers 504 `store_full` before the store could fill its disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StorageBudget {
+    /// The most the store's files may take (reserve included); `None`: no limit but the disk.
+    pub max_bytes: Option<u64>,
+    /// Free space left on the store's file system. Default 5 %.
+    pub min_free: MinFree,
+    /// The most of the budget one target's pending deliveries may hold when several targets
+    /// are configured, in percent (1 to 100; 100 turns it off). Default 50.
+    pub target_share: u8,
+}
+
+impl Default for StorageBudget {
+    fn default() -> Self {
+        StorageBudget {
+            max_bytes: None,
+            min_free: MinFree::Percent(5),
+            target_share: 50,
+        }
+    }
+}
+
+/// `storage.min_free`: a size, or a whole percentage of the file system's size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MinFree {
+    Bytes(u64),
+    Percent(u8),
 }
 
 /// The TextUs webhook endpoint.

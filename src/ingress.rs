@@ -151,15 +151,22 @@ impl Ingress {
                 self.metrics.event(type_label, "duplicate");
                 Answer::duplicate(&envelope.key)
             }
-            Ok(Ingested::Rejected { target, max_queue }) => {
-                warn!(event_id = %envelope.key, event_type = type_label, target = %target, max_queue,
+            Ok(Ingested::Rejected { target, limit }) => {
+                warn!(event_id = %envelope.key, event_type = type_label, target = %target, limit = %limit,
                     "target queue is full; answering 504 so TextUs retries later");
                 self.metrics.event(type_label, "queue_full");
                 IngressError::QueueFull {
                     target: target.to_string(),
-                    max_queue,
+                    limit: limit.to_string(),
                 }
                 .into()
+            }
+            Ok(Ingested::Full(limit)) => {
+                // The store logs when ingest stops and resumes; one line per refused event
+                // would flood the log exactly while the disk is short.
+                debug!(event_id = %envelope.key, event_type = type_label, "storage budget spent; answering 504");
+                self.metrics.event(type_label, "store_full");
+                IngressError::StoreFull(limit.describe()).into()
             }
             Ok(Ingested::Accepted) => {
                 let outcome = if let Some(reason) = &dead_reason {

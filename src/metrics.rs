@@ -10,6 +10,8 @@ use std::fmt::Write;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use crate::store::StorageStatus;
+
 /// The eight event types TextUs documents.
 pub const EVENT_TYPES: [&str; 8] = [
     "message.received",
@@ -182,7 +184,12 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition: counters and histograms, then the gauges given.
-    pub fn render(&self, targets: &[TargetGauges], store_bytes: Option<u64>) -> String {
+    pub fn render(
+        &self,
+        targets: &[TargetGauges],
+        store_bytes: Option<u64>,
+        storage: Option<&StorageStatus>,
+    ) -> String {
         let s = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let mut out = String::new();
         for (name, help) in COUNTERS {
@@ -243,10 +250,101 @@ impl Metrics {
             let name = "relay_store_bytes";
             let _ = writeln!(
                 out,
-                "# HELP {name} Size of the store on disk (database and WAL).\n# TYPE {name} gauge\n{name} {bytes}"
+                "# HELP {name} Size of the store on disk (database, WAL and reserve file).\n# TYPE {name} gauge\n{name} {bytes}"
             );
         }
+        if let Some(s) = storage {
+            render_storage(&mut out, s);
+        }
         out
+    }
+}
+
+/// The storage budget's gauges (README, "Storage budget").
+fn render_storage(out: &mut String, s: &StorageStatus) {
+    let mut one = |name: &str, help: &str, value: u64| {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+        );
+    };
+    one(
+        "relay_store_used_bytes",
+        "What the store's data takes, less free pages inside its file.",
+        s.used_bytes,
+    );
+    one(
+        "relay_store_reserve_bytes",
+        "Room kept for draining the queue once ingest stops.",
+        s.reserve_bytes,
+    );
+    one(
+        "relay_store_ingest_room_bytes",
+        "How much more ingest may store before it stops (0 while stopped).",
+        s.ingest_room_bytes,
+    );
+    one(
+        "relay_store_ingest_stopped",
+        "1 while new events are answered 504 store_full.",
+        u64::from(s.stopped_by.is_some()),
+    );
+    if let Some(max) = s.max_bytes {
+        one(
+            "relay_store_max_bytes",
+            "storage.max_bytes: the most the store's files may take.",
+            max,
+        );
+    }
+    one(
+        "relay_store_min_free_bytes",
+        "storage.min_free: free space left on the store's file system.",
+        s.min_free_bytes,
+    );
+    one(
+        "relay_store_filesystem_free_bytes",
+        "Free space of the store's file system.",
+        s.free_bytes,
+    );
+    one(
+        "relay_store_filesystem_bytes",
+        "Size of the store's file system.",
+        s.filesystem_bytes,
+    );
+}
+
+#[cfg(test)]
+mod storage_tests {
+    use super::*;
+
+    #[test]
+    fn the_storage_budget_is_a_set_of_gauges() {
+        let status = StorageStatus {
+            ingest: "stopped",
+            stopped_by: Some(crate::store::SpaceLimit::MaxBytes),
+            used_bytes: 900,
+            reserve_bytes: 100,
+            max_bytes: Some(1000),
+            free_bytes: 5000,
+            ..StorageStatus::default()
+        };
+        let text = Metrics::default().render(&[], Some(1200), Some(&status));
+        for line in [
+            "relay_store_bytes 1200\n",
+            "relay_store_used_bytes 900\n",
+            "relay_store_reserve_bytes 100\n",
+            "relay_store_ingest_stopped 1\n",
+            "relay_store_max_bytes 1000\n",
+            "relay_store_filesystem_free_bytes 5000\n",
+        ] {
+            assert!(text.contains(line), "{line} missing from:\n{text}");
+        }
+        let open = StorageStatus {
+            max_bytes: None,
+            ..StorageStatus::default()
+        };
+        let text = Metrics::default().render(&[], None, Some(&open));
+        assert!(text.contains("relay_store_ingest_stopped 0\n"));
+        assert!(!text.contains("relay_store_max_bytes"), "{text}");
     }
 }
 
@@ -275,7 +373,7 @@ mod tests {
         m.event("message.received", "accepted");
         m.event("made.up.by.sender", "accepted");
         m.delivery("warehouse", "delivered");
-        let text = m.render(&[], None);
+        let text = m.render(&[], None, None);
         assert!(
             text.contains("relay_requests_total{outcome=\"accepted\"} 2\n"),
             "{text}"
@@ -294,7 +392,7 @@ mod tests {
         m.delivery_duration("w", Duration::from_millis(30));
         m.delivery_duration("w", Duration::from_secs(60));
         m.commit(Duration::from_millis(2), 40);
-        let text = m.render(&[], None);
+        let text = m.render(&[], None, None);
         assert!(
             text.contains("relay_delivery_duration_seconds_bucket{target=\"w\",le=\"0.005\"} 1\n"),
             "{text}"
@@ -323,7 +421,7 @@ mod tests {
             dead: 2,
             breaker_open: true,
         }];
-        let text = m.render(&targets, Some(4096));
+        let text = m.render(&targets, Some(4096), None);
         assert!(
             text.contains("relay_queue_depth{target=\"slack\"} 7\n"),
             "{text}"

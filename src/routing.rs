@@ -90,6 +90,15 @@ impl Router {
                 .any(|r| matches!(r.order, OrderRule::Key(_)))
     }
 
+    /// Whether some route sends some events of this type to a target: its `events` match,
+    /// whatever its `when:` makes of one event. A source must deliver every such type, since a
+    /// condition can only pass on events that arrive (`textus subscribe`, `check`'s notes).
+    pub fn routes_type(&self, event_type: &str) -> bool {
+        self.routes
+            .iter()
+            .any(|r| !r.to.is_empty() && r.events.iter().any(|p| p.matches(event_type)))
+    }
+
     /// The targets an event of this type goes to, each once, in config order. `event` is the
     /// parsed event for `when` conditions; without it, routes with a condition do not apply.
     pub fn route(&self, event_type: &str, event: Option<&RenderContext>) -> Vec<TargetId> {
@@ -234,6 +243,7 @@ routes:
         assert_eq!(names("contact.opted_out"), ["a", "c"]);
         assert_eq!(names("brand.new.event"), ["a"]);
         assert!(!r.needs_event());
+        assert!(r.routes_type("contact.created") && r.routes_type("brand.new.event"));
     }
 
     #[test]
@@ -257,6 +267,8 @@ routes:
         assert_eq!(r.route("message.received", Some(&inbound)).len(), 1);
         assert!(r.route("message.received", Some(&outbound)).is_empty());
         assert!(r.route("message.received", Some(&shapeless)).is_empty());
+        // A condition decides per event; the type itself is routed.
+        assert!(r.routes_type("message.received") && !r.routes_type("contact.created"));
     }
 
     fn plan(yaml: &str, event_type: &str, body: serde_json::Value) -> Vec<Routed> {
@@ -295,11 +307,19 @@ routes:
         assert_eq!(
             planned[1].quota,
             Some(Quota {
-                max_queue: 3,
+                max_queue: Some(3),
+                share_percent: Some(50),
                 on_full: crate::config::OnFull::DeadLetter
             })
         );
-        assert!(planned[0].quota.is_none() && planned[2].quota.is_none());
+        // Several targets share the store: each gets the default share of its budget.
+        let share_only = Some(Quota {
+            max_queue: None,
+            share_percent: Some(50),
+            on_full: crate::config::OnFull::Reject,
+        });
+        assert_eq!(planned[0].quota, share_only);
+        assert_eq!(planned[2].quota, share_only);
         // A missing field renders empty: still a key, shared by every such event.
         let shapeless = plan(yaml, "message.received", serde_json::json!({}));
         assert_eq!(shapeless[0].order_key.as_deref(), Some("/keyed"));

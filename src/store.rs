@@ -82,11 +82,93 @@ impl Routed {
     }
 }
 
-/// A target's queue limit: at most `max_queue` pending (queued or in flight) deliveries.
+/// A target's queue limits, and what happens to its deliveries past them (`on_full`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Quota {
-    pub max_queue: u64,
+    /// At most this many pending (queued or in flight) deliveries (`max_queue`).
+    pub max_queue: Option<u64>,
+    /// At most this percentage of the storage budget (`storage.target_share`), so that one
+    /// dead target cannot take the whole budget from the others.
+    pub share_percent: Option<u8>,
     pub on_full: OnFull,
+}
+
+/// Which of a target's queue limits an event met.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QueueLimit {
+    /// `max_queue` pending deliveries.
+    Deliveries(u64),
+    /// Its `storage.target_share` of the storage budget, about `bytes`.
+    Share { percent: u8, bytes: u64 },
+}
+
+impl std::fmt::Display for QueueLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            QueueLimit::Deliveries(n) => write!(f, "max_queue {n}"),
+            QueueLimit::Share { percent, bytes } => {
+                write!(
+                    f,
+                    "target_share {percent}% of the storage budget, {bytes} bytes"
+                )
+            }
+        }
+    }
+}
+
+/// Why the store takes no new events for now; see [`Ingested::Full`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SpaceLimit {
+    /// `storage.max_bytes`, less the reserve kept for draining.
+    MaxBytes,
+    /// `storage.min_free`, plus the reserve kept for draining.
+    MinFree,
+    /// A write failed for lack of space (something else filled the disk).
+    DiskFull,
+}
+
+impl SpaceLimit {
+    pub fn describe(self) -> &'static str {
+        match self {
+            SpaceLimit::MaxBytes => "the store reached storage.max_bytes (less its reserve)",
+            SpaceLimit::MinFree => {
+                "the file system's free space reached storage.min_free (plus the store's reserve)"
+            }
+            SpaceLimit::DiskFull => "the disk is full",
+        }
+    }
+}
+
+/// The storage budget as an operator sees it (`/api/v1/store`, `/metrics`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct StorageStatus {
+    /// `open`, or `stopped` while new events are answered 504 `store_full`.
+    pub ingest: &'static str,
+    /// Which limit stopped ingest.
+    pub stopped_by: Option<SpaceLimit>,
+    /// Unix ms since when ingest has been stopped.
+    pub stopped_since: Option<i64>,
+    /// The store's files on disk: database, log and reserve file.
+    pub store_bytes: u64,
+    /// What its data takes: the database as its pages say and the log at its allowance, less
+    /// free pages inside the file.
+    pub used_bytes: u64,
+    /// Free pages inside the database file, reused before the file grows.
+    pub reclaimable_bytes: u64,
+    /// Room kept for draining while ingest is stopped: a fixed part plus headroom per
+    /// pending delivery.
+    pub reserve_bytes: u64,
+    /// How much more ingest may store before it stops (0 while stopped).
+    pub ingest_room_bytes: u64,
+    pub max_bytes: Option<u64>,
+    pub min_free_bytes: u64,
+    /// Free space of the store's file system.
+    pub free_bytes: u64,
+    pub filesystem_bytes: u64,
+    pub pending_deliveries: u64,
+    /// Whether the reserve file (`<store>-reserve`) is in place.
+    pub reserve_file: bool,
 }
 
 /// What [`Store::ingest`] did with an event. `Accepted` and `Duplicate` are answered 200,
@@ -99,7 +181,10 @@ pub enum Ingested {
     Duplicate,
     /// A target with `on_full: reject` has a full queue: nothing was stored (not even the
     /// de-duplication key, so the sender's retry is not taken for a duplicate).
-    Rejected { target: TargetId, max_queue: u64 },
+    Rejected { target: TargetId, limit: QueueLimit },
+    /// The storage budget is spent: nothing was stored, not even the key. Answered 504
+    /// `store_full`; the store drains inside its reserve and takes events again by itself.
+    Full(SpaceLimit),
 }
 
 /// One delivery handed to a dispatcher, with everything needed to attempt it.
@@ -353,6 +438,17 @@ pub enum StoreError {
     Sqlite(#[from] rusqlite::Error),
     #[error("store is closed")]
     Closed,
+    #[error(
+        "the store {path} is held by another relay (pid {pid}); stop that one first, or take \
+         over from it without downtime with `run --upgrade` (README, \"Zero-downtime restart\")"
+    )]
+    Held { path: String, pid: String },
+    #[error("cannot lock the store with {lock}: {source}")]
+    Lock {
+        lock: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("store is overloaded: {0} writes are already waiting")]
     Overloaded(usize),
 }
@@ -432,6 +528,10 @@ pub trait Store: Send + Sync {
     async fn targets(&self) -> Result<Vec<TargetId>, StoreError>;
     /// Proves the store can still run a transaction (readiness).
     async fn ping(&self) -> Result<(), StoreError>;
+    /// The storage budget as of the store's last measurement; `None` for a store without one.
+    fn storage(&self) -> Option<StorageStatus> {
+        None
+    }
     /// Notified whenever deliveries for `target` are queued, so its dispatcher wakes at once
     /// and claims them.
     fn wakeup(&self, target: &TargetId) -> Arc<Notify>;

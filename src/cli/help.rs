@@ -8,6 +8,7 @@ Examples:
   textus-relay check --config relay.yaml             # validate; see which events reach which targets
   textus-relay run --config relay.yaml               # run the relay
   textus-relay send --config relay.yaml --all        # send the eight signed sample events to it
+  textus-relay textus subscribe --config relay.yaml --account my_account --url https://relay.example.com
   textus-relay completions bash > ~/.local/share/bash-completion/completions/textus-relay
 
 Exit codes: 0 ok, 1 runtime failure, 2 bad config or usage.";
@@ -47,6 +48,23 @@ Examples:
   textus-relay health --config relay.yaml            # liveness: GET /healthz
   textus-relay health --config relay.yaml --ready    # readiness: GET /readyz
   textus-relay health --url http://127.0.0.1:9090";
+
+pub const TEXTUS: &str = "\
+Examples:
+  textus-relay textus subscribe --config relay.yaml --account my_account \\
+      --url https://relay.example.com --secret-file textus-secret";
+
+pub const TEXTUS_SUBSCRIBE: &str = "\
+Examples:
+  export TEXTUS_API_TOKEN=...    # TextUs: Profile > API Tokens
+  textus-relay textus subscribe --config relay.yaml --account my_account --url https://relay.example.com --dry-run
+  textus-relay textus subscribe --config relay.yaml --account my_account \\
+      --url https://relay.example.com --secret-file /etc/textus-relay/textus-secret
+  textus-relay textus subscribe --config relay.yaml --update /integrations/0yX2VrJ --url https://relay.example.com
+
+--url is the relay's public HTTPS URL (TextUs calls it; without a path, source.path is appended).
+--api is the TextUs API (default https://next.textus.com). Exit codes: 0 done, 1 TextUs refused
+or was unreachable, 2 bad config or usage (nothing sent).";
 
 pub const COMPLETIONS: &str = "\
 Examples:
@@ -115,7 +133,13 @@ mod tests {
         }
         let mut seen = Vec::new();
         walk(&super::super::Cli::command(), "textus-relay", &mut seen);
-        for name in ["send", "health", "completions", "dead-letters replay"] {
+        for name in [
+            "send",
+            "health",
+            "completions",
+            "dead-letters replay",
+            "textus subscribe",
+        ] {
             assert!(
                 seen.contains(&format!("textus-relay {name}")),
                 "{name} not walked: {seen:?}"

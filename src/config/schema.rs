@@ -28,8 +28,9 @@ use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use super::targets::{self, crm, policy, slack};
 use super::validate;
 use scalars::{
-    Address, Bool, Duration, EventPattern, FilePath, HttpUrl, Method, OnFull, PositiveDuration,
-    Priority, Rate, Secret, Size, StorageKind, TargetName, Template, UrlTemplate, Whole,
+    Address, Bool, Duration, EventPattern, FilePath, HttpUrl, Method, MinFree, OnFull, Percent,
+    PositiveDuration, Priority, Rate, Secret, Size, StorageKind, TargetName, Template, UrlTemplate,
+    Whole,
 };
 
 /// Implements [`JsonSchema`] for a marker type whose schema is written inline where it is
@@ -186,6 +187,21 @@ struct Storage {
     /// Dead letters older than this (counted from when they died) are deleted.
     #[schemars(extend("default" = "14d"))]
     dead_letter_retention: Option<PositiveDuration>,
+    /// The most the store's files may take, at least 16MiB. New events are answered 504
+    /// `store_full` when storing one would leave less than the store's reserve (about 5 MiB
+    /// plus 384 bytes per queued delivery) below it; the queue drains inside that reserve and
+    /// ingest resumes by itself. No limit by default but the disk (see `min_free`).
+    max_bytes: Option<Size>,
+    /// Free space the relay leaves on the store's file system: new events are answered 504
+    /// `store_full` when storing one would leave less than this plus the store's reserve.
+    #[schemars(extend("default" = "5%"))]
+    min_free: Option<MinFree>,
+    /// With several targets, the most of the storage budget one target's pending deliveries
+    /// may hold; past it, events routed to that target are treated as by `max_queue` (its
+    /// `on_full`), so a dead target cannot take every byte from the healthy ones. `100%`
+    /// turns it off; a single target is never limited by it.
+    #[schemars(extend("default" = "50%"))]
+    target_share: Option<Percent>,
 }
 
 #[derive(JsonSchema)]

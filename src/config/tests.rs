@@ -151,6 +151,7 @@ fn full_config_parses_to_the_expected_values() {
         storage: Storage::Sqlite {
             path: PathBuf::from("./data/relay.db"),
             dead_letter_retention: Duration::from_secs(14 * 86_400),
+            budget: StorageBudget::default(),
         },
         source: Source {
             path: "/webhooks/textus".to_owned(),
@@ -258,6 +259,7 @@ fn minimal_config_gets_the_defaults() {
         Storage::Sqlite {
             path: PathBuf::from("./data/relay.db"),
             dead_letter_retention: Duration::from_secs(14 * 86_400),
+            budget: StorageBudget::default(),
         }
     );
     assert_eq!(

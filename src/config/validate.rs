@@ -11,12 +11,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::error::Problem;
-use super::reader::{Ctx, Mapping, Text, boolean, child, item};
+use super::reader::{Ctx, Field, Mapping, Text, boolean, child, integer, item};
 use super::template::{self, TemplateSource};
 use super::tree::Node;
 use super::{
-    Admin, Config, EventPattern, Listen, Priority, Route, Source, Storage, TargetId, Tls, targets,
-    units,
+    Admin, Config, EventPattern, Listen, MinFree, Priority, Route, Source, Storage, StorageBudget,
+    TargetId, Tls, targets, units,
 };
 
 pub(super) const DEFAULT_LISTEN: SocketAddr =
@@ -33,7 +33,14 @@ pub(super) const TOP_KEYS: &[&str] = &["listen", "admin", "storage", "source", "
 pub(super) const LISTEN_KEYS: &[&str] = &["address", "tls"];
 pub(super) const TLS_KEYS: &[&str] = &["cert", "key"];
 pub(super) const ADMIN_KEYS: &[&str] = &["address", "token"];
-pub(super) const STORAGE_KEYS: &[&str] = &["kind", "path", "dead_letter_retention"];
+pub(super) const STORAGE_KEYS: &[&str] = &[
+    "kind",
+    "path",
+    "dead_letter_retention",
+    "max_bytes",
+    "min_free",
+    "target_share",
+];
 pub(super) const SOURCE_KEYS: &[&str] = &[
     "path",
     "secrets",
@@ -116,6 +123,7 @@ fn read_config(ctx: &mut Ctx<'_>, root: &Node, file: &Path) -> Option<Config> {
             Some(Storage::Sqlite {
                 path: PathBuf::from(DEFAULT_STORAGE_PATH),
                 dead_letter_retention: DEFAULT_DEAD_LETTER_RETENTION,
+                budget: StorageBudget::default(),
             })
         },
         |node| storage(ctx, node),
@@ -264,10 +272,60 @@ fn storage(ctx: &mut Ctx<'_>, node: &Node) -> Option<Storage> {
     let dead_letter_retention = ctx
         .field(&m, "dead_letter_retention", "duration", retention)
         .or(DEFAULT_DEAD_LETTER_RETENTION);
+    let defaults = StorageBudget::default();
+    let max_bytes = ctx.field(&m, "max_bytes", "size", store_size);
+    let min_free = ctx
+        .field(&m, "min_free", "size or percentage", min_free)
+        .or(defaults.min_free);
+    let target_share = ctx
+        .field(&m, "target_share", "percentage", target_share)
+        .or(defaults.target_share);
+    let max_bytes = match max_bytes {
+        Field::Absent => Some(None),
+        Field::Valid(n) => Some(Some(n)),
+        Field::Invalid => None,
+    };
     Some(Storage::Sqlite {
         path: PathBuf::from(path?),
         dead_letter_retention: dead_letter_retention?,
+        budget: StorageBudget {
+            max_bytes: max_bytes?,
+            min_free: min_free?,
+            target_share: target_share?,
+        },
     })
+}
+
+/// The store needs room for its reserve and a log (a few MiB) before it can take an event.
+fn store_size(text: &str) -> Result<u64, String> {
+    match units::size(text)? {
+        n if n < MIN_STORE_BYTES => Err("must be at least 16MiB: the store keeps about 5 MiB \
+             in reserve to drain its queue, and its log needs room too"
+            .to_owned()),
+        n => Ok(n),
+    }
+}
+
+/// The smallest `storage.max_bytes`.
+const MIN_STORE_BYTES: u64 = 16 << 20;
+
+/// `10%` (of the file system) or a size.
+pub(super) fn min_free(text: &str) -> Result<MinFree, String> {
+    match text.strip_suffix('%') {
+        Some(p) => match integer(p, 0, 90) {
+            Ok(n) => Ok(MinFree::Percent(n as u8)),
+            Err(_) => Err("expected a whole percentage from 0% to 90%, or a size".to_owned()),
+        },
+        None => units::size(text).map(MinFree::Bytes),
+    }
+}
+
+/// `1%` to `100%`.
+pub(super) fn target_share(text: &str) -> Result<u8, String> {
+    text.strip_suffix('%')
+        .and_then(|p| integer(p, 1, 100).ok())
+        .map(|n| n as u8)
+        .ok_or_else(|| "expected a whole percentage from 1% to 100% (100% turns it off)".to_owned())
 }
 
 /// Zero would delete every dead letter as soon as it died, which is never what is meant.

@@ -25,8 +25,10 @@ pub enum IngressError {
     ShuttingDown,
     #[error("the event could not be stored; retry later ({0})")]
     StoreUnavailable(String),
-    #[error("the queue of target {target} is full (max_queue {max_queue}); retry later")]
-    QueueFull { target: String, max_queue: u64 },
+    #[error("the queue of target {target} is full ({limit}); retry later")]
+    QueueFull { target: String, limit: String },
+    #[error("the relay's storage budget is spent ({0}); it is draining its queue, retry later")]
+    StoreFull(&'static str),
 }
 
 impl IngressError {
@@ -42,7 +44,8 @@ impl IngressError {
             IngressError::BodyRead(_) => 400,
             IngressError::ShuttingDown
             | IngressError::StoreUnavailable(_)
-            | IngressError::QueueFull { .. } => 504,
+            | IngressError::QueueFull { .. }
+            | IngressError::StoreFull(_) => 504,
         }
     }
 
@@ -59,6 +62,7 @@ impl IngressError {
             IngressError::ShuttingDown => "shutting_down",
             IngressError::StoreUnavailable(_) => "store_unavailable",
             IngressError::QueueFull { .. } => "queue_full",
+            IngressError::StoreFull(_) => "store_full",
         }
     }
 }

@@ -20,11 +20,13 @@
 //! the table at open and at every sweep, so they cannot drift for long.
 
 mod body;
+pub mod budget;
 mod checkpoint;
 mod dead;
 mod find;
 mod handing;
 mod ops;
+pub mod owner;
 mod policy;
 mod schema;
 
@@ -41,11 +43,12 @@ use tracing::{error, info, warn};
 use super::handoff::Handoff;
 use super::{
     AttemptRecord, Claimed, ControlChange, DeadLetter, DeadLetterDetail, DeadLetterFilter,
-    DeadLetterQuery, DeliveryId, Ingested, NewEvent, Replayed, Store, StoreError, TargetControl,
-    TargetCounts,
+    DeadLetterQuery, DeliveryId, Ingested, NewEvent, Replayed, StorageStatus, Store, StoreError,
+    TargetControl, TargetCounts,
 };
 use crate::config::TargetId;
 use crate::metrics::Metrics;
+use budget::Budget;
 use handing::{Handing, Mailboxes};
 use ops::{Done, Op, Reply};
 use policy::Pending;
@@ -60,6 +63,11 @@ const MAX_BATCH: usize = 2_048;
 /// three targets, half the transactions carried only acks, and an ingest that arrived during
 /// one waited for its fsync before its own (bench/REPORT.md).
 pub const GATHER: Duration = Duration::from_millis(1);
+/// How often a relay that took over in a zero-downtime restart looks whether the old one has
+/// let go of the store.
+const TAKE_OVER_POLL: Duration = Duration::from_millis(100);
+/// How many expired de-duplication keys one sweep deletes.
+const DEDUPE_SLICE: usize = 10_000;
 /// How often expired de-duplication keys are deleted (and pending counts checked).
 const DEDUPE_SWEEP: Duration = Duration::from_secs(60);
 /// After a zero-downtime restart, when the first recount of pending deliveries is due: the old
@@ -87,6 +95,8 @@ pub struct SqliteOptions {
     /// How long operations that may wait are held for company; [`GATHER`] unless a test
     /// needs to see the hold.
     pub gather: Duration,
+    /// The storage budget (`storage.max_bytes`, `storage.min_free`); see [`budget`].
+    pub limits: budget::Limits,
 }
 
 impl Default for SqliteOptions {
@@ -97,6 +107,7 @@ impl Default for SqliteOptions {
             metrics: None,
             resume_in_flight: true,
             gather: GATHER,
+            limits: budget::Limits::default(),
         }
     }
 }
@@ -113,6 +124,11 @@ pub struct SqliteStore {
     compress_from: std::time::Instant,
     wakeups: Wakeups,
     mailboxes: Mailboxes,
+    /// The budget as the writer last measured it.
+    storage: Arc<Mutex<StorageStatus>>,
+    /// This process's lock on the store (see [`owner`]); empty until the relay this one
+    /// takes over from has exited.
+    _owner: Arc<Mutex<Option<owner::Owner>>>,
 }
 
 impl SqliteStore {
@@ -136,8 +152,15 @@ impl SqliteStore {
             path: path.display().to_string(),
             source,
         };
+        let owner = own(path, options.resume_in_flight)?;
+        // Opening writes (schema, leases): on a full disk it needs the reserve file's space.
+        budget::free_reserve_before_open(path, budget::fixed_reserve(schema::PAGE_SIZE));
         let conn = Connection::open(path).map_err(open_err)?;
         schema::prepare(&conn).map_err(open_err)?;
+        let page_size: i64 = conn
+            .query_row("PRAGMA page_size", [], |r| r.get(0))
+            .map_err(open_err)?;
+        let mut budget = Budget::new(path, options.limits, u64::try_from(page_size).unwrap_or(0));
         let resumed = if options.resume_in_flight {
             schema::release_leases(&conn, SystemTime::now()).map_err(open_err)?
         } else {
@@ -150,12 +173,21 @@ impl SqliteStore {
             );
         }
         let pending = policy::count_pending(&conn).map_err(open_err)?;
+        // The log is checkpointed and cut back at the budget's allowance for it, which is
+        // SQLite's default threshold doubled (see `checkpoint`) unless the volume is small.
+        let wal_pages = budget.wal_pages();
+        let signed = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        conn.pragma_update(None, "wal_autocheckpoint", signed(wal_pages))
+            .map_err(open_err)?;
         conn.pragma_update(
             None,
-            "wal_autocheckpoint",
-            checkpoint::WRITER_BACKSTOP_PAGES,
+            "journal_size_limit",
+            signed(wal_pages * budget.page_size()),
         )
         .map_err(open_err)?;
+        budget.place_reserve_file();
+        budget.measure(&conn, pending.total());
+        let storage = budget.published();
         let checkpointer = checkpoint::Checkpointer::start(path).map_err(open_err)?;
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
         let wakeups: Wakeups = Arc::default();
@@ -173,6 +205,8 @@ impl SqliteStore {
             pending,
             disk_full: false,
             checkpointer,
+            budget,
+            lessee: rand::random(),
         };
         let writer = std::thread::Builder::new()
             .name("store-writer".into())
@@ -183,6 +217,10 @@ impl SqliteStore {
             })?
             .thread()
             .clone();
+        let owner = Arc::new(Mutex::new(owner));
+        if owner.lock().unwrap_or_else(|p| p.into_inner()).is_none() {
+            take_over_later(path, tx.clone(), wakeups.clone(), &owner);
+        }
         Ok(SqliteStore {
             path: path.to_path_buf(),
             ops: tx,
@@ -190,6 +228,8 @@ impl SqliteStore {
             compress_from,
             wakeups,
             mailboxes,
+            storage,
+            _owner: owner,
         })
     }
 
@@ -406,12 +446,107 @@ impl Store for SqliteStore {
         self.call(Op::Ping).await.map(drop)
     }
 
+    fn storage(&self) -> Option<StorageStatus> {
+        Some(
+            self.storage
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+        )
+    }
+
     fn wakeup(&self, target: &TargetId) -> Arc<Notify> {
         wakeup_for(&self.wakeups, target)
     }
 
     fn handoff(&self, target: &TargetId) -> Arc<Handoff> {
         handing::mailbox(&self.mailboxes, target)
+    }
+}
+
+/// Takes the store's lock (see [`owner`]). A normal start (`resume_in_flight`) is refused
+/// while another process holds it; a zero-downtime restart shares the file and gets `None`,
+/// and takes the lock once the old process exits ([`take_over_later`]).
+fn own(path: &Path, resume_in_flight: bool) -> Result<Option<owner::Owner>, StoreError> {
+    let lock_err = |source| StoreError::Lock {
+        lock: owner::lock_path(path).display().to_string(),
+        source,
+    };
+    match owner::claim(path).map_err(lock_err)? {
+        owner::Claim::Owned(o) => Ok(Some(o)),
+        owner::Claim::Held { pid } if resume_in_flight => Err(StoreError::Held {
+            path: path.display().to_string(),
+            pid: pid.map_or_else(|| "unknown".to_owned(), |p| p.to_string()),
+        }),
+        owner::Claim::Held { pid } => {
+            info!(store = %path.display(), previous_pid = ?pid,
+                "sharing the store with the relay that hands over; taking it when that one exits");
+            Ok(None)
+        }
+    }
+}
+
+/// Waits on a thread of its own for the old process to let go of the store, then takes its
+/// lock and releases the deliveries the old process left in flight: it is gone, so they are
+/// due now instead of when their leases would have run out. The thread asks every
+/// [`TAKE_OVER_POLL`] rather than blocking on the lock, and holds the store only weakly, so a
+/// store dropped before the old process exits (a failed upgrade) never takes the lock.
+fn take_over_later(
+    path: &Path,
+    ops: mpsc::Sender<(Op, oneshot::Sender<Reply>)>,
+    wakeups: Wakeups,
+    slot: &Arc<Mutex<Option<owner::Owner>>>,
+) {
+    let path = path.to_path_buf();
+    let (ops, slot) = (ops.downgrade(), Arc::downgrade(slot));
+    let spawned = std::thread::Builder::new()
+        .name("store-owner".into())
+        .spawn(move || {
+            let taken = loop {
+                if slot.strong_count() == 0 {
+                    return;
+                }
+                match owner::claim(&path) {
+                    Ok(owner::Claim::Owned(o)) => break o,
+                    Ok(owner::Claim::Held { .. }) => std::thread::sleep(TAKE_OVER_POLL),
+                    Err(e) => {
+                        error!(store = %path.display(), error = %e, "cannot take the store's lock");
+                        return;
+                    }
+                }
+            };
+            let (Some(slot), Some(ops)) = (slot.upgrade(), ops.upgrade()) else {
+                return;
+            };
+            *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(taken);
+            drop(slot);
+            let (tx, rx) = oneshot::channel();
+            if ops.blocking_send((Op::TakeOver, tx)).is_err() {
+                return;
+            }
+            drop(ops);
+            match rx.blocking_recv() {
+                Ok(Ok(Done::Released(n))) => {
+                    info!(store = %path.display(), released = n,
+                        "the previous relay exited: this one owns the store, and the deliveries that one left in flight are due again");
+                    let all: Vec<Arc<Notify>> = wakeups
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .values()
+                        .cloned()
+                        .collect();
+                    for wake in all {
+                        wake.notify_one();
+                    }
+                }
+                Ok(Err(e)) => {
+                    warn!(error = %e, "releasing the previous relay's leases failed; they run out instead")
+                }
+                _ => {}
+            }
+        });
+    if let Err(e) = spawned {
+        warn!(error = %e, "cannot wait for the previous relay to let go of the store");
     }
 }
 
@@ -435,6 +570,10 @@ struct Writer {
     disk_full: bool,
     /// Copies the log into the database file beside the writer; see [`checkpoint`].
     checkpointer: checkpoint::Checkpointer,
+    /// When ingest must stop for space; see [`budget`].
+    budget: Budget,
+    /// This process's mark on the deliveries it leases (`leased_by`).
+    lessee: i64,
 }
 
 impl Writer {
@@ -452,26 +591,44 @@ impl Writer {
         // stop catches up at once.
         let mut last_dead_sweep: Option<std::time::Instant> = None;
         while let Some(first) = self.rx.blocking_recv() {
+            if self.budget.due() {
+                self.measure();
+            }
             let hurry = !first.0.may_wait();
             let mut batch = vec![first];
-            if !(self.take_waiting(&mut batch) || hurry) {
+            // Tight batches commit at once: they are small by design, and the drain is what
+            // ingest now waits for.
+            if !(self.take_waiting(&mut batch) || hurry || self.budget.tight()) {
                 self.gather(&mut batch);
             }
             let (started, size) = (std::time::Instant::now(), batch.len());
             self.commit(batch);
-            self.checkpointer.nudge();
+            if self.budget.tight() {
+                self.cut_log();
+            } else {
+                self.checkpointer.nudge();
+            }
             if let Some(m) = &self.options.metrics {
                 m.commit(started.elapsed(), size);
             }
             if last_sweep.elapsed() >= DEDUPE_SWEEP {
                 last_sweep = std::time::Instant::now();
-                if let Err(e) = ops::sweep_dedupe(&self.conn, SystemTime::now()) {
+                let rows = if self.budget.tight() {
+                    budget::TIGHT_ROWS
+                } else {
+                    DEDUPE_SLICE
+                };
+                if let Err(e) = ops::sweep_dedupe(&self.conn, SystemTime::now(), rows) {
                     warn!(error = %e, "deleting expired de-duplication keys failed");
                 }
                 // Hand pages freed by pruning back to the file system, a slice at a time, so
                 // the file shrinks after a backlog drains instead of staying at its peak.
-                if let Err(e) = self.conn.execute_batch("PRAGMA incremental_vacuum(2000)") {
+                let vacuum = format!("PRAGMA incremental_vacuum({})", rows.min(2000));
+                if let Err(e) = self.conn.execute_batch(&vacuum) {
                     warn!(error = %e, "incremental vacuum failed");
+                }
+                if self.budget.tight() {
+                    self.cut_log();
                 }
                 self.check_pending();
             }
@@ -485,14 +642,18 @@ impl Writer {
         info!("store writer stopped");
     }
 
-    /// Adds every operation already waiting to `batch` (up to [`MAX_BATCH`]); true if one of
-    /// them may not wait.
+    /// Adds every operation already waiting to `batch` (up to [`MAX_BATCH`], or
+    /// [`budget::TIGHT_ROWS`] rows while ingest is stopped for space); true if one of them may
+    /// not wait.
     fn take_waiting(&mut self, batch: &mut Vec<(Op, oneshot::Sender<Reply>)>) -> bool {
         let mut hurry = false;
-        while batch.len() < MAX_BATCH {
+        let tight = self.budget.tight();
+        let mut rows: usize = batch.iter().map(|(op, _)| op.rows()).sum();
+        while batch.len() < MAX_BATCH && !(tight && rows >= budget::TIGHT_ROWS) {
             match self.rx.try_recv() {
                 Ok(op) => {
                     hurry |= !op.0.may_wait();
+                    rows += op.0.rows();
                     batch.push(op);
                 }
                 Err(_) => break,
@@ -572,8 +733,9 @@ impl Writer {
         let cutoff = SystemTime::now()
             .checked_sub(self.options.dead_letter_retention)
             .unwrap_or(SystemTime::UNIX_EPOCH);
-        let swept = self.begin().and_then(|tx| {
-            let n = dead::sweep(&tx, cutoff)?;
+        let slice = ops::slice(&self.budget);
+        let swept = begin(&mut self.conn).and_then(|tx| {
+            let n = dead::sweep(&tx, cutoff, slice)?;
             tx.commit().map(|()| n)
         });
         match swept {
@@ -584,7 +746,7 @@ impl Writer {
                         "deleted dead letters past their retention"
                     );
                 }
-                n >= dead::SLICE as u64
+                n >= slice as u64
             }
             Err(e) => {
                 warn!(error = %e, "deleting dead letters past their retention failed");
@@ -598,8 +760,10 @@ impl Writer {
     /// was freed, and a WAL that fills the disk can never be checkpointed again.
     fn note_failure(&mut self, e: &rusqlite::Error) {
         if is_disk_full(e) && !self.disk_full {
-            warn!("the disk is full: answering 504 until space returns");
+            warn!("the disk is full: new events are answered 504 until the queue has room");
             self.disk_full = true;
+            // Stops ingest and frees the reserve file, so the drain has room to write.
+            self.budget.disk_full();
         }
     }
 
@@ -616,8 +780,9 @@ impl Writer {
         // kept from finishing (busy, e.g. during an upgrade) still shows there is room.
         let done = !result.as_ref().is_err_and(is_disk_full);
         if done {
-            info!("disk space is back: store writes resumed");
+            info!("the store can write again: the queue drains; new events wait for room");
             self.disk_full = false;
+            self.budget.disk_writable();
         }
         done
     }
@@ -627,11 +792,12 @@ impl Writer {
     fn apply_all(&mut self, ops: &[Op], now: SystemTime) -> rusqlite::Result<(Vec<Done>, Handing)> {
         // Counts change with the transaction: staged here, kept only once it has committed.
         let mut pending = self.pending.clone();
-        let mut handing = Handing::new(&self.mailboxes);
-        let tx = self.begin()?;
+        let mut handing = Handing::new(&self.mailboxes, self.lessee);
+        let tx = begin(&mut self.conn)?;
         let mut results = Vec::with_capacity(ops.len());
         for op in ops {
-            results.push(ops::apply(&tx, op, now, &mut pending, &mut handing)?);
+            let done = ops::apply(&tx, op, now, &mut pending, &mut handing, &mut self.budget)?;
+            results.push(done);
         }
         tx.commit()?;
         self.pending = pending;
@@ -647,17 +813,24 @@ impl Writer {
         }
     }
 
-    /// Starts a write transaction that takes SQLite's write lock up front.
-    ///
-    /// During a zero-downtime restart two processes write the file for a few seconds. A
-    /// deferred transaction reads first and upgrades to a writer later; if the other process
-    /// committed in between, SQLite fails the upgrade with `SQLITE_BUSY` at once (the busy
-    /// timeout does not apply), which would answer 504 to a whole batch. `BEGIN IMMEDIATE`
-    /// waits for the lock under `busy_timeout` instead.
-    // Regression: #5
-    fn begin(&mut self) -> rusqlite::Result<rusqlite::Transaction<'_>> {
-        self.conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+    /// Measures the store's space, decides whether ingest stops or resumes, and publishes
+    /// the result for the admin API.
+    fn measure(&mut self) {
+        self.budget.measure(&self.conn, self.pending.total());
+    }
+
+    /// While ingest is stopped for space: copies the log into the database and cuts it to
+    /// nothing after every transaction, so the log never holds more than one tight batch
+    /// (budget.rs sizes the reserve for that).
+    fn cut_log(&mut self) {
+        let cut = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+                r.get::<_, i64>(0)
+            });
+        if let Err(e) = cut {
+            self.note_failure(&e);
+        }
     }
 
     /// Recounts pending deliveries (and repairs ordering heads) from the table, so an
@@ -676,6 +849,18 @@ impl Writer {
             Err(e) => warn!(error = %e, "recounting pending deliveries failed"),
         }
     }
+}
+
+/// Starts a write transaction that takes SQLite's write lock up front.
+///
+/// During a zero-downtime restart two processes write the file for a few seconds. A
+/// deferred transaction reads first and upgrades to a writer later; if the other process
+/// committed in between, SQLite fails the upgrade with `SQLITE_BUSY` at once (the busy
+/// timeout does not apply), which would answer 504 to a whole batch. `BEGIN IMMEDIATE`
+/// waits for the lock under `busy_timeout` instead.
+// Regression: #5
+fn begin(conn: &mut Connection) -> rusqlite::Result<rusqlite::Transaction<'_>> {
+    conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
 }
 
 fn is_disk_full(e: &rusqlite::Error) -> bool {

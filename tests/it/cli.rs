@@ -139,16 +139,17 @@ fn output_to_a_closed_pipe_is_exit_1_not_a_panic() {
         &["schema", "--markdown"],
         &["sign", "--secret", "s"],
     ] {
-        let mut child = std::process::Command::new(BIN)
+        // The reader is gone before the command starts. (Dropping it after spawning raced: a
+        // short output such as sign's could land in the pipe buffer first, exit 0.)
+        let (reader, writer) = std::io::pipe().expect("pipe");
+        drop(reader);
+        let out = std::process::Command::new(BIN)
             .args(args)
             .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
+            .stdout(writer)
             .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("start");
-        // Closed before the command writes anything.
-        drop(child.stdout.take());
-        let out = child.wait_with_output().expect("exit");
+            .output()
+            .expect("run");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
         assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");

@@ -3,7 +3,7 @@
 use crate::support::*;
 
 /// Every subcommand a user can complete.
-const COMMANDS: [&str; 8] = [
+const COMMANDS: [&str; 9] = [
     "run",
     "check",
     "demo",
@@ -11,6 +11,7 @@ const COMMANDS: [&str; 8] = [
     "dead-letters",
     "send",
     "health",
+    "textus",
     "completions",
 ];
 
@@ -56,6 +57,7 @@ fn every_help_ends_with_examples() {
     for action in ["list", "show", "replay", "purge"] {
         commands.push(vec!["dead-letters", action]);
     }
+    commands.push(vec!["textus", "subscribe"]);
     for command in commands {
         let mut args = command.clone();
         args.push("--help");

@@ -68,6 +68,8 @@ pub struct Layout<'a> {
     pub listen_extra: &'a str,
     /// Written inside `admin:` after its address.
     pub admin_extra: &'a str,
+    /// Written inside `storage:` after its path, e.g. `, max_bytes: 16MiB`.
+    pub storage_extra: &'a str,
     /// The rest of the config (source, targets, routes).
     pub rest: &'a str,
 }
@@ -130,6 +132,7 @@ impl TestRelay {
             store: &dir.join("relay.db"),
             listen_extra: "",
             admin_extra,
+            storage_extra: "",
             rest,
         })
         .await
@@ -147,6 +150,7 @@ impl TestRelay {
             store: &dir.join("relay.db"),
             listen_extra: "",
             admin_extra,
+            storage_extra: "",
             rest,
         };
         TestRelay::launch_full(layout, rust_log, false, None).await
@@ -176,6 +180,7 @@ impl TestRelay {
             store: &dir.path().join("relay.db"),
             listen_extra: "",
             admin_extra: "",
+            storage_extra: "",
             rest,
         };
         let mut relay = TestRelay::launch_full(layout, rust_log, json_logs, trace).await;
@@ -194,6 +199,7 @@ impl TestRelay {
             store,
             listen_extra,
             admin_extra,
+            storage_extra,
             rest,
         } = layout;
         textus_relay::install_crypto();
@@ -201,7 +207,7 @@ impl TestRelay {
         let admin = free_port();
         let config = dir.join("relay.yaml");
         let yaml = format!(
-            "listen: {{ address: \"{listen}\"{listen_extra} }}\nadmin: {{ address: \"{admin}\"{admin_extra} }}\nstorage: {{ kind: sqlite, path: \"{}\" }}\n{rest}",
+            "listen: {{ address: \"{listen}\"{listen_extra} }}\nadmin: {{ address: \"{admin}\"{admin_extra} }}\nstorage: {{ kind: sqlite, path: \"{}\"{storage_extra} }}\n{rest}",
             store.display()
         );
         std::fs::write(&config, yaml).expect("write config");
@@ -223,6 +229,24 @@ impl TestRelay {
         relay.child = Some(relay.spawn(false));
         relay.wait_ready().await;
         relay
+    }
+
+    /// [`TestRelay::launch_logged`] with `--log-format json`.
+    pub async fn launch_json_logged(
+        dir: &Path,
+        admin_extra: &str,
+        rest: &str,
+        rust_log: &str,
+    ) -> TestRelay {
+        let layout = Layout {
+            dir,
+            store: &dir.join("relay.db"),
+            listen_extra: "",
+            admin_extra,
+            storage_extra: "",
+            rest,
+        };
+        TestRelay::launch_full(layout, rust_log, true, None).await
     }
 
     /// Starts a relay (store in a temporary folder) that logs JSON, filtered by `rust_log`.
@@ -294,7 +318,18 @@ impl TestRelay {
         status
     }
 
-    async fn wait_ready(&self) {
+    /// The first half of [`TestRelay::upgrade`]: starts `run --upgrade` and sends the running
+    /// process SIGQUIT, without waiting for anything. The new process is this relay's from now
+    /// on; the old one is returned, still running, for the test to watch or kill.
+    pub fn begin_upgrade(&mut self) -> Child {
+        let old = self.child.take().expect("relay is running");
+        self.child = Some(self.spawn(true));
+        signal(old.id(), "-QUIT");
+        old
+    }
+
+    /// Waits until the relay answers `/readyz` with 200.
+    pub async fn wait_ready(&self) {
         let deadline = tokio::time::Instant::now() + PATIENCE;
         loop {
             if let Ok(r) = self.client.get(self.admin_url("/readyz")).send().await
@@ -325,6 +360,14 @@ impl TestRelay {
             .iter()
             .map(|path| std::fs::read_to_string(path).unwrap_or_default())
             .collect()
+    }
+
+    /// The log of the process started last.
+    pub fn current_log(&self) -> String {
+        self.logs
+            .last()
+            .map(|path| std::fs::read_to_string(path).unwrap_or_default())
+            .unwrap_or_default()
     }
 
     /// POSTs `body` with `signature` (None: no header) to the TextUs path.

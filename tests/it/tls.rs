@@ -60,6 +60,7 @@ pub async fn relay_with_tls(dir: &Path, rest: &str) -> (TestRelay, Chain) {
         store: &dir.join("relay.db"),
         listen_extra: &listen_extra,
         admin_extra: "",
+        storage_extra: "",
         rest,
     })
     .await;

@@ -95,6 +95,33 @@ scalar!(
 );
 
 scalar!(
+    /// `storage.min_free`: a size (zero allowed) or a whole percentage up to 90.
+    MinFree,
+    "MinFree",
+    json_schema!({
+        "description": "Free space to leave on the file system: a size in bytes (a whole \
+                        number, optionally with a unit B, KB, KiB, MB, MiB, GB or GiB), or a whole \
+                        percentage of the file system's size from 0% to 90%.",
+        "anyOf": [
+            { "type": "integer", "minimum": 0 },
+            { "type": "string", "pattern": whole_or_env("[0-9]+(B|KB|KiB|MB|MiB|GB|GiB)?|0*([0-9]|[1-8][0-9]|90)%") },
+        ],
+        "examples": ["5%", "1GiB", "512MiB"],
+    })
+);
+
+scalar!(
+    /// A whole percentage from 1 to 100.
+    Percent,
+    "Percent",
+    text(
+        "0*([1-9]|[1-9][0-9]|100)%",
+        "A whole percentage from 1% to 100%.",
+        json!(["50%", "100%"]),
+    )
+);
+
+scalar!(
     /// `COUNT/PERIOD`.
     Rate,
     "Rate",

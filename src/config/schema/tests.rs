@@ -6,7 +6,7 @@ use std::path::Path;
 
 use serde_json::{Value, json};
 
-use super::super::{Config, EventPattern as Pattern, TargetKind, reader, units};
+use super::super::{Config, EventPattern as Pattern, TargetKind, reader, units, validate};
 use super::{KEY_LISTS, value};
 
 /// The key path of every object in `schema`, with its keys, named as in [`KEY_LISTS`].
@@ -408,6 +408,15 @@ fn value_patterns_accept_what_the_walker_accepts() {
         "1.5MiB", "1 MiB", "-1", "1TiB", "",
     ];
     agree("Size", &sizes, |s| units::size(s).is_ok_and(|n| n > 0));
+    let free = [
+        "5%", "0%", "90%", "91%", "100%", "05%", "1GiB", "0", "512MiB", "%", "5.5%", "-1%", "5 %",
+        "1TiB", "",
+    ];
+    agree("MinFree", &free, |s| validate::min_free(s).is_ok());
+    let percents = [
+        "50%", "1%", "100%", "0%", "101%", "050%", "50", "%", "5.5%", "",
+    ];
+    agree("Percent", &percents, |s| validate::target_share(s).is_ok());
     let rates = [
         "1/s", "100/10s", "30/m", "5/2h", "10/500ms", "1", "/s", "1/", "0/s", "1/0s", "1/x", "a/s",
         "1/s/s", "1/10",

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::{assert_one, load, refused, with_target};
-use crate::config::{ConfigError, Storage};
+use crate::config::{ConfigError, MinFree, Storage, StorageBudget};
 
 #[test]
 fn unknown_key_is_reported_with_its_path() {
@@ -296,6 +296,7 @@ fn storage_kinds() {
         Storage::Sqlite {
             path: PathBuf::from("/var/lib/relay.db"),
             dead_letter_retention: Duration::from_secs(14 * 86_400),
+            budget: StorageBudget::default(),
         }
     );
 }
@@ -322,8 +323,50 @@ fn dead_letter_retention_is_a_positive_duration() {
         Storage::Sqlite {
             path: PathBuf::from("./data/relay.db"),
             dead_letter_retention: Duration::from_secs(36 * 3600),
+            budget: StorageBudget::default(),
         }
     );
+}
+
+#[test]
+fn the_storage_budget_is_read_and_its_mistakes_located() {
+    let tail = "source: { secrets: [x] }\ntargets: { t: { kind: http, url: \"https://x.example\" } }\nroutes: [ { events: [\"*\"], to: [t] } ]\n";
+    assert_one(
+        &format!("storage: {{ max_bytes: 1MiB }}\n{tail}"),
+        "relay.yaml:1:23: storage.max_bytes: ",
+        "must be at least 16MiB",
+    );
+    assert_one(
+        &format!("storage: {{ min_free: 95% }}\n{tail}"),
+        "relay.yaml:1:22: storage.min_free: ",
+        "percentage from 0% to 90%",
+    );
+    assert_one(
+        &format!("storage: {{ min_free: lots }}\n{tail}"),
+        "relay.yaml:1:22: storage.min_free: ",
+        "expected bytes or a number and a unit",
+    );
+    assert_one(
+        &format!("storage: {{ target_share: 0% }}\n{tail}"),
+        "relay.yaml:1:26: storage.target_share: ",
+        "from 1% to 100%",
+    );
+    let config = load(&format!(
+        "storage: {{ max_bytes: 2GiB, min_free: 1GiB, target_share: 30% }}\n{tail}"
+    ))
+    .expect("valid");
+    let Storage::Sqlite { budget, .. } = config.storage;
+    assert_eq!(
+        budget,
+        StorageBudget {
+            max_bytes: Some(2 << 30),
+            min_free: MinFree::Bytes(1 << 30),
+            target_share: 30,
+        }
+    );
+    let config = load(&format!("storage: {{ min_free: 10% }}\n{tail}")).expect("valid");
+    let Storage::Sqlite { budget, .. } = config.storage;
+    assert_eq!(budget.min_free, MinFree::Percent(10));
 }
 
 #[test]

@@ -11,7 +11,7 @@
 //! The log can only be rewound to its start when a checkpoint has caught up with it at the
 //! moment a transaction begins, which under continuous load a checkpoint running beside the
 //! writer rarely has. So the writer keeps an automatic checkpoint too, at twice SQLite's default
-//! threshold ([`WRITER_BACKSTOP_PAGES`]): by then this thread has copied and synced nearly every
+//! threshold ([`super::budget::MAX_WAL_PAGES`], fewer on a small volume): by then this thread has copied and synced nearly every
 //! page, the writer's own checkpoint only finishes the last few, and the log starts over. That
 //! keeps the log at a few MiB, and bounded even if this thread ever fails.
 
@@ -24,8 +24,6 @@ use tracing::{info, warn};
 
 /// The least time between two checkpoints: each copies what a few hundred commits wrote.
 const SPACING: Duration = Duration::from_millis(50);
-/// The writer's automatic checkpoint threshold, in pages (4 KiB each, so 8 MiB of log).
-pub const WRITER_BACKSTOP_PAGES: u32 = 2_048;
 
 /// The writer's handle: dropping it stops the checkpointer after one last checkpoint.
 pub struct Checkpointer(SyncSender<()>);

@@ -29,6 +29,8 @@ use crate::store::{
 /// `max_delay` would otherwise grow its history without bound while it is still queued.
 pub const KEEP_ATTEMPTS: u32 = 100;
 /// Rows one replay, purge or sweep slice touches: a few milliseconds of the writer's time.
+/// While ingest is stopped for space, slices are [`super::budget::TIGHT_ROWS`] instead, so the
+/// log of one transaction fits the store's reserve.
 pub const SLICE: usize = 1_000;
 
 /// The criteria every dead-letter statement shares, as `?1`..`?5`.
@@ -201,11 +203,12 @@ pub fn replay_slice(
     after: i64,
     targets: &[String],
     now: SystemTime,
+    slice: usize,
 ) -> rusqlite::Result<ReplaySlice> {
     let rows: Vec<(i64, Option<String>)> =
-        next_slice(tx, filter, after, |r| Ok((r.get(0)?, r.get(1)?)))?;
+        next_slice(tx, filter, after, slice, |r| Ok((r.get(0)?, r.get(1)?)))?;
     let mut out = ReplaySlice {
-        last: (rows.len() == SLICE)
+        last: (rows.len() == slice)
             .then(|| rows.last().map(|r| r.0))
             .flatten(),
         ..ReplaySlice::default()
@@ -302,9 +305,11 @@ pub fn purge_slice(
     tx: &Transaction<'_>,
     filter: &DeadLetterFilter,
     after: i64,
+    slice: usize,
 ) -> rusqlite::Result<PurgeSlice> {
-    let rows: Vec<(i64, i64)> = next_slice(tx, filter, after, |r| Ok((r.get(0)?, r.get(2)?)))?;
-    let last = (rows.len() == SLICE)
+    let rows: Vec<(i64, i64)> =
+        next_slice(tx, filter, after, slice, |r| Ok((r.get(0)?, r.get(2)?)))?;
+    let last = (rows.len() == slice)
         .then(|| rows.last().map(|r| r.0))
         .flatten();
     Ok(PurgeSlice {
@@ -313,26 +318,27 @@ pub fn purge_slice(
     })
 }
 
-/// Deletes up to [`SLICE`] dead letters that died before `cutoff`; returns how many.
-pub fn sweep(tx: &Transaction<'_>, cutoff: SystemTime) -> rusqlite::Result<u64> {
+/// Deletes up to `slice` dead letters that died before `cutoff`; returns how many.
+pub fn sweep(tx: &Transaction<'_>, cutoff: SystemTime, slice: usize) -> rusqlite::Result<u64> {
     let rows = tx
         .prepare_cached(
             "SELECT id, event_id FROM deliveries INDEXED BY deliveries_dead_at
              WHERE state = 2 AND updated_at < ?1 ORDER BY updated_at LIMIT ?2",
         )?
-        .query_map(params![unix_ms(cutoff), SLICE as i64], |r| {
+        .query_map(params![unix_ms(cutoff), slice as i64], |r| {
             Ok((r.get(0)?, r.get(1)?))
         })?
         .collect::<rusqlite::Result<Vec<(i64, i64)>>>()?;
     delete(tx, &rows)
 }
 
-/// The next [`SLICE`] matching dead letters after id `after`, as `(id, target, event_id)`
+/// The next `slice` matching dead letters after id `after`, as `(id, target, event_id)`
 /// mapped by `row`.
 fn next_slice<T>(
     tx: &Transaction<'_>,
     filter: &DeadLetterFilter,
     after: i64,
+    slice: usize,
     row: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
 ) -> rusqlite::Result<Vec<T>> {
     let c = Criteria::of_filter(filter);
@@ -351,7 +357,7 @@ fn next_slice<T>(
             c.until,
             c.ids,
             after,
-            SLICE as i64
+            slice as i64
         ],
         row,
     )?

@@ -24,6 +24,8 @@ pub fn mailbox(mailboxes: &Mailboxes, target: &TargetId) -> Arc<Handoff> {
 /// What one batch hands over, delivered only once its transaction committed.
 pub struct Handing {
     mailboxes: Mailboxes,
+    /// This process's mark on the deliveries it leases (`leased_by`).
+    lessee: i64,
     /// Jobs leased at birth, per mailbox, in insertion order (a batch names few targets).
     handed: Vec<(Arc<Handoff>, Vec<Job>)>,
     /// Targets that got deliveries to claim.
@@ -31,15 +33,21 @@ pub struct Handing {
 }
 
 impl Handing {
-    pub fn new(mailboxes: &Mailboxes) -> Handing {
+    pub fn new(mailboxes: &Mailboxes, lessee: i64) -> Handing {
         Handing {
             mailboxes: mailboxes.clone(),
+            lessee,
             handed: Vec::new(),
             queued: Vec::new(),
         }
     }
 
     /// A credit of `target`'s dispatcher, if it offered room: the lease to store with.
+    /// The mark this process leaves on what it leases.
+    pub fn lessee(&self) -> i64 {
+        self.lessee
+    }
+
     pub fn reserve(&mut self, target: &TargetId) -> Option<(Arc<Handoff>, Duration)> {
         // Only dispatchers create mailboxes: a target nobody delivers is never handed to.
         let mailbox = {
@@ -113,12 +121,12 @@ mod tests {
         let a = TargetId(Arc::from("a"));
         let mailbox = mailbox(&mailboxes, &a);
         mailbox.offer(1, Duration::from_secs(60));
-        let mut handing = Handing::new(&mailboxes);
+        let mut handing = Handing::new(&mailboxes, 1);
         let (m, _) = handing.reserve(&a).expect("room for one");
         handing.hand(m, job(1));
         assert!(handing.reserve(&a).is_none(), "the one place is reserved");
         drop(handing);
-        let mut handing = Handing::new(&mailboxes);
+        let mut handing = Handing::new(&mailboxes, 1);
         let (m, _) = handing.reserve(&a).expect("free again after the rollback");
         handing.hand(m, job(2));
         assert!(handing.committed().is_empty());
@@ -129,7 +137,7 @@ mod tests {
     #[test]
     fn a_target_without_a_dispatcher_gets_no_mailbox() {
         let mailboxes = Mailboxes::default();
-        let mut handing = Handing::new(&mailboxes);
+        let mut handing = Handing::new(&mailboxes, 1);
         assert!(handing.reserve(&TargetId(Arc::from("nobody"))).is_none());
         assert!(mailboxes.lock().expect("lock").is_empty());
     }

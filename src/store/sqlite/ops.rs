@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime};
 
 use rusqlite::{OptionalExtension, Transaction, params};
 
+use super::budget::{Budget, TIGHT_REASON_BYTES, TIGHT_ROWS};
 use super::handing::Handing;
 use super::policy::{self, Pending};
 use super::schema::{DEAD, IN_FLIGHT, QUEUED};
@@ -70,6 +71,9 @@ pub enum Op {
         filter: DeadLetterFilter,
         after: i64,
     },
+    /// The process this one took over from (`run --upgrade`) has exited: its leases are
+    /// released.
+    TakeOver,
 }
 
 impl Op {
@@ -79,6 +83,16 @@ impl Op {
     /// own.
     pub fn may_wait(&self) -> bool {
         matches!(self, Op::Ack { may_wait: true, .. })
+    }
+
+    /// About how many rows the operation changes at most, for the writer's tight batches
+    /// while ingest is stopped for space (budget.rs).
+    pub fn rows(&self) -> usize {
+        match self {
+            Op::Claim { limit, .. } => (*limit).max(1),
+            Op::ReplaySlice { .. } | Op::PurgeSlice { .. } => TIGHT_ROWS,
+            _ => 1,
+        }
     }
 }
 
@@ -97,6 +111,8 @@ pub enum Done {
     DeadLetter(Option<DeadLetterDetail>),
     ReplaySlice(dead::ReplaySlice),
     PurgeSlice(dead::PurgeSlice),
+    /// How many deliveries a [`Op::TakeOver`] made due.
+    Released(u64),
 }
 
 /// Applies one operation; `pending` is the batch's staged count of pending deliveries, and
@@ -107,30 +123,33 @@ pub fn apply(
     now: SystemTime,
     pending: &mut Pending,
     handing: &mut Handing,
+    budget: &mut Budget,
 ) -> rusqlite::Result<Done> {
     match op {
         Op::Ingest(stored, event) => {
-            ingest(tx, stored, event, now, pending, handing).map(Done::Ingested)
+            ingest(tx, stored, event, now, pending, handing, budget).map(Done::Ingested)
         }
         Op::Claim {
             target,
             limit,
             lease,
-        } => claim(tx, target, *limit, *lease, now).map(Done::Claimed),
+        } => claim(tx, target, *limit, *lease, now, handing.lessee()).map(Done::Claimed),
+        Op::TakeOver => policy::release_others(tx, handing.lessee(), now)
+            .map(|n| Done::Released(u64::try_from(n).unwrap_or(0))),
         Op::Ack { id, .. } => ack(tx, *id, pending).map(|()| Done::Nothing),
         Op::Retry { id, at, last } => {
             let next = Settle {
                 state: QUEUED,
                 next_ms: unix_ms(*at),
             };
-            settle(tx, *id, next, last, now, pending)
+            settle(tx, *id, next, last, now, pending, budget.tight())
         }
         Op::Bury { id, last } => {
             let next = Settle {
                 state: DEAD,
                 next_ms: unix_ms(now),
             };
-            settle(tx, *id, next, last, now, pending)
+            settle(tx, *id, next, last, now, pending, budget.tight())
         }
         Op::Release(id) => policy::release(tx, *id, now).map(|()| Done::Nothing),
         Op::Credit {
@@ -153,7 +172,7 @@ pub fn apply(
             after,
             targets,
         } => {
-            let slice = dead::replay_slice(tx, filter, *after, targets, now)?;
+            let slice = dead::replay_slice(tx, filter, *after, targets, now, slice(budget))?;
             // Replayed letters are pending again (a replay is an operator's decision, so it is
             // not refused by max_queue). They are heads already: dead letters always are.
             for (_, target) in &slice.replayed {
@@ -162,9 +181,28 @@ pub fn apply(
             Ok(Done::ReplaySlice(slice))
         }
         Op::PurgeSlice { filter, after } => {
-            dead::purge_slice(tx, filter, *after).map(Done::PurgeSlice)
+            dead::purge_slice(tx, filter, *after, slice(budget)).map(Done::PurgeSlice)
         }
     }
+}
+
+/// Rows a replay, purge or sweep slice takes: fewer while ingest is stopped for space, so one
+/// transaction's log fits the reserve.
+pub fn slice(budget: &Budget) -> usize {
+    if budget.tight() {
+        TIGHT_ROWS
+    } else {
+        dead::SLICE
+    }
+}
+
+/// About how many bytes storing `e` adds: its body as kept, its strings, a delivery row with
+/// its index entries per target and the de-duplication key (SQLite's cell and page overhead
+/// included, generously).
+fn estimate(stored: &body::Stored, e: &NewEvent) -> u64 {
+    let strings =
+        e.key.len() * 2 + e.signature.len() + e.event_type.as_ref().map_or(0, String::len);
+    (stored.bytes.len() + strings + 160 + 128 * e.targets.len()) as u64
 }
 
 fn ingest(
@@ -174,6 +212,7 @@ fn ingest(
     now: SystemTime,
     pending: &mut Pending,
     handing: &mut Handing,
+    budget: &mut Budget,
 ) -> rusqlite::Result<Ingested> {
     let now_ms = unix_ms(now);
     if !e.dedupe_window.is_zero() {
@@ -188,8 +227,11 @@ fn ingest(
         }
     }
     // Before anything is written: a rejected event leaves no trace, not even its key.
-    if let Some(rejected) = policy::rejected_by_quota(e, pending) {
+    if let Some(rejected) = policy::rejected_by_quota(e, pending, budget) {
         return Ok(rejected);
+    }
+    if let Err(limit) = budget.admit(estimate(stored, e)) {
+        return Ok(Ingested::Full(limit));
     }
     if !e.dedupe_window.is_zero() {
         let expires = unix_ms(now + e.dedupe_window);
@@ -215,7 +257,7 @@ fn ingest(
         unix_ms(e.received_at)
     ])?;
     let event_id = tx.last_insert_rowid();
-    policy::insert_deliveries(tx, e, event_id, now_ms, pending, handing)?;
+    policy::insert_deliveries(tx, e, event_id, now_ms, pending, handing, budget)?;
     Ok(Ingested::Accepted)
 }
 
@@ -225,6 +267,7 @@ fn claim(
     limit: usize,
     lease: Duration,
     now: SystemTime,
+    lessee: i64,
 ) -> rusqlite::Result<Claimed> {
     let now_ms = unix_ms(now);
     // Heads only (see the module docs); high priority first, then by due time.
@@ -266,11 +309,12 @@ fn claim(
             jobs.push(job?);
         }
     }
-    let mut lease_stmt =
-        tx.prepare_cached("UPDATE deliveries SET state = ?1, next_attempt_at = ?2 WHERE id = ?3")?;
+    let mut lease_stmt = tx.prepare_cached(
+        "UPDATE deliveries SET state = ?1, next_attempt_at = ?2, leased_by = ?4 WHERE id = ?3",
+    )?;
     let until = unix_ms(now + lease);
     for job in &jobs {
-        lease_stmt.execute(params![IN_FLIGHT, until, job.id.0])?;
+        lease_stmt.execute(params![IN_FLIGHT, until, job.id.0, lessee])?;
     }
     // Deliveries waiting behind a head are not due whatever their time says: only heads count.
     let mut next_stmt = tx.prepare_cached(
@@ -339,6 +383,7 @@ fn settle(
     last: &AttemptRecord,
     now: SystemTime,
     pending: &mut Pending,
+    tight: bool,
 ) -> rusqlite::Result<Done> {
     let before: Option<(Option<String>, i64, Option<String>)> = tx
         .prepare_cached("SELECT target, state, order_key FROM deliveries WHERE id = ?1")?
@@ -346,6 +391,13 @@ fn settle(
         .optional()?;
     let Some((target, state, order_key)) = before else {
         return Ok(Done::Nothing);
+    };
+    // While ingest is stopped for space, a settled attempt must not grow the store beyond the
+    // headroom its delivery was given (budget.rs): a shorter reason, no history row.
+    let reason = if tight {
+        clip(&last.reason, TIGHT_REASON_BYTES)
+    } else {
+        &last.reason
     };
     tx.prepare_cached(
         "UPDATE deliveries SET state = ?1, next_attempt_at = ?2, attempts = attempts + 1,
@@ -356,10 +408,12 @@ fn settle(
         next.next_ms,
         unix_ms(now),
         last.status,
-        last.reason,
+        reason,
         id.0
     ])?;
-    dead::record_attempt(tx, id, last, now)?;
+    if !tight {
+        dead::record_attempt(tx, id, last, now)?;
+    }
     if state < DEAD
         && next.state == DEAD
         && let Some(target) = target
@@ -436,11 +490,27 @@ fn targets(tx: &Transaction<'_>) -> rusqlite::Result<Vec<TargetId>> {
     Ok(names.into_iter().map(|n| TargetId(n.into())).collect())
 }
 
-/// Forgets de-duplication keys whose window has passed, in bounded slices.
-pub fn sweep_dedupe(conn: &rusqlite::Connection, now: SystemTime) -> rusqlite::Result<usize> {
+/// Forgets up to `limit` de-duplication keys whose window has passed.
+pub fn sweep_dedupe(
+    conn: &rusqlite::Connection,
+    now: SystemTime,
+    limit: usize,
+) -> rusqlite::Result<usize> {
     conn.execute(
         "DELETE FROM dedupe WHERE key IN
-         (SELECT key FROM dedupe WHERE expires_at <= ?1 LIMIT 10000)",
-        [unix_ms(now)],
+         (SELECT key FROM dedupe WHERE expires_at <= ?1 LIMIT ?2)",
+        params![unix_ms(now), limit as i64],
     )
+}
+
+/// The longest start of `text` that fits `max` bytes without splitting a character.
+fn clip(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
 }

@@ -9,12 +9,13 @@ use std::time::SystemTime;
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use tracing::warn;
 
+use super::budget::Budget;
 use super::handing::Handing;
 use super::schema::{DEAD, IN_FLIGHT, QUEUED};
 use crate::config::{OnFull, Priority, TargetId};
 use crate::store::{
-    ControlChange, DeliveryId, Disabled, Ingested, Job, NewEvent, TargetControl, from_unix_ms,
-    unix_ms,
+    ControlChange, DeliveryId, Disabled, Ingested, Job, NewEvent, QueueLimit, Routed,
+    TargetControl, from_unix_ms, unix_ms,
 };
 
 /// Pending (queued or in flight) deliveries per target. Targets with none have no entry, so
@@ -25,6 +26,11 @@ pub struct Pending(HashMap<String, u64>);
 impl Pending {
     pub fn get(&self, target: &TargetId) -> u64 {
         self.0.get(target.as_str()).copied().unwrap_or(0)
+    }
+
+    /// Pending deliveries of every target together.
+    pub fn total(&self) -> u64 {
+        self.0.values().sum()
     }
 
     pub fn add(&mut self, target: &TargetId) {
@@ -41,16 +47,38 @@ impl Pending {
     }
 }
 
-/// The answer when a target with `on_full: reject` routed for `e` has a full queue.
-pub fn rejected_by_quota(e: &NewEvent, pending: &Pending) -> Option<Ingested> {
+/// The answer when a target with `on_full: reject` routed for `e` is past one of its limits.
+pub fn rejected_by_quota(e: &NewEvent, pending: &Pending, budget: &Budget) -> Option<Ingested> {
     e.targets.iter().find_map(|routed| {
         let quota = routed.quota?;
-        let full =
-            quota.on_full == OnFull::Reject && pending.get(&routed.target) >= quota.max_queue;
-        full.then(|| Ingested::Rejected {
+        if quota.on_full != OnFull::Reject {
+            return None;
+        }
+        over_quota(routed, pending, budget).map(|limit| Ingested::Rejected {
             target: routed.target.clone(),
-            max_queue: quota.max_queue,
+            limit,
         })
+    })
+}
+
+/// Which of its limits `routed`'s target is past, if any: `max_queue` pending deliveries, or
+/// its share of the storage budget. A target's bytes are estimated from its part of all
+/// pending deliveries (events are alike in size, and reading every body's length would take a
+/// scan of the backlog).
+fn over_quota(routed: &Routed, pending: &Pending, budget: &Budget) -> Option<QueueLimit> {
+    let quota = routed.quota?;
+    let n = pending.get(&routed.target);
+    if let Some(max) = quota.max_queue
+        && n >= max
+    {
+        return Some(QueueLimit::Deliveries(max));
+    }
+    let percent = quota.share_percent?;
+    let (held, capacity) = budget.target_bytes(n);
+    let allowed = capacity / 100 * u64::from(percent);
+    (n > 0 && held >= allowed).then_some(QueueLimit::Share {
+        percent,
+        bytes: allowed,
     })
 }
 
@@ -63,12 +91,13 @@ pub fn insert_deliveries(
     now_ms: i64,
     pending: &mut Pending,
     handing: &mut Handing,
+    budget: &Budget,
 ) -> rusqlite::Result<()> {
     // Dead letters are heads (head = 1), so a replayed one is claimable again.
     let mut insert = tx.prepare_cached(
         "INSERT INTO deliveries(event_id, target, state, next_attempt_at, created_at, updated_at,
-                                last_error, priority, order_key, head)
-         VALUES (?1, ?2, ?3, ?4, ?4, ?4, ?5, ?6, ?7, ?8)",
+                                last_error, priority, order_key, head, leased_by)
+         VALUES (?1, ?2, ?3, ?4, ?4, ?4, ?5, ?6, ?7, ?8, ?9)",
     )?;
     if let Some(reason) = &e.dead_reason {
         insert.execute(params![
@@ -79,17 +108,16 @@ pub fn insert_deliveries(
             reason,
             0,
             None::<String>,
-            1
+            1,
+            None::<i64>
         ])?;
     }
     for routed in &e.targets {
         let priority = priority_value(routed.priority);
         let target = routed.target.as_str();
-        if let Some(quota) = routed.quota
-            && pending.get(&routed.target) >= quota.max_queue
-        {
-            let reason = format!("queue full (max_queue {})", quota.max_queue);
-            warn!(target, event_id = %e.key, max_queue = quota.max_queue, "queue full: delivery stored as a dead letter");
+        if let Some(limit) = over_quota(routed, pending, budget) {
+            let reason = format!("queue full ({limit})");
+            warn!(target, event_id = %e.key, limit = %limit, "queue full: delivery stored as a dead letter");
             insert.execute(params![
                 event_id,
                 target,
@@ -98,7 +126,8 @@ pub fn insert_deliveries(
                 reason,
                 priority,
                 routed.order_key,
-                1
+                1,
+                None::<i64>
             ])?;
             continue;
         }
@@ -118,7 +147,8 @@ pub fn insert_deliveries(
                 None::<String>,
                 priority,
                 None::<String>,
-                1
+                1,
+                handing.lessee()
             ])?;
             // `created_at` as a claim would read it back: the row's milliseconds.
             let job = Job {
@@ -146,7 +176,8 @@ pub fn insert_deliveries(
             None::<String>,
             priority,
             routed.order_key,
-            head
+            head,
+            None::<i64>
         ])?;
         handing.queued(&routed.target);
     }
@@ -217,6 +248,20 @@ pub fn repair_heads(conn: &Connection) -> rusqlite::Result<usize> {
             SELECT MIN(id) FROM deliveries
             WHERE state < 2 AND order_key IS NOT NULL GROUP BY target, order_key)",
         [],
+    )
+}
+
+/// Makes every delivery leased by another process than `lessee` due now: that process is
+/// gone (this one holds the store's lock now), so its attempts may or may not have happened.
+pub fn release_others(
+    tx: &Transaction<'_>,
+    lessee: i64,
+    now: SystemTime,
+) -> rusqlite::Result<usize> {
+    tx.execute(
+        "UPDATE deliveries SET state = ?1, next_attempt_at = ?2
+         WHERE state = ?3 AND leased_by IS NOT ?4",
+        params![QUEUED, unix_ms(now), IN_FLIGHT, lessee],
     )
 }
 

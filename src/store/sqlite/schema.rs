@@ -10,6 +10,9 @@ use rusqlite::Connection;
 
 use crate::store::unix_ms;
 
+/// SQLite's page size, which this schema never changes.
+pub const PAGE_SIZE: u64 = 4096;
+
 /// Waiting for its next attempt.
 pub const QUEUED: i64 = 0;
 /// Leased by a dispatcher; `next_attempt_at` is the lease expiry.
@@ -85,6 +88,11 @@ const DELIVERY_POLICY_COLUMNS: [(&str, &str); 4] = [
 /// `body`); every body written before it is as it came.
 const EVENT_COLUMNS: [(&str, &str); 1] = [("body_encoding", "INTEGER NOT NULL DEFAULT 0")];
 
+/// Which process leased an in-flight delivery (a random mark per open), so that a relay that
+/// took the store over in a zero-downtime restart can release the leases of the one it
+/// replaced once that one has exited. NULL in older files: nobody's, released alike.
+const LEASE_COLUMNS: [(&str, &str); 1] = [("leased_by", "INTEGER")];
+
 /// Indexes over those columns: claiming due heads by priority, and finding a key's pending
 /// deliveries (is there one before a new delivery? which is the next head?).
 const DELIVERY_POLICY_INDEXES: &str = "
@@ -129,6 +137,7 @@ pub fn prepare(conn: &Connection) -> rusqlite::Result<()> {
     conn.execute_batch(SCHEMA)?;
     add_columns(conn, "deliveries", &DELIVERY_POLICY_COLUMNS)?;
     add_columns(conn, "events", &EVENT_COLUMNS)?;
+    add_columns(conn, "deliveries", &LEASE_COLUMNS)?;
     conn.execute_batch(DELIVERY_POLICY_INDEXES)
 }
 

@@ -1,5 +1,6 @@
 //! Store tests on a real SQLite file in a temporary folder.
 
+mod budget;
 mod dead_letters;
 mod find;
 mod handoff;
@@ -455,6 +456,8 @@ async fn an_upgrade_leaves_the_old_process_leases_alone() {
         "the old process's lease was released"
     );
     drop(new);
+    // The old process crashes; the next start owns the store alone.
+    drop(old);
 
     let restarted = SqliteStore::open(&path).expect("open after a crash");
     let claimed = restarted
@@ -575,4 +578,58 @@ async fn committed_pages_reach_the_database_file_without_waiting_for_the_writer(
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// After a zero-downtime restart the new process takes the store's lock once the old one is
+/// gone, and makes due what the old one left in flight (it can no longer ack it), while its
+/// own leases stay.
+#[tokio::test]
+async fn the_new_process_releases_the_old_ones_leases_once_it_is_gone() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("relay.db");
+    let old = SqliteStore::open(&path).expect("open old");
+    old.ingest(event("old-one", &["a"])).await.expect("ingest");
+    assert_eq!(claim_keys(&old, 10).await, ["old-one"]);
+    let upgrade = super::SqliteOptions {
+        resume_in_flight: false,
+        ..super::SqliteOptions::default()
+    };
+    let new = SqliteStore::open_with(&path, upgrade).expect("open new");
+    new.ingest(event("new-one", &["a"])).await.expect("ingest");
+    assert_eq!(claim_keys(&new, 10).await, ["new-one"]);
+    assert!(
+        claim_keys(&new, 10).await.is_empty(),
+        "the old lease is the old process's"
+    );
+    drop(old);
+    // Once the new store has taken the lock, the old lease is due; the new one is not.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let keys = claim_keys(&new, 10).await;
+        if !keys.is_empty() {
+            assert_eq!(keys, ["old-one"]);
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the old lease was never released"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A second store on a file another one holds (a second relay) is refused, naming the file.
+#[tokio::test]
+async fn a_second_owner_of_one_file_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("relay.db");
+    let _first = SqliteStore::open(&path).expect("open");
+    let second = SqliteStore::open(&path)
+        .err()
+        .expect("a second owner is refused");
+    let message = second.to_string();
+    assert!(
+        message.contains(&path.display().to_string()) && message.contains("held by another relay"),
+        "{message}"
+    );
 }

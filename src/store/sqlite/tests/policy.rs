@@ -7,8 +7,8 @@ use super::super::SqliteStore;
 use super::{LEASE, claim_keys, event, target};
 use crate::config::{OnFull, Priority};
 use crate::store::{
-    AttemptRecord, ControlChange, DeadLetterFilter, DeadLetterQuery, Ingested, NewEvent, Quota,
-    Routed, Store,
+    AttemptRecord, ControlChange, DeadLetterFilter, DeadLetterQuery, Ingested, NewEvent,
+    QueueLimit, Quota, Routed, Store,
 };
 
 /// `event(key)` for target `a` with the given priority, order key and quota.
@@ -33,7 +33,11 @@ fn keyed(key: &str, order_key: &str) -> NewEvent {
 }
 
 fn quota(max_queue: u64, on_full: OnFull) -> Option<Quota> {
-    Some(Quota { max_queue, on_full })
+    Some(Quota {
+        max_queue: Some(max_queue),
+        share_percent: None,
+        on_full,
+    })
 }
 
 fn failed() -> AttemptRecord {
@@ -182,7 +186,7 @@ async fn a_full_reject_quota_stores_nothing_and_holds_across_restarts() {
         }
         let rejected = Ingested::Rejected {
             target: target("a"),
-            max_queue: 2,
+            limit: QueueLimit::Deliveries(2),
         };
         assert_eq!(store.ingest(limited("e3")).await.expect("ingest"), rejected);
         // Not remembered as seen: the sender's retry is judged again, not called a duplicate.
