@@ -93,11 +93,13 @@ pub fn insert_deliveries(
     handing: &mut Handing,
     budget: &Budget,
 ) -> rusqlite::Result<()> {
-    // Dead letters are heads (head = 1), so a replayed one is claimable again.
+    // Dead letters are heads (head = 1), so a replayed one is claimable again. The creation
+    // time (?10) is its own parameter: a handed-over delivery's next_attempt_at is the end of
+    // its lease, and `max_age` and the oldest queued age count from creation.
     let mut insert = tx.prepare_cached(
         "INSERT INTO deliveries(event_id, target, state, next_attempt_at, created_at, updated_at,
                                 last_error, priority, order_key, head, leased_by)
-         VALUES (?1, ?2, ?3, ?4, ?4, ?4, ?5, ?6, ?7, ?8, ?9)",
+         VALUES (?1, ?2, ?3, ?4, ?10, ?10, ?5, ?6, ?7, ?8, ?9)",
     )?;
     if let Some(reason) = &e.dead_reason {
         insert.execute(params![
@@ -109,7 +111,8 @@ pub fn insert_deliveries(
             0,
             None::<String>,
             1,
-            None::<i64>
+            None::<i64>,
+            now_ms,
         ])?;
     }
     for routed in &e.targets {
@@ -127,7 +130,8 @@ pub fn insert_deliveries(
                 priority,
                 routed.order_key,
                 1,
-                None::<i64>
+                None::<i64>,
+                now_ms,
             ])?;
             continue;
         }
@@ -148,7 +152,8 @@ pub fn insert_deliveries(
                 priority,
                 None::<String>,
                 1,
-                handing.lessee()
+                handing.lessee(),
+                now_ms,
             ])?;
             // `created_at` as a claim would read it back: the row's milliseconds.
             let job = Job {
@@ -177,7 +182,8 @@ pub fn insert_deliveries(
             priority,
             routed.order_key,
             head,
-            None::<i64>
+            None::<i64>,
+            now_ms,
         ])?;
         handing.queued(&routed.target);
     }

@@ -63,6 +63,34 @@ async fn a_delivery_is_handed_over_leased_and_claims_do_not_see_it_again() {
 }
 
 #[tokio::test]
+async fn a_handed_over_delivery_keeps_its_creation_time_not_its_lease_end() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = SqliteStore::open(&dir.path().join("relay.db")).expect("open");
+    let mailbox = store.handoff(&target("a"));
+    mailbox.offer(1, LEASE);
+    let before = std::time::SystemTime::now();
+    store.ingest(event("e1", &["a"])).await.expect("ingest");
+    let job = handed(&mailbox).await.remove(0);
+    let after = std::time::SystemTime::now();
+    // Retried: `max_age` and the oldest queued age must count from when it was stored.
+    let failed = crate::store::AttemptRecord {
+        status: Some(503),
+        reason: "HTTP 503".into(),
+    };
+    store.retry_at(job.id, after, failed).await.expect("retry");
+    let oldest = store
+        .counts(&target("a"))
+        .await
+        .expect("counts")
+        .oldest_queued_at
+        .expect("one queued");
+    let stored = crate::store::unix_ms(before)..=crate::store::unix_ms(after);
+    assert!(stored.contains(&oldest), "{oldest} in {stored:?}");
+    let claimed = store.claim(&target("a"), 1, LEASE).await.expect("claim");
+    assert_eq!(claimed.jobs[0].created_at, job.created_at);
+}
+
+#[tokio::test]
 async fn past_the_room_offered_deliveries_are_queued_and_the_dispatcher_woken() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = SqliteStore::open(&dir.path().join("relay.db")).expect("open");
