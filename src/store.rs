@@ -340,6 +340,10 @@ pub struct EventWhereabouts {
     /// Unix milliseconds until which the key is remembered for de-duplication; `None` when it
     /// is not (de-duplication off, or its window passed and the key was swept).
     pub remembered_until: Option<i64>,
+    /// The targets the event was routed to when it was received, kept with its
+    /// de-duplication key; `None` when the key is not remembered (or was written by a relay
+    /// before this was kept). With it, a routed target with nothing held got the event.
+    pub routed: Option<Vec<String>>,
     /// The stored copies of the event: usually one, more when it was accepted again after its
     /// window or with de-duplication off; none once every delivery of it is done.
     pub stored: Vec<StoredEvent>,

@@ -6,10 +6,11 @@
 //! percent-decoded, for a hand-typed lookup.
 //!
 //! The store deletes a delivery once it is delivered, and the event once no delivery refers to
-//! it, so it cannot tell "delivered" from "never routed there": a configured target with no
-//! delivery left is `delivered_or_not_routed`, whether or not the event is still stored. What
-//! it can say is that the event was received (`seen`: its de-duplication key is remembered, or
-//! the event is still stored) and where every delivery it still holds stands.
+//! it. What it keeps for `dedupe_window` is the event's id with the targets it was routed to,
+//! so a target with nothing left is `delivered` when the event was routed there and
+//! `not_routed` when it was not. Without that record (de-duplication off, or the window
+//! passed while the event is still held) such a target is `delivered_or_not_routed`. Where a
+//! delivery is still held, its state is exact.
 
 use std::collections::HashMap;
 
@@ -92,7 +93,12 @@ fn whereabouts_json(admin: &Admin, id: &str, found: EventWhereabouts) -> Value {
     for target in &config.targets {
         let name = target.config.name.as_str();
         let held = by_target.remove(&Some(name.to_owned())).unwrap_or_default();
-        targets.push(target_json(Some(name), true, held));
+        targets.push(target_json(
+            Some(name),
+            true,
+            held,
+            routed_here(&found.routed, name),
+        ));
     }
     let mut rest: Vec<_> = by_target.into_iter().collect();
     // Named ones first, by name; the targetless dead letters (None) last.
@@ -101,26 +107,44 @@ fn whereabouts_json(admin: &Admin, id: &str, found: EventWhereabouts) -> Value {
         (x, y) => y.is_some().cmp(&x.is_some()),
     });
     for (name, held) in rest {
-        targets.push(target_json(name.as_deref(), false, held));
+        targets.push(target_json(name.as_deref(), false, held, None));
     }
     json!({
         "id": id,
         "seen": true,
         "remembered_until": found.remembered_until,
+        "routed": found.routed,
         "stored": found.stored,
         "targets": targets,
     })
 }
 
-fn target_json(name: Option<&str>, configured: bool, held: Vec<EventDelivery>) -> Value {
+/// Whether the event was routed to `target`, when the store kept that.
+fn routed_here(routed: &Option<Vec<String>>, target: &str) -> Option<bool> {
+    routed
+        .as_ref()
+        .map(|names| names.iter().any(|n| n == target))
+}
+
+fn target_json(
+    name: Option<&str>,
+    configured: bool,
+    held: Vec<EventDelivery>,
+    routed: Option<bool>,
+) -> Value {
     // The newest delivery says where the event stands now; older copies are listed too.
-    let state = held
-        .last()
-        .map_or("delivered_or_not_routed", |d| match d.state {
+    let state = match held.last() {
+        Some(d) => match d.state {
             DeliveryState::Queued => "queued",
             DeliveryState::InFlight => "in_flight",
             DeliveryState::Dead => "dead",
-        });
+        },
+        None => match routed {
+            Some(true) => "delivered",
+            Some(false) => "not_routed",
+            None => "delivered_or_not_routed",
+        },
+    };
     json!({
         "target": name,
         "configured": configured,

@@ -100,8 +100,7 @@ def main():
         page.on("request", lambda r: None if is_loopback(r.url) else outside.append(r.url))
         page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
         # Chromium logs every non-2xx fetch as an error: the 401 that brings up the token
-        # prompt, the 404 of GET /api/v1/store on a relay without storage budgets, and the 404
-        # of an unknown event are answers the page handles, not faults.
+        # prompt and the 404 of an unknown event are answers the page handles, not faults.
         handled = ("status of 401", "status of 404")
         page.on(
             "console",
@@ -132,6 +131,11 @@ def main():
             expect(card.get_by_role("heading", name=name)).to_be_visible()
         expect(cards[args.down].locator(".state")).not_to_have_text("breaker open")
         expect(page.locator("#status")).to_contain_text("Live", timeout=PATIENCE_MS)
+        # The storage budget from GET /api/v1/store: ingest open, free space shown.
+        store = page.locator("#store")
+        expect(store.locator("div", has=page.get_by_text("Ingest", exact=True)).locator("dd")).to_have_text("open", timeout=PATIENCE_MS)
+        expect(store).to_contain_text("Free space")
+        expect(store).to_contain_text("Reserve for draining")
         say("READY")
 
         # Events are flowing now. The down target's breaker opens, seen by polling alone.
@@ -190,8 +194,8 @@ def main():
         page.get_by_role("button", name="Find").click()
         result = page.locator("#find-result")
         where = lambda name: result.locator(f'tr[data-target="{name}"] td[data-label=Where]')
-        expect(where(args.healthy)).to_contain_text("delivered, or not routed there", timeout=PATIENCE_MS)
-        expect(where(args.rejecting)).to_contain_text("delivered, or not routed there")
+        expect(where(args.healthy)).to_have_text("delivered", timeout=PATIENCE_MS)
+        expect(where(args.rejecting)).to_have_text("delivered")
         expect(where(args.down)).to_contain_text("queued")
         expect(where(args.down)).to_contain_text("next attempt")
         page.screenshot(path=str(shots / "find-1280.png"), full_page=True)

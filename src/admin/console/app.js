@@ -467,7 +467,7 @@
     );
   }
 
-  /** Whether GET /api/v1/store exists on this relay: unknown until asked, then rechecked. */
+  /** Whether GET /api/v1/store answers here (404: a store that keeps no budget). */
   const storeApi = { present: null, checkedAt: 0 };
 
   async function fetchStore() {
@@ -484,16 +484,25 @@
     }
   }
 
+  const STOPPED_BY = {
+    max_bytes: "storage.max_bytes reached",
+    min_free: "storage.min_free reached",
+    disk_full: "the disk is full",
+  };
+
   function renderStore(bytes, store) {
     const dl = $("#store");
     dl.replaceChildren();
     const row = (name, value, cls) => dl.append(el("div", { class: cls || null }, el("dt", { text: name }), el("dd", { text: value })));
-    row("Store size", fmtBytes(store ? store.bytes : bytes));
+    row("Store size", fmtBytes(store ? store.store_bytes : bytes));
     if (!store) return;
-    row("Free space", fmtBytes(store.free_bytes));
+    const stopped = store.ingest !== "open";
+    row("Ingest", stopped ? `stopped (504 store_full): ${STOPPED_BY[store.stopped_by] || store.stopped_by}` : "open", stopped ? "warn" : null);
+    row("Room to ingest", fmtBytes(store.ingest_room_bytes), stopped ? "warn" : null);
+    row("Free space", `${fmtBytes(store.free_bytes)} of ${fmtBytes(store.filesystem_bytes)}`);
     row("Budget", store.max_bytes === null || store.max_bytes === undefined ? "no maximum" : `at most ${fmtBytes(store.max_bytes)}`);
     row("Keeps free", fmtBytes(store.min_free_bytes));
-    row("Ingest", store.ingest === "open" ? "open" : `stopped${store.reason ? `: ${store.reason}` : ""}`, store.ingest === "open" ? null : "warn");
+    row("Reserve for draining", fmtBytes(store.reserve_bytes));
   }
 
   async function refreshOverview() {
@@ -774,6 +783,8 @@
   // ---------------------------------------------------------------- find an event
 
   const WHERE = {
+    delivered: "delivered",
+    not_routed: "not routed there",
     delivered_or_not_routed: "delivered, or not routed there",
     queued: "queued",
     in_flight: "in flight",

@@ -46,11 +46,21 @@ pub fn find(conn: &Connection, key: &str) -> rusqlite::Result<Option<EventWherea
     // One read transaction: the key, the events and their deliveries seen at one moment, so a
     // delivery acked in between cannot show up as both gone and pending.
     let tx = conn.unchecked_transaction()?;
-    let remembered_until: Option<i64> = tx
-        .query_row("SELECT expires_at FROM dedupe WHERE key = ?1", [key], |r| {
-            r.get(0)
-        })
+    let remembered: Option<(i64, Option<String>)> = tx
+        .query_row(
+            "SELECT expires_at, targets FROM dedupe WHERE key = ?1",
+            [key],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
         .optional()?;
+    let remembered_until = remembered.as_ref().map(|(until, _)| *until);
+    let routed = remembered.and_then(|(_, targets)| targets).map(|names| {
+        names
+            .split('\n')
+            .filter(|n| !n.is_empty())
+            .map(str::to_owned)
+            .collect()
+    });
     let mut stmt =
         tx.prepare("SELECT id, type, received_at FROM events WHERE key = ?1 ORDER BY id")?;
     let events = stmt
@@ -98,6 +108,7 @@ pub fn find(conn: &Connection, key: &str) -> rusqlite::Result<Option<EventWherea
     }
     Ok(Some(EventWhereabouts {
         remembered_until,
+        routed,
         stored: events.into_iter().map(|(_, e)| e).collect(),
         deliveries,
     }))

@@ -200,9 +200,28 @@ pub fn slice(budget: &Budget) -> usize {
 /// its index entries per target and the de-duplication key (SQLite's cell and page overhead
 /// included, generously).
 fn estimate(stored: &body::Stored, e: &NewEvent) -> u64 {
-    let strings =
-        e.key.len() * 2 + e.signature.len() + e.event_type.as_ref().map_or(0, String::len);
+    let strings = e.key.len() * 2
+        + e.signature.len()
+        + e.event_type.as_ref().map_or(0, String::len)
+        + routed_len(e);
     (stored.bytes.len() + strings + 160 + 128 * e.targets.len()) as u64
+}
+
+/// The routed target names as the `dedupe.targets` column keeps them (names cannot contain a
+/// newline: config validation allows letters, digits, `-` and `_`).
+fn routed_names(e: &NewEvent) -> String {
+    let mut names = String::with_capacity(routed_len(e));
+    for (i, routed) in e.targets.iter().enumerate() {
+        if i > 0 {
+            names.push('\n');
+        }
+        names.push_str(routed.target.as_str());
+    }
+    names
+}
+
+fn routed_len(e: &NewEvent) -> usize {
+    e.targets.iter().map(|r| r.target.as_str().len() + 1).sum()
 }
 
 fn ingest(
@@ -236,10 +255,11 @@ fn ingest(
     if !e.dedupe_window.is_zero() {
         let expires = unix_ms(now + e.dedupe_window);
         tx.prepare_cached(
-            "INSERT INTO dedupe(key, expires_at) VALUES (?1, ?2)
-             ON CONFLICT(key) DO UPDATE SET expires_at = excluded.expires_at",
+            "INSERT INTO dedupe(key, expires_at, targets) VALUES (?1, ?2, ?3)
+             ON CONFLICT(key) DO UPDATE
+             SET expires_at = excluded.expires_at, targets = excluded.targets",
         )?
-        .execute(params![e.key, expires])?;
+        .execute(params![e.key, expires, routed_names(e)])?;
     }
     if e.targets.is_empty() && e.dead_reason.is_none() && !e.keep_unrouted {
         return Ok(Ingested::Accepted);

@@ -93,6 +93,11 @@ const EVENT_COLUMNS: [(&str, &str); 1] = [("body_encoding", "INTEGER NOT NULL DE
 /// replaced once that one has exited. NULL in older files: nobody's, released alike.
 const LEASE_COLUMNS: [(&str, &str); 1] = [("leased_by", "INTEGER")];
 
+/// The targets an event was routed to, newline-separated, kept with its de-duplication key so
+/// that finding an event can tell "delivered" (routed there, nothing left) from "not routed
+/// there" after its deliveries are gone (`find`). NULL in older files: unknown.
+const DEDUPE_COLUMNS: [(&str, &str); 1] = [("targets", "TEXT")];
+
 /// Indexes over those columns: claiming due heads by priority, and finding a key's pending
 /// deliveries (is there one before a new delivery? which is the next head?).
 const DELIVERY_POLICY_INDEXES: &str = "
@@ -138,6 +143,7 @@ pub fn prepare(conn: &Connection) -> rusqlite::Result<()> {
     add_columns(conn, "deliveries", &DELIVERY_POLICY_COLUMNS)?;
     add_columns(conn, "events", &EVENT_COLUMNS)?;
     add_columns(conn, "deliveries", &LEASE_COLUMNS)?;
+    add_columns(conn, "dedupe", &DEDUPE_COLUMNS)?;
     conn.execute_batch(DELIVERY_POLICY_INDEXES)
 }
 

@@ -132,6 +132,14 @@ async fn each_delivery_is_found_where_it_stands_and_a_delivered_one_is_gone() {
     assert!(found.stored.is_empty(), "{found:?}");
     assert!(found.deliveries.is_empty(), "{found:?}");
     assert!(found.remembered_until.is_some());
+    // The key keeps where the event was routed, so "delivered" is told from "not routed".
+    let routed: Vec<&str> = ["a", "b", "c", "d"].into();
+    assert_eq!(
+        found.routed,
+        Some(routed.iter().map(|s| s.to_string()).collect())
+    );
+    let other = store.find_event("other").await.expect("find").expect("key");
+    assert_eq!(other.routed, Some(vec!["a".to_string()]));
 }
 
 #[tokio::test]
@@ -144,6 +152,7 @@ async fn without_de_duplication_a_delivered_event_is_forgotten_and_copies_are_li
     store.ingest(once).await.expect("ingest again");
     let found = store.find_event("k").await.expect("find").expect("stored");
     assert_eq!(found.remembered_until, None);
+    assert_eq!(found.routed, None, "nothing kept without a key");
     assert_eq!(found.stored.len(), 2, "{found:?}");
     assert_eq!(found.deliveries.len(), 2);
 
@@ -166,4 +175,5 @@ async fn an_unrouted_event_is_known_by_its_key_alone() {
         .expect("key");
     assert!(found.remembered_until.is_some());
     assert!(found.stored.is_empty() && found.deliveries.is_empty());
+    assert_eq!(found.routed, Some(vec![]), "routed nowhere");
 }
