@@ -117,6 +117,10 @@ pub struct Budget {
     admitted: u64,
     /// `Some` while ingest is stopped.
     stopped: Option<(Limit, SystemTime)>,
+    /// False until the first decision: a store opened (or restarted) short of the resume
+    /// margin starts stopped, as it would be had the process run on, so a restart on a full
+    /// store does not admit one event and stop again (the same hysteresis across restarts).
+    decided: bool,
     pending: u64,
     /// Where [`Budget::status`] is published for the admin API: after every measurement and
     /// at once when ingest stops, so an answer of 504 and the status never disagree.
@@ -138,6 +142,7 @@ impl Budget {
             measured_at: None,
             admitted: 0,
             stopped: None,
+            decided: false,
             pending: 0,
             published: Arc::default(),
         };
@@ -288,9 +293,11 @@ impl Budget {
             self.release_reserve_file();
         }
         let rooms = self.rooms();
+        let decided = std::mem::replace(&mut self.decided, true);
         match self.stopped {
             None => {
-                if let Some((limit, _)) = rooms.iter().find(|(_, room)| *room < 0) {
+                let floor = if decided { 0 } else { self.resume_margin() };
+                if let Some((limit, _)) = rooms.iter().find(|(_, room)| *room < floor) {
                     self.stop(*limit);
                 }
             }
