@@ -6,6 +6,7 @@
 // The results document is one `json!` literal with a key per figure.
 #![recursion_limit = "256"]
 
+pub mod drain_ack;
 pub mod load;
 pub mod plot;
 pub mod relay;

@@ -127,6 +127,9 @@ pub struct Load {
     pub secret: String,
     /// False signs with another secret: the relay answers 401 after the full HMAC check.
     pub valid_signature: bool,
+    /// Keep each request's send instant and latency in [`Outcome::samples`], for figures
+    /// over part of the run.
+    pub keep_samples: bool,
 }
 
 /// What a run saw.
@@ -139,6 +142,8 @@ pub struct Outcome {
     /// Answer latency in microseconds, every status included.
     pub latency: Histogram<u64>,
     pub elapsed: Duration,
+    /// (sent, in [`Clock`] µs; latency, µs) of every request, if [`Load::keep_samples`].
+    pub samples: Vec<(u64, u64)>,
 }
 
 impl Outcome {
@@ -182,6 +187,7 @@ pub async fn run(load: Load, clock: Clock) -> Outcome {
         errors: 0,
         latency: histogram(),
         elapsed: Duration::ZERO,
+        samples: Vec::new(),
     };
     for w in workers {
         let Ok(part) = w.await else { continue };
@@ -190,6 +196,7 @@ pub async fn run(load: Load, clock: Clock) -> Outcome {
         }
         outcome.errors += part.errors;
         let _ = outcome.latency.add(&part.latency);
+        outcome.samples.extend(part.samples);
     }
     outcome.elapsed = shared.start.elapsed();
     outcome
@@ -203,6 +210,7 @@ async fn worker(shared: Arc<Shared>, index: usize, connections: usize) -> Outcom
         errors: 0,
         latency: histogram(),
         elapsed: Duration::ZERO,
+        samples: Vec::new(),
     };
     let mut sender: Option<SendRequest<Full<Bytes>>> = None;
     let mut previous_done = shared.start;
@@ -248,11 +256,13 @@ async fn worker(shared: Arc<Shared>, index: usize, connections: usize) -> Outcom
             _ => sent,
         };
         previous_done = done;
-        let _ = out.latency.record(
-            u64::try_from((done - from).as_micros())
-                .unwrap_or(u64::MAX)
-                .max(1),
-        );
+        let latency_us = u64::try_from((done - from).as_micros())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        let _ = out.latency.record(latency_us);
+        if load.keep_samples {
+            out.samples.push((stamp.sent_us, latency_us));
+        }
         match status {
             Some(s) => *out.statuses.entry(s).or_default() += 1,
             None => {

@@ -6,15 +6,18 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use textus_bench::report::Results;
+use textus_bench::drain_ack::DrainAck;
+use textus_bench::report::{Results, Round};
 use textus_bench::scenarios::{self, Settings};
 use textus_bench::sink::{Behaviour, Clock};
 
 const USAGE: &str = "usage: textus-bench --relay BIN --out DIR [--connections N] [--phase-secs S] \
 [--backlog N] [--fill-budget-secs S] [--drain-budget-secs S] [--target-concurrency N] \
-[--wide-connections N] [--only SCENARIO,...]  (--wide-connections: also measure ceiling and ingest \
-with N connections, ~30 s more)  (--only: ceiling, ingest, paced, isolation, backlog; prints the figures \
-and writes no report, for comparing builds)";
+[--wide-connections N] [--drain-burst EVENTS] [--only SCENARIO,...]  (--wide-connections: also \
+measure ceiling and ingest with N connections, ~30 s more)  (--drain-burst: events of the burst \
+whose 3 deliveries each are the backlog of drain-ack, default 33334)  (--only: ceiling, ingest, \
+cpu, paced, drain-ack, isolation, backlog; prints the figures and writes no report, for comparing \
+builds)";
 
 /// Alternating ceiling and ingest rounds in a full run.
 const ROUNDS: usize = 2;
@@ -78,6 +81,7 @@ fn parse_send(args: Vec<String>) -> anyhow::Result<textus_bench::load::Load> {
         max_requests: Some(1000),
         secret: textus_bench::relay::SECRET.into(),
         valid_signature: true,
+        keep_samples: false,
     };
     let mut it = args.into_iter();
     while let Some(flag) = it.next() {
@@ -109,6 +113,7 @@ fn parse(args: Vec<String>) -> anyhow::Result<(Settings, PathBuf, Vec<String>)> 
         drain_budget: Duration::from_secs(150),
         target_concurrency: 32,
         wide_connections: None,
+        drain_burst: 33_334,
     };
     let mut out = None;
     let mut only = Vec::new();
@@ -136,6 +141,7 @@ fn parse(args: Vec<String>) -> anyhow::Result<(Settings, PathBuf, Vec<String>)> 
             "--drain-budget-secs" => s.drain_budget = Duration::from_secs(number()?),
             "--target-concurrency" => s.target_concurrency = number()? as usize,
             "--wide-connections" => s.wide_connections = Some(number()? as usize),
+            "--drain-burst" => s.drain_burst = number()?,
             "--only" => only = value.split(',').map(str::to_owned).collect(),
             _ => bail!("unknown flag {flag}\n{USAGE}"),
         }
@@ -168,6 +174,22 @@ async fn run_only(s: Settings, only: Vec<String>) -> anyhow::Result<()> {
                     "ingest: {:.0} events/s, fan-out {:.0} deliveries/s, {:?}, {:?}",
                     i.rate, i.fanout, i.cpu, i.commits
                 );
+            }
+            "cpu" => {
+                let c = scenarios::ceiling(&s, clock).await?;
+                let i = scenarios::ingest(&s, clock).await?;
+                let round = Round::of(&c, &i);
+                eprintln!(
+                    "cpu: relay {:.1} µs per 401, {:.1} µs per durable event with 3 deliveries \
+                     (first send to last delivery), ratio {:.1}",
+                    round.cpu_per_401_us,
+                    round.cpu_per_event_us,
+                    round.cpu_ratio()
+                );
+            }
+            "drain-ack" => {
+                let d = textus_bench::drain_ack::run(&s, clock).await?;
+                print_drain_ack(&d);
             }
             "paced" => {
                 for rate in [1000.0, 5000.0] {
@@ -224,7 +246,14 @@ async fn run(s: Settings, out: PathBuf) -> anyhow::Result<()> {
             "        {:.0} events/s, statuses {:?}, fan-out {:.0} deliveries/s, {:?}, {:?}",
             ingest.rate, ingest.outcome.statuses, ingest.fanout, ingest.cpu, ingest.commits
         );
-        rounds.push((ceiling.rate, ingest.rate, ingest.fanout));
+        let r = Round::of(&ceiling, &ingest);
+        eprintln!(
+            "        relay CPU {:.1} µs per 401, {:.1} µs per event, ratio {:.1}",
+            r.cpu_per_401_us,
+            r.cpu_per_event_us,
+            r.cpu_ratio()
+        );
+        rounds.push(r);
         first.get_or_insert((ceiling, ingest));
     }
     let Some((ceiling, ingest)) = first else {
@@ -253,6 +282,9 @@ async fn run(s: Settings, out: PathBuf) -> anyhow::Result<()> {
         "        ack {:?}\n        e2e {:?}",
         at_1000.ack, at_1000.e2e
     );
+    step("ack latency at 1,000 events/s while a backlog of deliveries drains");
+    let drain_ack = textus_bench::drain_ack::run(&s, clock).await?;
+    print_drain_ack(&drain_ack);
     step("ack latency at 5,000 events/s");
     let at_5000 = scenarios::paced(&s, clock, 5000.0).await?;
     eprintln!(
@@ -284,6 +316,7 @@ async fn run(s: Settings, out: PathBuf) -> anyhow::Result<()> {
         yardstick: (yardstick_start, textus_bench::load::yardstick()),
         wide,
         at_1000,
+        drain_ack,
         at_5000,
         isolation,
         backlog,
@@ -294,6 +327,31 @@ async fn run(s: Settings, out: PathBuf) -> anyhow::Result<()> {
     results.write(&out)?;
     step("done");
     Ok(())
+}
+
+fn print_drain_ack(d: &DrainAck) {
+    let w = &d.window;
+    eprintln!(
+        "        burst {} of {} events accepted at {:.0}/s, {} delivered while paused; backlog \
+         pending {} at the paced start, {} at its end; drained after {}; window {:.1} s{}\n        \
+         ack while draining {:?}\n        ack whole phase {:?}",
+        d.burst_accepted,
+        d.burst_requested,
+        d.burst_rate,
+        d.delivered_while_paused,
+        d.pending_at_start,
+        d.pending_at_end,
+        w.drained_after_secs
+            .map_or("unknown (not within 60 s)".into(), |s| format!("{s:.1} s")),
+        w.secs,
+        if w.valid {
+            ""
+        } else {
+            " (too short: not valid)"
+        },
+        d.during_drain,
+        d.whole_phase
+    );
 }
 
 /// CPU count and model name from /proc/cpuinfo.

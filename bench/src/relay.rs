@@ -154,6 +154,17 @@ impl Relay {
         Some(text.split_once("\r\n\r\n")?.1.to_string())
     }
 
+    /// `POST`s an empty body to an admin endpoint; fails unless the answer is 200.
+    pub async fn admin_post(&self, path: &str) -> anyhow::Result<()> {
+        let answer = request(self.admin, "POST", path)
+            .await
+            .with_context(|| format!("POST {path}: no answer"))?;
+        if !answer.starts_with("HTTP/1.1 200") {
+            bail!("POST {path}: {answer}");
+        }
+        Ok(())
+    }
+
     /// The admin API's JSON for `path`.
     pub async fn admin_json(&self, path: &str) -> Option<serde_json::Value> {
         let text = get(self.admin, path).await?;
@@ -225,9 +236,16 @@ pub fn rss_bytes(pid: u32) -> u64 {
 
 /// A one-shot `GET` (HTTP/1.1, `Connection: close`); the whole answer as text.
 async fn get(addr: SocketAddr, path: &str) -> Option<String> {
+    request(addr, "GET", path).await
+}
+
+/// A one-shot request without a body (HTTP/1.1, `Connection: close`); the whole answer.
+async fn request(addr: SocketAddr, method: &str, path: &str) -> Option<String> {
     let fut = async {
         let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
-        let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        let req = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        );
         s.write_all(req.as_bytes()).await.ok()?;
         let mut out = Vec::new();
         s.read_to_end(&mut out).await.ok()?;

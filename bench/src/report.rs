@@ -1,13 +1,47 @@
 //! `bench/results.json` (one key per figure of issue 6) and `bench/REPORT.md` (the table
 //! against the targets, the plot, then the hand-written analysis in `bench/analysis.md`,
-//! which a re-run keeps).
+//! which a re-run keeps). The table itself is drawn in [`markdown`].
 
-use std::fmt::Write as _;
 use std::path::Path;
 
 use serde_json::{Value, json};
 
+use crate::drain_ack::{self, DrainAck};
 use crate::scenarios::{Backlog, Ceiling, Ingest, Isolation, Paced, Percentiles};
+
+mod markdown;
+
+/// The target of design.md §10 for relay CPU per durable event ÷ per 401.
+pub const CPU_RATIO_TARGET: f64 = 6.0;
+
+/// One alternating round: a ceiling run, then a full-speed ingest run.
+#[derive(Clone, Copy, Debug)]
+pub struct Round {
+    pub ceiling_rate: f64,
+    pub ingest_rate: f64,
+    pub fanout: f64,
+    /// Relay CPU per 401 of the ceiling run, µs.
+    pub cpu_per_401_us: f64,
+    /// Relay CPU per durable event with its 3 deliveries, first send to last delivery, µs.
+    pub cpu_per_event_us: f64,
+}
+
+impl Round {
+    pub fn of(ceiling: &Ceiling, ingest: &Ingest) -> Round {
+        Round {
+            ceiling_rate: ceiling.rate,
+            ingest_rate: ingest.rate,
+            fanout: ingest.fanout,
+            cpu_per_401_us: ceiling.relay_cpu_us_per_401(),
+            cpu_per_event_us: ingest.relay_cpu_us_per_event(),
+        }
+    }
+
+    /// Relay CPU per durable event ÷ per 401, both measured in this round.
+    pub fn cpu_ratio(&self) -> f64 {
+        self.cpu_per_event_us / self.cpu_per_401_us.max(1e-9)
+    }
+}
 
 /// Everything one `bench/run` measured.
 pub struct Results {
@@ -18,13 +52,14 @@ pub struct Results {
     pub target_concurrency: usize,
     pub ceiling: Ceiling,
     pub ingest: Ingest,
-    /// (ceiling req/s, ingest events/s, fan-out deliveries/s) of each alternating round; the
-    /// first is `ceiling` and `ingest` above. Their means are the headline figures.
-    pub rounds: Vec<(f64, f64, f64)>,
+    /// Each alternating round; the first is `ceiling` and `ingest` above. Their means are the
+    /// headline figures.
+    pub rounds: Vec<Round>,
     /// The ceiling and ingest runs again with more connections, if asked for:
     /// (connections, ceiling, ingest).
     pub wide: Option<(usize, Ceiling, Ingest)>,
     pub at_1000: Paced,
+    pub drain_ack: DrainAck,
     pub at_5000: Paced,
     pub isolation: Isolation,
     pub backlog: Backlog,
@@ -98,17 +133,36 @@ impl Results {
 
     /// Mean ceiling over the alternating rounds.
     fn ceiling_rate(&self) -> f64 {
-        mean(self.rounds.iter().map(|r| r.0)).unwrap_or(self.ceiling.rate)
+        mean(self.rounds.iter().map(|r| r.ceiling_rate)).unwrap_or(self.ceiling.rate)
     }
 
     /// Mean durable ingest rate over the alternating rounds.
     fn ingest_rate(&self) -> f64 {
-        mean(self.rounds.iter().map(|r| r.1)).unwrap_or(self.ingest.rate)
+        mean(self.rounds.iter().map(|r| r.ingest_rate)).unwrap_or(self.ingest.rate)
     }
 
     /// Mean fan-out over the alternating rounds.
     fn fanout_rate(&self) -> f64 {
-        mean(self.rounds.iter().map(|r| r.2)).unwrap_or(self.ingest.fanout)
+        mean(self.rounds.iter().map(|r| r.fanout)).unwrap_or(self.ingest.fanout)
+    }
+
+    /// Mean relay CPU per 401 over the rounds, µs.
+    fn cpu_per_401(&self) -> f64 {
+        mean(self.rounds.iter().map(|r| r.cpu_per_401_us))
+            .unwrap_or_else(|| self.ceiling.relay_cpu_us_per_401())
+    }
+
+    /// Mean relay CPU per durable event with its 3 deliveries over the rounds, µs.
+    fn cpu_per_event(&self) -> f64 {
+        mean(self.rounds.iter().map(|r| r.cpu_per_event_us))
+            .unwrap_or_else(|| self.ingest.relay_cpu_us_per_event())
+    }
+
+    /// Mean of the rounds' CPU ratios: each pair was measured back to back, so a drift of the
+    /// machine between rounds moves both sides of a round's ratio alike.
+    fn cpu_ratio(&self) -> f64 {
+        mean(self.rounds.iter().map(Round::cpu_ratio))
+            .unwrap_or_else(|| Round::of(&self.ceiling, &self.ingest).cpu_ratio())
     }
 
     /// The backlog fill's rate (one target, down, its breaker open: ingest without fan-out)
@@ -139,11 +193,14 @@ impl Results {
                 "took_seconds": round(self.took_secs, 1),
             },
             "ceiling_requests_per_s": round(self.ceiling_rate(), 0),
-            "rounds": self.rounds.iter().map(|(c, i, f)| json!({
-                "ceiling_requests_per_s": round(*c, 0),
-                "ingest_events_per_s": round(*i, 0),
-                "fanout_deliveries_per_s": round(*f, 0),
-                "ingest_over_ceiling": round(i / c.max(1e-9), 3),
+            "rounds": self.rounds.iter().map(|r| json!({
+                "ceiling_requests_per_s": round(r.ceiling_rate, 0),
+                "ingest_events_per_s": round(r.ingest_rate, 0),
+                "fanout_deliveries_per_s": round(r.fanout, 0),
+                "ingest_over_ceiling": round(r.ingest_rate / r.ceiling_rate.max(1e-9), 3),
+                "relay_cpu_us_per_401": round(r.cpu_per_401_us, 1),
+                "relay_cpu_us_per_event_with_3_deliveries": round(r.cpu_per_event_us, 1),
+                "relay_cpu_per_event_over_per_401": round(r.cpu_ratio(), 2),
             })).collect::<Vec<_>>(),
             "ceiling_cpu": cpu(&self.ceiling.cpu),
             "ceiling_statuses": statuses(&self.ceiling.outcome),
@@ -166,12 +223,17 @@ impl Results {
                 "fanout_deliveries": i.deliveries,
                 "fanout_expected": 3 * i.outcome.with_status(200),
             })),
+            "relay_cpu_us_per_401": round(self.cpu_per_401(), 1),
+            "relay_cpu_us_per_event_with_3_deliveries": round(self.cpu_per_event(), 1),
+            "relay_cpu_per_event_over_per_401": round(self.cpu_ratio(), 2),
+            "relay_cpu_per_event_over_per_401_target": CPU_RATIO_TARGET,
             "relay_cpu_us_per_request_ceiling": round(self.ceiling.cpu.relay * 1e6 / self.ceiling.rate.max(1e-9), 1),
             "relay_cpu_us_per_event_ingest_with_fanout": round(self.ingest.cpu.relay * 1e6 / self.ingest.rate.max(1e-9), 1),
             "ack_latency_at_1000": pct(&self.at_1000.ack),
             "ack_latency_at_1000_statuses": statuses(&self.at_1000.outcome),
             "ack_latency_at_1000_cpu": cpu(&self.at_1000.cpu),
             "ack_latency_at_1000_commits": commits(&self.at_1000.commits),
+            "ack_latency_at_1000_while_backlog_drains": self.drain_ack_json(),
             "ack_latency_at_5000": pct(&self.at_5000.ack),
             "ack_latency_at_5000_statuses": statuses(&self.at_5000.outcome),
             "ack_latency_at_5000_cpu": cpu(&self.at_5000.cpu),
@@ -222,236 +284,26 @@ impl Results {
         })
     }
 
-    /// The generated part of REPORT.md.
-    pub fn markdown(&self, analysis: &str) -> String {
-        let b = &self.backlog;
-        let mut s = String::new();
-        let ratio = self.ingest_rate() / self.ceiling_rate().max(1e-9);
-        let per_round = |pick: fn(&(f64, f64, f64)) -> f64| {
-            let v: Vec<String> = self
-                .rounds
-                .iter()
-                .map(|r| format!("{:.0}", pick(r)))
-                .collect();
-            v.join(", ")
-        };
-        let verdict = |ok: bool| if ok { "met" } else { "**missed**" };
-        let _ = writeln!(
-            s,
-            "# textus-relay benchmark\n\n\
-             Generated by `bench/run` on {} ({} CPUs, {}), {} keep-alive connections, {:.0} s per \
-             timed phase, http targets with `concurrency: {}`. The whole run took {:.0} s. \
-             Machine speed (HMAC-SHA256 of the 2 KB fixture, one thread): {:.0}/s at the start, \
-             {:.0}/s at the end. Raw figures: [`results.json`](results.json).\n",
-            self.started,
-            self.cpus,
-            self.cpu_model,
-            self.connections,
-            self.phase_secs,
-            self.target_concurrency,
-            self.took_secs,
-            self.yardstick.0,
-            self.yardstick.1
-        );
-        s.push_str("| figure | measured | target | |\n| --- | --- | --- | --- |\n");
-        let mut row = |f: &str, m: String, t: &str, v: &str| {
-            let _ = writeln!(s, "| {f} | {m} | {t} | {v} |");
-        };
-        row(
-            "ceiling: wrong signature → 401 (HTTP + HMAC, no storage); mean of the rounds",
-            format!("{:.0} req/s ({})", self.ceiling_rate(), per_round(|r| r.0)),
-            "—",
-            "",
-        );
-        row(
-            "ingest: 200 (durable) with 3 routed http targets, full speed; mean of the rounds",
-            format!(
-                "{:.0} events/s ({})",
-                self.ingest_rate(),
-                per_round(|r| r.1)
-            ),
-            "—",
-            "",
-        );
-        row(
-            "**ingest ÷ ceiling** (ratio)",
-            format!("{ratio:.2}"),
-            "≥ 0.5",
-            verdict(ratio >= 0.5),
-        );
-        row(
-            "ingest without fan-out (the backlog fill: one target, down) ÷ ceiling",
-            format!(
-                "{:.2} ({:.0} events/s)",
-                self.fill_ratio(),
-                self.backlog.fill_rate
-            ),
-            "—",
-            "",
-        );
-        if let Some((n, c, i)) = &self.wide {
-            row(
-                &format!("ceiling / ingest / ratio with {n} connections (sensitivity)"),
-                format!(
-                    "{:.0} / {:.0} / {:.2}",
-                    c.rate,
-                    i.rate,
-                    i.rate / c.rate.max(1e-9)
-                ),
-                "—",
-                "",
-            );
-        }
-        row(
-            "relay CPU per 401 / per durable event with its 3 deliveries",
-            format!(
-                "{:.0} µs / {:.0} µs",
-                self.ceiling.cpu.relay * 1e6 / self.ceiling.rate.max(1e-9),
-                self.ingest.cpu.relay * 1e6 / self.ingest.rate.max(1e-9)
-            ),
-            "—",
-            "",
-        );
-        let a = &self.at_1000.ack;
-        row(
-            "ack latency at 1,000 events/s p50 / p99 / p99.9",
-            format!("{:.2} / {:.2} / {:.2} ms", a.p50_ms, a.p99_ms, a.p999_ms),
-            "p99 ≤ 2 ms",
-            verdict(a.p99_ms <= 2.0),
-        );
-        let a = &self.at_5000.ack;
-        row(
-            "ack latency at 5,000 events/s p50 / p99 / p99.9",
-            format!("{:.2} / {:.2} / {:.2} ms", a.p50_ms, a.p99_ms, a.p999_ms),
-            "—",
-            "",
-        );
-        let expected = 3 * self.ingest.outcome.with_status(200);
-        let lag = if self.ingest.deliveries < expected {
-            format!(
-                "round 1: {} of {expected} delivered within 30 s of the load stopping",
-                self.ingest.deliveries
-            )
-        } else {
-            format!(
-                "round 1: last delivery {:.1} s after the load stopped",
-                self.ingest.delivery_tail.as_secs_f64()
-            )
-        };
-        row(
-            "fan-out: deliveries/s to the 3 targets, first send to last delivery of the full-speed ingest run; mean of the rounds",
-            format!(
-                "{:.0} deliveries/s ({}; {lag})",
-                self.fanout_rate(),
-                per_round(|r| r.2)
-            ),
-            "≥ 20,000",
-            verdict(self.fanout_rate() >= 20_000.0),
-        );
-        let e = &self.at_1000.e2e;
-        row(
-            "end-to-end received → delivered at 1,000 events/s p50 / p99",
-            format!("{:.2} / {:.2} ms", e.p50_ms, e.p99_ms),
-            "—",
-            "",
-        );
-        let e = &self.at_5000.e2e;
-        row(
-            "end-to-end received → delivered at 5,000 events/s p50 / p99",
-            format!("{:.2} / {:.2} ms", e.p50_ms, e.p99_ms),
-            "—",
-            "",
-        );
-        let i = &self.isolation;
-        row(
-            "isolation: healthy p99 without / with a black-holed target (1,000 events/s)",
-            format!(
-                "{:.2} / {:.2} ms",
-                i.without.p99_ms, i.with_black_hole.p99_ms
-            ),
-            "",
-            "",
-        );
-        row(
-            "**isolation ratio** (with ÷ without)",
-            format!("{:.2}", self.isolation_ratio()),
-            "≤ 1.2",
-            verdict(self.isolation_ratio() <= 1.2),
-        );
-        row(
-            "RSS idle",
-            format!("{:.1} MB", mb(self.ceiling.rss_idle)),
-            "≤ 20 MB",
-            verdict(mb(self.ceiling.rss_idle) <= 20.0),
-        );
-        row(
-            "RSS under full load (peak)",
-            format!("{:.1} MB", mb(self.ingest.rss_peak)),
-            "—",
-            "",
-        );
-        let backlog_note = if b.accepted >= 1_000_000 {
-            String::new()
-        } else {
-            format!(
-                "; extrapolated to 1 M: {:.1} MB",
-                self.rss_at_million() / MB
-            )
-        };
-        row(
-            &format!("RSS with {} events queued for a down target", b.accepted),
-            format!("{:.1} MB{backlog_note}", mb(b.rss_with_backlog)),
-            "≤ 64 MB (1 M)",
-            verdict(self.rss_at_million() / MB <= 64.0),
-        );
-        row(
-            "database bytes per queued event (store growth ÷ events)",
-            format!("{:.0} B", self.bytes_per_event()),
-            "—",
-            "",
-        );
-        row(
-            &format!("drain of the {}-event backlog", b.accepted),
-            format!("{:.0} events/s", b.drain_rate),
-            "≥ 10,000",
-            verdict(b.drain_rate >= 10_000.0),
-        );
-        s.push_str(
-            "\n**Ratios to the ceiling carry across machines** (same binary, same generator, same \
-             connections, same CPU contention); absolute rates and latencies are for this \
-             machine only. Everything — relay, generator, sinks — shares the same CPUs, so every \
-             absolute figure is a lower bound on what a dedicated relay host would do.\n\n",
-        );
-        s.push_str("## Latency\n\n![latency percentiles](latency.png)\n\nPercentile (x, log scale) against latency (y, ms, log scale): ");
-        let legend: Vec<String> = plot_labels()
-            .iter()
-            .zip(crate::plot::COLOURS)
-            .map(|(l, (c, _))| format!("{c}: {l}"))
-            .collect();
-        s.push_str(&legend.join("; "));
-        let _ = writeln!(
-            s,
-            ".\n\n## Backlog details\n\nFilled {} of {} requested events in {:.1} s ({:.0} events/s; {} answers other than 200); \
-             the down target (connection refused) burned {} failed attempts meanwhile. Store: {} → {} bytes. \
-             Drain: {} deliveries in {:.1} s{}.\n",
-            b.accepted,
-            b.requested,
-            b.fill_time.as_secs_f64(),
-            b.fill_rate,
-            b.non_200,
-            b.failed_attempts_during_fill,
-            b.store_before,
-            b.store_with_backlog,
-            b.drained,
-            b.drain_time.as_secs_f64(),
-            if b.drain_complete {
-                ""
-            } else {
-                " (**incomplete**: drain budget exhausted)"
-            }
-        );
-        s.push_str(analysis);
-        s
+    fn drain_ack_json(&self) -> Value {
+        let d = &self.drain_ack;
+        json!({
+            "during_drain": pct(&d.during_drain),
+            "valid": d.window.valid,
+            "target_p99_ms": drain_ack::TARGET_P99_MS,
+            "window_seconds": round(d.window.secs, 2),
+            "drained_after_seconds": d.window.drained_after_secs.map(|s| round(s, 2)),
+            "drained_within_phase": d.window.drained_within_phase,
+            "backlog_deliveries_pending_at_start": d.pending_at_start,
+            "backlog_deliveries_pending_at_end": d.pending_at_end,
+            "whole_phase": pct(&d.whole_phase),
+            "statuses": statuses(&d.outcome),
+            "cpu": cpu(&d.cpu),
+            "burst_requested": d.burst_requested,
+            "burst_accepted": d.burst_accepted,
+            "burst_events_per_s": round(d.burst_rate, 0),
+            "burst_statuses": statuses(&d.burst_outcome),
+            "delivered_while_paused": d.delivered_while_paused,
+        })
     }
 
     /// The curves of the plot, in colour order.

@@ -32,6 +32,8 @@ pub struct Settings {
     pub target_concurrency: usize,
     /// If set, a full run measures ceiling and ingest again with this many connections.
     pub wide_connections: Option<usize>,
+    /// Events of the burst whose 3 deliveries each make the backlog of the drain-ack scenario.
+    pub drain_burst: u64,
 }
 
 /// Percentiles of a microsecond histogram, in milliseconds.
@@ -70,18 +72,22 @@ pub struct CpuUse {
     pub relay: f64,
     /// The generator and the sinks (this process).
     pub harness: f64,
+    /// The relay's CPU seconds in the phase (not per second).
+    pub relay_secs: f64,
 }
 
 impl CpuUse {
-    fn measure(relay: &Relay, since: (f64, f64, Instant)) -> CpuUse {
+    pub(crate) fn measure(relay: &Relay, since: (f64, f64, Instant)) -> CpuUse {
         let wall = since.2.elapsed().as_secs_f64().max(1e-9);
+        let relay_secs = relay.cpu_secs() - since.0;
         CpuUse {
-            relay: (relay.cpu_secs() - since.0) / wall,
+            relay: relay_secs / wall,
             harness: (relay::cpu_secs("self") - since.1) / wall,
+            relay_secs,
         }
     }
 
-    fn mark(relay: &Relay) -> (f64, f64, Instant) {
+    pub(crate) fn mark(relay: &Relay) -> (f64, f64, Instant) {
         (relay.cpu_secs(), relay::cpu_secs("self"), Instant::now())
     }
 }
@@ -116,6 +122,13 @@ pub struct Ceiling {
     pub rate: f64,
 }
 
+impl Ceiling {
+    /// Relay CPU per 401 answer, in µs.
+    pub fn relay_cpu_us_per_401(&self) -> f64 {
+        self.cpu.relay_secs * 1e6 / self.outcome.with_status(401).max(1) as f64
+    }
+}
+
 /// Durable ingest at full speed, with the fan-out it drives.
 pub struct Ingest {
     pub outcome: Outcome,
@@ -129,10 +142,20 @@ pub struct Ingest {
     pub warnings: usize,
     /// During the generator's run only.
     pub cpu: CpuUse,
+    /// From the first send to the last delivery: the fan-out that trails the load is part of
+    /// the events' cost.
+    pub cpu_to_last_delivery: CpuUse,
     /// From start to the last delivery (ingest and fan-out together).
     pub commits: Commits,
     /// Bytes the relay wrote (store, WAL, sockets, logs) per accepted event, fan-out included.
     pub written_per_event: f64,
+}
+
+impl Ingest {
+    /// Relay CPU per durable event with its 3 deliveries, first send to last delivery, in µs.
+    pub fn relay_cpu_us_per_event(&self) -> f64 {
+        self.cpu_to_last_delivery.relay_secs * 1e6 / self.outcome.with_status(200).max(1) as f64
+    }
 }
 
 /// Open-loop ack latency at one rate, with the end-to-end latency of the deliveries.
@@ -182,7 +205,7 @@ pub struct Backlog {
     pub written_per_delivery_drain: f64,
 }
 
-fn fast_targets(sinks: &[Sink], concurrency: usize) -> Vec<TargetSpec> {
+pub(crate) fn fast_targets(sinks: &[Sink], concurrency: usize) -> Vec<TargetSpec> {
     sinks
         .iter()
         .enumerate()
@@ -190,7 +213,7 @@ fn fast_targets(sinks: &[Sink], concurrency: usize) -> Vec<TargetSpec> {
         .collect()
 }
 
-async fn sinks(n: usize, clock: Clock) -> anyhow::Result<Vec<Sink>> {
+pub(crate) async fn sinks(n: usize, clock: Clock) -> anyhow::Result<Vec<Sink>> {
     let mut out = Vec::new();
     for _ in 0..n {
         out.push(Sink::start(relay::free_port(), Behaviour::Answer, clock).await?);
@@ -198,7 +221,7 @@ async fn sinks(n: usize, clock: Clock) -> anyhow::Result<Vec<Sink>> {
     Ok(out)
 }
 
-fn load(s: &Settings, relay: &Relay, pace: Pace, valid: bool) -> Load {
+pub(crate) fn load(s: &Settings, relay: &Relay, pace: Pace, valid: bool) -> Load {
     Load {
         target: relay.listen,
         path: relay::PATH.into(),
@@ -208,6 +231,7 @@ fn load(s: &Settings, relay: &Relay, pace: Pace, valid: bool) -> Load {
         max_requests: None,
         secret: relay::SECRET.into(),
         valid_signature: valid,
+        keep_samples: false,
     }
 }
 
@@ -243,7 +267,7 @@ impl Drop for RssSampler {
 }
 
 /// Waits until the sinks together counted `expected` arrivals (or `patience` passed).
-async fn wait_arrivals(sinks: &[&Sink], expected: u64, patience: Duration) -> bool {
+pub(crate) async fn wait_arrivals(sinks: &[&Sink], expected: u64, patience: Duration) -> bool {
     let deadline = Instant::now() + patience;
     loop {
         let got: u64 = sinks.iter().map(|s| s.arrivals.count()).sum();
@@ -291,6 +315,8 @@ pub async fn ingest(s: &Settings, clock: Clock) -> anyhow::Result<Ingest> {
     // Bounded so that a relay whose fan-out falls far behind cannot stretch bench/run past
     // its 10 minutes; `deliveries` < 3 × accepted in the results then says so.
     wait_arrivals(&all, 3 * accepted, Duration::from_secs(30)).await;
+    // Read at once: the relay is idle from here on, and the 20 ms poll adds next to nothing.
+    let cpu_to_last_delivery = CpuUse::measure(&relay, mark);
     let deliveries: u64 = sinks.iter().map(|s| s.arrivals.count()).sum();
     let last_us = sinks
         .iter()
@@ -306,6 +332,7 @@ pub async fn ingest(s: &Settings, clock: Clock) -> anyhow::Result<Ingest> {
         delivery_tail: Duration::from_micros(last_us.saturating_sub(stopped_us)),
         warnings: relay.log_problems(),
         cpu,
+        cpu_to_last_delivery,
         commits: Commits::read(&relay).await,
         written_per_event: relay::written_bytes(relay.pid()).saturating_sub(written_before) as f64
             / accepted.max(1) as f64,

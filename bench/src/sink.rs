@@ -54,6 +54,11 @@ pub struct Arrivals {
     last_us: AtomicU64,
     /// Arrivals whose body carried no stamp (not sent by this generator).
     unstamped: AtomicU64,
+    /// Bodies sent before this clock instant are counted apart (`u64::MAX`: all of them), so
+    /// a scenario can tell a backlog's deliveries from those of the load that follows it.
+    cutoff_us: AtomicU64,
+    sent_before_cutoff: AtomicU64,
+    last_sent_before_cutoff_us: AtomicU64,
     e2e: Mutex<Histogram<u64>>,
 }
 
@@ -64,6 +69,9 @@ impl Arrivals {
             first_us: AtomicU64::new(0),
             last_us: AtomicU64::new(0),
             unstamped: AtomicU64::new(0),
+            cutoff_us: AtomicU64::new(u64::MAX),
+            sent_before_cutoff: AtomicU64::new(0),
+            last_sent_before_cutoff_us: AtomicU64::new(0),
             e2e: Mutex::new(histogram()),
         }
     }
@@ -76,6 +84,11 @@ impl Arrivals {
         self.last_us.fetch_max(now, Ordering::Relaxed);
         match Stamp::find(body) {
             Some(stamp) => {
+                if stamp.sent_us < self.cutoff_us.load(Ordering::Relaxed) {
+                    self.last_sent_before_cutoff_us
+                        .fetch_max(now, Ordering::Relaxed);
+                    self.sent_before_cutoff.fetch_add(1, Ordering::Relaxed);
+                }
                 let mut h = self.e2e.lock().unwrap_or_else(|p| p.into_inner());
                 let _ = h.record(now.saturating_sub(stamp.sent_us).max(1));
             }
@@ -96,6 +109,22 @@ impl Arrivals {
 
     pub fn last_us(&self) -> u64 {
         self.last_us.load(Ordering::Relaxed)
+    }
+
+    /// From now on, bodies sent at or after `cutoff_us` are not counted by
+    /// [`Arrivals::sent_before_cutoff`].
+    pub fn set_cutoff(&self, cutoff_us: u64) {
+        self.cutoff_us.store(cutoff_us, Ordering::Relaxed);
+    }
+
+    /// Arrivals of bodies sent before the cutoff.
+    pub fn sent_before_cutoff(&self) -> u64 {
+        self.sent_before_cutoff.load(Ordering::Relaxed)
+    }
+
+    /// When the last body sent before the cutoff arrived (0: none yet).
+    pub fn last_sent_before_cutoff_us(&self) -> u64 {
+        self.last_sent_before_cutoff_us.load(Ordering::Relaxed)
     }
 
     pub fn unstamped(&self) -> u64 {

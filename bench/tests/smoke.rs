@@ -18,6 +18,7 @@ fn load(sink: &Sink, pace: Pace, duration: Duration) -> Load {
         max_requests: None,
         secret: "textus-smoke".into(),
         valid_signature: true,
+        keep_samples: false,
     }
 }
 
