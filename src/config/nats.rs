@@ -292,39 +292,44 @@ fn auth(ctx: &mut Ctx<'_>, node: &Node, path: String) -> Option<NatsAuth> {
             forms.push((form, entry));
         }
     }
-    let [(form, _)] = forms.as_slice() else {
-        match forms.as_slice() {
-            // With only unknown keys, those are the problems already reported.
-            [] if !m.entries.is_empty() => {}
-            [] => ctx.report(
-                m.at,
-                &m.path,
-                "expected one of: credentials, token, or user and password",
-            ),
-            [(_, first), others @ ..] => {
-                for (_, other) in others {
-                    let message = format!(
-                        "only one auth form is allowed (`{}` is set at line {})",
-                        first.key, first.key_at.line
-                    );
-                    ctx.report(other.key_at, &child(&m.path, other.key), message);
-                }
-            }
+    if m.entries.is_empty() {
+        let message = "expected one of: credentials, token, or user and password";
+        ctx.report(m.at, &m.path, message);
+    }
+    if let [(_, first), others @ ..] = forms.as_slice() {
+        for (_, other) in others {
+            let message = format!(
+                "only one auth form is allowed (`{}` is set at line {})",
+                first.key, first.key_at.line
+            );
+            ctx.report(other.key_at, &child(&m.path, other.key), message);
         }
-        return None;
-    };
-    match *form {
+    }
+    // Each form is read even when there are several, so all their problems show.
+    let read: Vec<Option<NatsAuth>> = forms
+        .iter()
+        .map(|(form, _)| auth_form(ctx, &m, form))
+        .collect();
+    match <[Option<NatsAuth>; 1]>::try_from(read) {
+        Ok([auth]) => auth,
+        // None (only unknown keys, already reported) or several.
+        Err(_) => None,
+    }
+}
+
+fn auth_form(ctx: &mut Ctx<'_>, m: &Mapping<'_>, form: &str) -> Option<NatsAuth> {
+    match form {
         "credentials" => {
-            let node = ctx.required(&m, "credentials")?;
+            let node = ctx.required(m, "credentials")?;
             ctx.convert(node, &child(&m.path, "credentials"), credentials_file)
                 .map(NatsAuth::Credentials)
         }
         "token" => {
-            let node = ctx.required(&m, "token")?;
+            let node = ctx.required(m, "token")?;
             secret(ctx, node, &child(&m.path, "token")).map(NatsAuth::Token)
         }
         _ => {
-            let user = ctx.required(&m, "user").and_then(|node| {
+            let user = ctx.required(m, "user").and_then(|node| {
                 ctx.convert(node, &child(&m.path, "user"), |t| {
                     if t.value.is_empty() {
                         Err("must not be empty".to_owned())
@@ -334,7 +339,7 @@ fn auth(ctx: &mut Ctx<'_>, node: &Node, path: String) -> Option<NatsAuth> {
                 })
             });
             let password = ctx
-                .required(&m, "password")
+                .required(m, "password")
                 .and_then(|node| secret(ctx, node, &child(&m.path, "password")));
             Some(NatsAuth::UserPassword {
                 user: user?,

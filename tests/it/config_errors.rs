@@ -228,6 +228,7 @@ fn check_refuses_a_bad_nats_store_naming_each_mistake() {
         "relay.yaml:4:13: storage.replicas: invalid replicas \"9\"",
         "relay.yaml:5:11: storage.prefix: invalid prefix \"textus.relay\"",
         "relay.yaml:6:3: storage.path: a key of `kind: sqlite`, and this storage is `kind: nats`",
+        "relay.yaml:7:9: storage.auth.password: missing required key `password`",
         "relay.yaml:7:35: storage.auth.user: only one auth form is allowed",
     ] {
         assert!(
@@ -235,7 +236,7 @@ fn check_refuses_a_bad_nats_store_naming_each_mistake() {
             "expected {expected:?} in\n{stderr}"
         );
     }
-    assert_eq!(stderr.lines().count(), 5, "{stderr}");
+    assert_eq!(stderr.lines().count(), 6, "{stderr}");
     assert!(!stderr.contains("S3cret"), "{stderr}");
     let unknown = with_nats_token(
         &["check"],

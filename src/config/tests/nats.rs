@@ -232,6 +232,8 @@ fn auth_takes_exactly_one_form() {
         [
             "relay.yaml:4:21: storage.auth.user: only one auth form is allowed (`token` is set at line 4)",
             "relay.yaml:4:43: storage.auth.credentials: only one auth form is allowed (`token` is set at line 4)",
+            // Every form is still read, so its own mistakes show in the same pass.
+            "relay.yaml:4:56: storage.auth.credentials: cannot read \"/x\": No such file or directory (os error 2)",
         ]
     );
     assert_one(
