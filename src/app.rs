@@ -65,11 +65,22 @@ pub enum StartError {
     Build(#[from] build::BuildError),
     #[error("cannot listen for SIGHUP (config reload): {0}")]
     Signal(#[source] std::io::Error),
+    #[error("storage.kind nats: this build cannot open a NATS store yet")]
+    NatsNotAvailable,
 }
 
 /// Starts every service and blocks until shutdown; then exits the process (pingora's
 /// `run_forever`), so it only returns on a start-up failure.
 pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
+    let Storage::Sqlite {
+        path,
+        dead_letter_retention,
+        budget,
+    } = &config.storage
+    else {
+        // TODO(#15): open the JetStream store here.
+        return Err(StartError::NatsNotAvailable);
+    };
     let hangups = Hangups::catch()?;
     crate::install_crypto();
     if !options.upgrade {
@@ -80,11 +91,6 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
     }
     let mut compiled = build::compile(&config)?;
     let built = build::targets(&config, &mut compiled)?;
-    let Storage::Sqlite {
-        path,
-        dead_letter_retention,
-        budget,
-    } = &config.storage;
     let metrics = Arc::new(Metrics::default());
     let store_options = SqliteOptions {
         dead_letter_retention: *dead_letter_retention,

@@ -80,9 +80,13 @@ fn templates_text(file: &std::path::Path, errors: &[TemplateError]) -> String {
 /// A target's queue limits: its `max_queue`, and its share of the storage budget when it
 /// shares the store with other targets (alone, it has no one to leave room for).
 fn queue_quota(config: &Config, target: &TargetConfig) -> Option<Quota> {
-    let Storage::Sqlite { budget, .. } = &config.storage;
-    let share_percent =
-        (config.targets.len() > 1 && budget.target_share < 100).then_some(budget.target_share);
+    let share_percent = match &config.storage {
+        Storage::Sqlite { budget, .. } => {
+            (config.targets.len() > 1 && budget.target_share < 100).then_some(budget.target_share)
+        }
+        // The share divides the relay's own disk budget; a NATS store has none.
+        Storage::Nats(_) => None,
+    };
     (target.max_queue.is_some() || share_percent.is_some()).then_some(Quota {
         max_queue: target.max_queue,
         share_percent,

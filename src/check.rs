@@ -30,15 +30,14 @@ pub fn report(config: &Config, compiled: &Compiled, built: &[Built]) -> Report {
     } else {
         "plain HTTP"
     };
-    let Storage::Sqlite { path, .. } = &config.storage;
     let _ = writeln!(out, "{}: ok", config.file.display());
     let _ = writeln!(
         out,
-        "  listen {} ({tls}) on {}, admin {}, store sqlite {}",
+        "  listen {} ({tls}) on {}, admin {}, store {}",
         config.listen.address,
         config.source.path,
         config.admin.address,
-        path.display()
+        store(&config.storage)
     );
     let _ = writeln!(out, "  targets:");
     for t in &config.targets {
@@ -87,6 +86,26 @@ pub fn report(config: &Config, compiled: &Compiled, built: &[Built]) -> Report {
     }
     let errors = render_all(compiled, built, &mut out);
     Report { text: out, errors }
+}
+
+/// The store in a few words: the sqlite file, or the NATS servers and names (never a secret).
+fn store(storage: &Storage) -> String {
+    match storage {
+        Storage::Sqlite { path, .. } => format!("sqlite {}", path.display()),
+        Storage::Nats(nats) => {
+            let servers = match nats.urls.len() {
+                1 => "1 server".to_owned(),
+                n => format!("{n} servers"),
+            };
+            let tls = if nats.tls.is_some() { ", TLS" } else { "" };
+            format!(
+                "nats ({servers}, replicas {}, prefix {}, {}{tls})",
+                nats.replicas,
+                nats.prefix,
+                nats.auth.form()
+            )
+        }
+    }
 }
 
 /// What a TextUs webhook integration sends without its `settings.actions` saying otherwise

@@ -5,7 +5,7 @@
 //! returns a config whose every rule holds or a [`ConfigError`] listing every problem
 //! found, one `FILE:LINE:COLUMN: KEY.PATH: message` line each (design.md §4).
 //!
-//! Pipeline: `tree` parses the YAML into located nodes, `validate` and `targets` walk
+//! Pipeline: `tree` parses the YAML into located nodes, `validate`, `storage` and `targets` walk
 //! them against the schema (expanding `${VAR}` in each string value just before it is
 //! interpreted) and build the types below. Templates (Slack messages, CRM requests,
 //! route conditions) are stored as written, with their location, by `template`; the
@@ -20,9 +20,11 @@ use std::time::Duration;
 mod endpoint;
 mod env;
 mod error;
+mod nats;
 mod pattern;
 mod reader;
 pub mod schema;
+mod storage;
 mod syntax;
 mod targets;
 mod template;
@@ -35,6 +37,7 @@ mod validate;
 
 pub use endpoint::Endpoint;
 pub use error::{ConfigError, Problem};
+pub use nats::{NatsAuth, NatsStorage, NatsTls};
 pub use pattern::EventPattern;
 pub use template::{BodyTemplate, TemplateSource};
 
@@ -140,6 +143,8 @@ pub enum Storage {
         /// `target_share`).
         budget: StorageBudget,
     },
+    /// JetStream on a NATS cluster, shared by several relays (`kind: nats`).
+    Nats(NatsStorage),
 }
 
 /// The storage budget: ingest answers 504 `store_full` before the store could fill its disk.

@@ -32,6 +32,7 @@ pub(super) struct Mapping<'n> {
     pub(super) entries: Vec<Entry<'n>>,
 }
 
+#[derive(Clone, Copy)]
 pub(super) struct Entry<'n> {
     pub(super) key: &'n str,
     pub(super) key_at: Pos,

@@ -25,13 +25,14 @@ use std::collections::BTreeMap;
 
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 
+use super::storage::SQLITE_KEYS;
 use super::targets::{self, crm, policy, slack};
-use super::validate;
+use super::{nats, validate};
 use scalars::{
-    Address, Bool, Duration, EventPattern, FilePath, HttpUrl, Method, MinFree, OnFull, Percent,
-    PositiveDuration, Priority, Rate, Secret, Size, StorageKind, TargetName, Template, UrlTemplate,
-    Whole,
+    Address, Bool, Duration, EventPattern, FilePath, HttpUrl, Method, OnFull, PositiveDuration,
+    Priority, Rate, Secret, Size, TargetName, Template, UrlTemplate, Whole,
 };
+use storage::Storage;
 
 /// Implements [`JsonSchema`] for a marker type whose schema is written inline where it is
 /// used (no definition of its own), built by `$schema` with the generator as `$generator`.
@@ -58,6 +59,7 @@ macro_rules! inline_type {
 
 mod markdown;
 mod scalars;
+mod storage;
 #[cfg(test)]
 mod tests;
 
@@ -74,7 +76,10 @@ const KEY_LISTS: &[(&str, &[&str])] = &[
     ("listen", validate::LISTEN_KEYS),
     ("listen.tls", validate::TLS_KEYS),
     ("admin", validate::ADMIN_KEYS),
-    ("storage", validate::STORAGE_KEYS),
+    ("storage kind: sqlite", SQLITE_KEYS),
+    ("storage kind: nats", nats::KEYS),
+    ("storage.auth", nats::AUTH_KEYS),
+    ("storage.tls", nats::TLS_KEYS),
     ("source", validate::SOURCE_KEYS),
     ("targets.NAME kind: http", targets::HTTP_KEYS),
     ("targets.NAME kind: slack", slack::KEYS),
@@ -172,36 +177,6 @@ struct Admin {
     /// When set (not empty), `/api/` calls need `Authorization: Bearer <token>`. Write it as
     /// `${RELAY_ADMIN_TOKEN:-}` to keep it out of the file.
     token: Option<String>,
-}
-
-#[derive(JsonSchema)]
-#[serde(deny_unknown_fields)]
-struct Storage {
-    /// The store: `sqlite`, embedded (`nats` is planned).
-    #[schemars(extend("default" = "sqlite"))]
-    kind: Option<StorageKind>,
-    /// The SQLite database file, relative to the working directory; its folder is created
-    /// if needed.
-    #[schemars(extend("default" = "./data/relay.db"))]
-    path: Option<FilePath>,
-    /// Dead letters older than this (counted from when they died) are deleted.
-    #[schemars(extend("default" = "14d"))]
-    dead_letter_retention: Option<PositiveDuration>,
-    /// The most the store's files may take, at least 16MiB. New events are answered 504
-    /// `store_full` when storing one would leave less than the store's reserve (about 5 MiB
-    /// plus 384 bytes per queued delivery) below it; the queue drains inside that reserve and
-    /// ingest resumes by itself. No limit by default but the disk (see `min_free`).
-    max_bytes: Option<Size>,
-    /// Free space the relay leaves on the store's file system: new events are answered 504
-    /// `store_full` when storing one would leave less than this plus the store's reserve.
-    #[schemars(extend("default" = "5%"))]
-    min_free: Option<MinFree>,
-    /// With several targets, the most of the storage budget one target's pending deliveries
-    /// may hold; past it, events routed to that target are treated as by `max_queue` (its
-    /// `on_full`), so a dead target cannot take every byte from the healthy ones. `100%`
-    /// turns it off; a single target is never limited by it.
-    #[schemars(extend("default" = "50%"))]
-    target_share: Option<Percent>,
 }
 
 #[derive(JsonSchema)]

@@ -11,6 +11,7 @@ use base64::Engine as _;
 use super::*;
 
 mod mistakes;
+mod nats;
 mod policy;
 mod template_mistakes;
 mod templates;
@@ -36,6 +37,8 @@ pub(super) fn env(name: &str) -> Option<String> {
         "SF_CLIENT_ID" => Some("3MVG9client".to_owned()),
         "SF_CLIENT_SECRET" => Some("sfS3cret".to_owned()),
         "LEGACY_PASSWORD" => Some("p4ssS3cret".to_owned()),
+        "NATS_TOKEN" => Some("nats-t0ken-S3cret".to_owned()),
+        "NATS_PASSWORD" => Some("nats-p4ss-S3cret".to_owned()),
         _ => None,
     }
 }

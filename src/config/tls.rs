@@ -1,6 +1,7 @@
 //! Checks `listen.tls` files the way the listener will load them, so a wrong file is a config
 //! error naming it (exit 2 from `check` and `run`) and not a panic inside pingora's listener
-//! (it panics when a certificate or key cannot be loaded).
+//! (it panics when a certificate or key cannot be loaded). `storage.tls` (NATS) files get the
+//! same checks, so they fail at `check` rather than at the first connection.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -57,5 +58,19 @@ pub fn check(cert: &Path, key: &Path) -> Result<(), (TlsFile, String)> {
                 ),
             )
         })?;
+    Ok(())
+}
+
+/// Loads a PEM file of certificates to trust (`storage.tls.ca`); it must hold at least one.
+pub fn check_ca(ca: &Path) -> Result<(), String> {
+    let shown = format!("{:?}", ca.display().to_string());
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(ca)
+        .and_then(|certs| certs.collect::<Result<_, _>>())
+        .map_err(|e| format!("{shown} is not a PEM certificate file: {e}"))?;
+    if certs.is_empty() {
+        return Err(format!(
+            "{shown} holds no certificate (expected PEM `-----BEGIN CERTIFICATE-----`)"
+        ));
+    }
     Ok(())
 }

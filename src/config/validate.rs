@@ -1,5 +1,5 @@
 //! The schema and rules of relay.yaml's sections, turning the located tree into a
-//! [`Config`]. Targets live in `targets.rs`.
+//! [`Config`]. Targets live in `targets.rs`, storage in `storage.rs` (and `nats.rs`).
 //!
 //! Each section reader reports its own problems and returns `None` if any of them make
 //! the section unusable; reading always continues, so one pass finds every problem.
@@ -11,36 +11,26 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::error::Problem;
-use super::reader::{Ctx, Field, Mapping, Text, boolean, child, integer, item};
+use super::reader::{Ctx, Mapping, Text, boolean, child, item};
 use super::template::{self, TemplateSource};
 use super::tree::Node;
 use super::{
-    Admin, Config, EventPattern, Listen, MinFree, Priority, Route, Source, Storage, StorageBudget,
-    TargetId, Tls, targets, units,
+    Admin, Config, EventPattern, Listen, Priority, Route, Source, TargetId, Tls, storage, targets,
+    units,
 };
 
 pub(super) const DEFAULT_LISTEN: SocketAddr =
     SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 8443));
 const DEFAULT_ADMIN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9090));
-const DEFAULT_STORAGE_PATH: &str = "./data/relay.db";
 const DEFAULT_SOURCE_PATH: &str = "/webhooks/textus";
 const DEFAULT_MAX_BODY: usize = 1 << 20;
 const DEFAULT_DEDUPE_WINDOW: Duration = Duration::from_secs(24 * 3600);
-const DEFAULT_DEAD_LETTER_RETENTION: Duration = Duration::from_secs(14 * 86_400);
 
 // The keys of each section. The schema (`schema.rs`) lists the same keys; its tests compare.
 pub(super) const TOP_KEYS: &[&str] = &["listen", "admin", "storage", "source", "targets", "routes"];
 pub(super) const LISTEN_KEYS: &[&str] = &["address", "tls"];
 pub(super) const TLS_KEYS: &[&str] = &["cert", "key"];
 pub(super) const ADMIN_KEYS: &[&str] = &["address", "token"];
-pub(super) const STORAGE_KEYS: &[&str] = &[
-    "kind",
-    "path",
-    "dead_letter_retention",
-    "max_bytes",
-    "min_free",
-    "target_share",
-];
 pub(super) const SOURCE_KEYS: &[&str] = &[
     "path",
     "secrets",
@@ -119,14 +109,8 @@ fn read_config(ctx: &mut Ctx<'_>, root: &Node, file: &Path) -> Option<Config> {
         |node| admin(ctx, node),
     );
     let storage = top.present("storage").map_or_else(
-        || {
-            Some(Storage::Sqlite {
-                path: PathBuf::from(DEFAULT_STORAGE_PATH),
-                dead_letter_retention: DEFAULT_DEAD_LETTER_RETENTION,
-                budget: StorageBudget::default(),
-            })
-        },
-        |node| storage(ctx, node),
+        || Some(storage::default_storage()),
+        |node| storage::storage(ctx, node),
     );
     let source = ctx
         .required(&top, "source")
@@ -195,7 +179,7 @@ fn tls(ctx: &mut Ctx<'_>, node: &Node) -> Option<Tls> {
 /// A file that can be opened for reading now, so a typo fails at startup rather than
 /// at the first TLS handshake. The path is quoted even if it came from the
 /// environment: a path is not a secret, and the message must name the file.
-fn readable_file(text: &Text) -> Result<PathBuf, String> {
+pub(super) fn readable_file(text: &Text) -> Result<PathBuf, String> {
     let path = PathBuf::from(&text.value);
     let shown = format!("{:?}", text.value);
     if text.value.is_empty() {
@@ -245,103 +229,6 @@ fn admin(ctx: &mut Ctx<'_>, node: &Node) -> Option<Admin> {
         address: address?,
         token: token?,
     })
-}
-
-fn storage(ctx: &mut Ctx<'_>, node: &Node) -> Option<Storage> {
-    let m = ctx.mapping(node, "storage".to_owned())?;
-    let kind = match m.present("kind") {
-        None => Some(()),
-        Some(node) => ctx.convert(node, "storage.kind", |t| match t.value.as_str() {
-            "sqlite" => Ok(()),
-            "nats" => Err(
-                "storage kind `nats` is not available in this build yet; use kind: sqlite"
-                    .to_owned(),
-            ),
-            _ => Err(format!(
-                "unknown storage kind {} (expected one of: sqlite)",
-                t.quoted
-            )),
-        }),
-    };
-    // The other keys depend on the kind; with an unusable kind they cannot be judged.
-    kind?;
-    ctx.check_keys(&m, STORAGE_KEYS);
-    let path = ctx
-        .field(&m, "path", "path", non_empty)
-        .or(DEFAULT_STORAGE_PATH.to_owned());
-    let dead_letter_retention = ctx
-        .field(&m, "dead_letter_retention", "duration", retention)
-        .or(DEFAULT_DEAD_LETTER_RETENTION);
-    let defaults = StorageBudget::default();
-    let max_bytes = ctx.field(&m, "max_bytes", "size", store_size);
-    let min_free = ctx
-        .field(&m, "min_free", "size or percentage", min_free)
-        .or(defaults.min_free);
-    let target_share = ctx
-        .field(&m, "target_share", "percentage", target_share)
-        .or(defaults.target_share);
-    let max_bytes = match max_bytes {
-        Field::Absent => Some(None),
-        Field::Valid(n) => Some(Some(n)),
-        Field::Invalid => None,
-    };
-    Some(Storage::Sqlite {
-        path: PathBuf::from(path?),
-        dead_letter_retention: dead_letter_retention?,
-        budget: StorageBudget {
-            max_bytes: max_bytes?,
-            min_free: min_free?,
-            target_share: target_share?,
-        },
-    })
-}
-
-/// The store needs room for its reserve and a log (a few MiB) before it can take an event.
-fn store_size(text: &str) -> Result<u64, String> {
-    match units::size(text)? {
-        n if n < MIN_STORE_BYTES => Err("must be at least 16MiB: the store keeps about 5 MiB \
-             in reserve to drain its queue, and its log needs room too"
-            .to_owned()),
-        n => Ok(n),
-    }
-}
-
-/// The smallest `storage.max_bytes`.
-const MIN_STORE_BYTES: u64 = 16 << 20;
-
-/// `10%` (of the file system) or a size.
-pub(super) fn min_free(text: &str) -> Result<MinFree, String> {
-    match text.strip_suffix('%') {
-        Some(p) => match integer(p, 0, 90) {
-            Ok(n) => Ok(MinFree::Percent(n as u8)),
-            Err(_) => Err("expected a whole percentage from 0% to 90%, or a size".to_owned()),
-        },
-        None => units::size(text).map(MinFree::Bytes),
-    }
-}
-
-/// `1%` to `100%`.
-pub(super) fn target_share(text: &str) -> Result<u8, String> {
-    text.strip_suffix('%')
-        .and_then(|p| integer(p, 1, 100).ok())
-        .map(|n| n as u8)
-        .ok_or_else(|| "expected a whole percentage from 1% to 100% (100% turns it off)".to_owned())
-}
-
-/// Zero would delete every dead letter as soon as it died, which is never what is meant.
-fn retention(text: &str) -> Result<Duration, String> {
-    match units::duration(text)? {
-        d if d.is_zero() => Err("must be greater than zero".to_owned()),
-        d => Ok(d),
-    }
-}
-
-fn non_empty(text: &str) -> Result<String, String> {
-    if text.is_empty() {
-        Err("must not be empty".to_owned())
-    } else {
-        Ok(text.to_owned())
-    }
 }
 
 pub(super) fn source(ctx: &mut Ctx<'_>, node: &Node) -> Option<Source> {

@@ -176,3 +176,119 @@ fn an_admin_api_open_to_the_network_without_a_token_is_refused() {
     let with_token = format!("admin: {{ address: \"0.0.0.0:9\", token: t0ken }}\n{VALID}");
     assert_eq!(check(&with_token).0, 0);
 }
+
+/// `storage` of `kind: nats` in front of [`VALID`]; the token comes from `NATS_TOKEN`.
+fn nats_config(storage: &str) -> String {
+    format!("storage:\n  kind: nats\n{storage}{VALID}")
+}
+
+/// `textus-relay ARGS` on a config file holding `yaml`, with `NATS_TOKEN` set.
+fn with_nats_token(args: &[&str], yaml: &str) -> std::process::Output {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("relay.yaml");
+    std::fs::write(&path, yaml).expect("write");
+    std::process::Command::new(BIN)
+        .args(args)
+        .arg("--config")
+        .arg(&path)
+        .env("NATS_TOKEN", "nats-S3cret-token")
+        .output()
+        .expect("run textus-relay")
+}
+
+#[test]
+fn check_shows_a_nats_store_without_its_secrets() {
+    let yaml = nats_config(
+        "  urls: [ nats://nats-1:4222, nats://nats-2:4222, nats-3:4222 ]\n  auth: { token: \"${NATS_TOKEN}\" }\n",
+    );
+    let out = with_nats_token(&["check"], &yaml);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("store nats (3 servers, replicas 3, prefix textus-relay, token)"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("S3cret"), "{stdout}");
+}
+
+#[test]
+fn check_refuses_a_bad_nats_store_naming_each_mistake() {
+    let yaml = nats_config(
+        "  urls: [ \"nats://relay:${NATS_TOKEN}@nats-1:4222\" ]\n  replicas: 9\n  prefix: textus.relay\n  path: ./data/relay.db\n  auth: { token: \"${NATS_TOKEN}\", user: relay }\n",
+    );
+    let out = with_nats_token(&["check"], &yaml);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    for expected in [
+        "relay.yaml:3:11: storage.urls[0]: a server URL must not hold a user",
+        "relay.yaml:4:13: storage.replicas: invalid replicas \"9\"",
+        "relay.yaml:5:11: storage.prefix: invalid prefix \"textus.relay\"",
+        "relay.yaml:6:3: storage.path: a key of `kind: sqlite`, and this storage is `kind: nats`",
+        "relay.yaml:7:9: storage.auth.password: missing required key `password`",
+        "relay.yaml:7:35: storage.auth.user: only one auth form is allowed",
+    ] {
+        assert!(
+            stderr.contains(expected),
+            "expected {expected:?} in\n{stderr}"
+        );
+    }
+    assert_eq!(stderr.lines().count(), 6, "{stderr}");
+    assert!(!stderr.contains("S3cret"), "{stderr}");
+    let unknown = with_nats_token(
+        &["check"],
+        &VALID.replace("source:", "storage: { kind: redis }\nsource:"),
+    );
+    let stderr = String::from_utf8_lossy(&unknown.stderr);
+    assert_eq!(unknown.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("relay.yaml:1:18: storage.kind: unknown storage kind \"redis\" (expected one of: sqlite, nats)"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn run_with_a_nats_store_exits_1_saying_this_build_cannot_open_one() {
+    let listen = free_port();
+    let admin = free_port();
+    let yaml = format!(
+        "listen: {{ address: \"{listen}\" }}\nadmin: {{ address: \"{admin}\" }}\n{}",
+        nats_config("  urls: [ nats://127.0.0.1:4222 ]\n")
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("relay.yaml");
+    std::fs::write(&path, yaml).expect("write");
+    let mut child = std::process::Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    // It must fail at once; a relay that started instead is stopped, and the test fails.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("run with kind: nats is still running");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut stderr)
+        .expect("read stderr");
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("storage.kind nats: this build cannot open a NATS store yet"),
+        "{stderr}"
+    );
+    // Nothing was bound: the ports are free.
+    std::net::TcpListener::bind(listen).expect("the listen port is free");
+    std::net::TcpListener::bind(admin).expect("the admin port is free");
+}

@@ -181,3 +181,47 @@ fn schema_values_take_env_references_where_the_walker_does() {
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(config.targets[0].concurrency, 8);
 }
+
+#[test]
+fn the_schema_tells_the_storage_kinds_apart_as_the_walker_does() {
+    let validator = validator();
+    let with_storage = |storage: Value| {
+        json!({
+            "storage": storage,
+            "source": { "secrets": ["s"] },
+            "targets": { "t": { "kind": "http", "url": "https://x.example" } },
+            "routes": [{ "events": ["*"], "to": ["t"] }],
+        })
+    };
+    let walker =
+        |doc: &Value| Config::from_yaml_str(&doc.to_string(), Path::new("relay.yaml"), &env);
+    for valid in [
+        json!({}),
+        json!({ "kind": "sqlite", "max_bytes": "1GiB" }),
+        json!({ "kind": "nats", "urls": ["nats://a:4222", "b:4222"], "replicas": 1,
+                "auth": { "user": "u", "password": "${NATS_PASSWORD:-p}" }, "tls": {} }),
+    ] {
+        let doc = with_storage(valid);
+        assert_eq!(complaints(&validator, &doc), Vec::<String>::new(), "{doc}");
+        assert!(walker(&doc).is_ok(), "{doc}");
+    }
+    for invalid in [
+        // A key of the other kind, either way round.
+        json!({ "urls": ["nats://a:4222"] }),
+        json!({ "kind": "nats", "urls": ["nats://a:4222"], "path": "./relay.db" }),
+        json!({ "kind": "nats" }),
+        json!({ "kind": "nats", "urls": [] }),
+        json!({ "kind": "nats", "urls": ["nats://a:4222"], "replicas": 6 }),
+        json!({ "kind": "nats", "urls": ["nats://a:4222"], "prefix": "a.b" }),
+        json!({ "kind": "nats", "urls": ["nats://a:4222"], "auth": { "token": "t", "user": "u", "password": "p" } }),
+        json!({ "kind": "nats", "urls": ["nats://a:4222"], "auth": { "user": "u" } }),
+        json!({ "kind": "redis" }),
+    ] {
+        let doc = with_storage(invalid);
+        assert!(
+            !complaints(&validator, &doc).is_empty(),
+            "the schema accepts {doc}"
+        );
+        assert!(walker(&doc).is_err(), "the walker accepts {doc}");
+    }
+}

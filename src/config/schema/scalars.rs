@@ -4,8 +4,8 @@
 //! The walker expands `${VAR}` in every scalar before reading it (`timeout: ${T:-10s}`,
 //! `concurrency: ${WORKERS}`), so each type here also accepts a string that contains a
 //! `${NAME}` or `${NAME:-default}` reference: the schema cannot know the variable's value, and
-//! refusing such a file in an editor would be a false alarm. The one exception is a target's
-//! `kind`, which selects the keys an editor offers and so must be written out.
+//! refusing such a file in an editor would be a false alarm. The exceptions are the `kind` of a
+//! target and of `storage`, which select the keys an editor offers and so must be written out.
 //!
 //! Patterns are ECMA 262 regular expressions (JSON Schema's dialect); the unit tests at the
 //! bottom run each one against the walker's own parsers.
@@ -241,6 +241,30 @@ scalar!(
     )
 );
 
+scalar!(
+    /// A NATS server: `nats://` or `tls://` and a host, or a bare `HOST:PORT`.
+    NatsUrl,
+    "NatsUrl",
+    text(
+        r"(([nN][aA][tT][sS]|[tT][lL][sS])://)?(\[[0-9A-Fa-f:.]+\]|[^\s/@:?#\[\]${}]+)(:[0-9]+)?/?",
+        "A NATS server: nats://HOST:PORT, or tls://HOST:PORT to require TLS (port 4222 when \
+         left out; a bare HOST:PORT means nats://). No user or password in the URL.",
+        json!(["nats://nats-1:4222", "tls://nats.example.com:4222"]),
+    )
+);
+
+scalar!(
+    /// `storage.prefix` of `kind: nats`.
+    NatsPrefix,
+    "NatsPrefix",
+    text(
+        "[A-Za-z0-9_-]{1,32}",
+        "The start of JetStream stream, consumer and KV bucket names: 1 to 32 letters, digits, \
+         - and _.",
+        json!(["textus-relay"]),
+    )
+);
+
 /// Target names, slack template keys: the patterns of `propertyNames`.
 pub(super) const TARGET_NAME: &str = "^[A-Za-z0-9_-]+$";
 pub(super) const EVENT_TYPE_OR_ANY: &str = r"^(\*|[a-z0-9_]+(\.[a-z0-9_]+)*)$";
@@ -266,12 +290,6 @@ impl<const MIN: u64, const MAX: u64> JsonSchema for Whole<MIN, MAX> {
         })
     }
 }
-
-inline_type!(
-    /// `storage.kind`: only `sqlite` in this build.
-    StorageKind,
-    |_generator| one_of(&["sqlite"])
-);
 
 inline_type!(
     /// `routes[].priority`.

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use serde_json::{Value, json};
 
-use super::super::{Config, EventPattern as Pattern, TargetKind, reader, units, validate};
+use super::super::{Config, EventPattern as Pattern, TargetKind, nats, reader, storage, units};
 use super::{KEY_LISTS, value};
 
 /// The key path of every object in `schema`, with its keys, named as in [`KEY_LISTS`].
@@ -151,7 +151,10 @@ const LIST_NAMES: &[&str] = &[
     "validate::LISTEN_KEYS",
     "validate::TLS_KEYS",
     "validate::ADMIN_KEYS",
-    "validate::STORAGE_KEYS",
+    "storage::SQLITE_KEYS",
+    "nats::KEYS",
+    "nats::AUTH_KEYS",
+    "nats::TLS_KEYS",
     "validate::SOURCE_KEYS",
     "targets::HTTP_KEYS",
     "slack::KEYS",
@@ -248,7 +251,12 @@ fn fill_defaults(
     if let Some(variants) = schema.get("oneOf").and_then(Value::as_array) {
         for (i, variant) in variants.iter().enumerate() {
             let kind = variant.pointer("/properties/kind/const");
-            if kind.is_some() && kind == instance.get("kind") {
+            // Without a `kind`, the variant whose `kind` has a default is the one that applies.
+            let chosen = match instance.get("kind") {
+                Some(written) => kind == Some(written),
+                None => kind == variant.pointer("/properties/kind/default"),
+            };
+            if kind.is_some() && chosen && instance.is_object() {
                 fill_defaults(root, variant, format!("{at}/oneOf/{i}"), instance, used);
             }
         }
@@ -335,17 +343,28 @@ fn every_default_in_the_schema_is_what_leaving_the_key_out_gives() {
         },
         "routes": [{ "events": ["*"], "to": ["h", "s", "c"] }],
     });
+    // The other kind of store has defaults of its own.
+    let mut nats = base.clone();
+    nats["storage"] = json!({ "kind": "nats", "urls": ["nats://127.0.0.1:4222"] });
     let schema = value();
-    let mut filled = base.clone();
     let mut used = BTreeSet::new();
+    let mut filled = base.clone();
     fill_defaults(&schema, &schema, "#".to_owned(), &mut filled, &mut used);
+    let mut nats_filled = nats.clone();
+    fill_defaults(
+        &schema,
+        &schema,
+        "#".to_owned(),
+        &mut nats_filled,
+        &mut used,
+    );
     let mut every = BTreeSet::new();
     all_defaults(&schema, "#".to_owned(), &mut every);
     assert_eq!(
         used, every,
         "defaults used (left) and in the schema (right)"
     );
-    assert!(used.len() >= 15, "{used:#?}");
+    assert!(used.len() >= 20, "{used:#?}");
 
     // JSON is YAML: the walker reads both texts. Inserted keys move the crm URL template,
     // which remembers where it was written.
@@ -361,6 +380,7 @@ fn every_default_in_the_schema_is_what_leaving_the_key_out_gives() {
         config
     };
     assert_eq!(load(&filled), load(&base), "{filled:#}");
+    assert_eq!(load(&nats_filled), load(&nats), "{nats_filled:#}");
 }
 
 /// A scalar definition of the schema as a schema of its own.
@@ -412,11 +432,11 @@ fn value_patterns_accept_what_the_walker_accepts() {
         "5%", "0%", "90%", "91%", "100%", "05%", "1GiB", "0", "512MiB", "%", "5.5%", "-1%", "5 %",
         "1TiB", "",
     ];
-    agree("MinFree", &free, |s| validate::min_free(s).is_ok());
+    agree("MinFree", &free, |s| storage::min_free(s).is_ok());
     let percents = [
         "50%", "1%", "100%", "0%", "101%", "050%", "50", "%", "5.5%", "",
     ];
-    agree("Percent", &percents, |s| validate::target_share(s).is_ok());
+    agree("Percent", &percents, |s| storage::target_share(s).is_ok());
     let rates = [
         "1/s", "100/10s", "30/m", "5/2h", "10/500ms", "1", "/s", "1/", "0/s", "1/0s", "1/x", "a/s",
         "1/s/s", "1/10",
@@ -442,6 +462,46 @@ fn value_patterns_accept_what_the_walker_accepts() {
         "a-b",
     ];
     agree("EventPattern", &patterns, |s| Pattern::parse(s).is_ok());
+    let servers = [
+        "nats://nats-1:4222",
+        "tls://10.0.0.1:4222",
+        "NATS://x",
+        "nats://[::1]:4222",
+        "nats-2:4222",
+        "localhost",
+        "nats://x:4222/",
+        "http://x:4222",
+        "ws://x:8080",
+        "nats://u:p@x:4222",
+        "nats://x:4222/path",
+        "nats://",
+        "nats://x:4222?a=b",
+        "",
+        "two words",
+    ];
+    agree("NatsUrl", &servers, |s| {
+        let text = reader::Text {
+            value: s.to_owned(),
+            quoted: format!("{s:?}"),
+        };
+        nats::server_url(&text).is_ok()
+    });
+    let (longest, too_long) = ("x".repeat(32), "x".repeat(33));
+    let prefixes = [
+        "textus-relay",
+        "a",
+        "A_1-b",
+        longest.as_str(),
+        too_long.as_str(),
+        "",
+        "a.b",
+        "a*",
+        "a>",
+        "a b",
+        "a/b",
+        "é",
+    ];
+    agree("NatsPrefix", &prefixes, |s| nats::prefix(s).is_ok());
     let booleans = [
         "true", "True", "TRUE", "false", "FALSE", "yes", "no", "1", "on", "",
     ];
@@ -456,6 +516,8 @@ fn value_patterns_accept_what_the_walker_accepts() {
         "Bool",
         "HttpUrl",
         "TargetName",
+        "NatsUrl",
+        "NatsPrefix",
     ] {
         let validator = validator(name);
         for reference in ["${X}", "${RATE:-1/s}", "x${_A1}y"] {
