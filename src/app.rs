@@ -20,7 +20,7 @@ use pingora::services::listening::Service;
 
 use crate::admin::{Admin, AdminTarget};
 use crate::build;
-use crate::config::{Config, MinFree, Storage, StorageBudget};
+use crate::config::{Config, DeliveryOrder, MinFree, Storage, StorageBudget};
 use crate::delivery::fleet::{Fleet, FleetService};
 use crate::ingress::Ingress;
 use crate::live::Live;
@@ -28,6 +28,7 @@ use crate::metrics::Metrics;
 use crate::reload::{AdminConfig, IngressConfig, Parts, Reloader};
 use crate::store::Store;
 use crate::store::sqlite::budget::{Limits, MinFree as StoreMinFree};
+use crate::store::nats::{NatsSettings, NatsStore, TargetLayout};
 use crate::store::sqlite::{SqliteOptions, SqliteStore};
 
 /// Seconds pingora waits after SIGTERM before stopping runtimes: long enough for requests
@@ -65,22 +66,11 @@ pub enum StartError {
     Build(#[from] build::BuildError),
     #[error("cannot listen for SIGHUP (config reload): {0}")]
     Signal(#[source] std::io::Error),
-    #[error("storage.kind nats: this build cannot open a NATS store yet")]
-    NatsNotAvailable,
 }
 
 /// Starts every service and blocks until shutdown; then exits the process (pingora's
 /// `run_forever`), so it only returns on a start-up failure.
 pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
-    let Storage::Sqlite {
-        path,
-        dead_letter_retention,
-        budget,
-    } = &config.storage
-    else {
-        // TODO(#15): open the JetStream store here.
-        return Err(StartError::NatsNotAvailable);
-    };
     let hangups = Hangups::catch()?;
     crate::install_crypto();
     if !options.upgrade {
@@ -92,15 +82,29 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
     let mut compiled = build::compile(&config)?;
     let built = build::targets(&config, &mut compiled)?;
     let metrics = Arc::new(Metrics::default());
-    let store_options = SqliteOptions {
-        dead_letter_retention: *dead_letter_retention,
-        limits: store_limits(budget),
-        metrics: Some(metrics.clone()),
-        // With --upgrade the old process is still running and owns its leases.
-        resume_in_flight: !options.upgrade,
-        ..SqliteOptions::default()
-    };
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open_with(path, store_options)?);
+    let (store, store_path, runtime_dir): (Arc<dyn Store>, Option<PathBuf>, PathBuf) =
+        match &config.storage {
+            Storage::Sqlite {
+                path,
+                dead_letter_retention,
+                budget,
+            } => {
+                let store_options = SqliteOptions {
+                    dead_letter_retention: *dead_letter_retention,
+                    limits: store_limits(budget),
+                    metrics: Some(metrics.clone()),
+                    // With --upgrade the old process is still running and owns its leases.
+                    resume_in_flight: !options.upgrade,
+                    ..SqliteOptions::default()
+                };
+                let store = SqliteStore::open_with(path, store_options)?;
+                (Arc::new(store), Some(path.clone()), beside(path))
+            }
+            Storage::Nats(nats) => {
+                let store = NatsStore::open(nats_settings(&config, nats))?;
+                (Arc::new(store), None, nats_runtime_dir(&config)?)
+            }
+        };
     let running = Arc::new(AtomicUsize::new(0));
 
     let mut server = Server::new_with_opt_and_conf(
@@ -108,7 +112,7 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
             upgrade: options.upgrade,
             ..Opt::default()
         },
-        server_conf(path),
+        server_conf(&runtime_dir),
     );
     server.bootstrap();
     let handing_over = watch_for_upgrade(&server);
@@ -172,7 +176,7 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
         config: admin_config,
         reloader: Some(reloader),
         running: running.clone(),
-        store_path: Some(path.clone()),
+        store_path,
     };
     let mut admin = Service::new("admin".to_string(), admin);
     admin.threads = Some(1);
@@ -186,7 +190,7 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
     tracing::info!(
         listen = %config.listen.address,
         admin = %config.admin.address,
-        store = %path.display(),
+        store = %store_name(&config.storage),
         targets = config.targets.len(),
         "textus-relay starting"
     );
@@ -278,13 +282,60 @@ fn store_limits(budget: &StorageBudget) -> Limits {
     }
 }
 
-fn server_conf(store_path: &Path) -> ServerConf {
-    // The upgrade socket and pid file sit beside the store, so two relays on one machine
-    // (each with its own store) never hand sockets to each other.
-    let dir = store_path
+/// The folder of the store file: its upgrade socket and pid file sit beside it, so two
+/// relays on one machine (each with its own store) never hand sockets to each other.
+fn beside(store_path: &Path) -> PathBuf {
+    store_path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+        .unwrap_or(Path::new("."))
+        .to_path_buf()
+}
+
+/// A relay on NATS keeps no state on disk, but pingora wants a folder for its upgrade
+/// socket and pid file: one per listen port in the temp folder, so relays on one machine
+/// stay apart.
+fn nats_runtime_dir(config: &Config) -> Result<PathBuf, StartError> {
+    let dir = std::env::temp_dir().join(format!(
+        "textus-relay-{}",
+        config.listen.address.port()
+    ));
+    std::fs::create_dir_all(&dir).map_err(|source| {
+        StartError::Store(crate::store::StoreError::Folder {
+            path: dir.display().to_string(),
+            source,
+        })
+    })?;
+    Ok(dir)
+}
+
+/// What the store is, for the start-up log line.
+fn store_name(storage: &Storage) -> String {
+    match storage {
+        Storage::Sqlite { path, .. } => path.display().to_string(),
+        Storage::Nats(n) => format!("nats {} ({})", n.urls.join(","), n.prefix),
+    }
+}
+
+/// The NATS store's settings from the config: its `storage:` block, the de-duplication
+/// window and which targets are ordered.
+fn nats_settings(config: &Config, nats: &crate::config::NatsStorage) -> NatsSettings {
+    NatsSettings {
+        storage: nats.clone(),
+        dedupe_window: config.source.dedupe_window,
+        targets: config
+            .targets
+            .iter()
+            .map(|t| TargetLayout {
+                name: t.name.clone(),
+                ordered: !matches!(t.ordering, DeliveryOrder::Unordered),
+            })
+            .collect(),
+    }
+}
+
+/// pingora's settings; `dir` holds the upgrade socket and pid file.
+fn server_conf(dir: &Path) -> ServerConf {
     ServerConf {
         threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
         grace_period_seconds: Some(GRACE_PERIOD_SECS),

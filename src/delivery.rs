@@ -122,6 +122,12 @@ impl Dispatcher {
     pub async fn run(&self, mut shutdown: watch::Receiver<bool>) {
         let name = self.name().clone();
         self.inner.load_control().await;
+        // A store shared by several relays tells of pauses and enables made through another.
+        let follow = self
+            .inner
+            .store
+            .control_feed(&name)
+            .map(|feed| tokio::spawn(self.inner.clone().follow_control(feed)));
         self.running.fetch_add(1, Ordering::SeqCst);
         let config = &self.inner.config;
         let mut run = Run::new(self.inner.clone(), self.lease());
@@ -142,6 +148,9 @@ impl Dispatcher {
         )
         .await;
         let _ = tokio::time::timeout(SETTLE_WAIT, run.settling().acquire_many(all)).await;
+        if let Some(follow) = follow {
+            follow.abort();
+        }
         self.running.fetch_sub(1, Ordering::SeqCst);
         info!(target = %name, "dispatcher stopped");
     }

@@ -10,6 +10,7 @@
 //! subjects and sequence/time ranges as naturally as onto SQL.
 
 pub mod handoff;
+pub mod nats;
 pub mod sqlite;
 
 use std::sync::Arc;
@@ -455,6 +456,12 @@ pub enum StoreError {
     },
     #[error("store is overloaded: {0} writes are already waiting")]
     Overloaded(usize),
+    #[error("NATS JetStream: {0}")]
+    Nats(String),
+    #[error("NATS JetStream: no answer {what} within {after:?}")]
+    Timeout { what: String, after: Duration },
+    #[error("delivery {0} is not leased by this relay (its lease ran out, or it was settled)")]
+    NotLeased(DeliveryId),
 }
 
 /// The durable queue. Every method that changes state returns only after the change is durable.
@@ -543,6 +550,15 @@ pub trait Store: Send + Sync {
     /// stored, and takes them (see [`handoff`]). A store that cannot hand over ignores the
     /// offer, and every delivery is queued and claimed.
     fn handoff(&self, target: &TargetId) -> Arc<handoff::Handoff>;
+    /// Changes to `target`'s control made anywhere (by another relay sharing the store), for
+    /// its dispatcher to follow; `None` for a store only this relay uses, where every change
+    /// goes through this relay's own admin API and dispatcher.
+    fn control_feed(
+        &self,
+        _target: &TargetId,
+    ) -> Option<tokio::sync::watch::Receiver<TargetControl>> {
+        None
+    }
 }
 
 /// Unix milliseconds, the store's time unit; times before 1970 clamp to 0.

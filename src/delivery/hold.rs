@@ -10,7 +10,7 @@ use tracing::{info, warn};
 use super::Inner;
 use super::breaker::{Breaker, Change, Permit, Signal};
 use super::health::BreakerState;
-use crate::store::from_unix_ms;
+use crate::store::{TargetControl, from_unix_ms};
 use crate::targets::Outcome;
 
 /// Whether the target may send now.
@@ -111,6 +111,23 @@ impl Inner {
             }
             Err(e) => {
                 warn!(target = %name, error = %e, "reading the target's control state failed")
+            }
+        }
+    }
+
+    /// Follows changes to the target's control made anywhere, until the feed ends: the
+    /// dispatcher wakes to stop or resume at once.
+    pub(super) async fn follow_control(
+        self: std::sync::Arc<Self>,
+        mut feed: tokio::sync::watch::Receiver<TargetControl>,
+    ) {
+        let wake = self.store.wakeup(&self.config.name);
+        while feed.changed().await.is_ok() {
+            let control = feed.borrow_and_update().clone();
+            if control != self.health.control() {
+                info!(target = %self.config.name, paused = control.paused_at.is_some(), disabled = control.disabled.is_some(), "target control changed (by another relay)");
+                self.health.set_control(control);
+                wake.notify_one();
             }
         }
     }

@@ -22,7 +22,7 @@
 mod body;
 pub mod budget;
 mod checkpoint;
-mod dead;
+pub(in crate::store) mod dead;
 mod find;
 mod handing;
 mod ops;

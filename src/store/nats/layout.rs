@@ -1,19 +1,68 @@
 //! Names and shapes of what the store keeps in JetStream, and creating or updating them at
-//! open, idempotently: the deliveries stream (work queue, one subject per target), the
-//! dead-letter stream, the seen stream (keys of unrouted events), and the control and attempts
-//! KV buckets.
+//! open, idempotently.
+//!
+//! - `{prefix}-deliveries`: a work queue, one message per (event, target), on subject
+//!   `{prefix}.q.<target>.<lane>.<key hash>`. Unordered deliveries take lane `h` (high
+//!   priority) or `n` (normal); ordered ones take lane `o0`..`o7`, chosen by their order key,
+//!   and each ordered lane's consumer has one delivery in flight at a time. The key hash in
+//!   the subject lets an operator's "where is event X" read only that event's messages.
+//! - `{prefix}-dead`: dead letters, on `{prefix}.dead.t.<target>.<key hash>` (or
+//!   `{prefix}.dead.none.<key hash>` for a body that never was an event), kept for
+//!   `dead_letter_retention`.
+//! - `{prefix}-seen`: keys of events that were stored nowhere else (unrouted), so that their
+//!   repeats are still duplicates.
+//! - KV `{prefix}-control`: each target's pause / disable state and credited waits.
+//! - KV `{prefix}-attempts`: the attempt history of deliveries that failed at least once.
+//!
+//! Consumers are named `{prefix}-<target>-<lane>`; a removed target's consumers and queued
+//! deliveries stay until a target of that name is configured again (as with SQLite).
 
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer, kv, stream};
+use sha2::{Digest, Sha256};
 
 use super::settings::NatsSettings;
 use super::{NatsStore, nats_err};
 use crate::config::TargetId;
 use crate::store::StoreError;
 
-/// Consumer `ack_wait` until the first claim tells the real lease.
-pub(super) const DEFAULT_LEASE: Duration = Duration::from_secs(60);
+/// Ordered lanes per ordered target: keys hash onto them, so a stuck key holds up about
+/// one eighth of the others instead of all of them.
+pub(super) const ORDERED_LANES: usize = 8;
+
+/// A lane of one target's queue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(super) enum Lane {
+    High,
+    Normal,
+    Ordered(usize),
+}
+
+impl Lane {
+    fn token(self) -> String {
+        match self {
+            Lane::High => "h".to_owned(),
+            Lane::Normal => "n".to_owned(),
+            Lane::Ordered(i) => format!("o{i}"),
+        }
+    }
+
+    /// The lanes a claim reads, in the order it reads them.
+    pub(super) fn of(ordered: bool) -> Vec<Lane> {
+        if ordered {
+            (0..ORDERED_LANES).map(Lane::Ordered).collect()
+        } else {
+            vec![Lane::High, Lane::Normal]
+        }
+    }
+
+    /// The ordered lane of an order key.
+    pub(super) fn for_key(key: &str) -> Lane {
+        let digest = Sha256::digest(key.as_bytes());
+        Lane::Ordered(usize::from(digest[0]) % ORDERED_LANES)
+    }
+}
 
 /// Names derived from the prefix.
 #[derive(Clone, Debug)]
@@ -42,49 +91,75 @@ impl Names {
     pub(super) fn attempts(&self) -> String {
         format!("{}-attempts", self.prefix)
     }
-    /// Where deliveries for `target` are published.
-    pub(super) fn queue_subject(&self, target: &str) -> String {
-        format!("{}.q.{}", self.prefix, token(target))
+    /// Where a delivery of the event with key hash `kh` for `target` is published.
+    pub(super) fn queue_subject(&self, target: &str, lane: Lane, kh: &str) -> String {
+        format!("{}.q.{}.{}.{kh}", self.prefix, token(target), lane.token())
     }
-    pub(super) fn queue_all(&self) -> String {
-        format!("{}.q.*", self.prefix)
+    /// Every delivery of one lane of `target` (a consumer's filter).
+    pub(super) fn lane_filter(&self, target: &str, lane: Lane) -> String {
+        format!("{}.q.{}.{}.*", self.prefix, token(target), lane.token())
     }
-    /// Where dead letters of `target` (or of no target) are published.
-    pub(super) fn dead_subject(&self, target: Option<&str>) -> String {
+    /// Every delivery of `target`.
+    pub(super) fn target_filter(&self, target: &str) -> String {
+        format!("{}.q.{}.>", self.prefix, token(target))
+    }
+    /// Every delivery of the event with key hash `kh`.
+    pub(super) fn event_filter(&self, kh: &str) -> String {
+        format!("{}.q.*.*.{kh}", self.prefix)
+    }
+    pub(super) fn dead_subject(&self, target: Option<&str>, kh: &str) -> String {
         match target {
-            Some(t) => format!("{}.dead.t.{}", self.prefix, token(t)),
-            None => format!("{}.dead.none", self.prefix),
+            Some(t) => format!("{}.dead.t.{}.{kh}", self.prefix, token(t)),
+            None => format!("{}.dead.none.{kh}", self.prefix),
         }
     }
-    pub(super) fn dead_all(&self) -> String {
-        format!("{}.dead.>", self.prefix)
+    /// Dead letters of `target` (`None`: of every target and of no target).
+    pub(super) fn dead_filter(&self, target: Option<&str>) -> String {
+        match target {
+            Some(t) => format!("{}.dead.t.{}.*", self.prefix, token(t)),
+            None => format!("{}.dead.>", self.prefix),
+        }
+    }
+    pub(super) fn dead_event_filters(&self, kh: &str) -> [String; 2] {
+        [
+            format!("{}.dead.t.*.{kh}", self.prefix),
+            format!("{}.dead.none.{kh}", self.prefix),
+        ]
     }
     pub(super) fn seen_subject(&self) -> String {
         format!("{}.seen", self.prefix)
     }
-    pub(super) fn consumer(&self, target: &str) -> String {
-        format!("{}-{}", self.prefix, token(target))
+    pub(super) fn consumer(&self, target: &str, lane: Lane) -> String {
+        format!("{}-{}-{}", self.prefix, token(target), lane.token())
     }
-    /// The target whose queue `subject` is, if it is one.
-    pub(super) fn target_of_queue(&self, subject: &str) -> Option<TargetId> {
-        let rest = subject.strip_prefix(&format!("{}.q.", self.prefix))?;
-        untoken(rest).map(|t| TargetId(t.into()))
+    /// The target a consumer of ours serves, if `name` is one.
+    pub(super) fn target_of_consumer(&self, name: &str) -> Option<TargetId> {
+        let rest = name.strip_prefix(&format!("{}-", self.prefix))?;
+        let (target, _lane) = rest.rsplit_once('-')?;
+        untoken(target).map(|t| TargetId(t.into()))
     }
+    /// The target of a dead letter's subject (`None` for no target or not ours).
     pub(super) fn target_of_dead(&self, subject: &str) -> Option<TargetId> {
         let rest = subject.strip_prefix(&format!("{}.dead.t.", self.prefix))?;
-        untoken(rest).map(|t| TargetId(t.into()))
+        let (target, _kh) = rest.split_once('.')?;
+        untoken(target).map(|t| TargetId(t.into()))
     }
 }
 
+/// The subject token for an event key: 16 hex digits of its SHA-256, so keys of any length
+/// and characters fit one token.
+pub(super) fn key_hash(key: &str) -> String {
+    hex::encode(&Sha256::digest(key.as_bytes())[..8])
+}
+
 /// A target name as one subject token and consumer-name part: kept as is when it is made of
-/// `[A-Za-z0-9_-]` (and does not start with the escape), hex-encoded after `_x` otherwise, so
-/// that no name can reach `.`, `*`, `>` or whitespace, and no two names collide.
+/// `[A-Za-z0-9_]` (and does not start with the escape), hex-encoded after `_x` otherwise, so
+/// that no name can reach `.`, `*`, `>`, `-` (the consumer-name separator) or whitespace, and
+/// no two names collide.
 pub(super) fn token(name: &str) -> String {
     let plain = !name.is_empty()
         && !name.starts_with("_x")
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
     if plain {
         name.to_owned()
     } else {
@@ -99,21 +174,23 @@ fn untoken(token: &str) -> Option<String> {
     }
 }
 
-/// Creates or updates every stream and bucket, and a consumer per configured target.
+/// Creates or updates every stream and bucket, and the consumers of every configured target.
 pub(super) async fn ensure(
     js: &jetstream::Context,
     names: &Names,
     s: &NatsSettings,
+    lease: Duration,
 ) -> Result<(), StoreError> {
+    let replicas = s.storage.replicas;
     // JetStream wants a non-zero window; an event with a zero window sends no Nats-Msg-Id.
     let window = s.dedupe_window.max(Duration::from_secs(1));
     js.create_or_update_stream(stream::Config {
         name: names.deliveries(),
-        subjects: vec![format!("{}.q.>", s.prefix)],
-        // Acked deliveries are removed; each subject has exactly one consumer (its target).
+        subjects: vec![format!("{}.q.>", s.storage.prefix)],
+        // Acked deliveries are removed; each subject has exactly one consumer (its lane).
         retention: stream::RetentionPolicy::WorkQueue,
         storage: stream::StorageType::File,
-        num_replicas: s.replicas,
+        num_replicas: replicas,
         duplicate_window: window,
         allow_direct: true,
         ..Default::default()
@@ -122,12 +199,12 @@ pub(super) async fn ensure(
     .map_err(|e| nats_err("creating the deliveries stream", e))?;
     js.create_or_update_stream(stream::Config {
         name: names.dead(),
-        subjects: vec![names.dead_all()],
+        subjects: vec![names.dead_filter(None)],
         retention: stream::RetentionPolicy::Limits,
         storage: stream::StorageType::File,
-        num_replicas: s.replicas,
-        duplicate_window: window,
-        max_age: s.dead_letter_retention.unwrap_or_default(),
+        num_replicas: replicas,
+        duplicate_window: window.min(s.storage.dead_letter_retention),
+        max_age: s.storage.dead_letter_retention,
         allow_direct: true,
         ..Default::default()
     })
@@ -138,7 +215,7 @@ pub(super) async fn ensure(
         subjects: vec![names.seen_subject()],
         retention: stream::RetentionPolicy::Limits,
         storage: stream::StorageType::File,
-        num_replicas: s.replicas,
+        num_replicas: replicas,
         duplicate_window: window,
         // Only the Nats-Msg-Id window matters; the messages themselves may go with it.
         max_age: window,
@@ -154,7 +231,7 @@ pub(super) async fn ensure(
             bucket,
             description: format!("textus-relay {what}"),
             history: 1,
-            num_replicas: s.replicas,
+            num_replicas: replicas,
             storage: stream::StorageType::File,
             ..Default::default()
         })
@@ -162,30 +239,37 @@ pub(super) async fn ensure(
         .map_err(|e| nats_err("creating a KV bucket", e))?;
     }
     for target in &s.targets {
-        ensure_consumer(js, names, target.as_str(), DEFAULT_LEASE).await?;
+        for lane in Lane::of(target.ordered) {
+            ensure_consumer(js, names, target.name.as_str(), lane, lease).await?;
+        }
     }
     Ok(())
 }
 
-/// The durable pull consumer of one target, created or updated with `lease` as `ack_wait`.
+/// The durable pull consumer of one lane of a target, created or updated with `lease` as
+/// `ack_wait`.
 pub(super) async fn ensure_consumer(
     js: &jetstream::Context,
     names: &Names,
     target: &str,
+    lane: Lane,
     lease: Duration,
 ) -> Result<consumer::PullConsumer, StoreError> {
     let stream = js
         .get_stream_no_info(names.deliveries())
         .await
         .map_err(|e| nats_err("opening the deliveries stream", e))?;
+    let ordered = matches!(lane, Lane::Ordered(_));
     stream
         .create_consumer(consumer::pull::Config {
-            durable_name: Some(names.consumer(target)),
-            filter_subject: names.queue_subject(target),
+            durable_name: Some(names.consumer(target, lane)),
+            filter_subject: names.lane_filter(target, lane),
             ack_policy: consumer::AckPolicy::Explicit,
             ack_wait: lease,
             max_deliver: -1,
-            max_ack_pending: -1,
+            // One in flight per ordered lane: its head is retried (nak with delay) or
+            // redelivered (lease expiry) before anything behind it is handed out.
+            max_ack_pending: if ordered { 1 } else { -1 },
             ..Default::default()
         })
         .await
@@ -193,37 +277,31 @@ pub(super) async fn ensure_consumer(
 }
 
 impl NatsStore {
-    /// The consumer of `target`, updated if `lease` differs from its current `ack_wait`.
+    /// The consumer of one lane of `target`, created (or updated, if `lease` changed) the
+    /// first time this relay uses it.
     pub(super) async fn consumer(
         &self,
         target: &TargetId,
+        lane: Lane,
         lease: Duration,
     ) -> Result<consumer::PullConsumer, StoreError> {
-        let known = self.leases.lock().await.get(target).copied();
-        if known != Some(lease) {
-            let c = ensure_consumer(&self.js, &self.names, target.as_str(), lease).await?;
-            self.leases.lock().await.insert(target.clone(), lease);
-            return Ok(c);
+        let name = self.names.consumer(target.as_str(), lane);
+        let mut consumers = self.consumers.lock().await;
+        if let Some((known, c)) = consumers.get(&name)
+            && *known == lease
+        {
+            return Ok(c.clone());
         }
-        let stream = self.deliveries().await?;
-        stream
-            .get_consumer(&self.names.consumer(target.as_str()))
-            .await
-            .map_err(|e| nats_err("opening a target's consumer", e))
+        let c = ensure_consumer(&self.js, &self.names, target.as_str(), lane, lease).await?;
+        consumers.insert(name, (lease, c.clone()));
+        Ok(c)
     }
 
-    pub(super) async fn deliveries(&self) -> Result<stream::Stream<()>, StoreError> {
+    pub(super) async fn stream(&self, name: String) -> Result<stream::Stream<()>, StoreError> {
         self.js
-            .get_stream_no_info(self.names.deliveries())
+            .get_stream_no_info(name)
             .await
-            .map_err(|e| nats_err("opening the deliveries stream", e))
-    }
-
-    pub(super) async fn dead_stream(&self) -> Result<stream::Stream<()>, StoreError> {
-        self.js
-            .get_stream_no_info(self.names.dead())
-            .await
-            .map_err(|e| nats_err("opening the dead-letter stream", e))
+            .map_err(|e| nats_err("opening a stream", e))
     }
 }
 
@@ -233,11 +311,40 @@ mod tests {
 
     #[test]
     fn tokens_round_trip_and_never_collide() {
-        for name in ["crm", "slack-ops_1", "a.b", "_x61", "sp ace", ""] {
+        for name in ["crm", "slack_ops1", "slack-ops", "a.b", "_x61", "sp ace", ""] {
             let t = token(name);
-            assert!(!t.contains(['.', '*', '>', ' ']), "{t}");
+            assert!(!t.contains(['.', '*', '>', ' ', '-']), "{t}");
             assert_eq!(untoken(&t).as_deref(), Some(name));
         }
         assert_ne!(token("_x61"), token("a"));
+    }
+
+    #[test]
+    fn consumer_names_give_back_their_target() {
+        let names = Names::new("textus-relay");
+        for target in ["crm", "slack-ops", "a.b"] {
+            let name = names.consumer(target, Lane::Ordered(3));
+            assert_eq!(
+                names.target_of_consumer(&name),
+                Some(TargetId(target.into()))
+            );
+        }
+        let dead = names.dead_subject(Some("slack-ops"), &key_hash("ev1"));
+        assert_eq!(
+            names.target_of_dead(&dead),
+            Some(TargetId("slack-ops".into()))
+        );
+        assert_eq!(
+            names.target_of_dead(&names.dead_subject(None, "00")),
+            None
+        );
+    }
+
+    #[test]
+    fn one_order_key_always_takes_the_same_lane() {
+        assert_eq!(Lane::for_key("contact-7"), Lane::for_key("contact-7"));
+        let lanes: std::collections::HashSet<Lane> =
+            (0..100).map(|i| Lane::for_key(&format!("k{i}"))).collect();
+        assert!(lanes.len() > 4, "keys spread over the lanes: {lanes:?}");
     }
 }

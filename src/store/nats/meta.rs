@@ -42,6 +42,10 @@ pub(super) struct DeadMeta {
     /// Attempts made in all (the history may keep fewer).
     pub attempts: u32,
     pub history: Vec<AttemptRec>,
+    /// Where the delivery was queued (its target and lane), so a replay queues it there
+    /// again; `None` for a body that was never an event.
+    #[serde(default)]
+    pub queue_subject: Option<String>,
 }
 
 /// [`Attempt`] as stored.

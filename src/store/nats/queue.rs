@@ -1,114 +1,214 @@
 //! The hot path on JetStream: ingest (publish, PubAck, Nats-Msg-Id), claim (fetch under a
-//! lease), ack, retry (nak with delay), release (nak now) and bury (dead-letter publish, then
-//! term).
+//! lease), ack, retry (nak with delay), release (nak now) and bury (dead-letter publish,
+//! then term).
 
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
+use async_nats::HeaderMap;
 use async_nats::jetstream::AckKind;
 use async_nats::jetstream::context::PublishAckFuture;
+use bytes::Bytes;
 use futures_util::StreamExt;
 
+use super::layout::{Lane, key_hash};
 use super::meta::{self, DeadMeta, DeliveryMeta, History};
-use super::{Leased, NatsStore, nats_err};
-use crate::config::TargetId;
+use super::{Leased, NatsStore, POLL, PENDING_TTL, Pending, lock, nats_err};
+use crate::config::{OnFull, Priority, TargetId};
 use crate::store::{
-    AttemptRecord, Claimed, DeliveryId, Ingested, Job, NewEvent, StoreError, from_unix_ms, unix_ms,
+    AttemptRecord, Claimed, DeliveryId, Ingested, Job, NewEvent, QueueLimit, Routed, StoreError,
+    from_unix_ms, unix_ms,
 };
+
+/// One message an event becomes.
+struct Outgoing {
+    subject: String,
+    headers: HeaderMap,
+    target: Option<TargetId>,
+}
 
 impl NatsStore {
     pub(super) async fn ingest_event(&self, e: NewEvent) -> Result<Ingested, StoreError> {
-        for r in &e.targets {
-            if r.order_key.is_some() {
-                return Err(StoreError::Unsupported(
-                    "ordered delivery (fifo / order_key) on storage.kind nats",
-                ));
-            }
-            if r.quota.is_some() {
-                return Err(StoreError::Unsupported(
-                    "max_queue / target_share quotas on storage.kind nats",
-                ));
-            }
-        }
         let dedupe = !e.dedupe_window.is_zero();
         let now = unix_ms(SystemTime::now());
-        let received_at = unix_ms(e.received_at);
-        let mut pending: Vec<PublishAckFuture> = Vec::new();
-        let timeout = self.settings.publish_timeout;
-        let publish = async {
-            if let Some(reason) = &e.dead_reason {
-                let dead = DeadMeta {
-                    target: None,
-                    key: e.key.clone(),
-                    event_type: e.event_type.clone(),
-                    signature: e.signature.clone(),
-                    received_at,
-                    dead_at: now,
-                    reason: reason.clone(),
-                    last_status: None,
-                    attempts: 0,
-                    history: Vec::new(),
-                };
-                let id = dedupe.then(|| format!("ev:{}", e.key));
-                let h = meta::headers(&dead, id.as_deref())?;
-                pending.push(self.publish(self.names.dead_subject(None), h, e.body.clone()).await?);
-            } else if e.targets.is_empty() {
-                // Nothing to deliver: only the key is remembered (and the body kept for the
-                // window when keep_unrouted asks for it).
-                if !dedupe && !e.keep_unrouted {
-                    return Ok(Vec::new());
-                }
-                let id = dedupe.then(|| format!("ev:{}", e.key));
-                let mut h = async_nats::HeaderMap::new();
-                if let Some(id) = &id {
-                    h.insert(async_nats::header::NATS_MESSAGE_ID, id.as_str());
-                }
-                let body = if e.keep_unrouted { e.body.clone() } else { bytes::Bytes::new() };
-                pending.push(self.publish(self.names.seen_subject(), h, body).await?);
+        let kh = key_hash(&e.key);
+        let mut out = Vec::new();
+        if let Some(reason) = &e.dead_reason {
+            let dead = self.dead_meta(&e, None, None, reason.clone(), now);
+            let id = dedupe.then(|| format!("ev:{}", e.key));
+            out.push(Outgoing {
+                subject: self.names.dead_subject(None, &kh),
+                headers: meta::headers(&dead, id.as_deref())?,
+                target: None,
+            });
+        } else if e.targets.is_empty() {
+            // Nothing to deliver: only the key is remembered, so a repeat is a duplicate.
+            if !dedupe {
+                return Ok(Ingested::Accepted);
             }
-            for r in &e.targets {
-                let m = DeliveryMeta {
-                    target: r.target.as_str().to_owned(),
-                    key: e.key.clone(),
-                    event_type: e.event_type.clone(),
-                    signature: e.signature.clone(),
-                    received_at,
-                    created_at: now,
-                };
-                // One id per (event, target): a retry after a partial publish stores exactly
-                // the deliveries that are missing, and is a duplicate only when none are.
-                let id = dedupe.then(|| format!("ev:{}:{}", e.key, r.target));
-                let h = meta::headers(&m, id.as_deref())?;
-                let subject = self.names.queue_subject(r.target.as_str());
-                pending.push(self.publish(subject, h, e.body.clone()).await?);
-            }
-            let mut acks = Vec::with_capacity(pending.len());
-            for p in pending {
-                acks.push(p.await.map_err(|e| nats_err("waiting for the PubAck", e))?);
-            }
-            Ok::<_, StoreError>(acks)
-        };
-        let acks = tokio::time::timeout(timeout, publish)
-            .await
-            .map_err(|_| StoreError::Timeout(timeout))??;
-        for r in &e.targets {
-            self.wakeup_local(&r.target);
+            let mut headers = HeaderMap::new();
+            headers.insert(async_nats::header::NATS_MESSAGE_ID, format!("ev:{}", e.key));
+            out.push(Outgoing {
+                subject: self.names.seen_subject(),
+                headers,
+                target: None,
+            });
         }
-        if !acks.is_empty() && acks.iter().all(|a| a.duplicate) {
+        for r in &e.targets {
+            // One id per (event, target): a retry after a partial publish stores exactly the
+            // deliveries that are missing, and is a duplicate only when none are.
+            let id = dedupe.then(|| format!("ev:{}:{}", e.key, r.target));
+            if let Some(limit) = self.queue_full(r).await {
+                let on_full = r.quota.map(|q| q.on_full).unwrap_or_default();
+                match on_full {
+                    OnFull::Reject => {
+                        return Ok(Ingested::Rejected {
+                            target: r.target.clone(),
+                            limit,
+                        });
+                    }
+                    OnFull::DeadLetter => {
+                        let reason = format!("queue full: {limit}");
+                        let queue = self.names.queue_subject(r.target.as_str(), self.lane(r), &kh);
+                        let dead = self.dead_meta(&e, Some(&r.target), Some(queue), reason, now);
+                        out.push(Outgoing {
+                            subject: self.names.dead_subject(Some(r.target.as_str()), &kh),
+                            headers: meta::headers(&dead, id.as_deref())?,
+                            target: None,
+                        });
+                        continue;
+                    }
+                }
+            }
+            let m = DeliveryMeta {
+                target: r.target.as_str().to_owned(),
+                key: e.key.clone(),
+                event_type: e.event_type.clone(),
+                signature: e.signature.clone(),
+                received_at: unix_ms(e.received_at),
+                created_at: now,
+            };
+            out.push(Outgoing {
+                subject: self.names.queue_subject(r.target.as_str(), self.lane(r), &kh),
+                headers: meta::headers(&m, id.as_deref())?,
+                target: Some(r.target.clone()),
+            });
+        }
+        let acks = self
+            .bounded("storing the event", self.publish_all(&out, &e.body))
+            .await?;
+        for o in &out {
+            if let Some(t) = &o.target {
+                self.count_stored(t);
+                self.wakeup_local(t);
+            }
+        }
+        if !acks.is_empty() && acks.iter().all(|duplicate| *duplicate) {
             return Ok(Ingested::Duplicate);
         }
         Ok(Ingested::Accepted)
     }
 
-    async fn publish(
+    /// Publishes every message at once, then waits for every PubAck; returns, per message,
+    /// whether JetStream already had it (a duplicate).
+    async fn publish_all(&self, out: &[Outgoing], body: &Bytes) -> Result<Vec<bool>, StoreError> {
+        let mut pending: Vec<PublishAckFuture> = Vec::with_capacity(out.len());
+        for o in out {
+            pending.push(
+                self.js
+                    .publish_with_headers(o.subject.clone(), o.headers.clone(), body.clone())
+                    .await
+                    .map_err(|e| nats_err("publishing", e))?,
+            );
+        }
+        let mut acks = Vec::with_capacity(pending.len());
+        for p in pending {
+            let ack = p.await.map_err(|e| nats_err("waiting for the PubAck", e))?;
+            acks.push(ack.duplicate);
+        }
+        Ok(acks)
+    }
+
+    fn lane(&self, r: &Routed) -> Lane {
+        match (&r.order_key, r.priority) {
+            (Some(key), _) => {
+                lock(&self.ordered).insert(r.target.clone());
+                Lane::for_key(key)
+            }
+            (None, Priority::High) => Lane::High,
+            (None, Priority::Normal) => Lane::Normal,
+        }
+    }
+
+    fn dead_meta(
         &self,
-        subject: String,
-        headers: async_nats::HeaderMap,
-        body: bytes::Bytes,
-    ) -> Result<PublishAckFuture, StoreError> {
-        self.js
-            .publish_with_headers(subject, headers, body)
-            .await
-            .map_err(|e| nats_err("publishing", e))
+        e: &NewEvent,
+        target: Option<&TargetId>,
+        queue_subject: Option<String>,
+        reason: String,
+        now: i64,
+    ) -> DeadMeta {
+        DeadMeta {
+            target: target.map(|t| t.as_str().to_owned()),
+            key: e.key.clone(),
+            event_type: e.event_type.clone(),
+            signature: e.signature.clone(),
+            received_at: unix_ms(e.received_at),
+            dead_at: now,
+            reason,
+            last_status: None,
+            attempts: 0,
+            history: Vec::new(),
+            queue_subject,
+        }
+    }
+
+    /// Which `max_queue` limit `r` meets, if any. The count is at most [`PENDING_TTL`] old
+    /// plus what this relay stored since, so relays storing at once can pass the limit by
+    /// what they take in that time (README, "Several relays on NATS JetStream").
+    async fn queue_full(&self, r: &Routed) -> Option<QueueLimit> {
+        let max = r.quota.and_then(|q| q.max_queue)?;
+        let fresh = lock(&self.pending)
+            .get(&r.target)
+            .filter(|p| p.read_at.elapsed() < PENDING_TTL)
+            .map(|p| p.count);
+        let count = match fresh {
+            Some(c) => c,
+            None => {
+                // A count that cannot be read does not stop ingest: the limit protects the
+                // servers' disk, which JetStream's own limits also do.
+                let c = self.pending_count(&r.target).await.unwrap_or(0);
+                lock(&self.pending).insert(
+                    r.target.clone(),
+                    Pending {
+                        read_at: Instant::now(),
+                        count: c,
+                    },
+                );
+                c
+            }
+        };
+        (count >= max).then_some(QueueLimit::Deliveries(max))
+    }
+
+    fn count_stored(&self, target: &TargetId) {
+        if let Some(p) = lock(&self.pending).get_mut(target) {
+            p.count += 1;
+        }
+    }
+
+    /// Queued and in-flight deliveries of `target`, from its consumers.
+    pub(super) async fn pending_count(&self, target: &TargetId) -> Result<u64, StoreError> {
+        let stream = self.stream(self.names.deliveries()).await?;
+        let mut total = 0;
+        for lane in Lane::of(self.is_ordered(target)) {
+            let name = self.names.consumer(target.as_str(), lane);
+            match stream.consumer_info(&name).await {
+                Ok(info) => total += info.num_pending + info.num_ack_pending as u64,
+                Err(e) if e.to_string().contains("not found") => {}
+                Err(e) => return Err(nats_err("reading a consumer", e)),
+            }
+        }
+        Ok(total)
     }
 
     pub(super) async fn claim_due(
@@ -117,68 +217,104 @@ impl NatsStore {
         limit: usize,
         lease: Duration,
     ) -> Result<Claimed, StoreError> {
-        let consumer = self.consumer(target, lease).await?;
-        let mut batch = consumer
-            .fetch()
-            .max_messages(limit.max(1))
-            .messages()
-            .await
-            .map_err(|e| nats_err("fetching deliveries", e))?;
-        let credits = self.credits(target).await?;
         let mut jobs = Vec::new();
-        while let Some(next) = batch.next().await {
-            let msg = next.map_err(|e| nats_err("fetching deliveries", e))?;
-            let Some(seq) = msg.info().ok().map(|i| i.stream_sequence) else {
-                continue;
-            };
-            let id = DeliveryId(i64::try_from(seq).unwrap_or(i64::MAX));
-            let Some(m) = meta::decode::<DeliveryMeta>(msg.headers.as_ref()) else {
-                // Not ours (published by hand on our subject): keep it out of the way.
-                let _ = msg.ack_with(AckKind::Term).await;
-                continue;
-            };
-            let history = self.history(id).await?;
-            let created = m.created_at + super::control::credit_after(&credits, m.created_at);
-            jobs.push(Job {
-                id,
-                event_key: m.key,
-                event_type: m.event_type,
-                body: msg.payload.clone(),
-                signature: m.signature,
-                received_at: from_unix_ms(m.received_at),
-                attempts: history.count,
-                created_at: from_unix_ms(created),
-            });
-            self.leased.lock().await.insert(
-                id,
-                Leased {
-                    target: target.clone(),
-                    message: msg,
-                },
-            );
+        for lane in Lane::of(self.is_ordered(target)) {
+            let room = limit.max(1).saturating_sub(jobs.len());
+            if room == 0 {
+                break;
+            }
+            let consumer = self.consumer(target, lane, lease).await?;
+            let mut batch = self
+                .bounded("claiming deliveries", async {
+                    consumer
+                        .fetch()
+                        .max_messages(room)
+                        .messages()
+                        .await
+                        .map_err(|e| nats_err("fetching deliveries", e))
+                })
+                .await?;
+            while let Some(next) = batch.next().await {
+                let msg = next.map_err(|e| nats_err("fetching deliveries", e))?;
+                if let Some(job) = self.job(target, msg).await? {
+                    jobs.push(job);
+                }
+            }
         }
-        let next_due = self.next_due(target).await;
-        Ok(Claimed { jobs, next_due })
+        Ok(Claimed {
+            jobs,
+            next_due: Some(self.next_due(target)),
+        })
     }
 
-    async fn take(&self, id: DeliveryId) -> Result<Leased, StoreError> {
-        self.leased
-            .lock()
-            .await
+    /// Turns a fetched message into a job and keeps it under lease; `None` for a message that
+    /// is not a delivery (published by hand on our subjects), which is removed.
+    async fn job(
+        &self,
+        target: &TargetId,
+        msg: async_nats::jetstream::Message,
+    ) -> Result<Option<Job>, StoreError> {
+        let (seq, delivered) = match msg.info() {
+            Ok(i) => (i.stream_sequence, i.delivered),
+            Err(e) => return Err(nats_err("reading a delivery's metadata", e)),
+        };
+        let id = DeliveryId(i64::try_from(seq).unwrap_or(i64::MAX));
+        let Some(m) = meta::decode::<DeliveryMeta>(msg.headers.as_ref()) else {
+            tracing::warn!(target = %target, sequence = seq, "removing a message without delivery metadata");
+            msg.ack_with(AckKind::Term)
+                .await
+                .map_err(|e| nats_err("removing a foreign message", e))?;
+            return Ok(None);
+        };
+        // Only a redelivered message can have failed before.
+        let history = if delivered > 1 {
+            self.history(id).await?
+        } else {
+            History::default()
+        };
+        let credit = self.control.credited(target, m.created_at);
+        let job = Job {
+            id,
+            event_key: m.key,
+            event_type: m.event_type,
+            body: msg.payload.clone(),
+            signature: m.signature,
+            received_at: from_unix_ms(m.received_at),
+            attempts: history.count,
+            created_at: from_unix_ms(m.created_at.saturating_add(credit)),
+        };
+        lock(&self.leased).insert(
+            id,
+            Leased {
+                target: target.clone(),
+                message: msg,
+                has_history: delivered > 1,
+            },
+        );
+        Ok(Some(job))
+    }
+
+    fn take(&self, id: DeliveryId) -> Result<Leased, StoreError> {
+        lock(&self.leased)
             .remove(&id)
             .ok_or(StoreError::NotLeased(id))
     }
 
     pub(super) async fn ack_delivery(&self, id: DeliveryId) -> Result<(), StoreError> {
-        let leased = self.take(id).await?;
-        // Double ack: returns only once the server recorded it, so a crash after it cannot
-        // redeliver (a lease that expired before it is answered with an error).
-        leased
-            .message
-            .double_ack()
-            .await
-            .map_err(|e| nats_err("acknowledging a delivery", e))?;
-        self.forget_history(id).await;
+        let leased = self.take(id)?;
+        // Double ack: returns once the server recorded it, so a crash after it cannot
+        // redeliver.
+        self.bounded("acknowledging a delivery", async {
+            leased
+                .message
+                .double_ack()
+                .await
+                .map_err(|e| nats_err("acknowledging a delivery", e))
+        })
+        .await?;
+        if leased.has_history {
+            self.forget_history(id).await;
+        }
         Ok(())
     }
 
@@ -188,29 +324,39 @@ impl NatsStore {
         at: SystemTime,
         last: AttemptRecord,
     ) -> Result<(), StoreError> {
-        let leased = self.take(id).await?;
-        let mut history = self.history(id).await?;
+        let leased = self.take(id)?;
+        let mut history = if leased.has_history {
+            self.history(id).await?
+        } else {
+            History::default()
+        };
         history.push(unix_ms(SystemTime::now()), last.status, last.reason);
         self.save_history(id, &history).await?;
         let delay = at
             .duration_since(SystemTime::now())
             .unwrap_or(Duration::ZERO);
-        leased
-            .message
-            .double_ack_with(AckKind::Nak(Some(delay)))
-            .await
-            .map_err(|e| nats_err("scheduling a retry", e))?;
-        self.remember_due(&leased.target, at).await;
+        self.bounded("scheduling a retry", async {
+            leased
+                .message
+                .double_ack_with(AckKind::Nak(Some(delay)))
+                .await
+                .map_err(|e| nats_err("scheduling a retry", e))
+        })
+        .await?;
+        lock(&self.due).entry(leased.target).or_default().push(at);
         Ok(())
     }
 
     pub(super) async fn release_delivery(&self, id: DeliveryId) -> Result<(), StoreError> {
-        let leased = self.take(id).await?;
-        leased
-            .message
-            .double_ack_with(AckKind::Nak(None))
-            .await
-            .map_err(|e| nats_err("releasing a delivery", e))?;
+        let leased = self.take(id)?;
+        self.bounded("releasing a delivery", async {
+            leased
+                .message
+                .double_ack_with(AckKind::Nak(None))
+                .await
+                .map_err(|e| nats_err("releasing a delivery", e))
+        })
+        .await?;
         self.wakeup_local(&leased.target);
         Ok(())
     }
@@ -220,13 +366,18 @@ impl NatsStore {
         id: DeliveryId,
         last: AttemptRecord,
     ) -> Result<(), StoreError> {
-        let leased = self.take(id).await?;
+        let leased = self.take(id)?;
         let Some(m) = meta::decode::<DeliveryMeta>(leased.message.headers.as_ref()) else {
             return Err(StoreError::Nats(format!("delivery {id} has no metadata")));
         };
         let now = unix_ms(SystemTime::now());
-        let mut history = self.history(id).await?;
+        let mut history = if leased.has_history {
+            self.history(id).await?
+        } else {
+            History::default()
+        };
         history.push(now, last.status, last.reason.clone());
+        let kh = key_hash(&m.key);
         let dead = DeadMeta {
             target: Some(m.target),
             key: m.key,
@@ -238,32 +389,39 @@ impl NatsStore {
             last_status: last.status,
             attempts: history.count,
             history: history.recent,
+            queue_subject: Some(leased.message.subject.to_string()),
         };
         // The id makes a repeated burial (a crash between publish and term) one dead letter.
-        let h = meta::headers(&dead, Some(&format!("bury:{id}")))?;
-        let subject = self.names.dead_subject(dead.target.as_deref());
-        let ack = self
-            .publish(subject, h, leased.message.payload.clone())
-            .await?;
-        tokio::time::timeout(self.settings.publish_timeout, ack)
-            .await
-            .map_err(|_| StoreError::Timeout(self.settings.publish_timeout))?
-            .map_err(|e| nats_err("storing a dead letter", e))?;
-        leased
-            .message
-            .double_ack_with(AckKind::Term)
-            .await
-            .map_err(|e| nats_err("removing a buried delivery", e))?;
+        let headers = meta::headers(&dead, Some(&format!("bury:{id}")))?;
+        let subject = self.names.dead_subject(dead.target.as_deref(), &kh);
+        let payload = leased.message.payload.clone();
+        self.bounded("storing a dead letter", async {
+            self.js
+                .publish_with_headers(subject, headers, payload)
+                .await
+                .map_err(|e| nats_err("storing a dead letter", e))?
+                .await
+                .map_err(|e| nats_err("storing a dead letter", e))?;
+            leased
+                .message
+                .double_ack_with(AckKind::Term)
+                .await
+                .map_err(|e| nats_err("removing a buried delivery", e))
+        })
+        .await?;
         self.forget_history(id).await;
         Ok(())
     }
 
     async fn history(&self, id: DeliveryId) -> Result<History, StoreError> {
         let raw = self
-            .attempts
-            .get(id.to_string())
-            .await
-            .map_err(|e| nats_err("reading attempts", e))?;
+            .bounded("reading attempts", async {
+                self.attempts
+                    .get(id.to_string())
+                    .await
+                    .map_err(|e| nats_err("reading attempts", e))
+            })
+            .await?;
         Ok(raw
             .and_then(|b| serde_json::from_slice(&b).ok())
             .unwrap_or_default())
@@ -271,10 +429,13 @@ impl NatsStore {
 
     async fn save_history(&self, id: DeliveryId, h: &History) -> Result<(), StoreError> {
         let json = serde_json::to_vec(h).map_err(|e| StoreError::Nats(format!("encoding: {e}")))?;
-        self.attempts
-            .put(id.to_string(), json.into())
-            .await
-            .map_err(|e| nats_err("recording an attempt", e))?;
+        self.bounded("recording an attempt", async {
+            self.attempts
+                .put(id.to_string(), json.into())
+                .await
+                .map_err(|e| nats_err("recording an attempt", e))
+        })
+        .await?;
         Ok(())
     }
 
@@ -286,17 +447,16 @@ impl NatsStore {
         }
     }
 
-    async fn remember_due(&self, target: &TargetId, at: SystemTime) {
-        self.due.lock().await.entry(target.clone()).or_default().push(at);
-    }
-
-    /// The earliest retry this relay scheduled for `target` that is still in the future.
-    /// Retries scheduled by other relays are found by the dispatcher's idle claims.
-    async fn next_due(&self, target: &TargetId) -> Option<SystemTime> {
+    /// When the dispatcher of `target` should look again: the earliest retry this relay
+    /// scheduled, or [`POLL`] from now for work that other relays queued or scheduled.
+    fn next_due(&self, target: &TargetId) -> SystemTime {
         let now = SystemTime::now();
-        let mut due = self.due.lock().await;
-        let list = due.get_mut(target)?;
+        let poll = now + POLL;
+        let mut due = lock(&self.due);
+        let Some(list) = due.get_mut(target) else {
+            return poll;
+        };
         list.retain(|t| *t > now);
-        list.iter().min().copied()
+        list.iter().min().copied().map_or(poll, |t| t.min(poll))
     }
 }
