@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use async_nats::jetstream::{self, context::PublishError, publish::PublishAck, stream};
 use serde_json::Value;
 
 use crate::support::{PATIENCE, free_port};
@@ -184,7 +185,11 @@ impl NatsCluster {
                 let log = self.log(i);
                 let lines: Vec<&str> = log.lines().collect();
                 let tail = lines[lines.len().saturating_sub(40)..].join("\n");
-                format!("--- {} (log {}):\n{tail}\n", self.nodes[i].name, self.nodes[i].log.display())
+                format!(
+                    "--- {} (log {}):\n{tail}\n",
+                    self.nodes[i].name,
+                    self.nodes[i].log.display()
+                )
             })
             .collect()
     }
@@ -379,8 +384,6 @@ mod spawner {
 }
 
 // Self-tests: the harness starts servers that really store and replicate.
-
-use async_nats::jetstream::{self, context::PublishError, publish::PublishAck, stream};
 
 /// Publishes `payload` with the message id `id` (JetStream drops a resend with the same id, so a
 /// retried publish is stored once) and waits for the server's acknowledgment.
