@@ -34,8 +34,11 @@ use super::{
 };
 use crate::config::{NatsAuth, TargetId};
 
-/// `ack_wait` of consumers created at open, before a dispatcher's first claim says its lease.
-const DEFAULT_LEASE: Duration = Duration::from_secs(60);
+/// `ack_wait` of every consumer: how soon the deliveries of a relay that died go to another.
+/// A live relay keeps its leases for as long as it holds them by telling the server every
+/// [`KEEPALIVE`] that it is still working on them, so a slow attempt is never sent twice.
+const ACK_WAIT: Duration = Duration::from_secs(15);
+const KEEPALIVE: Duration = Duration::from_secs(5);
 
 /// How long a relay trusts its count of a target's pending deliveries for `max_queue`.
 const PENDING_TTL: Duration = Duration::from_secs(1);
@@ -55,8 +58,8 @@ pub struct NatsStore {
     attempts: kv::Store,
     control: control::Controls,
     /// Deliveries this relay holds under a lease, with the message to settle them by.
-    leased: Mutex<HashMap<DeliveryId, Leased>>,
-    consumers: tokio::sync::Mutex<HashMap<String, (Duration, consumer::PullConsumer)>>,
+    leased: Arc<Mutex<HashMap<DeliveryId, Leased>>>,
+    consumers: tokio::sync::Mutex<HashMap<String, consumer::PullConsumer>>,
     /// Targets whose deliveries go to ordered lanes: from the config at open, and every
     /// target this relay has stored an ordered delivery for since.
     ordered: Mutex<HashSet<TargetId>>,
@@ -104,7 +107,7 @@ impl NatsStore {
             let client = connect(&settings).await?;
             let js = jetstream::new(client.clone());
             let names = Names::new(&settings.storage.prefix);
-            layout::ensure(&js, &names, &settings, DEFAULT_LEASE).await?;
+            layout::ensure(&js, &names, &settings, ACK_WAIT).await?;
             let attempts = js
                 .get_key_value(names.attempts())
                 .await
@@ -122,6 +125,8 @@ impl NatsStore {
             .filter(|t| t.ordered)
             .map(|t| t.name.clone())
             .collect();
+        let leased: Arc<Mutex<HashMap<DeliveryId, Leased>>> = Arc::default();
+        runtime.spawn(keep_leases(leased.clone()));
         Ok(NatsStore {
             runtime: Some(runtime),
             names: Names::new(&settings.storage.prefix),
@@ -129,7 +134,7 @@ impl NatsStore {
             settings,
             attempts,
             control,
-            leased: Mutex::default(),
+            leased,
             consumers: tokio::sync::Mutex::default(),
             ordered: Mutex::new(ordered),
             wakeups: Mutex::default(),
@@ -169,6 +174,22 @@ impl Drop for NatsStore {
         // Dropping a runtime blocks, which panics inside another runtime's thread.
         if let Some(rt) = self.runtime.take() {
             rt.shutdown_background();
+        }
+    }
+}
+
+/// Tells the servers, every [`KEEPALIVE`], that this relay still works on each delivery it
+/// holds, so they do not give it to another relay after [`ACK_WAIT`].
+async fn keep_leases(leased: Arc<Mutex<HashMap<DeliveryId, Leased>>>) {
+    let mut tick = tokio::time::interval(KEEPALIVE);
+    loop {
+        tick.tick().await;
+        let held: Vec<jetstream::Message> =
+            lock(&leased).values().map(|l| l.message.clone()).collect();
+        for message in held {
+            if let Err(e) = message.ack_with(jetstream::AckKind::Progress).await {
+                tracing::debug!(error = %e, "extending a lease failed; it runs out after ack_wait");
+            }
         }
     }
 }
@@ -224,7 +245,9 @@ impl Store for NatsStore {
         limit: usize,
         lease: Duration,
     ) -> Result<Claimed, StoreError> {
-        self.claim_due(target, limit, lease).await
+        // The lease is the consumers' ack_wait, kept alive while held (see ACK_WAIT).
+        let _ = lease;
+        self.claim_due(target, limit).await
     }
     async fn ack(&self, id: DeliveryId) -> Result<(), StoreError> {
         self.ack_delivery(id).await

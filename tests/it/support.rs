@@ -58,6 +58,53 @@ pub fn free_port() -> SocketAddr {
     }
 }
 
+/// The backend the black-box suites run on: `RELAY_TEST_STORE=nats` puts every relay on one
+/// JetStream server shared by the test process, each store under a prefix of its own (the
+/// same for relays started on the same folder, so a restart finds its queue again).
+pub fn nats_backend() -> bool {
+    std::env::var("RELAY_TEST_STORE").is_ok_and(|v| v == "nats")
+}
+
+/// The `storage:` line of a relay whose SQLite file would be `store`.
+pub fn storage_yaml(store: &Path, storage_extra: &str) -> String {
+    if nats_backend() {
+        use sha2::Digest;
+        let hash = sha2::Sha256::digest(store.to_string_lossy().as_bytes());
+        let prefix = format!("t{}", &hex::encode(hash)[..16]);
+        format!(
+            "storage: {{ kind: nats, urls: [\"{}\"], replicas: 1, prefix: {prefix}{storage_extra} }}",
+            shared_nats_url()
+        )
+    } else {
+        format!(
+            "storage: {{ kind: sqlite, path: \"{}\"{storage_extra} }}",
+            store.display()
+        )
+    }
+}
+
+/// The one JetStream server of this test process, started on first use and left running
+/// until the process ends (its nodes die with it: see `nats_server`).
+pub fn shared_nats_url() -> String {
+    static URL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    URL.get_or_init(|| {
+        std::thread::spawn(|| {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            let cluster = runtime.block_on(crate::nats_server::NatsCluster::single());
+            let url = cluster.urls()[0].clone();
+            // Never dropped: every relay of the process shares it.
+            std::mem::forget(cluster);
+            url
+        })
+        .join()
+        .expect("starting the shared nats-server")
+    })
+    .clone()
+}
+
 /// Where a relay keeps its files, and what its config says besides the addresses.
 pub struct Layout<'a> {
     /// Holds relay.yaml and the log (stderr).
@@ -206,9 +253,9 @@ impl TestRelay {
         let listen = free_port();
         let admin = free_port();
         let config = dir.join("relay.yaml");
+        let storage = storage_yaml(store, storage_extra);
         let yaml = format!(
-            "listen: {{ address: \"{listen}\"{listen_extra} }}\nadmin: {{ address: \"{admin}\"{admin_extra} }}\nstorage: {{ kind: sqlite, path: \"{}\"{storage_extra} }}\n{rest}",
-            store.display()
+            "listen: {{ address: \"{listen}\"{listen_extra} }}\nadmin: {{ address: \"{admin}\"{admin_extra} }}\n{storage}\n{rest}"
         );
         std::fs::write(&config, yaml).expect("write config");
         let mut relay = TestRelay {

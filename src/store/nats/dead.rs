@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use async_nats::HeaderMap;
 use async_nats::jetstream::consumer;
+use async_nats::jetstream::stream::RawMessageErrorKind;
 use futures_util::StreamExt;
 
 use super::meta::{self, DeadMeta, DeliveryMeta};
@@ -150,7 +151,7 @@ impl NatsStore {
         let stream = self.stream(self.names.dead()).await?;
         let msg = match stream.get_raw_message(seq).await {
             Ok(m) => m,
-            Err(e) if e.to_string().contains("not found") => return Ok(None),
+            Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => return Ok(None),
             Err(e) => return Err(nats_err("reading a dead letter", e)),
         };
         let Some(meta) = meta::decode::<DeadMeta>(Some(&msg.headers)) else {

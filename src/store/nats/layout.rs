@@ -277,23 +277,21 @@ pub(super) async fn ensure_consumer(
 }
 
 impl NatsStore {
-    /// The consumer of one lane of `target`, created (or updated, if `lease` changed) the
-    /// first time this relay uses it.
+    /// The consumer of one lane of `target`, created or updated the first time this relay
+    /// uses it (a target added by a reload has none yet).
     pub(super) async fn consumer(
         &self,
         target: &TargetId,
         lane: Lane,
-        lease: Duration,
     ) -> Result<consumer::PullConsumer, StoreError> {
         let name = self.names.consumer(target.as_str(), lane);
         let mut consumers = self.consumers.lock().await;
-        if let Some((known, c)) = consumers.get(&name)
-            && *known == lease
-        {
+        if let Some(c) = consumers.get(&name) {
             return Ok(c.clone());
         }
-        let c = ensure_consumer(&self.js, &self.names, target.as_str(), lane, lease).await?;
-        consumers.insert(name, (lease, c.clone()));
+        let c = ensure_consumer(&self.js, &self.names, target.as_str(), lane, super::ACK_WAIT)
+            .await?;
+        consumers.insert(name, c.clone());
         Ok(c)
     }
 

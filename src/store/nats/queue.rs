@@ -19,6 +19,9 @@ use crate::store::{
     from_unix_ms, unix_ms,
 };
 
+/// How long one lane's fetch may wait for the server's "nothing more".
+const LANE_WAIT: Duration = Duration::from_millis(250);
+
 /// One message an event becomes.
 struct Outgoing {
     subject: String,
@@ -67,7 +70,7 @@ impl NatsStore {
                         });
                     }
                     OnFull::DeadLetter => {
-                        let reason = format!("queue full: {limit}");
+                        let reason = format!("queue full ({limit})");
                         let queue = self.names.queue_subject(r.target.as_str(), self.lane(r), &kh);
                         let dead = self.dead_meta(&e, Some(&r.target), Some(queue), reason, now);
                         out.push(Outgoing {
@@ -167,13 +170,15 @@ impl NatsStore {
     /// what they take in that time (README, "Several relays on NATS JetStream").
     async fn queue_full(&self, r: &Routed) -> Option<QueueLimit> {
         let max = r.quota.and_then(|q| q.max_queue)?;
-        let fresh = lock(&self.pending)
+        let cached = lock(&self.pending)
             .get(&r.target)
             .filter(|p| p.read_at.elapsed() < PENDING_TTL)
             .map(|p| p.count);
-        let count = match fresh {
-            Some(c) => c,
-            None => {
+        let count = match cached {
+            Some(c) if c < max => c,
+            // Full by a count that may be stale, or no count: read it now, so a queue that
+            // drained takes events again at once.
+            _ => {
                 // A count that cannot be read does not stop ingest: the limit protects the
                 // servers' disk, which JetStream's own limits also do.
                 let c = self.pending_count(&r.target).await.unwrap_or(0);
@@ -215,26 +220,34 @@ impl NatsStore {
         &self,
         target: &TargetId,
         limit: usize,
-        lease: Duration,
     ) -> Result<Claimed, StoreError> {
         let mut jobs = Vec::new();
         for lane in Lane::of(self.is_ordered(target)) {
-            let room = limit.max(1).saturating_sub(jobs.len());
+            // An ordered lane hands out one delivery at a time (max_ack_pending 1); asking
+            // for more would leave the pull request waiting for the ones it cannot give.
+            let room = match lane {
+                Lane::Ordered(_) => 1,
+                _ => limit.max(1),
+            }
+            .min(limit.max(1).saturating_sub(jobs.len()));
             if room == 0 {
                 break;
             }
-            let consumer = self.consumer(target, lane, lease).await?;
+            let consumer = self.consumer(target, lane).await?;
             let mut batch = self
                 .bounded("claiming deliveries", async {
                     consumer
                         .fetch()
                         .max_messages(room)
+                        .expires(LANE_WAIT)
                         .messages()
                         .await
                         .map_err(|e| nats_err("fetching deliveries", e))
                 })
                 .await?;
-            while let Some(next) = batch.next().await {
+            // A lane whose one delivery is out (an ordered head waiting for its retry) may
+            // answer nothing at all: the wait is bounded, and what came is kept.
+            while let Ok(Some(next)) = tokio::time::timeout(LANE_WAIT * 2, batch.next()).await {
                 let msg = next.map_err(|e| nats_err("fetching deliveries", e))?;
                 if let Some(job) = self.job(target, msg).await? {
                     jobs.push(job);
