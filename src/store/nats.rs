@@ -73,6 +73,7 @@ pub struct NatsStore {
 /// A delivery under this relay's lease.
 struct Leased {
     target: TargetId,
+    lane: layout::Lane,
     message: jetstream::Message,
     /// Whether it has an attempt history to remove once settled.
     has_history: bool,

@@ -57,6 +57,19 @@ async fn target(relay: &TestRelay, name: &str) -> Value {
         .unwrap_or_else(|| panic!("no target {name} in {body}"))
 }
 
+/// Whether a target holds back `n` deliveries. SQLite counts them queued; JetStream counts
+/// a delivery that was handed out and put back (a retry, a release) as pending an ack, so it
+/// shows in flight until it is handed out again (README, "Several relays on NATS JetStream").
+fn held_back(n: u64) -> impl Fn(&Value) -> bool {
+    move |t| {
+        if nats_backend() {
+            t["queued"].as_u64().unwrap_or(0) + t["in_flight"].as_u64().unwrap_or(0) == n
+        } else {
+            t["queued"] == n
+        }
+    }
+}
+
 /// Polls `GET /api/v1/targets` until `ready` holds for target `name`.
 async fn wait_target(relay: &TestRelay, name: &str, ready: impl Fn(&Value) -> bool) -> Value {
     let deadline = tokio::time::Instant::now() + PATIENCE;
@@ -419,7 +432,7 @@ async fn gone_disables_the_target_across_restarts_until_enabled_and_nothing_is_l
         "{t}"
     );
     send_all(&relay, &bodies[1..]).await;
-    let t = wait_target(&relay, "t", |t| t["queued"] == 3).await;
+    let t = wait_target(&relay, "t", held_back(3)).await;
     assert_eq!(t["dead"], 0, "{t}");
     assert!(relay.dead_letters().await.is_empty());
     assert_eq!(sink.received().len(), 1, "disabled: nothing more is sent");
@@ -427,11 +440,7 @@ async fn gone_disables_the_target_across_restarts_until_enabled_and_nothing_is_l
     relay.kill9();
     let relay = TestRelay::start_in(dir.path(), &yaml).await;
     let t = target(&relay, "t").await;
-    assert_eq!(
-        (&t["disabled"], &t["queued"]),
-        (&Value::Bool(true), &Value::from(3)),
-        "{t}"
-    );
+    assert!(t["disabled"] == true && held_back(3)(&t), "{t}");
     let (status, t) = admin_post(&relay, "/api/v1/targets/t/enable").await;
     assert_eq!((status, &t["disabled"]), (200, &Value::Bool(false)), "{t}");
     let got = sink.wait_for(4, PATIENCE).await.expect("the backlog");

@@ -3,7 +3,7 @@
 //!
 //! - `{prefix}-deliveries`: a work queue, one message per (event, target), on subject
 //!   `{prefix}.q.<target>.<lane>.<key hash>`. Unordered deliveries take lane `h` (high
-//!   priority) or `n` (normal); ordered ones take lane `o0`..`o7`, chosen by their order key,
+//!   priority) or `n` (normal); ordered ones take lane `o0`..`o31`, chosen by their order key,
 //!   and each ordered lane's consumer has one delivery in flight at a time. The key hash in
 //!   the subject lets an operator's "where is event X" read only that event's messages.
 //! - `{prefix}-dead`: dead letters, on `{prefix}.dead.t.<target>.<key hash>` (or
@@ -27,9 +27,10 @@ use super::{NatsStore, nats_err};
 use crate::config::TargetId;
 use crate::store::StoreError;
 
-/// Ordered lanes per ordered target: keys hash onto them, so a stuck key holds up about
-/// one eighth of the others instead of all of them.
-pub(super) const ORDERED_LANES: usize = 8;
+/// Ordered lanes per ordered target: keys hash onto them, so a stuck key holds up the keys
+/// that share its lane (about 1 in 32) instead of all of them. More lanes cost more fetches
+/// per claim (they run in parallel).
+pub(super) const ORDERED_LANES: usize = 32;
 
 /// A lane of one target's queue.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -60,7 +61,9 @@ impl Lane {
     /// The ordered lane of an order key.
     pub(super) fn for_key(key: &str) -> Lane {
         let digest = Sha256::digest(key.as_bytes());
-        Lane::Ordered(usize::from(digest[0]) % ORDERED_LANES)
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&digest[..8]);
+        Lane::Ordered((u64::from_be_bytes(first) % ORDERED_LANES as u64) as usize)
     }
 }
 

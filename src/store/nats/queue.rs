@@ -222,35 +222,40 @@ impl NatsStore {
         limit: usize,
     ) -> Result<Claimed, StoreError> {
         let mut jobs = Vec::new();
-        for lane in Lane::of(self.is_ordered(target)) {
-            // An ordered lane hands out one delivery at a time (max_ack_pending 1); asking
-            // for more would leave the pull request waiting for the ones it cannot give.
-            let room = match lane {
-                Lane::Ordered(_) => 1,
-                _ => limit.max(1),
+        if self.is_ordered(target) {
+            // Every ordered lane hands out one delivery at a time (max_ack_pending 1), so
+            // they are asked at once, and only those this relay is not already sending from.
+            // That can claim more than `limit`: the dispatcher starts them as slots free up.
+            let busy: std::collections::HashSet<Lane> = lock(&self.leased)
+                .values()
+                .filter(|l| &l.target == target)
+                .map(|l| l.lane)
+                .collect();
+            let lanes: Vec<Lane> = Lane::of(true)
+                .into_iter()
+                .filter(|l| !busy.contains(l))
+                .collect();
+            let fetched = futures_util::future::join_all(
+                lanes.iter().map(|lane| self.fetch_lane(target, *lane, 1)),
+            )
+            .await;
+            for (lane, messages) in lanes.into_iter().zip(fetched) {
+                for msg in messages? {
+                    if let Some(job) = self.job(target, lane, msg).await? {
+                        jobs.push(job);
+                    }
+                }
             }
-            .min(limit.max(1).saturating_sub(jobs.len()));
-            if room == 0 {
-                break;
-            }
-            let consumer = self.consumer(target, lane).await?;
-            let mut batch = self
-                .bounded("claiming deliveries", async {
-                    consumer
-                        .fetch()
-                        .max_messages(room)
-                        .expires(LANE_WAIT)
-                        .messages()
-                        .await
-                        .map_err(|e| nats_err("fetching deliveries", e))
-                })
-                .await?;
-            // A lane whose one delivery is out (an ordered head waiting for its retry) may
-            // answer nothing at all: the wait is bounded, and what came is kept.
-            while let Ok(Some(next)) = tokio::time::timeout(LANE_WAIT * 2, batch.next()).await {
-                let msg = next.map_err(|e| nats_err("fetching deliveries", e))?;
-                if let Some(job) = self.job(target, msg).await? {
-                    jobs.push(job);
+        } else {
+            for lane in [Lane::High, Lane::Normal] {
+                let room = limit.max(1).saturating_sub(jobs.len());
+                if room == 0 {
+                    break;
+                }
+                for msg in self.fetch_lane(target, lane, room).await? {
+                    if let Some(job) = self.job(target, lane, msg).await? {
+                        jobs.push(job);
+                    }
                 }
             }
         }
@@ -260,11 +265,47 @@ impl NatsStore {
         })
     }
 
+    /// Up to `room` due deliveries of one lane, leased to this relay.
+    async fn fetch_lane(
+        &self,
+        target: &TargetId,
+        lane: Lane,
+        room: usize,
+    ) -> Result<Vec<async_nats::jetstream::Message>, StoreError> {
+        let consumer = self.consumer(target, lane).await?;
+        let mut batch = self
+            .bounded("claiming deliveries", async {
+                consumer
+                    .fetch()
+                    .max_messages(room)
+                    .messages()
+                    .await
+                    .map_err(|e| nats_err("fetching deliveries", e))
+            })
+            .await?;
+        let mut out = Vec::new();
+        // A lane whose one delivery is out (an ordered head waiting for its retry, or sent
+        // by another relay) may answer nothing at all: the wait is bounded, and what came is
+        // kept.
+        while let Ok(Some(next)) = tokio::time::timeout(LANE_WAIT, batch.next()).await {
+            match next {
+                Ok(msg) => out.push(msg),
+                // 409: the lane has all the deliveries out it may (an ordered lane's head).
+                Err(e) if matches!(lane, Lane::Ordered(_)) && e.to_string().contains("409") => {
+                    break;
+                }
+                Err(e) => return Err(nats_err("fetching deliveries", e)),
+            }
+        }
+        Ok(out)
+    }
+
     /// Turns a fetched message into a job and keeps it under lease; `None` for a message that
     /// is not a delivery (published by hand on our subjects), which is removed.
     async fn job(
         &self,
         target: &TargetId,
+        lane: Lane,
         msg: async_nats::jetstream::Message,
     ) -> Result<Option<Job>, StoreError> {
         let (seq, delivered) = match msg.info() {
@@ -300,6 +341,7 @@ impl NatsStore {
             id,
             Leased {
                 target: target.clone(),
+                lane,
                 message: msg,
                 has_history: delivered > 1,
             },
