@@ -10,6 +10,7 @@
 
 mod control;
 mod dead;
+mod import;
 mod layout;
 mod meta;
 mod query;
@@ -29,8 +30,8 @@ pub use self::settings::{NatsSettings, TargetLayout};
 use super::handoff::Handoff;
 use super::{
     AttemptRecord, Claimed, ControlChange, DeadLetter, DeadLetterDetail, DeadLetterFilter,
-    DeadLetterQuery, DeliveryId, EventWhereabouts, Ingested, NewEvent, Replayed, Store,
-    StoreError, TargetControl, TargetCounts,
+    DeadLetterQuery, DeliveryId, EventWhereabouts, Ingested, NewEvent, Replayed, Store, StoreError,
+    TargetControl, TargetCounts,
 };
 use crate::config::{NatsAuth, TargetId};
 
@@ -312,7 +313,8 @@ impl Store for NatsStore {
             .await
     }
     async fn find_event(&self, key: &str) -> Result<Option<EventWhereabouts>, StoreError> {
-        self.bounded("finding an event", self.whereabouts(key)).await
+        self.bounded("finding an event", self.whereabouts(key))
+            .await
     }
     async fn targets(&self) -> Result<Vec<TargetId>, StoreError> {
         self.bounded("listing targets", self.known_targets()).await
@@ -328,14 +330,19 @@ impl Store for NatsStore {
         .await
     }
     fn wakeup(&self, target: &TargetId) -> Arc<Notify> {
-        lock(&self.wakeups).entry(target.clone()).or_default().clone()
+        lock(&self.wakeups)
+            .entry(target.clone())
+            .or_default()
+            .clone()
     }
     fn handoff(&self, target: &TargetId) -> Arc<Handoff> {
         // Never fed: every delivery is claimed from its consumer, by whichever relay.
-        lock(&self.handoffs).entry(target.clone()).or_default().clone()
+        lock(&self.handoffs)
+            .entry(target.clone())
+            .or_default()
+            .clone()
     }
     fn control_feed(&self, target: &TargetId) -> Option<watch::Receiver<TargetControl>> {
         Some(self.control.feed(target))
     }
 }
-

@@ -292,8 +292,14 @@ impl NatsStore {
         if let Some(c) = consumers.get(&name) {
             return Ok(c.clone());
         }
-        let c = ensure_consumer(&self.js, &self.names, target.as_str(), lane, super::ACK_WAIT)
-            .await?;
+        let c = ensure_consumer(
+            &self.js,
+            &self.names,
+            target.as_str(),
+            lane,
+            super::ACK_WAIT,
+        )
+        .await?;
         consumers.insert(name, c.clone());
         Ok(c)
     }
@@ -312,7 +318,15 @@ mod tests {
 
     #[test]
     fn tokens_round_trip_and_never_collide() {
-        for name in ["crm", "slack_ops1", "slack-ops", "a.b", "_x61", "sp ace", ""] {
+        for name in [
+            "crm",
+            "slack_ops1",
+            "slack-ops",
+            "a.b",
+            "_x61",
+            "sp ace",
+            "",
+        ] {
             let t = token(name);
             assert!(!t.contains(['.', '*', '>', ' ', '-']), "{t}");
             assert_eq!(untoken(&t).as_deref(), Some(name));
@@ -335,10 +349,7 @@ mod tests {
             names.target_of_dead(&dead),
             Some(TargetId("slack-ops".into()))
         );
-        assert_eq!(
-            names.target_of_dead(&names.dead_subject(None, "00")),
-            None
-        );
+        assert_eq!(names.target_of_dead(&names.dead_subject(None, "00")), None);
     }
 
     #[test]

@@ -12,7 +12,7 @@ use futures_util::StreamExt;
 
 use super::layout::{Lane, key_hash};
 use super::meta::{self, DeadMeta, DeliveryMeta, History};
-use super::{Leased, NatsStore, POLL, PENDING_TTL, Pending, lock, nats_err};
+use super::{Leased, NatsStore, PENDING_TTL, POLL, Pending, lock, nats_err};
 use crate::config::{OnFull, Priority, TargetId};
 use crate::store::{
     AttemptRecord, Claimed, DeliveryId, Ingested, Job, NewEvent, QueueLimit, Routed, StoreError,
@@ -71,7 +71,9 @@ impl NatsStore {
                     }
                     OnFull::DeadLetter => {
                         let reason = format!("queue full ({limit})");
-                        let queue = self.names.queue_subject(r.target.as_str(), self.lane(r), &kh);
+                        let queue = self
+                            .names
+                            .queue_subject(r.target.as_str(), self.lane(r), &kh);
                         let dead = self.dead_meta(&e, Some(&r.target), Some(queue), reason, now);
                         out.push(Outgoing {
                             subject: self.names.dead_subject(Some(r.target.as_str()), &kh),
@@ -91,7 +93,9 @@ impl NatsStore {
                 created_at: now,
             };
             out.push(Outgoing {
-                subject: self.names.queue_subject(r.target.as_str(), self.lane(r), &kh),
+                subject: self
+                    .names
+                    .queue_subject(r.target.as_str(), self.lane(r), &kh),
                 headers: meta::headers(&m, id.as_deref())?,
                 target: Some(r.target.clone()),
             });
@@ -320,8 +324,10 @@ impl NatsStore {
                 .map_err(|e| nats_err("removing a foreign message", e))?;
             return Ok(None);
         };
-        // Only a redelivered message can have failed before.
-        let history = if delivered > 1 {
+        // Only a redelivered message can have failed before, or one moved in with its
+        // attempts (`migrate`).
+        let has_history = delivered > 1 || meta::carries_history(msg.headers.as_ref());
+        let history = if has_history {
             self.history(id).await?
         } else {
             History::default()
@@ -343,7 +349,7 @@ impl NatsStore {
                 target: target.clone(),
                 lane,
                 message: msg,
-                has_history: delivered > 1,
+                has_history,
             },
         );
         Ok(Some(job))
