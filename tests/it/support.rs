@@ -249,11 +249,41 @@ impl TestRelay {
             storage_extra,
             rest,
         } = layout;
+        let storage = storage_yaml(store, storage_extra);
+        TestRelay::launch_yaml(
+            dir,
+            &storage,
+            listen_extra,
+            admin_extra,
+            rest,
+            rust_log,
+            json_logs,
+            trace,
+        )
+        .await
+    }
+
+    /// Starts a relay on `storage` (a whole `storage:` line) whatever `RELAY_TEST_STORE`
+    /// says, for tests that need both backends (moving from SQLite to NATS).
+    pub async fn start_on(dir: &Path, storage: &str, rest: &str) -> TestRelay {
+        TestRelay::launch_yaml(dir, storage, "", "", rest, "info", false, None).await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn launch_yaml(
+        dir: &Path,
+        storage: &str,
+        listen_extra: &str,
+        admin_extra: &str,
+        rest: &str,
+        rust_log: &str,
+        json_logs: bool,
+        trace: Option<Trace>,
+    ) -> TestRelay {
         textus_relay::install_crypto();
         let listen = free_port();
         let admin = free_port();
         let config = dir.join("relay.yaml");
-        let storage = storage_yaml(store, storage_extra);
         let yaml = format!(
             "listen: {{ address: \"{listen}\"{listen_extra} }}\nadmin: {{ address: \"{admin}\"{admin_extra} }}\n{storage}\n{rest}"
         );
