@@ -108,7 +108,7 @@ impl NatsStore {
             let client = connect(&settings).await?;
             let js = jetstream::new(client.clone());
             let names = Names::new(&settings.storage.prefix);
-            layout::ensure(&js, &names, &settings, ACK_WAIT).await?;
+            ensure_patiently(&js, &names, &settings).await?;
             let attempts = js
                 .get_key_value(names.attempts())
                 .await
@@ -175,6 +175,28 @@ impl Drop for NatsStore {
         // Dropping a runtime blocks, which panics inside another runtime's thread.
         if let Some(rt) = self.runtime.take() {
             rt.shutdown_background();
+        }
+    }
+}
+
+/// How long a starting relay keeps trying to create its streams: a cluster electing a new
+/// leader (4 to 9 s after losing one) answers nothing meanwhile.
+const START_PATIENCE: Duration = Duration::from_secs(30);
+
+async fn ensure_patiently(
+    js: &jetstream::Context,
+    names: &Names,
+    settings: &NatsSettings,
+) -> Result<(), StoreError> {
+    let deadline = Instant::now() + START_PATIENCE;
+    loop {
+        match layout::ensure(js, names, settings, ACK_WAIT).await {
+            Ok(()) => return Ok(()),
+            Err(e) if Instant::now() < deadline => {
+                tracing::warn!(error = %e, "JetStream is not answering yet; trying again");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(e) => return Err(e),
         }
     }
 }

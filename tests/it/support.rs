@@ -249,11 +249,38 @@ impl TestRelay {
             storage_extra,
             rest,
         } = layout;
+        let storage = storage_yaml(store, storage_extra);
+        TestRelay::launch_storage(
+            dir,
+            &storage,
+            (listen_extra, admin_extra),
+            rest,
+            rust_log,
+            json_logs,
+            trace,
+        )
+        .await
+    }
+
+    /// Starts a relay whose `storage:` line is `storage` (e.g. a NATS cluster of a test's
+    /// own), with relay.yaml and its log in `dir`.
+    pub async fn start_with_storage(dir: &Path, storage: &str, rest: &str) -> TestRelay {
+        TestRelay::launch_storage(dir, storage, ("", ""), rest, "info", false, None).await
+    }
+
+    async fn launch_storage(
+        dir: &Path,
+        storage: &str,
+        (listen_extra, admin_extra): (&str, &str),
+        rest: &str,
+        rust_log: &str,
+        json_logs: bool,
+        trace: Option<Trace>,
+    ) -> TestRelay {
         textus_relay::install_crypto();
         let listen = free_port();
         let admin = free_port();
         let config = dir.join("relay.yaml");
-        let storage = storage_yaml(store, storage_extra);
         let yaml = format!(
             "listen: {{ address: \"{listen}\"{listen_extra} }}\nadmin: {{ address: \"{admin}\"{admin_extra} }}\n{storage}\n{rest}"
         );
