@@ -27,8 +27,8 @@ use crate::live::Live;
 use crate::metrics::Metrics;
 use crate::reload::{AdminConfig, IngressConfig, Parts, Reloader};
 use crate::store::Store;
-use crate::store::sqlite::budget::{Limits, MinFree as StoreMinFree};
 use crate::store::nats::{NatsSettings, NatsStore, TargetLayout};
+use crate::store::sqlite::budget::{Limits, MinFree as StoreMinFree};
 use crate::store::sqlite::{SqliteOptions, SqliteStore};
 
 /// Seconds pingora waits after SIGTERM before stopping runtimes: long enough for requests
@@ -296,10 +296,7 @@ fn beside(store_path: &Path) -> PathBuf {
 /// socket and pid file: one per listen port in the temp folder, so relays on one machine
 /// stay apart.
 fn nats_runtime_dir(config: &Config) -> Result<PathBuf, StartError> {
-    let dir = std::env::temp_dir().join(format!(
-        "textus-relay-{}",
-        config.listen.address.port()
-    ));
+    let dir = std::env::temp_dir().join(format!("textus-relay-{}", config.listen.address.port()));
     std::fs::create_dir_all(&dir).map_err(|source| {
         StartError::Store(crate::store::StoreError::Folder {
             path: dir.display().to_string(),

@@ -10,6 +10,7 @@
 
 mod control;
 mod dead;
+mod heartbeat;
 mod layout;
 mod meta;
 mod query;
@@ -17,6 +18,7 @@ mod queue;
 pub mod settings;
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -29,8 +31,8 @@ pub use self::settings::{NatsSettings, TargetLayout};
 use super::handoff::Handoff;
 use super::{
     AttemptRecord, Claimed, ControlChange, DeadLetter, DeadLetterDetail, DeadLetterFilter,
-    DeadLetterQuery, DeliveryId, EventWhereabouts, Ingested, NewEvent, Replayed, Store,
-    StoreError, TargetControl, TargetCounts,
+    DeadLetterQuery, DeliveryId, EventWhereabouts, Ingested, NewEvent, Replayed, Store, StoreError,
+    TargetControl, TargetCounts,
 };
 use crate::config::{NatsAuth, TargetId};
 
@@ -66,6 +68,8 @@ pub struct NatsStore {
     wakeups: Mutex<HashMap<TargetId, Arc<Notify>>>,
     handoffs: Mutex<HashMap<TargetId, Arc<Handoff>>>,
     pending: Mutex<HashMap<TargetId, Pending>>,
+    /// Relays alive on this store, this one included (see [`heartbeat`]).
+    relays: Arc<AtomicUsize>,
     /// Retries this relay scheduled, per target, so its dispatcher looks again on time.
     due: Mutex<HashMap<TargetId, Vec<SystemTime>>>,
 }
@@ -104,7 +108,7 @@ impl NatsStore {
             .enable_all()
             .build()
             .map_err(|e| nats_err("starting the NATS client's runtime", e))?;
-        let (js, attempts, control) = runtime.block_on(async {
+        let (js, attempts, control, beats) = runtime.block_on(async {
             let client = connect(&settings).await?;
             let js = jetstream::new(client.clone());
             let names = Names::new(&settings.storage.prefix);
@@ -118,7 +122,11 @@ impl NatsStore {
                 .await
                 .map_err(|e| nats_err("opening the control bucket", e))?;
             let control = control::Controls::start(control_kv).await?;
-            Ok::<_, StoreError>((js, attempts, control))
+            let beats = js
+                .get_key_value(names.relays())
+                .await
+                .map_err(|e| nats_err("opening the relays bucket", e))?;
+            Ok::<_, StoreError>((js, attempts, control, beats))
         })?;
         let ordered = settings
             .targets
@@ -128,6 +136,9 @@ impl NatsStore {
             .collect();
         let leased: Arc<Mutex<HashMap<DeliveryId, Leased>>> = Arc::default();
         runtime.spawn(keep_leases(leased.clone()));
+        let relays = Arc::new(AtomicUsize::new(1));
+        let me = format!("r{:016x}", rand::random::<u64>());
+        runtime.spawn(heartbeat::run(beats, me, relays.clone()));
         Ok(NatsStore {
             runtime: Some(runtime),
             names: Names::new(&settings.storage.prefix),
@@ -141,6 +152,7 @@ impl NatsStore {
             wakeups: Mutex::default(),
             handoffs: Mutex::default(),
             pending: Mutex::default(),
+            relays,
             due: Mutex::default(),
         })
     }
@@ -334,7 +346,8 @@ impl Store for NatsStore {
             .await
     }
     async fn find_event(&self, key: &str) -> Result<Option<EventWhereabouts>, StoreError> {
-        self.bounded("finding an event", self.whereabouts(key)).await
+        self.bounded("finding an event", self.whereabouts(key))
+            .await
     }
     async fn targets(&self) -> Result<Vec<TargetId>, StoreError> {
         self.bounded("listing targets", self.known_targets()).await
@@ -350,14 +363,33 @@ impl Store for NatsStore {
         .await
     }
     fn wakeup(&self, target: &TargetId) -> Arc<Notify> {
-        lock(&self.wakeups).entry(target.clone()).or_default().clone()
+        lock(&self.wakeups)
+            .entry(target.clone())
+            .or_default()
+            .clone()
     }
     fn handoff(&self, target: &TargetId) -> Arc<Handoff> {
         // Never fed: every delivery is claimed from its consumer, by whichever relay.
-        lock(&self.handoffs).entry(target.clone()).or_default().clone()
+        lock(&self.handoffs)
+            .entry(target.clone())
+            .or_default()
+            .clone()
+    }
+    fn relays(&self) -> usize {
+        self.relays.load(Ordering::Relaxed)
+    }
+    fn readiness_follows_store(&self) -> bool {
+        false
+    }
+    fn layout(&self, target: &TargetId, ordered: bool) {
+        let mut set = lock(&self.ordered);
+        if ordered {
+            set.insert(target.clone());
+        } else {
+            set.remove(target);
+        }
     }
     fn control_feed(&self, target: &TargetId) -> Option<watch::Receiver<TargetControl>> {
         Some(self.control.feed(target))
     }
 }
-

@@ -99,7 +99,10 @@ async fn two_relays_share_one_queue_and_one_memory_of_keys() {
     );
     for i in 0..20 {
         let relay = if i % 2 == 0 { &one } else { &two };
-        let body = fixture_with_id("message.delivered", &format!("/deliveries/shared-{}", i + 2));
+        let body = fixture_with_id(
+            "message.delivered",
+            &format!("/deliveries/shared-{}", i + 2),
+        );
         assert_eq!(relay.post_signed(&body).await.0, 200);
     }
     let got = ids(&sink.wait_for(21, PATIENCE).await.expect("every event"));
@@ -197,7 +200,10 @@ async fn a_dead_letter_made_by_one_relay_is_listed_shown_and_replayed_through_an
         .await;
     assert_eq!(status, 200, "{replayed}");
     assert_eq!(replayed["replayed"], 1, "{replayed}");
-    let got = sink.wait_for(2, PATIENCE).await.expect("delivered on replay");
+    let got = sink
+        .wait_for(2, PATIENCE)
+        .await
+        .expect("delivered on replay");
     assert_eq!(got[1].body[..], body[..]);
     assert!(two.dead_letters().await.is_empty());
 }
@@ -263,8 +269,12 @@ async fn send_until_acknowledged(client: &reqwest::Client, relays: &[SocketAddr]
 #[tokio::test]
 async fn killing_relays_and_servers_under_load_loses_no_acknowledged_event() {
     let mut cluster = NatsCluster::three().await;
-    let a = Sink::start(vec![], Reply::Status(200)).await.expect("sink a");
-    let b = Sink::start(vec![], Reply::Status(200)).await.expect("sink b");
+    let a = Sink::start(vec![], Reply::Status(200))
+        .await
+        .expect("sink a");
+    let b = Sink::start(vec![], Reply::Status(200))
+        .await
+        .expect("sink b");
     let dir = tempfile::tempdir().expect("tempdir");
     let (storage, rest) = (
         storage(&cluster, 3, "load"),
@@ -288,7 +298,11 @@ async fn killing_relays_and_servers_under_load_loses_no_acknowledged_event() {
             for i in (s..EVENTS).step_by(SENDERS) {
                 let id = format!("/deliveries/load-{i}");
                 let body = fixture_with_id("message.received", &id);
-                let order = if i % 2 == 0 { relays } else { [relays[1], relays[0]] };
+                let order = if i % 2 == 0 {
+                    relays
+                } else {
+                    [relays[1], relays[0]]
+                };
                 send_until_acknowledged(&client, &order, &body).await;
                 let _ = done.send(id);
                 tokio::time::sleep(Duration::from_millis(5)).await;
@@ -338,13 +352,20 @@ async fn killing_relays_and_servers_under_load_loses_no_acknowledged_event() {
     for s in senders {
         s.await.expect("sender");
     }
-    assert_eq!(acknowledged.len(), EVENTS, "every event was acknowledged in the end");
+    assert_eq!(
+        acknowledged.len(),
+        EVENTS,
+        "every event was acknowledged in the end"
+    );
 
     for (name, sink) in [("a", &a), ("b", &b)] {
-        let got = eventually(&format!("every acknowledged event reaches {name}"), async || {
-            let got: BTreeSet<String> = ids(&sink.received()).into_iter().collect();
-            acknowledged.is_subset(&got).then_some(got)
-        })
+        let got = eventually(
+            &format!("every acknowledged event reaches {name}"),
+            async || {
+                let got: BTreeSet<String> = ids(&sink.received()).into_iter().collect();
+                acknowledged.is_subset(&got).then_some(got)
+            },
+        )
         .await;
         let mut times: BTreeMap<String, usize> = BTreeMap::new();
         for id in ids(&sink.received()) {
@@ -359,5 +380,44 @@ async fn killing_relays_and_servers_under_load_loses_no_acknowledged_event() {
     // After all that, a repeat to the other relay is still a duplicate.
     let body = fixture_with_id("message.received", "/deliveries/load-0");
     let (status, answer) = two.post_signed(&body).await;
-    assert_eq!((status, &answer["status"]), (200, &json!("duplicate")), "{answer}");
+    assert_eq!(
+        (status, &answer["status"]),
+        (200, &json!("duplicate")),
+        "{answer}"
+    );
+}
+
+#[tokio::test]
+async fn two_relays_split_a_rate_limit_between_them() {
+    let cluster = NatsCluster::single().await;
+    let sink = Sink::start(vec![], Reply::Status(200)).await.expect("sink");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rest = format!(
+        "source: {{ secrets: [\"{SECRET}\"] }}\ntargets:\n{}routes:\n  - events: [\"*\"]\n    to: [t]\n",
+        http_target("t", &sink.url("/t"), "    rate_limit: 4/s\n")
+    );
+    let storage = storage(&cluster, 1, "rate");
+    let one = relay_on(&dir.path().join("one"), &storage, &rest).await;
+    let two = relay_on(&dir.path().join("two"), &storage, &rest).await;
+    for relay in [&one, &two] {
+        eventually("each relay counts two relays", async || {
+            let (_, ready) = relay.admin_get("/readyz").await;
+            (ready["relays"] == 2).then_some(())
+        })
+        .await;
+    }
+    const EVENTS: usize = 12;
+    for i in 0..EVENTS {
+        let relay = if i % 2 == 0 { &one } else { &two };
+        let body = fixture_with_id("message.received", &format!("/deliveries/rate-{i}"));
+        assert_eq!(relay.post_signed(&body).await.0, 200);
+    }
+    let got = sink.wait_for(EVENTS, PATIENCE).await.expect("every event");
+    // 4/s shared: each relay sends 2/s, starting with one token. Twelve deliveries take
+    // (12 - 2) / 4 s = 2.5 s; had each relay applied the whole 4/s, about half of that.
+    let span = got[EVENTS - 1].at.duration_since(got[0].at);
+    assert!(
+        span >= Duration::from_secs(2),
+        "twelve deliveries at 4/s over two relays took only {span:?}"
+    );
 }

@@ -101,7 +101,9 @@ impl Controls {
                     Err(e) => tracing::warn!(error = %e, "watching the control bucket"),
                 }
             }
-            tracing::warn!("the control bucket's watch ended; changes made by other relays are seen at their next start");
+            tracing::warn!(
+                "the control bucket's watch ended; changes made by other relays are seen at their next start"
+            );
         });
         Ok(Controls { kv, shared })
     }
@@ -185,9 +187,10 @@ impl Controls {
                 .await
                 .map_err(|e| nats_err("reading a target's control", e))?;
             let (mut entry, revision) = match &current {
-                Some(e) if e.operation == kv::Operation::Put => {
-                    (serde_json::from_slice(&e.value).unwrap_or_default(), Some(e.revision))
-                }
+                Some(e) if e.operation == kv::Operation::Put => (
+                    serde_json::from_slice(&e.value).unwrap_or_default(),
+                    Some(e.revision),
+                ),
                 Some(e) => (Entry::default(), Some(e.revision)),
                 None => (Entry::default(), None),
             };

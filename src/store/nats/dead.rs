@@ -17,8 +17,8 @@ use super::{NatsStore, nats_err};
 use crate::config::TargetId;
 use crate::store::sqlite::dead::{ReplaySlice, ReplayTally};
 use crate::store::{
-    Attempt, DeadLetter, DeadLetterDetail, DeadLetterFilter, DeadLetterQuery, DeliveryId,
-    Replayed, StoreError, unix_ms,
+    Attempt, DeadLetter, DeadLetterDetail, DeadLetterFilter, DeadLetterQuery, DeliveryId, Replayed,
+    StoreError, unix_ms,
 };
 
 /// Messages per fetch while scanning.
@@ -50,9 +50,10 @@ impl Scanned {
         let m = &self.meta;
         let id = DeliveryId(i64::try_from(self.seq).unwrap_or(i64::MAX));
         f.ids.as_ref().is_none_or(|ids| ids.contains(&id))
-            && f.target.as_ref().is_none_or(|t| m.target.as_ref() == Some(t))
-            && f
-                .event_type
+            && f.target
+                .as_ref()
+                .is_none_or(|t| m.target.as_ref() == Some(t))
+            && f.event_type
                 .as_ref()
                 .is_none_or(|t| m.event_type.as_ref() == Some(t))
             && f.since.is_none_or(|s| m.dead_at >= unix_ms(s))
@@ -118,9 +119,7 @@ impl NatsStore {
             since: q.since,
             until: q.until,
         };
-        let scanned = self
-            .bounded_scan(filter.target.as_deref())
-            .await?;
+        let scanned = self.bounded_scan(filter.target.as_deref()).await?;
         Ok(scanned
             .iter()
             .rev()

@@ -103,7 +103,10 @@ pub(super) fn decode<T: for<'de> Deserialize<'de>>(headers: Option<&HeaderMap>) 
     serde_json::from_slice(&json).ok()
 }
 
-pub(super) fn headers<T: Serialize>(meta: &T, msg_id: Option<&str>) -> Result<HeaderMap, StoreError> {
+pub(super) fn headers<T: Serialize>(
+    meta: &T,
+    msg_id: Option<&str>,
+) -> Result<HeaderMap, StoreError> {
     let mut h = HeaderMap::new();
     h.insert(HEADER, encode(meta)?.as_str());
     if let Some(id) = msg_id {

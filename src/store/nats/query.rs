@@ -20,7 +20,10 @@ use crate::store::{
 const MAX_COPIES: usize = 256;
 
 impl NatsStore {
-    pub(super) async fn target_counts(&self, target: &TargetId) -> Result<TargetCounts, StoreError> {
+    pub(super) async fn target_counts(
+        &self,
+        target: &TargetId,
+    ) -> Result<TargetCounts, StoreError> {
         let deliveries = self.stream(self.names.deliveries()).await?;
         let mut counts = TargetCounts::default();
         for lane in Lane::of(self.is_ordered(target)) {

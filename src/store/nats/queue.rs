@@ -12,7 +12,7 @@ use futures_util::StreamExt;
 
 use super::layout::{Lane, key_hash};
 use super::meta::{self, DeadMeta, DeliveryMeta, History};
-use super::{Leased, NatsStore, POLL, PENDING_TTL, Pending, lock, nats_err};
+use super::{Leased, NatsStore, PENDING_TTL, POLL, Pending, lock, nats_err};
 use crate::config::{OnFull, Priority, TargetId};
 use crate::store::{
     AttemptRecord, Claimed, DeliveryId, Ingested, Job, NewEvent, QueueLimit, Routed, StoreError,
@@ -71,7 +71,9 @@ impl NatsStore {
                     }
                     OnFull::DeadLetter => {
                         let reason = format!("queue full ({limit})");
-                        let queue = self.names.queue_subject(r.target.as_str(), self.lane(r), &kh);
+                        let queue = self
+                            .names
+                            .queue_subject(r.target.as_str(), self.lane(r), &kh);
                         let dead = self.dead_meta(&e, Some(&r.target), Some(queue), reason, now);
                         out.push(Outgoing {
                             subject: self.names.dead_subject(Some(r.target.as_str()), &kh),
@@ -91,7 +93,9 @@ impl NatsStore {
                 created_at: now,
             };
             out.push(Outgoing {
-                subject: self.names.queue_subject(r.target.as_str(), self.lane(r), &kh),
+                subject: self
+                    .names
+                    .queue_subject(r.target.as_str(), self.lane(r), &kh),
                 headers: meta::headers(&m, id.as_deref())?,
                 target: Some(r.target.clone()),
             });
@@ -104,6 +108,31 @@ impl NatsStore {
                 self.count_stored(t);
                 self.wakeup_local(t);
             }
+        }
+        let routed = out.iter().any(|o| o.target.is_some());
+        if dedupe && routed {
+            // The deliveries' stream drops what was delivered, and with it, after a change of
+            // leader, the memory of their ids: the key is kept apart, in a stream that keeps
+            // it for the whole window, and only once every delivery is stored, so a crash in
+            // between is a retry that stores again, never a lost event taken for a duplicate.
+            let mut headers = HeaderMap::new();
+            headers.insert(async_nats::header::NATS_MESSAGE_ID, format!("ev:{}", e.key));
+            let seen = [Outgoing {
+                subject: self.names.seen_subject(),
+                headers,
+                target: None,
+            }];
+            let marker = self
+                .bounded(
+                    "remembering the event",
+                    self.publish_all(&seen, &Bytes::new()),
+                )
+                .await?;
+            return Ok(if marker.iter().all(|d| *d) {
+                Ingested::Duplicate
+            } else {
+                Ingested::Accepted
+            });
         }
         if !acks.is_empty() && acks.iter().all(|duplicate| *duplicate) {
             return Ok(Ingested::Duplicate);
