@@ -356,43 +356,61 @@ impl Nats {
         else {
             return s;
         };
-        let p = &best.full_speed;
-        let busy = p.relay_cores + p.nats_cores + p.harness_cores;
+        let (p, q) = (&best.full_speed, &best.paced);
+        let busy = |x: &nats::Phase| x.relay_cores + x.nats_cores + x.harness_cores;
         let busiest = p.nats_cores_per_node.iter().copied().fold(0.0, f64::max);
         let busiest_us = p.nats_us_per_event * busiest / p.nats_cores.max(1e-9);
-        let rates: Vec<String> = self
-            .fleets
-            .iter()
-            .map(|f| format!("{:.0}", f.full_speed.rate))
-            .collect();
+        let across = |pick: fn(&nats::Phase) -> f64| {
+            let v: Vec<String> = self
+                .fleets
+                .iter()
+                .map(|f| format!("{:.0}", pick(&f.full_speed)))
+                .collect();
+            v.join(" → ")
+        };
         let counts: Vec<String> = self.fleets.iter().map(|f| f.relays.to_string()).collect();
+        let relays = |n: usize| {
+            if n == 1 {
+                "1 relay".to_string()
+            } else {
+                format!("{n} relays")
+            }
+        };
         let _ = writeln!(
             s,
             "\n**How it extrapolates.** Relays, servers, generator and sinks all share this \
-             machine's {cpus} cores: at full speed with {} relay(s) they kept {busy:.2} cores \
-             busy ({:.2} of them the 3 servers), so the acks/s are this machine's CPU shared out, \
-             not a bound of the design, and a second relay cannot add cores ({} acks/s with {} \
-             relays). What carries to relays and servers on machines of their own is the CPU per \
-             event. The cluster's is the figure that bounds: {:.0} µs per event at full speed \
-             over the 3 servers, because with 3 replicas every server stores every event (the \
-             busiest did {busiest_us:.0} µs of it), so adding relays does not lower it and a \
-             3-server cluster of K cores each tops out near K × 10⁶ / {busiest_us:.0} events/s \
-             (if the server spreads its streams over its cores), whatever the number of relays. \
-             Relays scale out beside it at {:.0} µs per event each. At 1,000 events/s the two \
-             figures are {:.0} and {:.0} µs: idle, the relays' polling and the servers' \
-             heartbeats already take {:.2} and {:.2} cores, spread over fewer events. The ack latency here has loopback \
-             round trips; between machines every ack waits for the publish to reach a quorum \
-             (2 of 3) over the network, so it grows by about one round trip between servers.\n",
-            best.relays,
+             machine's {cpus} cores: at full speed with {} they kept {:.2} cores busy ({:.2} of \
+             them the 3 servers), so the acks/s are this machine's CPU shared out, not a bound of \
+             the design, and a second relay cannot add cores ({} acks/s, relay CPU {} µs per \
+             event with {} relays). What carries to relays and servers on machines of their own \
+             is the CPU per event, and the cluster's is the figure that bounds: {:.0} µs per \
+             event at full speed over the 3 servers, {:.1} times the relays' {:.0} µs. With 3 \
+             replicas every server stores each of an event's 3 deliveries and their removal on \
+             ack, so adding relays does not lower it and the queue is one stream; the busiest \
+             server did {busiest_us:.0} µs per event, so a 3-server cluster of K cores each tops \
+             out near K × 10⁶ / {busiest_us:.0} events/s (if a server spreads its work over its \
+             cores), whatever the number of relays, while relays scale out beside it. At 1,000 \
+             events/s the figures are higher, {:.0} µs for the relays and {:.0} µs for the \
+             servers, although idle they take only {:.2} and {:.2} cores: the cost per event \
+             falls as the load rises (with a deep queue each fetch and ack round carries more \
+             deliveries; inferred, not measured), and at 1,000 events/s relays and servers \
+             already kept {:.2} cores busy, near this machine's limit, which the ack p99 shows. \
+             The ack latency here has loopback round trips; between machines each ack also \
+             waits for the publish to reach a quorum (2 of 3) over the network.\n",
+            relays(best.relays),
+            busy(p),
             p.nats_cores,
-            rates.join(" → "),
+            across(|x| x.rate),
+            across(|x| x.relay_us_per_event),
             counts.join(" → "),
             p.nats_us_per_event,
+            p.nats_us_per_event / p.relay_us_per_event.max(1e-9),
             p.relay_us_per_event,
-            best.paced.relay_us_per_event,
-            best.paced.nats_us_per_event,
-            best.paced.idle_relay_cores,
-            best.paced.idle_nats_cores,
+            q.relay_us_per_event,
+            q.nats_us_per_event,
+            q.idle_relay_cores,
+            q.idle_nats_cores,
+            q.relay_cores + q.nats_cores,
         );
         s
     }
