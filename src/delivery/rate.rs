@@ -24,7 +24,7 @@ impl RateLimiter {
     pub fn new(rate: &Rate) -> RateLimiter {
         let count = rate.count.max(1);
         RateLimiter {
-            rate: rate.clone(),
+            rate: *rate,
             relays: 1,
             interval: rate.per / count,
             capacity: f64::from(count),
