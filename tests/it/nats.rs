@@ -44,16 +44,6 @@ async fn relay_on(dir: &Path, storage: &str, rest: &str) -> TestRelay {
     TestRelay::start_with_storage(dir, storage, rest).await
 }
 
-/// `name` as `GET /api/v1/targets` on `relay` shows it.
-async fn target(relay: &TestRelay, name: &str) -> Value {
-    let (status, body) = relay.admin_get("/api/v1/targets").await;
-    assert_eq!(status, 200, "{body}");
-    body["targets"]
-        .as_array()
-        .and_then(|ts| ts.iter().find(|t| t["name"] == name).cloned())
-        .unwrap_or_else(|| panic!("no target {name} in {body}"))
-}
-
 async fn eventually<T>(what: &str, mut probe: impl AsyncFnMut() -> Option<T>) -> T {
     let deadline = tokio::time::Instant::now() + PATIENCE;
     loop {

@@ -674,3 +674,13 @@ pub async fn relay_giving_up_after_three_503s() -> (TestRelay, textus_relay::sin
     );
     (TestRelay::start(&yaml).await, sink)
 }
+
+/// Target `name` as `GET /api/v1/targets` on `relay` shows it.
+pub async fn target(relay: &TestRelay, name: &str) -> Value {
+    let (status, body) = relay.admin_get("/api/v1/targets").await;
+    assert_eq!(status, 200, "{body}");
+    body["targets"]
+        .as_array()
+        .and_then(|ts| ts.iter().find(|t| t["name"] == name).cloned())
+        .unwrap_or_else(|| panic!("no target {name} in {body}"))
+}
