@@ -211,7 +211,8 @@ impl Admin {
         // A spent storage budget leaves the relay ready: it still answers every request,
         // with the 504 that TextUs retries. Failing readiness would take it out of its
         // Service, and TextUs would see connection errors instead (README, "Storage budget").
-        let ready = store.is_ok() && running >= targets;
+        let store_ok = store.is_ok() || !self.store.readiness_follows_store();
+        let ready = store_ok && running >= targets;
         let ingest = self.store.storage().map(|s| s.ingest);
         let body = json!({
             "ready": ready,
@@ -219,6 +220,7 @@ impl Admin {
             "ingest": ingest,
             "dispatchers_running": running,
             "targets": targets,
+            "relays": self.store.relays(),
         });
         let status = if ready {
             StatusCode::OK

@@ -121,6 +121,11 @@ impl Dispatcher {
     /// flight finish.
     pub async fn run(&self, mut shutdown: watch::Receiver<bool>) {
         let name = self.name().clone();
+        let ordered = !matches!(
+            self.inner.config.ordering,
+            crate::config::DeliveryOrder::Unordered
+        );
+        self.inner.store.layout(&name, ordered);
         self.inner.load_control().await;
         // A store shared by several relays tells of pauses and enables made through another.
         let follow = self

@@ -550,6 +550,22 @@ pub trait Store: Send + Sync {
     /// stored, and takes them (see [`handoff`]). A store that cannot hand over ignores the
     /// offer, and every delivery is queued and claimed.
     fn handoff(&self, target: &TargetId) -> Arc<handoff::Handoff>;
+    /// How many relays share this store and its targets (itself included): a rate limit is
+    /// split between them. 1 for a store of one relay.
+    fn relays(&self) -> usize {
+        1
+    }
+    /// Whether `/readyz` should fail while [`Store::ping`] does. A store of one relay: yes.
+    /// A store shared by relays behind a load balancer: no, since every relay answers 504
+    /// (which TextUs retries) while the store is unreachable, and failing readiness on all
+    /// of them at once would have the balancer refuse connections, which TextUs takes for a
+    /// failed integration.
+    fn readiness_follows_store(&self) -> bool {
+        true
+    }
+    /// Tells the store how a target's deliveries are ordered (its dispatcher calls this as it
+    /// starts, also after a reload), for a store that lays ordered queues out apart.
+    fn layout(&self, _target: &TargetId, _ordered: bool) {}
     /// Changes to `target`'s control made anywhere (by another relay sharing the store), for
     /// its dispatcher to follow; `None` for a store only this relay uses, where every change
     /// goes through this relay's own admin API and dispatcher.

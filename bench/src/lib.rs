@@ -8,6 +8,7 @@
 
 pub mod drain_ack;
 pub mod load;
+pub mod nats;
 pub mod plot;
 pub mod relay;
 pub mod report;

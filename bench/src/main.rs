@@ -16,7 +16,7 @@ const USAGE: &str = "usage: textus-bench --relay BIN --out DIR [--connections N]
 [--wide-connections N] [--drain-burst EVENTS] [--only SCENARIO,...]  (--wide-connections: also \
 measure ceiling and ingest with N connections, ~30 s more)  (--drain-burst: events of the burst \
 whose 3 deliveries each are the backlog of drain-ack, default 33334)  (--only: ceiling, ingest, \
-cpu, paced, drain-ack, isolation, backlog; prints the figures and writes no report, for comparing \
+cpu, paced, drain-ack, isolation, backlog, nats; prints the figures and writes no report, for comparing \
 builds)";
 
 /// Alternating ceiling and ingest rounds in a full run.
@@ -211,6 +211,11 @@ async fn run_only(s: Settings, only: Vec<String>) -> anyhow::Result<()> {
                     b.accepted, b.fill_rate, b.drain_rate
                 );
             }
+            "nats" => {
+                let n = textus_bench::nats::run(&s, clock).await?;
+                print_nats(&n);
+                eprintln!("\n{}", n.markdown(cpu_info().0));
+            }
             other => bail!("--only: unknown scenario {other}\n{USAGE}"),
         }
     }
@@ -218,6 +223,9 @@ async fn run_only(s: Settings, only: Vec<String>) -> anyhow::Result<()> {
 }
 
 async fn run(s: Settings, out: PathBuf) -> anyhow::Result<()> {
+    // Checked first: the NATS scenario runs last, and a missing server should not cost the
+    // minutes of everything before it.
+    textus_bench::nats::server_version()?;
     let clock = Clock::start();
     let began = Instant::now();
     let started = utc_now();
@@ -303,6 +311,9 @@ async fn run(s: Settings, out: PathBuf) -> anyhow::Result<()> {
         "        {} queued, drain {:.0} events/s",
         backlog.accepted, backlog.drain_rate
     );
+    step("NATS JetStream: 3 nodes, 1 then 2 relays, full speed and 1,000 events/s");
+    let nats = textus_bench::nats::run(&s, clock).await?;
+    print_nats(&nats);
     let (cpus, cpu_model) = cpu_info();
     let results = Results {
         cpus,
@@ -320,6 +331,7 @@ async fn run(s: Settings, out: PathBuf) -> anyhow::Result<()> {
         at_5000,
         isolation,
         backlog,
+        nats,
         started,
         took_secs: began.elapsed().as_secs_f64(),
     };
@@ -352,6 +364,35 @@ fn print_drain_ack(d: &DrainAck) {
         d.during_drain,
         d.whole_phase
     );
+}
+
+fn print_nats(n: &textus_bench::nats::Nats) {
+    for f in &n.fleets {
+        for (what, p) in [("full speed", &f.full_speed), ("1,000/s", &f.paced)] {
+            eprintln!(
+                "        nats, {} relay(s), {what}: {:.0} acks/s, statuses {:?} (no answer {}), ack \
+                 {:?}\n          deliveries {} of {}; CPU per event: relays {:.0} µs, servers {:.0} \
+                 µs; cores: relays {:.2}, servers {:.2} {:.2?}, harness {:.2}; idle: relays \
+                 {:.2}, servers {:.2}; {} warnings",
+                f.relays,
+                p.rate,
+                p.outcome.statuses,
+                p.outcome.errors,
+                p.ack,
+                p.deliveries,
+                p.expected(),
+                p.relay_us_per_event,
+                p.nats_us_per_event,
+                p.relay_cores,
+                p.nats_cores,
+                p.nats_cores_per_node,
+                p.harness_cores,
+                p.idle_relay_cores,
+                p.idle_nats_cores,
+                p.warnings
+            );
+        }
+    }
 }
 
 /// CPU count and model name from /proc/cpuinfo.

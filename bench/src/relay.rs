@@ -51,15 +51,33 @@ pub fn free_port() -> SocketAddr {
 impl Relay {
     /// Starts `bin` with every target routed every event, and waits until `/readyz` is 200.
     pub async fn start(bin: &Path, targets: &[TargetSpec]) -> anyhow::Result<Relay> {
+        Relay::start_with_storage(bin, targets, None).await
+    }
+
+    /// As [`Relay::start`], with `storage` (a one-line `storage: {...}` mapping) instead of a
+    /// SQLite file in the relay's folder.
+    pub async fn start_with_storage(
+        bin: &Path,
+        targets: &[TargetSpec],
+        storage: Option<&str>,
+    ) -> anyhow::Result<Relay> {
         settle_disk().await;
         let dir = tempfile::Builder::new().prefix("textus-bench-").tempdir()?;
         let listen = free_port();
         let admin = free_port();
+        let storage = storage.map_or_else(
+            || {
+                format!(
+                    "storage: {{ kind: sqlite, path: \"{}\" }}",
+                    dir.path().join("relay.db").display()
+                )
+            },
+            str::to_owned,
+        );
         let mut yaml = format!(
             "listen: {{ address: \"{listen}\" }}\nadmin: {{ address: \"{admin}\" }}\n\
-             storage: {{ kind: sqlite, path: \"{}\" }}\n\
-             source:\n  path: {PATH}\n  secrets: [ \"{SECRET}\" ]\ntargets:\n",
-            dir.path().join("relay.db").display()
+             {storage}\n\
+             source:\n  path: {PATH}\n  secrets: [ \"{SECRET}\" ]\ntargets:\n"
         );
         for t in targets {
             yaml.push_str(&format!(
@@ -235,7 +253,7 @@ pub fn rss_bytes(pid: u32) -> u64 {
 }
 
 /// A one-shot `GET` (HTTP/1.1, `Connection: close`); the whole answer as text.
-async fn get(addr: SocketAddr, path: &str) -> Option<String> {
+pub(crate) async fn get(addr: SocketAddr, path: &str) -> Option<String> {
     request(addr, "GET", path).await
 }
 

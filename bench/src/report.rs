@@ -7,6 +7,7 @@ use std::path::Path;
 use serde_json::{Value, json};
 
 use crate::drain_ack::{self, DrainAck};
+use crate::nats::{self, Nats};
 use crate::scenarios::{Backlog, Ceiling, Ingest, Isolation, Paced, Percentiles};
 
 mod markdown;
@@ -63,6 +64,7 @@ pub struct Results {
     pub at_5000: Paced,
     pub isolation: Isolation,
     pub backlog: Backlog,
+    pub nats: Nats,
     pub started: String,
     pub took_secs: f64,
     /// [`crate::load::yardstick`] at the start and at the end of the run.
@@ -281,6 +283,7 @@ impl Results {
                 "relay_bytes_written_per_event_during_fill": round(b.written_per_event_fill, 0),
                 "relay_bytes_written_per_delivery_during_drain": round(b.written_per_delivery_drain, 0),
             },
+            "nats_jetstream": nats_json(&self.nats),
         })
     }
 
@@ -326,6 +329,43 @@ impl Results {
         std::fs::write(dir.join("REPORT.md"), self.markdown(&analysis))?;
         Ok(())
     }
+}
+
+/// `nats_jetstream` of results.json: per relay count, the full-speed and the paced phase.
+pub fn nats_json(n: &Nats) -> Value {
+    let phase = |p: &nats::Phase| {
+        json!({
+            "acks_per_s": round(p.rate, 0),
+            "statuses": statuses(&p.outcome),
+            "ack_latency": pct(&p.ack),
+            "deliveries": p.deliveries,
+            "deliveries_expected": p.expected(),
+            "relay_cpu_us_per_event": round(p.relay_us_per_event, 1),
+            "nats_cpu_us_per_event": round(p.nats_us_per_event, 1),
+            "cores": {
+                "relays": round(p.relay_cores, 2),
+                "nats_servers": round(p.nats_cores, 2),
+                "nats_servers_each": p.nats_cores_per_node.iter().map(|c| round(*c, 2)).collect::<Vec<_>>(),
+                "generator_and_sinks": round(p.harness_cores, 2),
+            },
+            "idle_cores": {
+                "relays": round(p.idle_relay_cores, 3),
+                "nats_servers": round(p.idle_nats_cores, 3),
+            },
+            "relay_log_warnings": p.warnings,
+        })
+    };
+    json!({
+        "server": n.version,
+        "nodes": 3,
+        "replicas": 3,
+        "paced_events_per_s": nats::PACED_RATE,
+        "fleets": n.fleets.iter().map(|f| json!({
+            "relays": f.relays,
+            "full_speed": phase(&f.full_speed),
+            "paced": phase(&f.paced),
+        })).collect::<Vec<_>>(),
+    })
 }
 
 fn plot_labels() -> [&'static str; 5] {

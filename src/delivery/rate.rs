@@ -10,6 +10,9 @@ use crate::config::Rate;
 /// Spaces attempts so a target never sees more than its configured rate.
 #[derive(Debug)]
 pub struct RateLimiter {
+    rate: Rate,
+    /// Relays the rate is split between (see [`RateLimiter::share`]).
+    relays: usize,
     /// Time one token takes to refill.
     interval: Duration,
     capacity: f64,
@@ -21,6 +24,8 @@ impl RateLimiter {
     pub fn new(rate: &Rate) -> RateLimiter {
         let count = rate.count.max(1);
         RateLimiter {
+            rate: *rate,
+            relays: 1,
             interval: rate.per / count,
             capacity: f64::from(count),
             // One token to start with, not a full bucket: a restart with a backlog must not
@@ -28,6 +33,21 @@ impl RateLimiter {
             tokens: 1.0,
             last: Instant::now(),
         }
+    }
+
+    /// Splits the rate between `relays` relays that send to the same target: each gets
+    /// `count / relays` per `per`, with a burst of that size (at least 1).
+    pub fn share(&mut self, relays: usize) {
+        let relays = relays.max(1);
+        if relays == self.relays {
+            return;
+        }
+        self.relays = relays;
+        let count = self.rate.count.max(1);
+        let n = u32::try_from(relays).unwrap_or(u32::MAX);
+        self.interval = (self.rate.per * n) / count;
+        self.capacity = (f64::from(count) / relays as f64).max(1.0);
+        self.tokens = self.tokens.min(self.capacity);
     }
 
     /// Takes a token now if one is available; otherwise says how long until one is.

@@ -268,6 +268,7 @@ impl Run {
     /// the claim was made with is unused). `None` only if the slots were closed.
     async fn turn(&mut self, first: Option<OwnedSemaphorePermit>) -> Option<OwnedSemaphorePermit> {
         if let Some(limiter) = self.rate.as_mut() {
+            limiter.share(self.inner.store.relays());
             while let Err(wait) = limiter.try_take() {
                 tokio::time::sleep(wait).await;
             }

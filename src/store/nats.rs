@@ -10,6 +10,7 @@
 
 mod control;
 mod dead;
+mod heartbeat;
 mod import;
 mod layout;
 mod meta;
@@ -18,6 +19,7 @@ mod queue;
 pub mod settings;
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -67,6 +69,8 @@ pub struct NatsStore {
     wakeups: Mutex<HashMap<TargetId, Arc<Notify>>>,
     handoffs: Mutex<HashMap<TargetId, Arc<Handoff>>>,
     pending: Mutex<HashMap<TargetId, Pending>>,
+    /// Relays alive on this store, this one included (see [`heartbeat`]).
+    relays: Arc<AtomicUsize>,
     /// Retries this relay scheduled, per target, so its dispatcher looks again on time.
     due: Mutex<HashMap<TargetId, Vec<SystemTime>>>,
 }
@@ -105,11 +109,11 @@ impl NatsStore {
             .enable_all()
             .build()
             .map_err(|e| nats_err("starting the NATS client's runtime", e))?;
-        let (js, attempts, control) = runtime.block_on(async {
+        let (js, attempts, control, beats) = runtime.block_on(async {
             let client = connect(&settings).await?;
             let js = jetstream::new(client.clone());
             let names = Names::new(&settings.storage.prefix);
-            layout::ensure(&js, &names, &settings, ACK_WAIT).await?;
+            ensure_patiently(&js, &names, &settings).await?;
             let attempts = js
                 .get_key_value(names.attempts())
                 .await
@@ -119,7 +123,11 @@ impl NatsStore {
                 .await
                 .map_err(|e| nats_err("opening the control bucket", e))?;
             let control = control::Controls::start(control_kv).await?;
-            Ok::<_, StoreError>((js, attempts, control))
+            let beats = js
+                .get_key_value(names.relays())
+                .await
+                .map_err(|e| nats_err("opening the relays bucket", e))?;
+            Ok::<_, StoreError>((js, attempts, control, beats))
         })?;
         let ordered = settings
             .targets
@@ -129,6 +137,9 @@ impl NatsStore {
             .collect();
         let leased: Arc<Mutex<HashMap<DeliveryId, Leased>>> = Arc::default();
         runtime.spawn(keep_leases(leased.clone()));
+        let relays = Arc::new(AtomicUsize::new(1));
+        let me = format!("r{:016x}", rand::random::<u64>());
+        runtime.spawn(heartbeat::run(beats, me, relays.clone()));
         Ok(NatsStore {
             runtime: Some(runtime),
             names: Names::new(&settings.storage.prefix),
@@ -142,6 +153,7 @@ impl NatsStore {
             wakeups: Mutex::default(),
             handoffs: Mutex::default(),
             pending: Mutex::default(),
+            relays,
             due: Mutex::default(),
         })
     }
@@ -176,6 +188,28 @@ impl Drop for NatsStore {
         // Dropping a runtime blocks, which panics inside another runtime's thread.
         if let Some(rt) = self.runtime.take() {
             rt.shutdown_background();
+        }
+    }
+}
+
+/// How long a starting relay keeps trying to create its streams: a cluster electing a new
+/// leader (4 to 9 s after losing one) answers nothing meanwhile.
+const START_PATIENCE: Duration = Duration::from_secs(30);
+
+async fn ensure_patiently(
+    js: &jetstream::Context,
+    names: &Names,
+    settings: &NatsSettings,
+) -> Result<(), StoreError> {
+    let deadline = Instant::now() + START_PATIENCE;
+    loop {
+        match layout::ensure(js, names, settings, ACK_WAIT).await {
+            Ok(()) => return Ok(()),
+            Err(e) if Instant::now() < deadline => {
+                tracing::warn!(error = %e, "JetStream is not answering yet; trying again");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(e) => return Err(e),
         }
     }
 }
@@ -341,6 +375,20 @@ impl Store for NatsStore {
             .entry(target.clone())
             .or_default()
             .clone()
+    }
+    fn relays(&self) -> usize {
+        self.relays.load(Ordering::Relaxed)
+    }
+    fn readiness_follows_store(&self) -> bool {
+        false
+    }
+    fn layout(&self, target: &TargetId, ordered: bool) {
+        let mut set = lock(&self.ordered);
+        if ordered {
+            set.insert(target.clone());
+        } else {
+            set.remove(target);
+        }
     }
     fn control_feed(&self, target: &TargetId) -> Option<watch::Receiver<TargetControl>> {
         Some(self.control.feed(target))

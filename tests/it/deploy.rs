@@ -58,6 +58,30 @@ fn the_configmaps_relay_yaml_passes_check() {
 }
 
 #[test]
+fn the_nats_relays_manifest_runs_several_relays_without_a_volume_on_a_valid_config() {
+    let docs = documents("deploy/kubernetes/nats-relays.yaml");
+    let yaml = docs[0]["data"]["relay.yaml"]
+        .as_str()
+        .expect("data.relay.yaml");
+    let (ok, out) = check(yaml, &kubernetes_env());
+    assert!(ok, "{out}");
+    assert!(out.contains("store nats"), "{out}");
+    let deployment = docs
+        .iter()
+        .find(|d| d["kind"] == "Deployment")
+        .expect("a Deployment");
+    assert!(
+        deployment["spec"]["replicas"].as_u64() > Some(1),
+        "several relays"
+    );
+    let volumes = deployment["spec"]["template"]["spec"]["volumes"].to_string();
+    assert!(
+        !volumes.contains("persistentVolumeClaim"),
+        "no state on disk: {volumes}"
+    );
+}
+
+#[test]
 fn the_systemd_sample_config_passes_check_with_the_sample_environment_file() {
     let env_file =
         std::fs::read_to_string(Path::new(ROOT).join("deploy/systemd/env.example")).expect("env");

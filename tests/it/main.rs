@@ -16,6 +16,7 @@ mod ingest;
 mod lifecycle;
 mod load;
 mod migrate;
+mod nats;
 mod nats_server;
 mod operations;
 mod policy;

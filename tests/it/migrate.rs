@@ -14,10 +14,11 @@ use crate::support::*;
 
 const EVENTS: [&str; 3] = ["mig-1", "mig-2", "mig-3"];
 
-/// A target with quick retries giving up after `max_attempts`, and `extra` lines.
+/// A target with quick retries giving up after `max_attempts`, and `extra` lines. Its breaker
+/// never opens here: the test counts attempts, which an open breaker would hold back.
 fn target(name: &str, url: &str, max_attempts: u32, extra: &str) -> String {
     format!(
-        "  {name}:\n    kind: http\n    url: \"{url}\"\n    retry: {{ initial: 100ms, max_delay: 300ms, max_attempts: {max_attempts} }}\n{extra}"
+        "  {name}:\n    kind: http\n    url: \"{url}\"\n    retry: {{ initial: 100ms, max_delay: 300ms, max_attempts: {max_attempts} }}\n    breaker: {{ failures: 1000 }}\n{extra}"
     )
 }
 
@@ -125,7 +126,7 @@ async fn a_sqlite_backlog_and_its_dead_letters_move_to_nats_once_and_are_deliver
     let old_dir = tempfile::tempdir().expect("tempdir");
     let db = old_dir.path().join("relay.db");
     let sqlite = format!("storage: {{ kind: sqlite, path: \"{}\" }}", db.display());
-    let mut old = TestRelay::start_on(old_dir.path(), &sqlite, &sinks.config(100)).await;
+    let mut old = TestRelay::start_with_storage(old_dir.path(), &sqlite, &sinks.config(100)).await;
     for id in EVENTS {
         let (status, body) = old
             .post_signed(&fixture_with_id("message.received", id))
@@ -173,7 +174,8 @@ async fn a_sqlite_backlog_and_its_dead_letters_move_to_nats_once_and_are_deliver
     sinks.a.set_then(Reply::Status(200));
     sinks.f.set_then(Reply::Status(200));
     sinks.d.set_then(Reply::Status(200));
-    let new = TestRelay::start_on(new_dir.path(), &nats_storage(&url), &sinks.config(2)).await;
+    let new =
+        TestRelay::start_with_storage(new_dir.path(), &nats_storage(&url), &sinks.config(2)).await;
 
     // Every pending delivery arrives exactly once; fifo's in the order they came.
     wait_drained(&new, &["a", "f"]).await;
@@ -268,7 +270,7 @@ async fn migrate_refuses_a_store_a_relay_holds_and_a_config_not_on_nats() {
         "source: {{ secrets: [\"{SECRET}\"] }}\ntargets:\n{}routes:\n  - events: [\"*\"]\n    to: [a]\n",
         target("a", &sink.url("/a"), 3, "")
     );
-    let relay = TestRelay::start_on(dir.path(), &sqlite, &rest).await;
+    let relay = TestRelay::start_with_storage(dir.path(), &sqlite, &rest).await;
 
     // The lock is checked before anything is sent, so no server needs to listen here.
     let config = dir.path().join("nats.yaml");

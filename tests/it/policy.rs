@@ -47,16 +47,6 @@ async fn send_all(relay: &TestRelay, bodies: &[Vec<u8>]) {
     }
 }
 
-/// `t` as `GET /api/v1/targets` shows it.
-async fn target(relay: &TestRelay, name: &str) -> Value {
-    let (status, body) = relay.admin_get("/api/v1/targets").await;
-    assert_eq!(status, 200, "{body}");
-    body["targets"]
-        .as_array()
-        .and_then(|ts| ts.iter().find(|t| t["name"] == name).cloned())
-        .unwrap_or_else(|| panic!("no target {name} in {body}"))
-}
-
 /// Whether a target holds back `n` deliveries. SQLite counts them queued; JetStream counts
 /// a delivery that was handed out and put back (a retry, a release) as pending an ack, so it
 /// shows in flight until it is handed out again (README, "Several relays on NATS JetStream").

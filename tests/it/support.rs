@@ -250,11 +250,10 @@ impl TestRelay {
             rest,
         } = layout;
         let storage = storage_yaml(store, storage_extra);
-        TestRelay::launch_yaml(
+        TestRelay::launch_storage(
             dir,
             &storage,
-            listen_extra,
-            admin_extra,
+            (listen_extra, admin_extra),
             rest,
             rust_log,
             json_logs,
@@ -263,18 +262,16 @@ impl TestRelay {
         .await
     }
 
-    /// Starts a relay on `storage` (a whole `storage:` line) whatever `RELAY_TEST_STORE`
-    /// says, for tests that need both backends (moving from SQLite to NATS).
-    pub async fn start_on(dir: &Path, storage: &str, rest: &str) -> TestRelay {
-        TestRelay::launch_yaml(dir, storage, "", "", rest, "info", false, None).await
+    /// Starts a relay whose `storage:` line is `storage` (e.g. a NATS cluster of a test's
+    /// own), with relay.yaml and its log in `dir`.
+    pub async fn start_with_storage(dir: &Path, storage: &str, rest: &str) -> TestRelay {
+        TestRelay::launch_storage(dir, storage, ("", ""), rest, "info", false, None).await
     }
 
-    #[allow(clippy::too_many_arguments)]
-    async fn launch_yaml(
+    async fn launch_storage(
         dir: &Path,
         storage: &str,
-        listen_extra: &str,
-        admin_extra: &str,
+        (listen_extra, admin_extra): (&str, &str),
         rest: &str,
         rust_log: &str,
         json_logs: bool,
@@ -676,4 +673,14 @@ pub async fn relay_giving_up_after_three_503s() -> (TestRelay, textus_relay::sin
         sink.url("/t")
     );
     (TestRelay::start(&yaml).await, sink)
+}
+
+/// Target `name` as `GET /api/v1/targets` on `relay` shows it.
+pub async fn target(relay: &TestRelay, name: &str) -> Value {
+    let (status, body) = relay.admin_get("/api/v1/targets").await;
+    assert_eq!(status, 200, "{body}");
+    body["targets"]
+        .as_array()
+        .and_then(|ts| ts.iter().find(|t| t["name"] == name).cloned())
+        .unwrap_or_else(|| panic!("no target {name} in {body}"))
 }

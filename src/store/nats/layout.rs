@@ -13,6 +13,7 @@
 //!   repeats are still duplicates.
 //! - KV `{prefix}-control`: each target's pause / disable state and credited waits.
 //! - KV `{prefix}-attempts`: the attempt history of deliveries that failed at least once.
+//! - KV `{prefix}-relays`: one heartbeat per live relay, so rate limits are split between them.
 //!
 //! Consumers are named `{prefix}-<target>-<lane>`; a removed target's consumers and queued
 //! deliveries stay until a target of that name is configured again (as with SQLite).
@@ -93,6 +94,9 @@ impl Names {
     }
     pub(super) fn attempts(&self) -> String {
         format!("{}-attempts", self.prefix)
+    }
+    pub(super) fn relays(&self) -> String {
+        format!("{}-relays", self.prefix)
     }
     /// Where a delivery of the event with key hash `kh` for `target` is published.
     pub(super) fn queue_subject(&self, target: &str, lane: Lane, kh: &str) -> String {
@@ -241,6 +245,18 @@ pub(super) async fn ensure(
         .await
         .map_err(|e| nats_err("creating a KV bucket", e))?;
     }
+    js.create_or_update_key_value(kv::Config {
+        bucket: names.relays(),
+        description: "textus-relay relays alive (heartbeats)".to_owned(),
+        history: 1,
+        // A relay that stops beating is forgotten after this.
+        max_age: super::heartbeat::FORGET_AFTER,
+        num_replicas: replicas,
+        storage: stream::StorageType::File,
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| nats_err("creating a KV bucket", e))?;
     for target in &s.targets {
         for lane in Lane::of(target.ordered) {
             ensure_consumer(js, names, target.name.as_str(), lane, lease).await?;

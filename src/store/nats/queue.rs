@@ -109,6 +109,31 @@ impl NatsStore {
                 self.wakeup_local(t);
             }
         }
+        let routed = out.iter().any(|o| o.target.is_some());
+        if dedupe && routed {
+            // The deliveries' stream drops what was delivered, and with it, after a change of
+            // leader, the memory of their ids: the key is kept apart, in a stream that keeps
+            // it for the whole window, and only once every delivery is stored, so a crash in
+            // between is a retry that stores again, never a lost event taken for a duplicate.
+            let mut headers = HeaderMap::new();
+            headers.insert(async_nats::header::NATS_MESSAGE_ID, format!("ev:{}", e.key));
+            let seen = [Outgoing {
+                subject: self.names.seen_subject(),
+                headers,
+                target: None,
+            }];
+            let marker = self
+                .bounded(
+                    "remembering the event",
+                    self.publish_all(&seen, &Bytes::new()),
+                )
+                .await?;
+            return Ok(if marker.iter().all(|d| *d) {
+                Ingested::Duplicate
+            } else {
+                Ingested::Accepted
+            });
+        }
         if !acks.is_empty() && acks.iter().all(|duplicate| *duplicate) {
             return Ok(Ingested::Duplicate);
         }
