@@ -166,6 +166,35 @@ impl NatsCluster {
         None
     }
 
+    /// Asks `stream`'s leader to step down in favour of node `i` (a restarted node, to make it
+    /// lead from what it rebuilt from its disk) and waits until node `i` leads it.
+    pub async fn move_leader(&self, stream: &str, i: usize) {
+        let live = self
+            .nodes
+            .iter()
+            .position(|n| n.child.is_some())
+            .expect("a live node");
+        let client = async_nats::connect(format!("nats://{}", self.nodes[live].client))
+            .await
+            .expect("connect to a live node");
+        let request = serde_json::json!({ "placement": { "preferred": self.nodes[i].name } });
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        while self.stream_leader(stream).await != Some(i) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "node {i} never came to lead {stream}"
+            );
+            // Refused while a replica catches up: asked again until it takes.
+            let _ = client
+                .request(
+                    format!("$JS.API.STREAM.LEADER.STEPDOWN.{stream}"),
+                    request.to_string().into(),
+                )
+                .await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     /// The last sequence of `stream` as node `i` itself stores it: a restarted replica has
     /// caught up once this matches the leader's (its `/healthz` answers 200 before that).
     pub async fn stream_last_seq(&self, i: usize, stream: &str) -> Option<u64> {
