@@ -18,6 +18,8 @@ use crate::store::sqlite::owner;
 
 /// Deliveries read, published and deleted together.
 const SLICE: usize = 100;
+/// Event ids published before their PubAcks are awaited.
+const SEEN_SLICE: usize = 500;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -98,9 +100,11 @@ fn migrate(
 ) -> anyhow::Result<String> {
     let mut source = Source::open(from)?;
     let Counts { pending, dead } = source.counts()?;
+    let remembered = source.remembered(crate::store::unix_ms(std::time::SystemTime::now()))?;
     if dry_run {
         return Ok(format!(
-            "would move {pending} pending deliveries and {dead} dead letters from {} (dry run: nothing sent)",
+            "would move {pending} pending deliveries and {dead} dead letters, and remember {} event ids, from {} (dry run: nothing sent)",
+            remembered.len(),
             from.display()
         ));
     }
@@ -143,8 +147,20 @@ fn migrate(
             .context("deleting moved deliveries from the SQLite store")?;
         eprintln!("moved {} of {total}", tally.pending + tally.dead);
     }
+    // Last: an id remembered before its deliveries were moved would make TextUs's retry of
+    // an event whose move failed a "duplicate", and the event lost.
+    let mut known = 0;
+    for keys in remembered.chunks(SEEN_SLICE) {
+        known += runtime
+            .block_on(store.import_seen(keys))
+            .context("remembering event ids for de-duplication")?;
+    }
     Ok(format!(
-        "moved {} pending deliveries and {} dead letters ({} already in JetStream)",
-        tally.pending, tally.dead, tally.duplicates
+        "moved {} pending deliveries and {} dead letters ({} already in JetStream); {} event ids remembered for de-duplication ({} already)",
+        tally.pending,
+        tally.dead,
+        tally.duplicates,
+        remembered.len(),
+        known
     ))
 }

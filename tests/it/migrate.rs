@@ -149,20 +149,22 @@ async fn a_sqlite_backlog_and_its_dead_letters_move_to_nats_once_and_are_deliver
     let (code, out, err) = migrate(&config, &db, &["--dry-run"]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(
-        out.contains("would move 9 pending deliveries and 3 dead letters"),
+        out.contains(
+            "would move 9 pending deliveries and 3 dead letters, and remember 3 event ids"
+        ),
         "{out}"
     );
     let moved_at = textus_relay::store::unix_ms(SystemTime::now());
     let (code, out, err) = migrate(&config, &db, &[]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(
-        out.contains("moved 9 pending deliveries and 3 dead letters (0 already in JetStream)"),
+        out.contains("moved 9 pending deliveries and 3 dead letters (0 already in JetStream); 3 event ids remembered for de-duplication (0 already)"),
         "{out}{err}"
     );
     let (code, out, err) = migrate(&config, &db, &[]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(
-        out.contains("moved 0 pending deliveries and 0 dead letters"),
+        out.contains("moved 0 pending deliveries and 0 dead letters (0 already in JetStream); 3 event ids remembered for de-duplication (3 already)"),
         "a second run moves nothing: {out}{err}"
     );
 
@@ -176,6 +178,16 @@ async fn a_sqlite_backlog_and_its_dead_letters_move_to_nats_once_and_are_deliver
     sinks.d.set_then(Reply::Status(200));
     let new =
         TestRelay::start_with_storage(new_dir.path(), &nats_storage(&url), &sinks.config(2)).await;
+
+    // TextUs retrying an event the SQLite relay acknowledged: the relays on NATS know it.
+    let (status, answer) = new
+        .post_signed(&fixture_with_id("message.received", EVENTS[0]))
+        .await;
+    assert_eq!(
+        (status, &answer["status"]),
+        (200, &json!("duplicate")),
+        "{answer}"
+    );
 
     // Every pending delivery arrives exactly once; fifo's in the order they came.
     wait_drained(&new, &["a", "f"]).await;

@@ -121,6 +121,12 @@ async fn a_repeat_after_the_leader_changes_is_a_duplicate_and_not_delivered_agai
     let body = fixture_with_id("message.received", "/deliveries/repeat-1");
     assert_eq!(relay.post_signed(&body).await.1["status"], "accepted");
     sink.wait_for(1, PATIENCE).await.expect("delivered");
+    // Settled (its ack taken), so that the kill below cannot make it a redelivery.
+    eventually("the delivery acked", async || {
+        let t = target(&relay, "t").await;
+        (t["queued"] == 0 && t["in_flight"] == 0).then_some(())
+    })
+    .await;
     // A leader restarted from its disk knows the message ids of the messages it still has:
     // the delivered one is gone from the work queue, so only the seen stream remembers it.
     let leader = cluster
@@ -139,7 +145,12 @@ async fn a_repeat_after_the_leader_changes_is_a_duplicate_and_not_delivered_agai
     // A fresh event as a barrier: once it is delivered and nothing is pending, a stored
     // repeat would have been delivered too.
     let barrier = fixture_with_id("message.received", "/deliveries/repeat-2");
-    assert_eq!(relay.post_signed(&barrier).await.1["status"], "accepted");
+    let answer = eventually("the barrier stored", async || {
+        let (status, answer) = relay.post_signed(&barrier).await;
+        (status == 200).then_some(answer)
+    })
+    .await;
+    assert_eq!(answer["status"], "accepted", "{answer}");
     sink.wait_for(2, PATIENCE).await.expect("barrier delivered");
     eventually("nothing pending", async || {
         let t = target(&relay, "t").await;

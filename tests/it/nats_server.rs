@@ -179,10 +179,24 @@ impl NatsCluster {
             .expect("connect to a live node");
         let request = serde_json::json!({ "placement": { "preferred": self.nodes[i].name } });
         let deadline = tokio::time::Instant::now() + PATIENCE;
-        while self.stream_leader(stream).await != Some(i) {
+        loop {
+            let views = self.leader_views(stream).await;
+            let name = self.nodes[i].name.as_str();
+            // Every node names the same leader, and the leader (the only one that tracks the
+            // others) sees every replica current.
+            let agreed = views.iter().all(|v| v["leader"].as_str() == Some(name));
+            let current = views.iter().any(|v| {
+                !v["leader_since"].is_null()
+                    && v["replicas"]
+                        .as_array()
+                        .is_some_and(|r| r.iter().all(|p| p["current"] == true))
+            });
+            if agreed && current {
+                return;
+            }
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "node {i} never came to lead {stream}"
+                "node {i} ({name}) never came to lead {stream}: {views:?}"
             );
             // Refused while a replica catches up: asked again until it takes.
             let _ = client
@@ -193,6 +207,26 @@ impl NatsCluster {
                 .await;
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+    }
+
+    /// `stream`'s cluster block (leader, replicas) as each live node reports it: a node just
+    /// restarted reports what it knew before it died until it catches up. Null for a node
+    /// that does not answer.
+    async fn leader_views(&self, stream: &str) -> Vec<Value> {
+        let mut views = Vec::new();
+        for n in 0..self.nodes.len() {
+            if self.nodes[n].child.is_none() {
+                continue;
+            }
+            let jsz = self.monitor_json(n, "/jsz?streams=true").await;
+            views.push(
+                jsz.as_ref()
+                    .and_then(|j| stream_detail(j, stream))
+                    .map(|d| d["cluster"].clone())
+                    .unwrap_or(Value::Null),
+            );
+        }
+        views
     }
 
     /// The last sequence of `stream` as node `i` itself stores it: a restarted replica has

@@ -92,6 +92,18 @@ impl Source {
         })
     }
 
+    /// The event ids still remembered for de-duplication at `now_ms` (their window has not
+    /// run out), in no particular order.
+    pub fn remembered(&self, now_ms: i64) -> Result<Vec<String>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT key FROM dedupe WHERE expires_at > ?1")?;
+        let keys = stmt
+            .query_map([now_ms], |r| r.get(0))?
+            .collect::<rusqlite::Result<Vec<String>>>()?;
+        Ok(keys)
+    }
+
     /// Up to `limit` deliveries (pending or dead) with an id above `after`, in id order.
     pub fn slice(&self, after: i64, limit: usize) -> Result<Vec<Exported>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
@@ -236,6 +248,11 @@ mod tests {
                 .expect("retry");
         }
         let mut source = Source::open(&db).expect("source");
+        let mut remembered = source.remembered(0).expect("remembered");
+        remembered.sort();
+        assert_eq!(remembered, ["ev1", "ev2"]);
+        let later = crate::store::unix_ms(SystemTime::now() + Duration::from_secs(7200));
+        assert!(source.remembered(later).expect("remembered").is_empty());
         assert_eq!(
             source.counts().expect("counts"),
             Counts {
