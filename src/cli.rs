@@ -75,7 +75,7 @@ pub enum Command {
     /// Ask a running relay whether it is alive (/healthz) or ready (/readyz); exit 0 or 1.
     #[command(after_help = help::HEALTH)]
     Health(health::Args),
-    /// Move a SQLite store's pending deliveries and dead letters into the NATS JetStream store.
+    /// Move a SQLite store's pending deliveries, dead letters and remembered ids into NATS JetStream.
     #[command(after_help = help::MIGRATE)]
     Migrate(migrate::Args),
     /// Set up the TextUs side: subscribe TextUs to exactly the event types the routes send.
