@@ -10,6 +10,7 @@
 mod console;
 mod dead_letters;
 mod events;
+pub mod listening;
 pub mod params;
 mod targets;
 
@@ -46,6 +47,9 @@ pub struct Admin {
     pub running: Arc<AtomicUsize>,
     /// The store's file (its WAL sits beside it), for `relay_store_bytes`.
     pub store_path: Option<PathBuf>,
+    /// The ingress port, which must accept connections before `/readyz` says ready; `None`
+    /// where no ingress runs (the admin API's own tests).
+    pub ingress: Option<Arc<listening::IngressProbe>>,
 }
 
 impl Admin {
@@ -212,12 +216,17 @@ impl Admin {
         // with the 504 that TextUs retries. Failing readiness would take it out of its
         // Service, and TextUs would see connection errors instead (README, "Storage budget").
         let store_ok = store.is_ok() || !self.store.readiness_follows_store();
-        let ready = store_ok && running >= targets;
+        let listening = match &self.ingress {
+            Some(probe) => probe.listening().await,
+            None => true,
+        };
+        let ready = store_ok && running >= targets && listening;
         let ingest = self.store.storage().map(|s| s.ingest);
         let body = json!({
             "ready": ready,
             "store": store.map(|()| "ok".to_string()).unwrap_or_else(|e| e.to_string()),
             "ingest": ingest,
+            "listening": listening,
             "dispatchers_running": running,
             "targets": targets,
             "relays": self.store.relays(),

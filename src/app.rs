@@ -18,6 +18,7 @@ use pingora::server::{ExecutionPhase, Server};
 use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 
+use crate::admin::listening::IngressProbe;
 use crate::admin::{Admin, AdminTarget};
 use crate::build;
 use crate::config::{Config, DeliveryOrder, MinFree, Storage, StorageBudget};
@@ -177,6 +178,7 @@ pub fn run(config: Config, options: RunOptions) -> Result<(), StartError> {
         reloader: Some(reloader),
         running: running.clone(),
         store_path,
+        ingress: Some(Arc::new(IngressProbe::new(config.listen.address))),
     };
     let mut admin = Service::new("admin".to_string(), admin);
     admin.threads = Some(1);
@@ -316,7 +318,7 @@ fn store_name(storage: &Storage) -> String {
 
 /// The NATS store's settings from the config: its `storage:` block, the de-duplication
 /// window and which targets are ordered.
-fn nats_settings(config: &Config, nats: &crate::config::NatsStorage) -> NatsSettings {
+pub(crate) fn nats_settings(config: &Config, nats: &crate::config::NatsStorage) -> NatsSettings {
     NatsSettings {
         storage: nats.clone(),
         dedupe_window: config.source.dedupe_window,

@@ -1,5 +1,5 @@
 //! Command line: `run`, `check`, `demo`, `sign`, `send`, `health`, `dead-letters`,
-//! `textus subscribe`, `completions`, `schema`. Errors are reported here, with context.
+//! `migrate`, `textus subscribe`, `completions`, `schema`. Errors are reported here, with context.
 //!
 //! Exit codes (design.md §7): 0 ok, 1 runtime failure, 2 bad config or usage.
 
@@ -15,6 +15,7 @@ pub mod completions;
 pub mod dead_letters;
 pub mod health;
 mod help;
+pub mod migrate;
 pub mod send;
 pub mod textus;
 
@@ -74,6 +75,9 @@ pub enum Command {
     /// Ask a running relay whether it is alive (/healthz) or ready (/readyz); exit 0 or 1.
     #[command(after_help = help::HEALTH)]
     Health(health::Args),
+    /// Move a SQLite store's pending deliveries, dead letters and remembered ids into NATS JetStream.
+    #[command(after_help = help::MIGRATE)]
+    Migrate(migrate::Args),
     /// Set up the TextUs side: subscribe TextUs to exactly the event types the routes send.
     #[command(subcommand, after_help = help::TEXTUS)]
     Textus(textus::Action),
@@ -102,6 +106,7 @@ pub fn main() -> ExitCode {
             | Command::DeadLetters(_)
             | Command::Send(_)
             | Command::Health(_)
+            | Command::Migrate(_)
             | Command::Textus(_)
             | Command::Completions { .. }
             | Command::Schema { .. }
@@ -121,6 +126,7 @@ pub fn main() -> ExitCode {
         Command::DeadLetters(action) => dead_letters::run(action),
         Command::Send(args) => send::run(args),
         Command::Health(args) => health::run(args),
+        Command::Migrate(args) => migrate::run(args),
         Command::Textus(action) => textus::run(action),
         Command::Completions { shell } => completions::run(shell),
         Command::Schema { markdown } => {

@@ -32,6 +32,7 @@ fn admin(dir: &Path, token: Option<&str>) -> Admin {
         reloader: None,
         running: Arc::new(AtomicUsize::new(1)),
         store_path: None,
+        ingress: None,
     }
 }
 

@@ -49,6 +49,11 @@ Examples:
   textus-relay health --config relay.yaml --ready    # readiness: GET /readyz
   textus-relay health --url http://127.0.0.1:9090";
 
+pub const MIGRATE: &str = "\
+Examples:
+  textus-relay migrate --config relay.yaml --from ./data/relay.db --dry-run   # count only
+  textus-relay migrate --config relay.yaml --from ./data/relay.db   # stop the SQLite relay first";
+
 pub const TEXTUS: &str = "\
 Examples:
   textus-relay textus subscribe --config relay.yaml --account my_account \\

@@ -11,6 +11,7 @@
 mod control;
 mod dead;
 mod heartbeat;
+mod import;
 mod layout;
 mod meta;
 mod query;

@@ -23,6 +23,7 @@ mod body;
 pub mod budget;
 mod checkpoint;
 pub(in crate::store) mod dead;
+pub mod export;
 mod find;
 mod handing;
 mod ops;

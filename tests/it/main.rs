@@ -15,6 +15,7 @@ mod disk_full;
 mod ingest;
 mod lifecycle;
 mod load;
+mod migrate;
 mod nats;
 mod nats_server;
 mod operations;

@@ -109,6 +109,63 @@ async fn two_relays_share_one_queue_and_one_memory_of_keys() {
 }
 
 #[tokio::test]
+async fn a_repeat_after_the_leader_changes_is_a_duplicate_and_not_delivered_again() {
+    let mut cluster = NatsCluster::three().await;
+    let sink = Sink::start(vec![], Reply::Status(200)).await.expect("sink");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (storage, rest) = (
+        storage(&cluster, 3, "repeat"),
+        routes_to(&[("t", sink.url("/t"))]),
+    );
+    let relay = relay_on(dir.path(), &storage, &rest).await;
+    let body = fixture_with_id("message.received", "/deliveries/repeat-1");
+    assert_eq!(relay.post_signed(&body).await.1["status"], "accepted");
+    sink.wait_for(1, PATIENCE).await.expect("delivered");
+    // Settled (its ack taken), so that the kill below cannot make it a redelivery.
+    eventually("the delivery acked", async || {
+        let t = target(&relay, "t").await;
+        (t["queued"] == 0 && t["in_flight"] == 0).then_some(())
+    })
+    .await;
+    // A leader restarted from its disk knows the message ids of the messages it still has:
+    // the delivered one is gone from the work queue, so only the seen stream remembers it.
+    let leader = cluster
+        .stream_leader("repeat-deliveries")
+        .await
+        .expect("a leader");
+    cluster.kill(leader);
+    cluster.restart(leader).await;
+    cluster.move_leader("repeat-deliveries", leader).await;
+    let answer = eventually("the relay reconnected", async || {
+        let (status, answer) = relay.post_signed(&body).await;
+        (status == 200).then_some(answer)
+    })
+    .await;
+    assert_eq!(answer["status"], "duplicate", "{answer}");
+    // A fresh event as a barrier: once it is delivered and nothing is pending, a stored
+    // repeat would have been delivered too.
+    let barrier = fixture_with_id("message.received", "/deliveries/repeat-2");
+    let answer = eventually("the barrier stored", async || {
+        let (status, answer) = relay.post_signed(&barrier).await;
+        (status == 200).then_some(answer)
+    })
+    .await;
+    assert_eq!(answer["status"], "accepted", "{answer}");
+    sink.wait_for(2, PATIENCE).await.expect("barrier delivered");
+    eventually("nothing pending", async || {
+        let t = target(&relay, "t").await;
+        (t["queued"] == 0 && t["in_flight"] == 0).then_some(())
+    })
+    .await;
+    let got = ids(&sink.received());
+    assert_eq!(
+        got,
+        ["/deliveries/repeat-1", "/deliveries/repeat-2"],
+        "the repeat was not delivered again"
+    );
+}
+
+#[tokio::test]
 async fn a_pause_through_one_relay_holds_the_target_on_every_relay() {
     let cluster = NatsCluster::single().await;
     let sink = Sink::start(vec![], Reply::Status(200)).await.expect("sink");

@@ -166,6 +166,69 @@ impl NatsCluster {
         None
     }
 
+    /// Asks `stream`'s leader to step down in favour of node `i` (a restarted node, to make it
+    /// lead from what it rebuilt from its disk) and waits until node `i` leads it.
+    pub async fn move_leader(&self, stream: &str, i: usize) {
+        let live = self
+            .nodes
+            .iter()
+            .position(|n| n.child.is_some())
+            .expect("a live node");
+        let client = async_nats::connect(format!("nats://{}", self.nodes[live].client))
+            .await
+            .expect("connect to a live node");
+        let request = serde_json::json!({ "placement": { "preferred": self.nodes[i].name } });
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let views = self.leader_views(stream).await;
+            let name = self.nodes[i].name.as_str();
+            // Every node names the same leader, and the leader (the only one that tracks the
+            // others) sees every replica current.
+            let agreed = views.iter().all(|v| v["leader"].as_str() == Some(name));
+            let current = views.iter().any(|v| {
+                !v["leader_since"].is_null()
+                    && v["replicas"]
+                        .as_array()
+                        .is_some_and(|r| r.iter().all(|p| p["current"] == true))
+            });
+            if agreed && current {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "node {i} ({name}) never came to lead {stream}: {views:?}"
+            );
+            // Refused while a replica catches up: asked again until it takes.
+            let _ = client
+                .request(
+                    format!("$JS.API.STREAM.LEADER.STEPDOWN.{stream}"),
+                    request.to_string().into(),
+                )
+                .await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// `stream`'s cluster block (leader, replicas) as each live node reports it: a node just
+    /// restarted reports what it knew before it died until it catches up. Null for a node
+    /// that does not answer.
+    async fn leader_views(&self, stream: &str) -> Vec<Value> {
+        let mut views = Vec::new();
+        for n in 0..self.nodes.len() {
+            if self.nodes[n].child.is_none() {
+                continue;
+            }
+            let jsz = self.monitor_json(n, "/jsz?streams=true").await;
+            views.push(
+                jsz.as_ref()
+                    .and_then(|j| stream_detail(j, stream))
+                    .map(|d| d["cluster"].clone())
+                    .unwrap_or(Value::Null),
+            );
+        }
+        views
+    }
+
     /// The last sequence of `stream` as node `i` itself stores it: a restarted replica has
     /// caught up once this matches the leader's (its `/healthz` answers 200 before that).
     pub async fn stream_last_seq(&self, i: usize, stream: &str) -> Option<u64> {

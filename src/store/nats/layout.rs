@@ -9,8 +9,9 @@
 //! - `{prefix}-dead`: dead letters, on `{prefix}.dead.t.<target>.<key hash>` (or
 //!   `{prefix}.dead.none.<key hash>` for a body that never was an event), kept for
 //!   `dead_letter_retention`.
-//! - `{prefix}-seen`: keys of events that were stored nowhere else (unrouted), so that their
-//!   repeats are still duplicates.
+//! - `{prefix}-seen`: the id of every event stored, for `dedupe_window`, on
+//!   `{prefix}.seen.<key hash>` (with `Nats-Msg-Id` `ev:<key>`): looked up by ingest before
+//!   it stores anything, and written once everything is stored.
 //! - KV `{prefix}-control`: each target's pause / disable state and credited waits.
 //! - KV `{prefix}-attempts`: the attempt history of deliveries that failed at least once.
 //! - KV `{prefix}-relays`: one heartbeat per live relay, so rate limits are split between them.
@@ -133,8 +134,12 @@ impl Names {
             format!("{}.dead.none.{kh}", self.prefix),
         ]
     }
-    pub(super) fn seen_subject(&self) -> String {
-        format!("{}.seen", self.prefix)
+    /// Where an event's id is remembered: by its key's hash, so that ingest can look it up.
+    pub(super) fn seen_subject(&self, kh: &str) -> String {
+        format!("{}.seen.{kh}", self.prefix)
+    }
+    pub(super) fn seen_subjects(&self) -> String {
+        format!("{}.seen.*", self.prefix)
     }
     pub(super) fn consumer(&self, target: &str, lane: Lane) -> String {
         format!("{}-{}-{}", self.prefix, token(target), lane.token())
@@ -219,7 +224,7 @@ pub(super) async fn ensure(
     .map_err(|e| nats_err("creating the dead-letter stream", e))?;
     js.create_or_update_stream(stream::Config {
         name: names.seen(),
-        subjects: vec![names.seen_subject()],
+        subjects: vec![names.seen_subjects()],
         retention: stream::RetentionPolicy::Limits,
         storage: stream::StorageType::File,
         num_replicas: replicas,

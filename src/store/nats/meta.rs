@@ -12,6 +12,10 @@ use crate::store::{Attempt, StoreError};
 /// The header that carries [`DeliveryMeta`] or [`DeadMeta`].
 pub(super) const HEADER: &str = "Textus-Meta";
 
+/// Set on a delivery that is queued with attempts already made (moved in from SQLite by
+/// `migrate`), so its first claim reads its history as a redelivery's would.
+pub(super) const HISTORY_HEADER: &str = "Textus-History";
+
 /// How many attempts a delivery or dead letter keeps (the most recent ones).
 pub(super) const MAX_HISTORY: usize = 20;
 
@@ -101,6 +105,11 @@ pub(super) fn decode<T: for<'de> Deserialize<'de>>(headers: Option<&HeaderMap>) 
     let value = headers?.get(HEADER)?;
     let json = STANDARD.decode(value.as_str()).ok()?;
     serde_json::from_slice(&json).ok()
+}
+
+/// Whether a message says it has an attempt history (see [`HISTORY_HEADER`]).
+pub(super) fn carries_history(headers: Option<&HeaderMap>) -> bool {
+    headers.is_some_and(|h| h.get(HISTORY_HEADER).is_some())
 }
 
 pub(super) fn headers<T: Serialize>(

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant, SystemTime};
 use async_nats::HeaderMap;
 use async_nats::jetstream::AckKind;
 use async_nats::jetstream::context::PublishAckFuture;
+use async_nats::jetstream::stream::LastRawMessageErrorKind;
 use bytes::Bytes;
 use futures_util::StreamExt;
 
@@ -34,6 +35,16 @@ impl NatsStore {
         let dedupe = !e.dedupe_window.is_zero();
         let now = unix_ms(SystemTime::now());
         let kh = key_hash(&e.key);
+        // Looked up before anything is stored, not only answered by the PubAck of the id
+        // written last: the deliveries' own ids are gone once they are delivered (or were
+        // never these, for what `migrate` moved in), and a repeat would be stored again.
+        if dedupe
+            && self
+                .bounded("looking up the event id", self.seen_before(&e.key, &kh))
+                .await?
+        {
+            return Ok(Ingested::Duplicate);
+        }
         let mut out = Vec::new();
         if let Some(reason) = &e.dead_reason {
             let dead = self.dead_meta(&e, None, None, reason.clone(), now);
@@ -51,7 +62,7 @@ impl NatsStore {
             let mut headers = HeaderMap::new();
             headers.insert(async_nats::header::NATS_MESSAGE_ID, format!("ev:{}", e.key));
             out.push(Outgoing {
-                subject: self.names.seen_subject(),
+                subject: self.names.seen_subject(&kh),
                 headers,
                 target: None,
             });
@@ -118,7 +129,7 @@ impl NatsStore {
             let mut headers = HeaderMap::new();
             headers.insert(async_nats::header::NATS_MESSAGE_ID, format!("ev:{}", e.key));
             let seen = [Outgoing {
-                subject: self.names.seen_subject(),
+                subject: self.names.seen_subject(&kh),
                 headers,
                 target: None,
             }];
@@ -138,6 +149,24 @@ impl NatsStore {
             return Ok(Ingested::Duplicate);
         }
         Ok(Ingested::Accepted)
+    }
+
+    /// Whether the seen stream remembers `key`: an event stored within its window.
+    async fn seen_before(&self, key: &str, kh: &str) -> Result<bool, StoreError> {
+        let stream = self.stream(self.names.seen()).await?;
+        // From the stream's leader, not a replica that may be behind.
+        match stream
+            .get_last_raw_message_by_subject(&self.names.seen_subject(kh))
+            .await
+        {
+            // Another key with the same hash is not this one.
+            Ok(m) => Ok(m
+                .headers
+                .get(async_nats::header::NATS_MESSAGE_ID)
+                .is_some_and(|id| id.as_str() == format!("ev:{key}"))),
+            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(false),
+            Err(e) => Err(nats_err("looking up the event id", e)),
+        }
     }
 
     /// Publishes every message at once, then waits for every PubAck; returns, per message,
@@ -349,8 +378,10 @@ impl NatsStore {
                 .map_err(|e| nats_err("removing a foreign message", e))?;
             return Ok(None);
         };
-        // Only a redelivered message can have failed before.
-        let history = if delivered > 1 {
+        // Only a redelivered message can have failed before, or one moved in with its
+        // attempts (`migrate`).
+        let has_history = delivered > 1 || meta::carries_history(msg.headers.as_ref());
+        let history = if has_history {
             self.history(id).await?
         } else {
             History::default()
@@ -372,7 +403,7 @@ impl NatsStore {
                 target: target.clone(),
                 lane,
                 message: msg,
-                has_history: delivered > 1,
+                has_history,
             },
         );
         Ok(Some(job))
