@@ -7,7 +7,8 @@
 //!   queue;
 //! - **atomic batch** (ADR-50): the same N messages as one batch on a stream with
 //!   `allow_atomic`, one PubAck for all (`Nats-Msg-Id` on the members only if the probe of
-//!   [`probe`] shows the server takes it there);
+//!   [`probe`] shows the server takes it there), and once more without any `Nats-Msg-Id`, to
+//!   show what the ids cost inside a batch;
 //! - **per event**: one message and one PubAck, on an interest stream that N consumers (one
 //!   per target) would each read.
 //!
@@ -46,16 +47,24 @@ const DEDUPE_WINDOW: Duration = Duration::from_secs(24 * 3600);
 pub enum Shape {
     PerMessage,
     AtomicBatch,
+    /// The atomic batch without `Nats-Msg-Id` on its members.
+    AtomicBatchNoIds,
     PerEvent,
 }
 
 impl Shape {
-    pub const ALL: [Shape; 3] = [Shape::PerMessage, Shape::AtomicBatch, Shape::PerEvent];
+    pub const ALL: [Shape; 4] = [
+        Shape::PerMessage,
+        Shape::AtomicBatch,
+        Shape::AtomicBatchNoIds,
+        Shape::PerEvent,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Shape::PerMessage => "per-message",
             Shape::AtomicBatch => "atomic-batch",
+            Shape::AtomicBatchNoIds => "atomic-batch, no ids",
             Shape::PerEvent => "per-event",
         }
     }
@@ -63,7 +72,7 @@ impl Shape {
     /// Messages stored per event.
     pub fn messages(self, fanout: usize) -> u64 {
         match self {
-            Shape::PerMessage | Shape::AtomicBatch => fanout as u64,
+            Shape::PerMessage | Shape::AtomicBatch | Shape::AtomicBatchNoIds => fanout as u64,
             Shape::PerEvent => 1,
         }
     }
@@ -71,7 +80,7 @@ impl Shape {
     /// The stream of a phase, as the relay would create it for this shape.
     fn stream(self, name: &str) -> stream::Config {
         let (subjects, retention) = match self {
-            Shape::PerMessage | Shape::AtomicBatch => {
+            Shape::PerMessage | Shape::AtomicBatch | Shape::AtomicBatchNoIds => {
                 (format!("{name}.q.>"), stream::RetentionPolicy::WorkQueue)
             }
             // A message per event stays until every target's consumer acked it.
@@ -84,7 +93,7 @@ impl Shape {
             storage: stream::StorageType::File,
             num_replicas: 3,
             duplicate_window: DEDUPE_WINDOW,
-            allow_atomic_publish: self == Shape::AtomicBatch,
+            allow_atomic_publish: matches!(self, Shape::AtomicBatch | Shape::AtomicBatchNoIds),
             ..Default::default()
         }
     }
@@ -92,7 +101,9 @@ impl Shape {
     /// What target `t`'s consumer reads.
     fn filter(self, name: &str, t: usize) -> String {
         match self {
-            Shape::PerMessage | Shape::AtomicBatch => format!("{name}.q.t{t}.>"),
+            Shape::PerMessage | Shape::AtomicBatch | Shape::AtomicBatchNoIds => {
+                format!("{name}.q.t{t}.>")
+            }
             Shape::PerEvent => format!("{name}.ev.>"),
         }
     }
@@ -142,7 +153,7 @@ pub struct NatsShape {
 }
 
 /// The whole scenario: the cluster, the probe, then every (N, shape), shapes alternating
-/// within each N so a drift of the machine's speed spreads over all three.
+/// within each N so a drift of the machine's speed spreads over all of them.
 pub async fn run(s: &Settings, clock: Clock) -> anyhow::Result<NatsShape> {
     let version = nats::server_version()?;
     let cluster = Cluster::start().await?;

@@ -67,7 +67,8 @@ impl Ctx {
         let kh = format!("{:016x}", seq.wrapping_mul(0x9E37_79B9_7F4A_7C15));
         match self.shape {
             Shape::PerMessage => self.per_message(&key, &kh, body).await,
-            Shape::AtomicBatch => self.atomic_batch(&key, &kh, body).await,
+            Shape::AtomicBatch => self.atomic_batch(&key, &kh, body, self.batch_msg_ids).await,
+            Shape::AtomicBatchNoIds => self.atomic_batch(&key, &kh, body, false).await,
             Shape::PerEvent => self.per_event(&key, &kh, body).await,
         }
     }
@@ -100,10 +101,16 @@ impl Ctx {
 
     /// ADR-50: every member but the last a plain publish (no reply, no ack), the last with
     /// `Nats-Batch-Commit: 1` and the batch's one PubAck.
-    async fn atomic_batch(&self, key: &str, kh: &str, body: Bytes) -> Result<(), String> {
+    async fn atomic_batch(
+        &self,
+        key: &str,
+        kh: &str,
+        body: Bytes,
+        msg_ids: bool,
+    ) -> Result<(), String> {
         let members = (0..self.fanout)
             .map(|t| {
-                let id = self.batch_msg_ids.then(|| format!("ev:{key}:t{t}"));
+                let id = msg_ids.then(|| format!("ev:{key}:t{t}"));
                 (self.queue_subject(t, kh), id)
             })
             .collect();
