@@ -9,6 +9,7 @@
 pub mod drain_ack;
 pub mod load;
 pub mod nats;
+pub mod nats_shape;
 pub mod plot;
 pub mod relay;
 pub mod report;

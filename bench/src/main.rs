@@ -16,8 +16,10 @@ const USAGE: &str = "usage: textus-bench --relay BIN --out DIR [--connections N]
 [--wide-connections N] [--drain-burst EVENTS] [--only SCENARIO,...]  (--wide-connections: also \
 measure ceiling and ingest with N connections, ~30 s more)  (--drain-burst: events of the burst \
 whose 3 deliveries each are the backlog of drain-ack, default 33334)  (--only: ceiling, ingest, \
-cpu, paced, drain-ack, isolation, backlog, nats; prints the figures and writes no report, for comparing \
-builds)";
+cpu, paced, drain-ack, isolation, backlog, nats, nats-shape; prints the figures and writes no report, \
+for comparing builds; nats-shape, the NATS store's message shapes of issue 15 measured without \
+the relay (~4 min, never part of a full run), needs no --relay and, given --out, sets its key \
+`nats_store_shape` in OUT/results.json)";
 
 /// Alternating ceiling and ingest rounds in a full run.
 const ROUNDS: usize = 2;
@@ -64,7 +66,7 @@ fn main() -> anyhow::Result<()> {
     }
     let (settings, out, only) = parse(args)?;
     if !only.is_empty() {
-        return runtime.block_on(run_only(settings, only));
+        return runtime.block_on(run_only(settings, only, out));
     }
     runtime.block_on(run(settings, out))
 }
@@ -151,14 +153,17 @@ fn parse(args: Vec<String>) -> anyhow::Result<(Settings, PathBuf, Vec<String>)> 
         (None, false) => PathBuf::new(),
         (None, true) => bail!("--out is required\n{USAGE}"),
     };
-    if !s.relay_bin.is_file() {
+    // Only nats-shape runs without a relay.
+    let relay_needed = only.is_empty() || only.iter().any(|o| o != "nats-shape");
+    if relay_needed && !s.relay_bin.is_file() {
         bail!("--relay {}: no such binary\n{USAGE}", s.relay_bin.display());
     }
     Ok((s, out, only))
 }
 
-/// `--only`: the named scenarios, their figures on stderr, no report.
-async fn run_only(s: Settings, only: Vec<String>) -> anyhow::Result<()> {
+/// `--only`: the named scenarios, their figures on stderr, no report (nats-shape's key of
+/// results.json aside, which only it writes).
+async fn run_only(s: Settings, only: Vec<String>, out: PathBuf) -> anyhow::Result<()> {
     let clock = Clock::start();
     let yardstick = textus_bench::load::yardstick();
     eprintln!("machine speed: {yardstick:.0} HMAC-SHA256 of the fixture per second");
@@ -215,6 +220,19 @@ async fn run_only(s: Settings, only: Vec<String>) -> anyhow::Result<()> {
                 let n = textus_bench::nats::run(&s, clock).await?;
                 print_nats(&n);
                 eprintln!("\n{}", n.markdown(cpu_info().0));
+            }
+            "nats-shape" => {
+                eprintln!(
+                    "NATS store shapes: 3 nodes, 3 replicas, N = 1, 3, 8 targets, full speed and \
+                     1,000 events/s"
+                );
+                let n = textus_bench::nats_shape::run(&s, clock).await?;
+                eprintln!("\n{}", n.markdown());
+                if !out.as_os_str().is_empty() {
+                    let key = textus_bench::report::NATS_SHAPE_KEY;
+                    textus_bench::report::merge_key(&out, key, n.json(&utc_now()))?;
+                    eprintln!("wrote {key} into {}", out.join("results.json").display());
+                }
             }
             other => bail!("--only: unknown scenario {other}\n{USAGE}"),
         }

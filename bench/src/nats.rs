@@ -150,11 +150,19 @@ impl Cluster {
     /// The client URLs, quoted, for a relay's `storage.urls`.
     fn urls_yaml(&self) -> String {
         let urls: Vec<String> = self
-            .nodes
+            .client_urls()
             .iter()
-            .map(|n| format!("\"nats://{}\"", n.client))
+            .map(|u| format!("\"{u}\""))
             .collect();
         urls.join(", ")
+    }
+
+    /// The client URL of each node.
+    pub fn client_urls(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .map(|n| format!("nats://{}", n.client))
+            .collect()
     }
 
     /// CPU seconds each server used so far.

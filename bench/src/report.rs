@@ -4,6 +4,8 @@
 
 use std::path::Path;
 
+use anyhow::Context as _;
+
 use serde_json::{Value, json};
 
 use crate::drain_ack::{self, DrainAck};
@@ -322,13 +324,50 @@ impl Results {
     }
 
     pub fn write(&self, dir: &Path) -> anyhow::Result<()> {
-        let json = serde_json::to_string_pretty(&self.json())?;
+        let mut doc = self.json();
+        // A full run does not measure the store's shape; what `--only nats-shape` wrote
+        // stays, with its own date.
+        if let (Some(kept), Some(map)) = (
+            read_results(dir)?.and_then(|mut old| old.get_mut(NATS_SHAPE_KEY).map(Value::take)),
+            doc.as_object_mut(),
+        ) {
+            map.insert(NATS_SHAPE_KEY.into(), kept);
+        }
+        let json = serde_json::to_string_pretty(&doc)?;
         std::fs::write(dir.join("results.json"), json + "\n")?;
         crate::plot::percentiles(&dir.join("latency.png"), &self.curves())?;
         let analysis = std::fs::read_to_string(dir.join("analysis.md")).unwrap_or_default();
         std::fs::write(dir.join("REPORT.md"), self.markdown(&analysis))?;
         Ok(())
     }
+}
+
+/// The key of results.json that `--only nats-shape` writes ([`crate::nats_shape`]).
+pub const NATS_SHAPE_KEY: &str = "nats_store_shape";
+
+/// `dir/results.json`, if there is one.
+fn read_results(dir: &Path) -> anyhow::Result<Option<Value>> {
+    let path = dir.join("results.json");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => Ok(Some(
+            serde_json::from_str(&text).with_context(|| format!("reading {}", path.display()))?,
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(anyhow::Error::new(e).context(format!("reading {}", path.display()))),
+    }
+}
+
+/// Sets one key of `dir/results.json` and keeps the others (for a scenario that a full run
+/// does not measure).
+pub fn merge_key(dir: &Path, key: &str, value: Value) -> anyhow::Result<()> {
+    let path = dir.join("results.json");
+    let mut doc = read_results(dir)?.unwrap_or_else(|| json!({}));
+    let Some(map) = doc.as_object_mut() else {
+        anyhow::bail!("{}: not a JSON object", path.display());
+    };
+    map.insert(key.into(), value);
+    std::fs::write(&path, serde_json::to_string_pretty(&doc)? + "\n")?;
+    Ok(())
 }
 
 /// `nats_jetstream` of results.json: per relay count, the full-speed and the paced phase.
@@ -376,4 +415,30 @@ fn plot_labels() -> [&'static str; 5] {
         "isolation: healthy end-to-end, other target answering",
         "isolation: healthy end-to-end, other target black-holed",
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{merge_key, read_results};
+    use serde_json::json;
+
+    #[test]
+    fn merging_a_key_keeps_the_others_and_starts_a_missing_file() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        merge_key(dir.path(), "nats_store_shape", json!({"run": 1})).expect("new file");
+        assert_eq!(
+            read_results(dir.path()).expect("readable"),
+            Some(json!({"nats_store_shape": {"run": 1}}))
+        );
+        let full = json!({"ingest_events_per_s": 9000, "nats_store_shape": {"run": 1}});
+        std::fs::write(dir.path().join("results.json"), full.to_string()).expect("write");
+        merge_key(dir.path(), "nats_store_shape", json!({"run": 2})).expect("merge");
+        assert_eq!(
+            read_results(dir.path()).expect("readable"),
+            Some(json!({"ingest_events_per_s": 9000, "nats_store_shape": {"run": 2}}))
+        );
+        std::fs::write(dir.path().join("results.json"), "[1]").expect("write");
+        let err = merge_key(dir.path(), "k", json!(1)).expect_err("not an object");
+        assert!(err.to_string().contains("not a JSON object"), "{err}");
+    }
 }
