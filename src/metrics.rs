@@ -9,8 +9,8 @@
 //!
 //! Counting takes no lock shared across metrics: a counter is one atomic add, found in its
 //! family's map under a read lock (written only when a new label set first appears). Each
-//! histogram has its own small lock, so the store writer's commits and each target's
-//! deliveries never wait on one another.
+//! histogram has its own small lock, held for one observation, so the store writer's commits
+//! and different targets' deliveries never wait on one another.
 //!
 //! The registry appends a period to every help text, so the texts below have none: the
 //! exposed `# HELP` lines stay as they were when this text was written by hand. A family with
