@@ -7,7 +7,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use serde_json::Value;
 use textus_relay::sink::{Reply, Sink};
@@ -240,24 +239,28 @@ async fn the_image_command_runs_as_its_non_root_user_and_serves() {
     let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
 
     // The HEALTHCHECK, as the image's user, until it passes.
-    let deadline = std::time::Instant::now() + PATIENCE;
-    loop {
+    let probe = eventually("the image's HEALTHCHECK to pass", async || {
+        assert!(
+            matches!(relay.try_wait(), Ok(None)),
+            "the relay exited; log:\n{}",
+            read_log()
+        );
         let probe = root
             .command(&root.image.healthcheck, &env)
             .output()
             .expect("run the health check");
         if probe.status.success() {
-            assert!(String::from_utf8_lossy(&probe.stdout).contains("/healthz answered 200"));
-            break;
+            Ok(probe)
+        } else {
+            Err(format!(
+                "{}\nlog:\n{}",
+                String::from_utf8_lossy(&probe.stderr),
+                read_log()
+            ))
         }
-        assert!(
-            matches!(relay.try_wait(), Ok(None)) && std::time::Instant::now() < deadline,
-            "relay not healthy: {}\nlog:\n{}",
-            String::from_utf8_lossy(&probe.stderr),
-            read_log()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await;
+    assert!(String::from_utf8_lossy(&probe.stdout).contains("/healthz answered 200"));
     let status = std::fs::read_to_string(format!("/proc/{}/status", relay.id())).expect("status");
     let uid_line = status.lines().find(|l| l.starts_with("Uid:")).expect("Uid");
     assert!(

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -70,39 +70,24 @@ fn per_event(sink: &Sink, start: usize) -> HashMap<String, usize> {
 
 /// Waits until every event made at least `n` requests to `sink`.
 async fn wait_each(sink: &Sink, n: usize, what: &str) {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
+    eventually(what, async || {
         let counts = per_event(sink, 0);
         if EVENTS
             .iter()
             .all(|e| counts.get(*e).copied().unwrap_or(0) >= n)
         {
-            return;
+            Ok(())
+        } else {
+            Err(format!("requests per event {counts:?}"))
         }
-        assert!(tokio::time::Instant::now() < deadline, "{what}: {counts:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await;
 }
 
 /// Waits until the relay has nothing queued or in flight for `names`.
 async fn wait_drained(relay: &TestRelay, names: &[&str]) {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
-        let (_, list) = relay.admin_get("/api/v1/targets").await;
-        let busy: Vec<&Value> = list["targets"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter(|t| names.iter().any(|n| t["name"] == *n))
-                    .filter(|t| t["queued"] != 0 || t["in_flight"] != 0)
-                    .collect()
-            })
-            .unwrap_or_default();
-        if busy.is_empty() {
-            return;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{list}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    for name in names {
+        crate::support::wait_drained(relay, name).await;
     }
 }
 
