@@ -10,7 +10,16 @@ fn check(yaml: &str) -> (i32, String, String) {
     cli(&["check", "--config", &path])
 }
 
-const VALID: &str = "source:\n  secrets: [s]\ntargets:\n  w:\n    kind: http\n    url: \"http://127.0.0.1:9/w\"\nroutes:\n  - events: [message.received, \"contact.*\"]\n    to: [w]\n";
+const VALID: &str = r#"source:
+  secrets: [s]
+targets:
+  w:
+    kind: http
+    url: "http://127.0.0.1:9/w"
+routes:
+  - events: [message.received, "contact.*"]
+    to: [w]
+"#;
 
 #[test]
 fn a_valid_config_shows_which_events_reach_which_targets() {

@@ -27,12 +27,25 @@ const EVENT_ID: &str = "/integrations/h13Jc5/deliveries/console-e2e-1";
 fn config(healthy: &Sink, rejecting: &Sink, down: &str) -> String {
     let fast = "    retry: { initial: 100ms, max_delay: 200ms }\n";
     format!(
-        "source: {{ secrets: [\"{SECRET}\"] }}\ntargets:\n\
-         \x20 warehouse:\n    kind: http\n    url: \"{}\"\n    rate_limit: 50/s\n{fast}\
-         \x20 crm-sync:\n    kind: http\n    url: \"{}\"\n{fast}\
-         \x20 analytics:\n    kind: http\n    url: \"{down}\"\n{fast}    breaker: {{ failures: 2, probe: 10m }}\n\
-         routes:\n  - events: [message.received]\n    to: [warehouse, crm-sync, analytics]\n\
-         \x20 - events: [\"contact.*\"]\n    to: [warehouse, analytics]\n",
+        r#"source: {{ secrets: ["{SECRET}"] }}
+targets:
+  warehouse:
+    kind: http
+    url: "{}"
+    rate_limit: 50/s
+{fast}  crm-sync:
+    kind: http
+    url: "{}"
+{fast}  analytics:
+    kind: http
+    url: "{down}"
+{fast}    breaker: {{ failures: 2, probe: 10m }}
+routes:
+  - events: [message.received]
+    to: [warehouse, crm-sync, analytics]
+  - events: ["contact.*"]
+    to: [warehouse, analytics]
+"#,
         healthy.url("/warehouse"),
         rejecting.url("/crm"),
     )

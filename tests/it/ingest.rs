@@ -7,7 +7,14 @@ use crate::support::*;
 async fn relay_with_sink() -> (TestRelay, Sink) {
     let sink = Sink::start(vec![], Reply::Status(200)).await.expect("sink");
     let yaml = format!(
-        "source:\n  secrets: [\"textus-old-secret\", \"{SECRET}\"]\n  max_body: 64KiB\ntargets:\n{}routes:\n  - events: [\"*\"]\n    to: [all]\n",
+        r#"source:
+  secrets: ["textus-old-secret", "{SECRET}"]
+  max_body: 64KiB
+targets:
+{}routes:
+  - events: ["*"]
+    to: [all]
+"#,
         http_target("all", &sink.url("/in"), "")
     );
     (TestRelay::start(&yaml).await, sink)

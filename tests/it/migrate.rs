@@ -18,7 +18,12 @@ const EVENTS: [&str; 3] = ["mig-1", "mig-2", "mig-3"];
 /// never opens here: the test counts attempts, which an open breaker would hold back.
 fn target(name: &str, url: &str, max_attempts: u32, extra: &str) -> String {
     format!(
-        "  {name}:\n    kind: http\n    url: \"{url}\"\n    retry: {{ initial: 100ms, max_delay: 300ms, max_attempts: {max_attempts} }}\n    breaker: {{ failures: 1000 }}\n{extra}"
+        r#"  {name}:
+    kind: http
+    url: "{url}"
+    retry: {{ initial: 100ms, max_delay: 300ms, max_attempts: {max_attempts} }}
+    breaker: {{ failures: 1000 }}
+{extra}"#
     )
 }
 

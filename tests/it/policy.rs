@@ -196,7 +196,15 @@ async fn per_key_order_holds_while_keys_interleave_and_a_failing_key_blocks_only
         .expect("sink");
     let extra = "    ordering: { key: \"{{ event.conversation.id }}\" }\n    concurrency: 4\n    retry: { initial: 100ms, max_delay: 10s }\n";
     let yaml = format!(
-        "source: {{ secrets: [\"{SECRET}\"] }}\ntargets:\n  t:\n    kind: http\n    url: \"{}\"\n{extra}routes:\n  - events: [\"*\"]\n    to: [t]\n",
+        r#"source: {{ secrets: ["{SECRET}"] }}
+targets:
+  t:
+    kind: http
+    url: "{}"
+{extra}routes:
+  - events: ["*"]
+    to: [t]
+"#,
         sink.url("/t")
     );
     let relay = TestRelay::start(&yaml).await;
@@ -376,7 +384,15 @@ async fn retry_after_as_an_http_date_delays_the_next_attempt() {
     .expect("sink");
     let extra = "    retry: { initial: 100ms, max_delay: 10s }\n";
     let yaml = format!(
-        "source: {{ secrets: [\"{SECRET}\"] }}\ntargets:\n  t:\n    kind: http\n    url: \"{}\"\n{extra}routes:\n  - events: [\"*\"]\n    to: [t]\n",
+        r#"source: {{ secrets: ["{SECRET}"] }}
+targets:
+  t:
+    kind: http
+    url: "{}"
+{extra}routes:
+  - events: ["*"]
+    to: [t]
+"#,
         sink.url("/t")
     );
     let relay = TestRelay::start(&yaml).await;

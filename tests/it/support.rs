@@ -656,7 +656,11 @@ pub fn cli(args: &[&str]) -> (i32, String, String) {
 /// A target block for an http target pointing at `url`, with fast retries for tests.
 pub fn http_target(name: &str, url: &str, extra: &str) -> String {
     format!(
-        "  {name}:\n    kind: http\n    url: \"{url}\"\n    retry: {{ initial: 100ms, max_delay: 500ms }}\n{extra}"
+        r#"  {name}:
+    kind: http
+    url: "{url}"
+    retry: {{ initial: 100ms, max_delay: 500ms }}
+{extra}"#
     )
 }
 
@@ -665,7 +669,16 @@ pub async fn relay_giving_up_after_three_503s() -> (TestRelay, textus_relay::sin
     use textus_relay::sink::{Reply, Sink};
     let sink = Sink::start(vec![], Reply::Status(503)).await.expect("sink");
     let yaml = format!(
-        "source: {{ secrets: [\"{SECRET}\"] }}\ntargets:\n  t:\n    kind: http\n    url: \"{}\"\n    retry: {{ initial: 50ms, max_delay: 100ms, max_attempts: 3 }}\nroutes:\n  - events: [\"*\"]\n    to: [t]\n",
+        r#"source: {{ secrets: ["{SECRET}"] }}
+targets:
+  t:
+    kind: http
+    url: "{}"
+    retry: {{ initial: 50ms, max_delay: 100ms, max_attempts: 3 }}
+routes:
+  - events: ["*"]
+    to: [t]
+"#,
         sink.url("/t")
     );
     (TestRelay::start(&yaml).await, sink)
