@@ -74,6 +74,7 @@ async fn a_trickled_body_is_accepted_without_blocking_others() {
     let pieces: Vec<&[u8]> = body.chunks(body.len().div_ceil(20)).collect();
     for (i, piece) in pieces.iter().enumerate() {
         conn.write_all(piece).await.expect("piece");
+        // The trickle itself (what is under test), not a wait for anything to happen.
         tokio::time::sleep(Duration::from_millis(100)).await;
         if i == 2 {
             // Meanwhile a normal request is answered at once.

@@ -10,7 +10,16 @@ fn check(yaml: &str) -> (i32, String, String) {
     cli(&["check", "--config", &path])
 }
 
-const VALID: &str = "source:\n  secrets: [s]\ntargets:\n  w:\n    kind: http\n    url: \"http://127.0.0.1:9/w\"\nroutes:\n  - events: [message.received, \"contact.*\"]\n    to: [w]\n";
+const VALID: &str = r#"source:
+  secrets: [s]
+targets:
+  w:
+    kind: http
+    url: "http://127.0.0.1:9/w"
+routes:
+  - events: [message.received, "contact.*"]
+    to: [w]
+"#;
 
 #[test]
 fn a_valid_config_shows_which_events_reach_which_targets() {
@@ -250,8 +259,8 @@ fn check_refuses_a_bad_nats_store_naming_each_mistake() {
     );
 }
 
-#[test]
-fn run_with_unreachable_nats_servers_exits_1_naming_them() {
+#[tokio::test]
+async fn run_with_unreachable_nats_servers_exits_1_naming_them() {
     let listen = free_port();
     let admin = free_port();
     // A port nothing listens on.
@@ -263,28 +272,22 @@ fn run_with_unreachable_nats_servers_exits_1_naming_them() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("relay.yaml");
     std::fs::write(&path, yaml).expect("write");
-    let mut child = std::process::Command::new(BIN)
+    // It must fail at once; a relay that started instead is killed when dropped (the wait
+    // gives up), and the test fails.
+    let child = tokio::process::Command::new(BIN)
         .args(["run", "--config"])
         .arg(&path)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
         .spawn()
         .expect("spawn");
-    // It must fail at once; a relay that started instead is stopped, and the test fails.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            break status;
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("run with kind: nats is still running");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    };
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut stderr)
-        .expect("read stderr");
+    let out = tokio::time::timeout(PATIENCE, child.wait_with_output())
+        .await
+        .expect("run with kind: nats is still running")
+        .expect("output");
+    let status = out.status;
+    let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(status.code(), Some(1), "{stderr}");
     assert!(
         stderr.contains(&format!("connecting to nats://{nats}")),

@@ -9,7 +9,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::Duration;
 
 use reqwest::Method;
 use serde_json::Value;
@@ -28,12 +27,25 @@ const EVENT_ID: &str = "/integrations/h13Jc5/deliveries/console-e2e-1";
 fn config(healthy: &Sink, rejecting: &Sink, down: &str) -> String {
     let fast = "    retry: { initial: 100ms, max_delay: 200ms }\n";
     format!(
-        "source: {{ secrets: [\"{SECRET}\"] }}\ntargets:\n\
-         \x20 warehouse:\n    kind: http\n    url: \"{}\"\n    rate_limit: 50/s\n{fast}\
-         \x20 crm-sync:\n    kind: http\n    url: \"{}\"\n{fast}\
-         \x20 analytics:\n    kind: http\n    url: \"{down}\"\n{fast}    breaker: {{ failures: 2, probe: 10m }}\n\
-         routes:\n  - events: [message.received]\n    to: [warehouse, crm-sync, analytics]\n\
-         \x20 - events: [\"contact.*\"]\n    to: [warehouse, analytics]\n",
+        r#"source: {{ secrets: ["{SECRET}"] }}
+targets:
+  warehouse:
+    kind: http
+    url: "{}"
+    rate_limit: 50/s
+{fast}  crm-sync:
+    kind: http
+    url: "{}"
+{fast}  analytics:
+    kind: http
+    url: "{down}"
+{fast}    breaker: {{ failures: 2, probe: 10m }}
+routes:
+  - events: [message.received]
+    to: [warehouse, crm-sync, analytics]
+  - events: ["contact.*"]
+    to: [warehouse, analytics]
+"#,
         healthy.url("/warehouse"),
         rejecting.url("/crm"),
     )
@@ -148,34 +160,31 @@ async fn the_console_shows_targets_and_dead_letters_live_and_replays_from_the_pa
     rejecting.set_then(Reply::Status(200));
     browser.tell("FIXED").await;
     browser.expect("REPLAYED").await;
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
-        let delivered = rejecting
-            .received_from(before)
-            .into_iter()
-            .any(|r| serde_json::from_slice::<Value>(&r.body).is_ok_and(|v| v["id"] == EVENT_ID));
-        if delivered {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the replayed dead letter never reached the fixed target"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(
+        "the replayed dead letter to reach the fixed target",
+        async || {
+            let got = rejecting.received_from(before);
+            let delivered = got.iter().any(|r| {
+                serde_json::from_slice::<Value>(&r.body).is_ok_and(|v| v["id"] == EVENT_ID)
+            });
+            if delivered {
+                Ok(())
+            } else {
+                Err(format!("{} other requests", got.len()))
+            }
+        },
+    )
+    .await;
     // Wait for the ack too, so the page's lookup finds no delivery left for crm-sync.
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
+    eventually("the replayed delivery acknowledged", async || {
         let (_, found) = find(&relay, EVENT_ID).await;
         if found["targets"][1]["state"] == "delivered" {
-            break;
+            Ok(())
+        } else {
+            Err(found)
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the replayed delivery was not acknowledged: {found}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await;
     browser.tell("DELIVERED").await;
     browser.expect("DONE").await;
     let status = browser.child.wait().await.expect("browser script exits");
@@ -217,17 +226,17 @@ async fn finding_an_event_says_where_it_is_for_every_target() {
         (401, Some("unauthorized"))
     );
 
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    let found = loop {
+    let found = eventually("delivered to warehouse, dead at crm-sync", async || {
         let (status, found) = find(&relay, EVENT_ID).await;
         assert_eq!(status, 200, "{found}");
         // The healthy delivery is acked a moment after the sink saw it.
         if found["targets"][0]["state"] == "delivered" && found["targets"][1]["state"] == "dead" {
-            break found;
+            Ok(found)
+        } else {
+            Err(found)
         }
-        assert!(tokio::time::Instant::now() < deadline, "{found}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    })
+    .await;
     assert_eq!(found["id"], EVENT_ID);
     assert_eq!(found["seen"], true);
     assert!(found["remembered_until"].as_i64().is_some(), "{found}");
@@ -273,15 +282,15 @@ async fn finding_an_event_says_where_it_is_for_every_target() {
         .post_signed(&fixture_with_id("contact.created", contact))
         .await;
     assert_eq!(status, 200);
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    let found = loop {
+    let found = eventually("the contact event delivered to warehouse", async || {
         let (_, found) = find(&relay, contact).await;
         if found["targets"][0]["state"] == "delivered" {
-            break found;
+            Ok(found)
+        } else {
+            Err(found)
         }
-        assert!(tokio::time::Instant::now() < deadline, "{found}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    })
+    .await;
     assert_eq!(found["targets"][1]["state"], "not_routed", "{found}");
     assert_eq!(
         found["routed"],

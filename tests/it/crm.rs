@@ -96,7 +96,14 @@ async fn oauth2_token_is_reused_and_refreshed_once_after_a_401() {
     .await
     .expect("api");
     let target = format!(
-        "  crm:\n    kind: crm\n    url: \"{}\"\n    concurrency: 1\n    auth:\n      oauth2: {{ token_url: \"{}\", client_id: relay, client_secret: shh, scope: api }}\n    body: {{ type: \"{{{{ meta.type }}}}\" }}\n",
+        r#"  crm:
+    kind: crm
+    url: "{}"
+    concurrency: 1
+    auth:
+      oauth2: {{ token_url: "{}", client_id: relay, client_secret: shh, scope: api }}
+    body: {{ type: "{{{{ meta.type }}}}" }}
+"#,
         api.url("/services/data"),
         issuer.url("/oauth2/token")
     );
@@ -136,7 +143,16 @@ async fn oauth2_token_is_reused_and_refreshed_once_after_a_401() {
 async fn when_filters_decide_which_events_a_route_takes() {
     let sink = Sink::start(vec![], Reply::Status(200)).await.expect("sink");
     let yaml = format!(
-        "source: {{ secrets: [\"{SECRET}\"] }}\ntargets:\n{}routes:\n  - events: [\"message.*\"]\n    when: \"event.message.direction == 'in'\"\n    to: [t]\n  - events: [\"contact.*\"]\n    when: \"event.contact is defined\"\n    to: [t]\n",
+        r#"source: {{ secrets: ["{SECRET}"] }}
+targets:
+{}routes:
+  - events: ["message.*"]
+    when: "event.message.direction == 'in'"
+    to: [t]
+  - events: ["contact.*"]
+    when: "event.contact is defined"
+    to: [t]
+"#,
         http_target("t", &sink.url("/t"), "")
     );
     let relay = TestRelay::start(&yaml).await;

@@ -1,7 +1,7 @@
 //! Dead letters end to end: the admin API and the `dead-letters` CLI against the real binary,
 //! with real sinks that refuse, then accept.
 
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -39,19 +39,19 @@ fn unix_ms_now() -> i64 {
 }
 
 /// Waits until the target has nothing queued or in flight and no dead letters: delivered.
-async fn wait_drained(relay: &TestRelay, token: Option<&str>) {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
+async fn wait_all_delivered(relay: &TestRelay, token: Option<&str>) {
+    eventually("everything delivered, no dead letter left", async || {
         let (_, targets) = relay
             .admin_call(Method::GET, "/api/v1/targets", token, None)
             .await;
         let t = &targets["targets"][0];
         if t["queued"] == 0 && t["in_flight"] == 0 && t["dead"] == 0 {
-            return;
+            Ok(())
+        } else {
+            Err(targets)
         }
-        assert!(tokio::time::Instant::now() < deadline, "{targets}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -116,7 +116,7 @@ async fn a_400_is_one_dead_letter_that_the_api_lists_shows_and_replays() {
         got[1].headers.get("webhook-id"),
         "a replay is the same delivery: receivers de-duplicate on webhook-id"
     );
-    wait_drained(&relay, None).await;
+    wait_all_delivered(&relay, None).await;
     let (status, _) = relay.admin_get(&format!("/api/v1/dead-letters/{id}")).await;
     assert_eq!(status, 404, "delivered: no longer a dead letter");
 }
@@ -126,16 +126,16 @@ async fn the_cli_lists_shows_and_replays_by_target_with_the_token() {
     let sink = refusing_sink().await;
     let relay = TestRelay::start_with_token(TOKEN, &one_target(&sink.url("/t"), "")).await;
     assert_eq!(relay.post_signed(&fixture("contact.created")).await.0, 200);
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    let listed = loop {
+    let listed = eventually("the CLI to list a dead letter", async || {
         let (code, out, err) = dead_letters_cli(&relay, &["list", "--target", "t"]);
         assert_eq!(code, 0, "{out}{err}");
-        if !out.starts_with("no dead letters") {
-            break out;
+        if out.starts_with("no dead letters") {
+            Err(out)
+        } else {
+            Ok(out)
         }
-        assert!(tokio::time::Instant::now() < deadline, "no dead letter");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    })
+    .await;
     let mut lines = listed.lines();
     let header = lines.next().unwrap_or_default();
     assert!(header.starts_with("ID  DEAD AT"), "{listed}");
@@ -184,7 +184,7 @@ async fn the_cli_lists_shows_and_replays_by_target_with_the_token() {
     sink.wait_for(2, PATIENCE)
         .await
         .expect("delivered on replay");
-    wait_drained(&relay, Some(TOKEN)).await;
+    wait_all_delivered(&relay, Some(TOKEN)).await;
     let (code, out, _) = dead_letters_cli(&relay, &["list"]);
     assert_eq!((code, out.as_str()), (0, "no dead letters\n"));
     let (code, _, err) = dead_letters_cli(&relay, &["show", &id]);
@@ -228,10 +228,16 @@ async fn dead_letters_are_filtered_by_type_and_time_and_purged_by_id_and_filter(
     let sink = refusing_sink().await;
     let relay = TestRelay::start(&one_target(&sink.url("/t"), "")).await;
     relay.post_signed(&fixture("contact.created")).await;
-    let first = relay.wait_dead_letters(1).await[0]["id"].clone();
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    let marker = unix_ms_now();
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    let first = relay.wait_dead_letters(1).await[0].clone();
+    // A marker just after the first letter died (`until` is exclusive, `since` inclusive); the
+    // later ones are sent once the clock has passed it, so they die at or after it.
+    let marker = first["dead_at"].as_i64().expect("dead_at") + 1;
+    eventually("the clock to pass the first dead letter", async || {
+        let now = unix_ms_now();
+        if now >= marker { Ok(()) } else { Err(now) }
+    })
+    .await;
+    let first = first["id"].clone();
     for i in 0..2 {
         let id = format!("/integrations/x/deliveries/later-{i}");
         relay

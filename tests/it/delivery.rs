@@ -1,7 +1,5 @@
 //! Delivery to http targets: retries, stable ids, dead letters, signatures, isolation.
 
-use std::time::Duration;
-
 use textus_relay::sink::{Reply, Sink};
 
 use crate::support::*;
@@ -36,17 +34,8 @@ async fn failing_twice_then_succeeding_delivers_with_one_stable_webhook_id() {
             .all(|r| r.headers.contains_key("webhook-timestamp"))
     );
     // Delivered on the third attempt: nothing queued, nothing dead.
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
-        let (_, targets) = relay.admin_get("/api/v1/targets").await;
-        let t = &targets["targets"][0];
-        if t["queued"] == 0 && t["in_flight"] == 0 {
-            assert_eq!(t["dead"], 0);
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{targets}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let t = wait_drained(&relay, "t").await;
+    assert_eq!(t["dead"], 0, "{t}");
 }
 
 #[tokio::test]

@@ -10,7 +10,6 @@ use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
 
 use textus_relay::sink::{Reply, Sink};
 
@@ -120,26 +119,20 @@ async fn disk_full(log_on_full_disk: bool) {
     // Space returns: the relay recovers by itself, and TextUs's retries of the refused events
     // are stored.
     std::fs::remove_file(mnt.join("filler")).expect("remove filler");
-    let deadline = tokio::time::Instant::now() + PATIENCE;
     for i in refused {
-        loop {
+        let stored = poll_within(PATIENCE, async || {
             let (status, body) = relay.post_signed(&event(i)).await;
-            if status == 200 {
-                acked.insert(i);
-                break;
-            }
-            assert_eq!(status, 504, "{body}");
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "no recovery: {body}; log:\n{}",
-                tail(&relay.log())
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            assert!(status == 200 || status == 504, "{status} {body}");
+            if status == 200 { Ok(()) } else { Err(body) }
+        })
+        .await;
+        if let Err(body) = stored {
+            panic!("no recovery: {body}; log:\n{}", tail(&relay.log()));
         }
+        acked.insert(i);
     }
     // Every acknowledged event reaches the target (at least once).
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
+    eventually("every acknowledged event delivered", async || {
         let seen: BTreeSet<usize> = sink
             .received()
             .iter()
@@ -148,16 +141,14 @@ async fn disk_full(log_on_full_disk: bool) {
                 v["id"].as_str()?.rsplit('/').next()?.parse().ok()
             })
             .collect();
-        if acked.is_subset(&seen) {
-            break;
+        let missing: Vec<&usize> = acked.difference(&seen).collect();
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("acknowledged but not delivered: {missing:?}"))
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "acknowledged but not delivered: {:?}",
-            acked.difference(&seen).collect::<Vec<_>>()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await;
     let exit = relay.terminate();
     assert!(exit.success(), "{exit:?}");
     let conn = rusqlite::Connection::open(&store).expect("open store");

@@ -1,7 +1,5 @@
 //! What TextUs sees: status codes, JSON bodies, de-duplication, dead letters for bad bodies.
 
-use std::time::Duration;
-
 use textus_relay::sink::{Reply, Sink};
 
 use crate::support::*;
@@ -9,7 +7,14 @@ use crate::support::*;
 async fn relay_with_sink() -> (TestRelay, Sink) {
     let sink = Sink::start(vec![], Reply::Status(200)).await.expect("sink");
     let yaml = format!(
-        "source:\n  secrets: [\"textus-old-secret\", \"{SECRET}\"]\n  max_body: 64KiB\ntargets:\n{}routes:\n  - events: [\"*\"]\n    to: [all]\n",
+        r#"source:
+  secrets: ["textus-old-secret", "{SECRET}"]
+  max_body: 64KiB
+targets:
+{}routes:
+  - events: ["*"]
+    to: [all]
+"#,
         http_target("all", &sink.url("/in"), "")
     );
     (TestRelay::start(&yaml).await, sink)
@@ -152,9 +157,15 @@ async fn the_same_event_twice_is_delivered_once() {
     // A different event after the duplicate proves the queue moved on without a second copy.
     relay.post_signed(&fixture("message.failed")).await;
     let got = sink.wait_for(2, PATIENCE).await.expect("two deliveries");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // A stored copy would be queued before its 200 was sent: once the queue is empty, every
+    // stored delivery has been attempted.
+    let target = wait_drained(&relay, "all").await;
     let all = sink.received();
-    assert_eq!(all.len(), 2, "duplicate must not be delivered: {got:?}");
+    assert_eq!(
+        all.len(),
+        2,
+        "duplicate must not be delivered: {got:?} {target}"
+    );
 }
 
 #[tokio::test]

@@ -17,7 +17,7 @@ use textus_relay::sink::Sink;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::support::{PATIENCE, SECRET, fixture};
+use crate::support::{PATIENCE, SECRET, eventually, fixture, poll_within};
 
 /// How long a connection waits before trying again after the relay refused or dropped it, so
 /// a relay that is down (between a kill and its restart) is not hammered in a busy loop.
@@ -90,15 +90,15 @@ impl Load {
     /// Waits until `more` events beyond `from` were acknowledged: progress, without assuming
     /// any speed. Panics after [`PATIENCE`].
     pub async fn wait_for_progress(&self, from: usize, more: usize) {
-        let deadline = tokio::time::Instant::now() + PATIENCE;
-        while self.acknowledged() < from + more {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "load made no progress: {} acknowledged",
-                self.acknowledged()
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        eventually("the load to make progress", async || {
+            let acknowledged = self.acknowledged();
+            if acknowledged >= from + more {
+                Ok(())
+            } else {
+                Err(format!("{acknowledged} acknowledged"))
+            }
+        })
+        .await;
     }
 
     /// Stops every sender after its current request and adds up what they saw.
@@ -203,32 +203,38 @@ pub async fn wait_delivered(
     acknowledged: &[String],
     patience: Duration,
 ) -> Vec<(Delivered, Vec<String>)> {
-    let mut deadline = tokio::time::Instant::now() + patience;
     let mut seen: Vec<Delivered> = sinks.iter().map(|_| Delivered::default()).collect();
+    // Each round waits for completion or for progress; a round without either ends the wait.
     loop {
-        let before: usize = seen.iter().map(|d| d.seen).sum();
-        for (delivered, sink) in seen.iter_mut().zip(sinks) {
-            delivered.update(sink);
+        let round = poll_within(patience, async || {
+            let before: usize = seen.iter().map(|d| d.seen).sum();
+            for (delivered, sink) in seen.iter_mut().zip(sinks) {
+                delivered.update(sink);
+            }
+            let complete = seen
+                .iter()
+                .all(|d| acknowledged.iter().all(|id| d.ids.contains(id)));
+            if complete {
+                Ok(true)
+            } else if seen.iter().map(|d| d.seen).sum::<usize>() > before {
+                Ok(false)
+            } else {
+                Err(())
+            }
+        })
+        .await;
+        if round != Ok(false) {
+            break;
         }
-        if seen.iter().map(|d| d.seen).sum::<usize>() > before {
-            deadline = tokio::time::Instant::now() + patience;
-        }
-        let complete = seen
-            .iter()
-            .all(|d| acknowledged.iter().all(|id| d.ids.contains(id)));
-        if complete || tokio::time::Instant::now() >= deadline {
-            return seen
-                .into_iter()
-                .map(|d| {
-                    let missing = acknowledged
-                        .iter()
-                        .filter(|id| !d.ids.contains(*id))
-                        .cloned()
-                        .collect();
-                    (d, missing)
-                })
-                .collect();
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    seen.into_iter()
+        .map(|d| {
+            let missing = acknowledged
+                .iter()
+                .filter(|id| !d.ids.contains(*id))
+                .cloned()
+                .collect();
+            (d, missing)
+        })
+        .collect()
 }

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -18,7 +18,12 @@ const EVENTS: [&str; 3] = ["mig-1", "mig-2", "mig-3"];
 /// never opens here: the test counts attempts, which an open breaker would hold back.
 fn target(name: &str, url: &str, max_attempts: u32, extra: &str) -> String {
     format!(
-        "  {name}:\n    kind: http\n    url: \"{url}\"\n    retry: {{ initial: 100ms, max_delay: 300ms, max_attempts: {max_attempts} }}\n    breaker: {{ failures: 1000 }}\n{extra}"
+        r#"  {name}:
+    kind: http
+    url: "{url}"
+    retry: {{ initial: 100ms, max_delay: 300ms, max_attempts: {max_attempts} }}
+    breaker: {{ failures: 1000 }}
+{extra}"#
     )
 }
 
@@ -70,39 +75,24 @@ fn per_event(sink: &Sink, start: usize) -> HashMap<String, usize> {
 
 /// Waits until every event made at least `n` requests to `sink`.
 async fn wait_each(sink: &Sink, n: usize, what: &str) {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
+    eventually(what, async || {
         let counts = per_event(sink, 0);
         if EVENTS
             .iter()
             .all(|e| counts.get(*e).copied().unwrap_or(0) >= n)
         {
-            return;
+            Ok(())
+        } else {
+            Err(format!("requests per event {counts:?}"))
         }
-        assert!(tokio::time::Instant::now() < deadline, "{what}: {counts:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await;
 }
 
 /// Waits until the relay has nothing queued or in flight for `names`.
 async fn wait_drained(relay: &TestRelay, names: &[&str]) {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
-        let (_, list) = relay.admin_get("/api/v1/targets").await;
-        let busy: Vec<&Value> = list["targets"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter(|t| names.iter().any(|n| t["name"] == *n))
-                    .filter(|t| t["queued"] != 0 || t["in_flight"] != 0)
-                    .collect()
-            })
-            .unwrap_or_default();
-        if busy.is_empty() {
-            return;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{list}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    for name in names {
+        crate::support::wait_drained(relay, name).await;
     }
 }
 

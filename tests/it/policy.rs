@@ -62,18 +62,11 @@ fn held_back(n: u64) -> impl Fn(&Value) -> bool {
 
 /// Polls `GET /api/v1/targets` until `ready` holds for target `name`.
 async fn wait_target(relay: &TestRelay, name: &str, ready: impl Fn(&Value) -> bool) -> Value {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
+    eventually(&format!("target {name} in the awaited state"), async || {
         let t = target(relay, name).await;
-        if ready(&t) {
-            return t;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "gave up waiting: {t}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        if ready(&t) { Ok(t) } else { Err(t) }
+    })
+    .await
 }
 
 async fn admin_post(relay: &TestRelay, path: &str) -> (u16, Value) {
@@ -106,7 +99,6 @@ async fn a_dead_target_is_probed_not_hammered_and_closes_once_it_recovers() {
     let sink = Sink::start(vec![], Reply::Status(503)).await.expect("sink");
     let extra = "    concurrency: 1\n    breaker: { failures: 3, probe: 2s }\n";
     let relay = TestRelay::start(&one_target(&sink.url("/t"), extra)).await;
-    let started = tokio::time::Instant::now();
     let bodies: Vec<Vec<u8>> = (0..5)
         .map(|i| {
             event(
@@ -117,14 +109,18 @@ async fn a_dead_target_is_probed_not_hammered_and_closes_once_it_recovers() {
         .collect();
     send_all(&relay, &bodies).await;
     wait_target(&relay, "t", |t| t["breaker"] == "open").await;
-    // Retries alone (every 200 ms at most) would make ~25 attempts in 5 s; the breaker allows
-    // three failures and then one probe per 2 s.
-    tokio::time::sleep_until(started + Duration::from_secs(5)).await;
-    let attempts = sink.received().len();
-    assert!(
-        attempts <= 6,
-        "{attempts} attempts in 5 s with the breaker open"
-    );
+    // Three failures open the breaker; the next two requests are its probes, one per 2 s,
+    // each timed from the failure before it. Retries alone (every 500 ms at most, five events
+    // due) would have sent them within half a second.
+    let got = sink.wait_for(5, PATIENCE).await.expect("two probes");
+    for (before, probe) in [(2, 3), (3, 4)] {
+        let gap = got[probe].at.duration_since(got[before].at);
+        assert!(
+            gap >= Duration::from_secs(2),
+            "request {} came {gap:?} after the failure before it, with the breaker open",
+            probe + 1
+        );
+    }
     let t = target(&relay, "t").await;
     assert_ne!(t["breaker"], "closed", "{t}");
     assert!(
@@ -200,7 +196,15 @@ async fn per_key_order_holds_while_keys_interleave_and_a_failing_key_blocks_only
         .expect("sink");
     let extra = "    ordering: { key: \"{{ event.conversation.id }}\" }\n    concurrency: 4\n    retry: { initial: 100ms, max_delay: 10s }\n";
     let yaml = format!(
-        "source: {{ secrets: [\"{SECRET}\"] }}\ntargets:\n  t:\n    kind: http\n    url: \"{}\"\n{extra}routes:\n  - events: [\"*\"]\n    to: [t]\n",
+        r#"source: {{ secrets: ["{SECRET}"] }}
+targets:
+  t:
+    kind: http
+    url: "{}"
+{extra}routes:
+  - events: ["*"]
+    to: [t]
+"#,
         sink.url("/t")
     );
     let relay = TestRelay::start(&yaml).await;
@@ -380,7 +384,15 @@ async fn retry_after_as_an_http_date_delays_the_next_attempt() {
     .expect("sink");
     let extra = "    retry: { initial: 100ms, max_delay: 10s }\n";
     let yaml = format!(
-        "source: {{ secrets: [\"{SECRET}\"] }}\ntargets:\n  t:\n    kind: http\n    url: \"{}\"\n{extra}routes:\n  - events: [\"*\"]\n    to: [t]\n",
+        r#"source: {{ secrets: ["{SECRET}"] }}
+targets:
+  t:
+    kind: http
+    url: "{}"
+{extra}routes:
+  - events: ["*"]
+    to: [t]
+"#,
         sink.url("/t")
     );
     let relay = TestRelay::start(&yaml).await;

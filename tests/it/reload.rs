@@ -57,15 +57,15 @@ fn ids(received: &[textus_relay::sink::Received]) -> Vec<String> {
 
 /// Waits until `sink` has received the event with envelope id `id`.
 async fn wait_for_id(sink: &Sink, id: &str) {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while !ids(&sink.received()).iter().any(|got| got == id) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{id} never arrived ({} other events did)",
-            sink.received().len()
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    eventually(&format!("{id} to arrive"), async || {
+        let got = ids(&sink.received());
+        if got.iter().any(|g| g == id) {
+            Ok(())
+        } else {
+            Err(format!("{} other events", got.len()))
+        }
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -80,7 +80,7 @@ async fn sighup_adds_a_target_and_reroutes_without_failing_a_request() {
 
     let stop = Arc::new(AtomicBool::new(false));
     let load = keep_posting(relay.url("/webhooks/textus"), stop.clone());
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    a.wait_for(5, PATIENCE).await.expect("the load reaches a");
     let two = format!(
         "{}{}",
         http_target("a", &a.url("/a"), ""),
@@ -89,7 +89,10 @@ async fn sighup_adds_a_target_and_reroutes_without_failing_a_request() {
     relay.rewrite_config(&routes_to(&two, "a, b"));
     signal(relay.pid(), "-HUP");
     relay.wait_targets(&["a", "b"]).await;
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // The load goes on across the reload until the new route carries it.
+    b.wait_for(5, PATIENCE)
+        .await
+        .expect("the load reaches b after the reload");
     stop.store(true, Ordering::Relaxed);
     let sent = load.await.expect("load task");
 
@@ -243,8 +246,7 @@ async fn an_invalid_config_is_rejected_and_the_running_one_stays() {
     sink.wait_for(1, PATIENCE)
         .await
         .expect("delivered with the old config");
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
+    eventually("two rejected reloads counted", async || {
         let metrics = reqwest::get(relay.admin_url("/metrics"))
             .await
             .expect("metrics")
@@ -252,11 +254,12 @@ async fn an_invalid_config_is_rejected_and_the_running_one_stays() {
             .await
             .expect("text");
         if metrics.contains("relay_config_reloads_total{outcome=\"error\"} 2") {
-            break;
+            Ok(())
+        } else {
+            Err(metrics)
         }
-        assert!(tokio::time::Instant::now() < deadline, "{metrics}");
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    })
+    .await;
     assert!(
         relay.log().contains("config reload rejected"),
         "{}",
@@ -329,13 +332,19 @@ async fn a_target_changed_under_load_delivers_everything_acknowledged() {
     let relay = TestRelay::start(&routes_to(&http_target("a", &sink.url("/a"), ""), "a")).await;
     let stop = Arc::new(AtomicBool::new(false));
     let load = keep_posting(relay.url("/webhooks/textus"), stop.clone());
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    sink.wait_for(5, PATIENCE)
+        .await
+        .expect("the load is flowing");
     let faster = http_target("a", &sink.url("/a"), "    concurrency: 16\n");
     relay.rewrite_config(&routes_to(&faster, "a"));
     let (status, report) = relay.reload().await;
     assert_eq!(status, 200, "{report}");
     assert_eq!(report["targets"]["changed"], serde_json::json!(["a"]));
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // The load goes on until the replaced dispatcher has delivered some of it.
+    let at_reload = sink.received().len();
+    sink.wait_for(at_reload + 5, PATIENCE)
+        .await
+        .expect("delivered after the reload");
     stop.store(true, Ordering::Relaxed);
     let sent = load.await.expect("load task");
 
@@ -360,25 +369,30 @@ async fn readiness_holds_while_a_changed_target_finishes_its_attempts() {
         &http_target("t", &sink.url("/t"), "    concurrency: 2\n"),
         "t",
     ));
+    // /readyz, asked every 50 ms (a pace, not a wait for anything) for as long as the reload
+    // takes: it waits for the attempt in flight, about two seconds.
     let reload = relay.reload();
-    let probe = async {
-        let mut answers = Vec::new();
-        loop {
-            answers.push(relay.admin_get("/readyz").await.0);
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            if answers.len() >= 10 {
-                return answers;
-            }
+    tokio::pin!(reload);
+    let mut answers = Vec::new();
+    let (status, report) = loop {
+        tokio::select! {
+            done = &mut reload => break done,
+            ready = async {
+                let status = relay.admin_get("/readyz").await.0;
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                status
+            } => answers.push(ready),
         }
     };
-    let ((status, report), answers) = tokio::join!(reload, probe);
+    assert!(!answers.is_empty(), "no /readyz answer during the reload");
     assert_eq!(status, 200, "{report}");
     assert_eq!(report["targets"]["changed"], serde_json::json!(["t"]));
     assert!(
         answers.iter().all(|s| *s == 200),
         "readyz during the reload: {answers:?}"
     );
-    // The attempt in flight was allowed to finish: delivered once, not cut off and re-sent.
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // The attempt in flight was allowed to finish: delivered once, not cut off and re-sent
+    // (a re-sent attempt would keep the delivery queued or in flight until it was answered).
+    wait_drained(&relay, "t").await;
     assert_eq!(sink.received().len(), 1);
 }

@@ -36,7 +36,17 @@ async fn secrets_stay_out_of_the_log(json_logs: bool) {
         .await
         .expect("crm sink");
     let rest = format!(
-        "source: {{ secrets: [\"{SECRET}\"] }}\ntargets:\n{}  crm:\n    kind: crm\n    url: \"{}\"\n    auth: {{ bearer: \"{BEARER}\" }}\n    body: {{ id: \"{{{{ meta.id }}}}\" }}\nroutes:\n  - events: [\"*\"]\n    to: [web, crm]\n",
+        r#"source: {{ secrets: ["{SECRET}"] }}
+targets:
+{}  crm:
+    kind: crm
+    url: "{}"
+    auth: {{ bearer: "{BEARER}" }}
+    body: {{ id: "{{{{ meta.id }}}}" }}
+routes:
+  - events: ["*"]
+    to: [web, crm]
+"#,
         http_target(
             "web",
             &http.url("/web"),

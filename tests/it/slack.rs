@@ -9,7 +9,16 @@ use crate::support::*;
 
 fn slack_config(url: &str, extra: &str) -> String {
     format!(
-        "source: {{ secrets: [\"{SECRET}\"] }}\ntargets:\n  slack:\n    kind: slack\n    url: \"{url}\"\n    retry: {{ initial: 100ms, max_delay: 5s }}\n{extra}routes:\n  - events: [\"*\"]\n    to: [slack]\n"
+        r#"source: {{ secrets: ["{SECRET}"] }}
+targets:
+  slack:
+    kind: slack
+    url: "{url}"
+    retry: {{ initial: 100ms, max_delay: 5s }}
+{extra}routes:
+  - events: ["*"]
+    to: [slack]
+"#
     )
 }
 

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use base64::Engine;
@@ -58,19 +58,16 @@ async fn post_until_full(relay: &TestRelay, run: &str) -> Vec<String> {
 
 /// Posts new events until one is stored again (ingest resumed by itself), each refusal a 504.
 async fn wait_resumed(relay: &TestRelay, run: &str) {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    for i in 0.. {
+    let mut i = 0;
+    let resumed = poll_within(PATIENCE, async || {
         let (status, body) = relay.post_signed(&big_event(&id(run, i))).await;
-        if status == 200 {
-            return;
-        }
-        assert_eq!(status, 504, "{body}");
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "ingest never resumed: {body}; log:\n{}",
-            relay.log()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        i += 1;
+        assert!(status == 200 || status == 504, "{status} {body}");
+        if status == 200 { Ok(()) } else { Err(body) }
+    })
+    .await;
+    if let Err(body) = resumed {
+        panic!("ingest never resumed: {body}; log:\n{}", relay.log());
     }
 }
 
@@ -217,25 +214,20 @@ async fn a_second_relay_on_the_same_store_is_refused_at_start() {
         .replace(&relay.listen.to_string(), &free_port().to_string())
         .replace(&relay.admin.to_string(), &free_port().to_string());
     std::fs::write(&second, config).expect("write");
-    let mut child = Command::new(BIN)
+    // Dropped (and so killed) if it is still running when the wait gives up.
+    let child = tokio::process::Command::new(BIN)
         .args(["run", "--config"])
         .arg(&second)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
+        .kill_on_drop(true)
         .spawn()
         .expect("start");
-    let deadline = std::time::Instant::now() + PATIENCE;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break status;
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("a second relay on the same store kept running");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let out = child.wait_with_output().expect("output");
+    let out = tokio::time::timeout(PATIENCE, child.wait_with_output())
+        .await
+        .expect("a second relay on the same store kept running")
+        .expect("output");
+    let status = out.status;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(status.code(), Some(1), "{stderr}");
     let store = dir.path().join("relay.db");
@@ -275,6 +267,7 @@ async fn steady_load(
         if answer.is_ok_and(|r| r.status() == 200) {
             acked.push(id(run, i));
         } else {
+            // Paces retries while no relay answers (mid-handover); not a wait for anything.
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
@@ -295,28 +288,29 @@ async fn upgrade_with_a_kill(kill_old: bool) {
     let mut old = relay.begin_upgrade();
     // Once the new process has the listening sockets, both serve the store: the old one
     // finishes its requests and deliveries in its grace period. Kill one of them then.
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while !relay.current_log().contains("textus-relay starting") {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the new relay never started"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually("the new relay to start", async || {
+        let log = relay.current_log();
+        if log.contains("textus-relay starting") {
+            Ok(())
+        } else {
+            Err(log)
+        }
+    })
+    .await;
     if kill_old {
         old.kill().expect("kill -9 the old relay");
         old.wait().expect("reap");
         // The new one takes the store's lock as soon as the old one is gone, and what the old
         // one had in flight is due again then, not when its leases would have run out.
-        let deadline = tokio::time::Instant::now() + PATIENCE;
-        while !relay.current_log().contains("this one owns the store") {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the new relay never took over: {}",
-                relay.current_log()
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        eventually("the new relay to take over the store", async || {
+            let log = relay.current_log();
+            if log.contains("this one owns the store") {
+                Ok(())
+            } else {
+                Err(log)
+            }
+        })
+        .await;
     } else {
         relay.kill9();
         // The old one finishes its grace period and exits; then nothing listens, and a new

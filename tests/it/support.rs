@@ -404,19 +404,16 @@ impl TestRelay {
 
     /// Waits until the relay answers `/readyz` with 200.
     pub async fn wait_ready(&self) {
-        let deadline = tokio::time::Instant::now() + PATIENCE;
-        loop {
-            if let Ok(r) = self.client.get(self.admin_url("/readyz")).send().await
-                && r.status().is_success()
-            {
-                return;
+        let ready = poll_within(PATIENCE, async || {
+            match self.client.get(self.admin_url("/readyz")).send().await {
+                Ok(r) if r.status().is_success() => Ok(()),
+                Ok(r) => Err(format!("/readyz answered {}", r.status())),
+                Err(e) => Err(format!("/readyz: {e}")),
             }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "relay not ready; log:\n{}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(25)).await;
+        })
+        .await;
+        if let Err(seen) = ready {
+            panic!("relay not ready ({seen}); log:\n{}", self.log());
         }
     }
 
@@ -517,18 +514,15 @@ impl TestRelay {
 
     /// Waits until the admin API lists at least `n` dead letters.
     pub async fn wait_dead_letters(&self, n: usize) -> Vec<Value> {
-        let deadline = tokio::time::Instant::now() + PATIENCE;
-        loop {
+        eventually(&format!("{n} dead letters"), async || {
             let list = self.dead_letters().await;
             if list.len() >= n {
-                return list;
+                Ok(list)
+            } else {
+                Err(Value::Array(list))
             }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "expected {n} dead letters, have {list:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        })
+        .await
     }
 
     /// The relay's process id (under strace, strace's child).
@@ -584,22 +578,24 @@ impl TestRelay {
     /// Waits until `/api/v1/targets` lists exactly `names` (in config order): the sign that a
     /// reload (e.g. after SIGHUP) has been applied.
     pub async fn wait_targets(&self, names: &[&str]) {
-        let deadline = tokio::time::Instant::now() + PATIENCE;
-        loop {
+        let listed = poll_within(PATIENCE, async || {
             let (_, list) = self.admin_get("/api/v1/targets").await;
-            let have: Vec<&str> = list["targets"]
+            let have: Vec<String> = list["targets"]
                 .as_array()
-                .map(|a| a.iter().filter_map(|t| t["name"].as_str()).collect())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|t| t["name"].as_str().map(str::to_owned))
+                        .collect()
+                })
                 .unwrap_or_default();
-            if have == names {
-                return;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
+            if have == names { Ok(()) } else { Err(have) }
+        })
+        .await;
+        if let Err(have) = listed {
+            panic!(
                 "expected targets {names:?}, have {have:?}; log:\n{}",
                 self.log()
             );
-            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
@@ -660,7 +656,11 @@ pub fn cli(args: &[&str]) -> (i32, String, String) {
 /// A target block for an http target pointing at `url`, with fast retries for tests.
 pub fn http_target(name: &str, url: &str, extra: &str) -> String {
     format!(
-        "  {name}:\n    kind: http\n    url: \"{url}\"\n    retry: {{ initial: 100ms, max_delay: 500ms }}\n{extra}"
+        r#"  {name}:
+    kind: http
+    url: "{url}"
+    retry: {{ initial: 100ms, max_delay: 500ms }}
+{extra}"#
     )
 }
 
@@ -669,10 +669,73 @@ pub async fn relay_giving_up_after_three_503s() -> (TestRelay, textus_relay::sin
     use textus_relay::sink::{Reply, Sink};
     let sink = Sink::start(vec![], Reply::Status(503)).await.expect("sink");
     let yaml = format!(
-        "source: {{ secrets: [\"{SECRET}\"] }}\ntargets:\n  t:\n    kind: http\n    url: \"{}\"\n    retry: {{ initial: 50ms, max_delay: 100ms, max_attempts: 3 }}\nroutes:\n  - events: [\"*\"]\n    to: [t]\n",
+        r#"source: {{ secrets: ["{SECRET}"] }}
+targets:
+  t:
+    kind: http
+    url: "{}"
+    retry: {{ initial: 50ms, max_delay: 100ms, max_attempts: 3 }}
+routes:
+  - events: ["*"]
+    to: [t]
+"#,
         sink.url("/t")
     );
     (TestRelay::start(&yaml).await, sink)
+}
+
+/// How often [`poll_within`] looks again.
+const POLL: Duration = Duration::from_millis(25);
+
+/// Asks `probe` until it answers `Ok`, for at most `patience`; on giving up, its last `Err`
+/// (what it saw). The one polling loop of the suite: everything that waits for the relay to do
+/// something goes through here, so no test sleeps a fixed time and hopes.
+pub async fn poll_within<T, E>(
+    patience: Duration,
+    mut probe: impl AsyncFnMut() -> Result<T, E>,
+) -> Result<T, E> {
+    let deadline = tokio::time::Instant::now() + patience;
+    loop {
+        match probe().await {
+            Ok(done) => return Ok(done),
+            Err(seen) if tokio::time::Instant::now() >= deadline => return Err(seen),
+            Err(_) => tokio::time::sleep(POLL).await,
+        }
+    }
+}
+
+/// Waits up to [`PATIENCE`] for `probe` to answer `Ok`; gives up with a panic naming `what` and
+/// the probe's last `Err`, what it saw instead.
+pub async fn eventually<T, E: std::fmt::Display>(
+    what: &str,
+    probe: impl AsyncFnMut() -> Result<T, E>,
+) -> T {
+    eventually_within(PATIENCE, what, probe).await
+}
+
+/// [`eventually`] with a patience of its own (a cluster's election, a long backlog).
+pub async fn eventually_within<T, E: std::fmt::Display>(
+    patience: Duration,
+    what: &str,
+    probe: impl AsyncFnMut() -> Result<T, E>,
+) -> T {
+    match poll_within(patience, probe).await {
+        Ok(done) => done,
+        Err(seen) => panic!("gave up after {patience:?} waiting for {what}; last seen: {seen}"),
+    }
+}
+
+/// Waits until target `name` has nothing queued or in flight; the target as it was then.
+pub async fn wait_drained(relay: &TestRelay, name: &str) -> Value {
+    eventually(&format!("target {name} drained"), async || {
+        let t = target(relay, name).await;
+        if t["queued"] == 0 && t["in_flight"] == 0 {
+            Ok(t)
+        } else {
+            Err(t)
+        }
+    })
+    .await
 }
 
 /// Target `name` as `GET /api/v1/targets` on `relay` shows it.

@@ -21,7 +21,13 @@ const HUGE: u64 = 50 * 1024 * 1024;
 /// closed and every delivery gets both of its attempts promptly.
 fn faulty(name: &str, url: &str, timeout: &str) -> String {
     format!(
-        "  {name}:\n    kind: http\n    url: \"{url}\"\n    timeout: {timeout}\n    retry: {{ initial: 100ms, max_delay: 500ms, max_attempts: 2 }}\n    breaker: {{ failures: 1000 }}\n"
+        r#"  {name}:
+    kind: http
+    url: "{url}"
+    timeout: {timeout}
+    retry: {{ initial: 100ms, max_delay: 500ms, max_attempts: 2 }}
+    breaker: {{ failures: 1000 }}
+"#
     )
 }
 

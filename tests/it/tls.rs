@@ -125,7 +125,15 @@ async fn https_works_with_a_certificate_chain_from_a_private_ca() {
 fn both_commands(dir: &Path, cert: &Path, key: &Path) -> Vec<(i32, String)> {
     let config = dir.join("relay.yaml");
     let yaml = format!(
-        "listen: {{ address: \"{}\", tls: {{ cert: \"{}\", key: \"{}\" }} }}\nadmin: {{ address: \"{}\" }}\nstorage: {{ kind: sqlite, path: \"{}\" }}\nsource: {{ secrets: [\"{SECRET}\"] }}\ntargets:\n{}routes:\n  - events: [\"*\"]\n    to: [t]\n",
+        r#"listen: {{ address: "{}", tls: {{ cert: "{}", key: "{}" }} }}
+admin: {{ address: "{}" }}
+storage: {{ kind: sqlite, path: "{}" }}
+source: {{ secrets: ["{SECRET}"] }}
+targets:
+{}routes:
+  - events: ["*"]
+    to: [t]
+"#,
         free_port(),
         cert.display(),
         key.display(),
