@@ -31,6 +31,36 @@ fn value(text: &str, series: &str) -> f64 {
 }
 
 #[tokio::test]
+async fn metrics_carry_the_standard_process_metrics_of_the_relay_itself() {
+    let sink = Sink::start(vec![], Reply::Status(200)).await.expect("sink");
+    let relay = TestRelay::start(&config(&sink.url("/t"))).await;
+    let text = metrics(&relay).await;
+    // CPU is counted in ticks of 10 ms: a relay just started may not have spent one yet.
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("process_cpu_seconds_total ")),
+        "{text}"
+    );
+    for name in [
+        "process_resident_memory_bytes",
+        "process_open_fds",
+        "process_max_fds",
+    ] {
+        assert!(value(&text, name) > 0.0, "{name} missing or zero: {text}");
+    }
+    // The relay's own start, not the test's: within the last hour, and after the epoch.
+    let started = value(&text, "process_start_time_seconds");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after the epoch")
+        .as_secs_f64();
+    assert!(
+        started > now - 3600.0 && started <= now + 1.0,
+        "{started} vs {now}"
+    );
+}
+
+#[tokio::test]
 async fn metrics_move_as_events_are_accepted_and_delivered() {
     let sink = Sink::start(vec![Reply::Status(503)], Reply::Status(200))
         .await
