@@ -38,7 +38,7 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use rusqlite::Connection;
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::{Notify, mpsc};
 use tracing::{error, info, warn};
 
 use super::handoff::Handoff;
@@ -51,7 +51,7 @@ use crate::config::TargetId;
 use crate::metrics::Metrics;
 use budget::Budget;
 use handing::{Handing, Mailboxes};
-use ops::{Done, Op, Reply};
+use ops::{Op, Reply};
 use policy::Pending;
 
 /// How many operations may wait for the writer; past this, ingest fails fast (504) instead of
@@ -116,7 +116,7 @@ impl Default for SqliteOptions {
 /// A [`Store`] on a local SQLite file.
 pub struct SqliteStore {
     path: PathBuf,
-    ops: mpsc::Sender<(Op, oneshot::Sender<Reply>)>,
+    ops: mpsc::Sender<Op>,
     /// The writer thread, unparked by every operation that may not wait (see [`Op::may_wait`]).
     writer: std::thread::Thread,
     /// When bodies start being compressed: at once, or after a zero-downtime restart once the
@@ -239,17 +239,17 @@ impl SqliteStore {
         &self.path
     }
 
-    async fn call(&self, op: Op) -> Result<Done, StoreError> {
-        let (tx, rx) = oneshot::channel();
+    /// Sends the operation `op` builds around its reply to the writer, and waits for the
+    /// answer.
+    async fn call<T>(&self, op: impl FnOnce(Reply<T>) -> Op) -> Result<T, StoreError> {
+        let (reply, answer) = Reply::channel();
+        let op = op(reply);
         let hurry = !op.may_wait();
-        self.ops
-            .send((op, tx))
-            .await
-            .map_err(|_| StoreError::Closed)?;
+        self.ops.send(op).await.map_err(|_| StoreError::Closed)?;
         if hurry {
             self.writer.unpark();
         }
-        rx.await.map_err(|_| StoreError::Closed)?
+        answer.await.map_err(|_| StoreError::Closed)?
     }
 
     fn wake_targets<'a>(&self, targets: impl IntoIterator<Item = &'a String>) {
@@ -270,18 +270,19 @@ impl Store for SqliteStore {
         };
         // try_send: when the writer is this far behind, answering 504 now (TextUs retries it)
         // is better than holding the request open without bound.
-        let (tx, rx) = oneshot::channel();
+        let (reply, answer) = Reply::channel();
         self.ops
-            .try_send((Op::Ingest(stored, event), tx))
+            .try_send(Op::Ingest {
+                stored,
+                event,
+                reply,
+            })
             .map_err(|e| match e {
                 mpsc::error::TrySendError::Full(_) => StoreError::Overloaded(QUEUE_CAPACITY),
                 mpsc::error::TrySendError::Closed(_) => StoreError::Closed,
             })?;
         self.writer.unpark();
-        match rx.await.map_err(|_| StoreError::Closed)?? {
-            Done::Ingested(i) => Ok(i),
-            _ => Err(StoreError::Closed),
-        }
+        answer.await.map_err(|_| StoreError::Closed)?
     }
 
     async fn claim(
@@ -290,28 +291,31 @@ impl Store for SqliteStore {
         limit: usize,
         lease: Duration,
     ) -> Result<Claimed, StoreError> {
-        let op = Op::Claim {
+        self.call(|reply| Op::Claim {
             target: target.clone(),
             limit,
             lease,
-        };
-        match self.call(op).await? {
-            Done::Claimed(c) => Ok(c),
-            _ => Err(StoreError::Closed),
-        }
+            reply,
+        })
+        .await
     }
 
     async fn ack(&self, id: DeliveryId) -> Result<(), StoreError> {
-        let op = Op::Ack {
+        self.call(|reply| Op::Ack {
             id,
             may_wait: false,
-        };
-        self.call(op).await.map(drop)
+            reply,
+        })
+        .await
     }
 
     async fn ack_unhurried(&self, id: DeliveryId) -> Result<(), StoreError> {
-        let op = Op::Ack { id, may_wait: true };
-        self.call(op).await.map(drop)
+        self.call(|reply| Op::Ack {
+            id,
+            may_wait: true,
+            reply,
+        })
+        .await
     }
 
     async fn retry_at(
@@ -320,15 +324,21 @@ impl Store for SqliteStore {
         at: SystemTime,
         last: AttemptRecord,
     ) -> Result<(), StoreError> {
-        self.call(Op::Retry { id, at, last }).await.map(drop)
+        self.call(|reply| Op::Retry {
+            id,
+            at,
+            last,
+            reply,
+        })
+        .await
     }
 
     async fn bury(&self, id: DeliveryId, last: AttemptRecord) -> Result<(), StoreError> {
-        self.call(Op::Bury { id, last }).await.map(drop)
+        self.call(|reply| Op::Bury { id, last, reply }).await
     }
 
     async fn release(&self, id: DeliveryId) -> Result<(), StoreError> {
-        self.call(Op::Release(id)).await.map(drop)
+        self.call(|reply| Op::Release { id, reply }).await
     }
 
     async fn credit_wait(
@@ -337,19 +347,22 @@ impl Store for SqliteStore {
         from: SystemTime,
         until: SystemTime,
     ) -> Result<(), StoreError> {
-        let op = Op::Credit {
+        self.call(|reply| Op::Credit {
             target: target.clone(),
             from,
             until,
-        };
-        self.call(op).await.map(drop)
+            reply,
+        })
+        .await
     }
 
     async fn control(&self, target: &TargetId) -> Result<TargetControl, StoreError> {
-        match self.call(Op::Control(target.clone(), None)).await? {
-            Done::Control(c) => Ok(c),
-            _ => Err(StoreError::Closed),
-        }
+        self.call(|reply| Op::Control {
+            target: target.clone(),
+            change: None,
+            reply,
+        })
+        .await
     }
 
     async fn set_control(
@@ -357,24 +370,20 @@ impl Store for SqliteStore {
         target: &TargetId,
         change: ControlChange,
     ) -> Result<TargetControl, StoreError> {
-        match self.call(Op::Control(target.clone(), Some(change))).await? {
-            Done::Control(c) => Ok(c),
-            _ => Err(StoreError::Closed),
-        }
+        self.call(|reply| Op::Control {
+            target: target.clone(),
+            change: Some(change),
+            reply,
+        })
+        .await
     }
 
     async fn dead_letters(&self, query: DeadLetterQuery) -> Result<Vec<DeadLetter>, StoreError> {
-        match self.call(Op::DeadLetters(query)).await? {
-            Done::DeadLetters(d) => Ok(d),
-            _ => Err(StoreError::Closed),
-        }
+        self.call(|reply| Op::DeadLetters { query, reply }).await
     }
 
     async fn dead_letter(&self, id: DeliveryId) -> Result<Option<DeadLetterDetail>, StoreError> {
-        match self.call(Op::DeadLetter(id)).await? {
-            Done::DeadLetter(d) => Ok(d),
-            _ => Err(StoreError::Closed),
-        }
+        self.call(|reply| Op::DeadLetter { id, reply }).await
     }
 
     async fn replay(
@@ -386,14 +395,14 @@ impl Store for SqliteStore {
         let mut tally = dead::ReplayTally::default();
         let mut after = 0;
         loop {
-            let op = Op::ReplaySlice {
-                filter: filter.clone(),
-                after,
-                targets: targets.clone(),
-            };
-            let Done::ReplaySlice(slice) = self.call(op).await? else {
-                return Err(StoreError::Closed);
-            };
+            let slice = self
+                .call(|reply| Op::ReplaySlice {
+                    filter: filter.clone(),
+                    after,
+                    targets: targets.clone(),
+                    reply,
+                })
+                .await?;
             // Wake per slice, so the dispatchers start while later slices are still replayed.
             self.wake_targets(slice.replayed.iter().map(|(_, t)| t));
             let next = slice.last;
@@ -409,13 +418,13 @@ impl Store for SqliteStore {
         let mut purged = 0;
         let mut after = 0;
         loop {
-            let op = Op::PurgeSlice {
-                filter: filter.clone(),
-                after,
-            };
-            let Done::PurgeSlice(slice) = self.call(op).await? else {
-                return Err(StoreError::Closed);
-            };
+            let slice = self
+                .call(|reply| Op::PurgeSlice {
+                    filter: filter.clone(),
+                    after,
+                    reply,
+                })
+                .await?;
             purged += slice.purged;
             match slice.last {
                 Some(last) => after = last,
@@ -425,10 +434,11 @@ impl Store for SqliteStore {
     }
 
     async fn counts(&self, target: &TargetId) -> Result<TargetCounts, StoreError> {
-        match self.call(Op::Counts(target.clone())).await? {
-            Done::Counts(c) => Ok(c),
-            _ => Err(StoreError::Closed),
-        }
+        self.call(|reply| Op::Counts {
+            target: target.clone(),
+            reply,
+        })
+        .await
     }
 
     async fn find_event(&self, key: &str) -> Result<Option<super::EventWhereabouts>, StoreError> {
@@ -437,14 +447,11 @@ impl Store for SqliteStore {
     }
 
     async fn targets(&self) -> Result<Vec<TargetId>, StoreError> {
-        match self.call(Op::Targets).await? {
-            Done::Targets(t) => Ok(t),
-            _ => Err(StoreError::Closed),
-        }
+        self.call(|reply| Op::Targets { reply }).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        self.call(Op::Ping).await.map(drop)
+        self.call(|reply| Op::Ping { reply }).await
     }
 
     fn storage(&self) -> Option<StorageStatus> {
@@ -494,7 +501,7 @@ fn own(path: &Path, resume_in_flight: bool) -> Result<Option<owner::Owner>, Stor
 /// store dropped before the old process exits (a failed upgrade) never takes the lock.
 fn take_over_later(
     path: &Path,
-    ops: mpsc::Sender<(Op, oneshot::Sender<Reply>)>,
+    ops: mpsc::Sender<Op>,
     wakeups: Wakeups,
     slot: &Arc<Mutex<Option<owner::Owner>>>,
 ) {
@@ -521,13 +528,13 @@ fn take_over_later(
             };
             *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(taken);
             drop(slot);
-            let (tx, rx) = oneshot::channel();
-            if ops.blocking_send((Op::TakeOver, tx)).is_err() {
+            let (reply, answer) = Reply::channel();
+            if ops.blocking_send(Op::TakeOver { reply }).is_err() {
                 return;
             }
             drop(ops);
-            match rx.blocking_recv() {
-                Ok(Ok(Done::Released(n))) => {
+            match answer.blocking_recv() {
+                Ok(Ok(n)) => {
                     info!(store = %path.display(), released = n,
                         "the previous relay exited: this one owns the store, and the deliveries that one left in flight are due again");
                     let all: Vec<Arc<Notify>> = wakeups
@@ -543,7 +550,8 @@ fn take_over_later(
                 Ok(Err(e)) => {
                     warn!(error = %e, "releasing the previous relay's leases failed; they run out instead")
                 }
-                _ => {}
+                // The writer is gone: so is the store.
+                Err(_) => {}
             }
         });
     if let Err(e) = spawned {
@@ -560,7 +568,7 @@ fn wakeup_for(wakeups: &Wakeups, target: &TargetId) -> Arc<Notify> {
 /// Owns the connection; runs on its own thread until every [`SqliteStore`] handle is dropped.
 struct Writer {
     conn: Connection,
-    rx: mpsc::Receiver<(Op, oneshot::Sender<Reply>)>,
+    rx: mpsc::Receiver<Op>,
     wakeups: Wakeups,
     /// Where deliveries leased at birth go; see [`Handoff`].
     mailboxes: Mailboxes,
@@ -595,7 +603,7 @@ impl Writer {
             if self.budget.due() {
                 self.measure();
             }
-            let hurry = !first.0.may_wait();
+            let hurry = !first.may_wait();
             let mut batch = vec![first];
             // Tight batches commit at once: they are small by design, and the drain is what
             // ingest now waits for.
@@ -646,15 +654,15 @@ impl Writer {
     /// Adds every operation already waiting to `batch` (up to [`MAX_BATCH`], or
     /// [`budget::TIGHT_ROWS`] rows while ingest is stopped for space); true if one of them may
     /// not wait.
-    fn take_waiting(&mut self, batch: &mut Vec<(Op, oneshot::Sender<Reply>)>) -> bool {
+    fn take_waiting(&mut self, batch: &mut Vec<Op>) -> bool {
         let mut hurry = false;
         let tight = self.budget.tight();
-        let mut rows: usize = batch.iter().map(|(op, _)| op.rows()).sum();
+        let mut rows: usize = batch.iter().map(Op::rows).sum();
         while batch.len() < MAX_BATCH && !(tight && rows >= budget::TIGHT_ROWS) {
             match self.rx.try_recv() {
                 Ok(op) => {
-                    hurry |= !op.0.may_wait();
-                    rows += op.0.rows();
+                    hurry |= !op.may_wait();
+                    rows += op.rows();
                     batch.push(op);
                 }
                 Err(_) => break,
@@ -665,7 +673,7 @@ impl Writer {
 
     /// Holds a batch of operations that all may wait for up to `options.gather`, until one
     /// that may not arrives (its sender unparks this thread) or the batch is full.
-    fn gather(&mut self, batch: &mut Vec<(Op, oneshot::Sender<Reply>)>) {
+    fn gather(&mut self, batch: &mut Vec<Op>) {
         let until = std::time::Instant::now() + self.options.gather;
         while batch.len() < MAX_BATCH {
             let left = until.saturating_duration_since(std::time::Instant::now());
@@ -683,45 +691,46 @@ impl Writer {
     /// Applies a batch in one transaction. If anything in it fails, the transaction is rolled
     /// back and each operation is retried in a transaction of its own, so one bad operation
     /// cannot fail its neighbours (and under a full disk each still gets its own error).
-    fn commit(&mut self, batch: Vec<(Op, oneshot::Sender<Reply>)>) {
+    fn commit(&mut self, mut batch: Vec<Op>) {
         let now = SystemTime::now();
-        let (ops, replies): (Vec<Op>, Vec<_>) = batch.into_iter().unzip();
         if self.disk_full && !self.try_resume() {
-            for reply in replies {
-                let _ = reply.send(Err(StoreError::Sqlite(disk_full_error())));
+            for op in batch {
+                op.fail(StoreError::Sqlite(disk_full_error()));
             }
             return;
         }
-        match self.apply_all(&ops, now) {
-            Ok((results, handing)) => {
-                for (reply, result) in replies.into_iter().zip(results) {
-                    let _ = reply.send(Ok(result));
+        match self.apply_all(&mut batch, now) {
+            Ok(handing) => {
+                for op in batch {
+                    op.answer();
                 }
                 self.hand_over(handing);
             }
-            Err(e) if ops.len() == 1 || is_disk_full(&e) => {
+            Err(e) if batch.len() == 1 || is_disk_full(&e) => {
                 self.note_failure(&e);
                 error!(error = %e, "store transaction failed");
-                for reply in replies {
-                    let _ = reply.send(Err(StoreError::Sqlite(clone_error(&e))));
+                for op in batch {
+                    op.fail(StoreError::Sqlite(clone_error(&e)));
                 }
             }
             Err(e) => {
-                warn!(error = %e, batch = ops.len(), "batch failed; retrying its operations one by one");
-                for (op, reply) in ops.into_iter().zip(replies) {
+                warn!(error = %e, batch = batch.len(), "batch failed; retrying its operations one by one");
+                for op in batch {
                     if self.disk_full {
-                        let _ = reply.send(Err(StoreError::Sqlite(disk_full_error())));
+                        op.fail(StoreError::Sqlite(disk_full_error()));
                         continue;
                     }
-                    let one = [op];
-                    match self.apply_all(&one, now) {
-                        Ok((mut results, handing)) => {
-                            let _ = reply.send(Ok(results.remove(0)));
+                    let mut one = [op];
+                    let result = self.apply_all(&mut one, now);
+                    let [op] = one;
+                    match result {
+                        Ok(handing) => {
+                            op.answer();
                             self.hand_over(handing);
                         }
                         Err(e) => {
                             self.note_failure(&e);
-                            let _ = reply.send(Err(StoreError::Sqlite(e)));
+                            op.fail(StoreError::Sqlite(e));
                         }
                     }
                 }
@@ -788,21 +797,19 @@ impl Writer {
         done
     }
 
-    /// Applies `ops` in one transaction and commits it; the handovers wait for the caller,
-    /// who answers the waiting requests first.
-    fn apply_all(&mut self, ops: &[Op], now: SystemTime) -> rusqlite::Result<(Vec<Done>, Handing)> {
+    /// Applies `ops` in one transaction, staging their answers, and commits it; the answers
+    /// and the handovers wait for the caller, who sends the answers first.
+    fn apply_all(&mut self, ops: &mut [Op], now: SystemTime) -> rusqlite::Result<Handing> {
         // Counts change with the transaction: staged here, kept only once it has committed.
         let mut pending = self.pending.clone();
         let mut handing = Handing::new(&self.mailboxes, self.lessee);
         let tx = begin(&mut self.conn)?;
-        let mut results = Vec::with_capacity(ops.len());
         for op in ops {
-            let done = ops::apply(&tx, op, now, &mut pending, &mut handing, &mut self.budget)?;
-            results.push(done);
+            ops::apply(&tx, op, now, &mut pending, &mut handing, &mut self.budget)?;
         }
         tx.commit()?;
         self.pending = pending;
-        Ok((results, handing))
+        Ok(handing)
     }
 
     /// Gives committed deliveries to their dispatchers and wakes those that must claim. After

@@ -9,6 +9,7 @@
 use std::time::{Duration, SystemTime};
 
 use rusqlite::{OptionalExtension, Transaction, params};
+use tokio::sync::oneshot;
 
 use super::budget::{Budget, TIGHT_REASON_BYTES, TIGHT_ROWS};
 use super::handing::Handing;
@@ -22,58 +23,92 @@ use crate::store::{
     from_unix_ms, unix_ms,
 };
 
-/// A request to the writer.
+/// A request to the writer, with the channel it is answered on. Each operation's reply has
+/// its own type, so a caller cannot be handed another operation's answer.
 pub enum Op {
     /// The event, with its body as it is to be kept.
-    Ingest(body::Stored, NewEvent),
+    Ingest {
+        stored: body::Stored,
+        event: NewEvent,
+        reply: Reply<Ingested>,
+    },
     Claim {
         target: TargetId,
         limit: usize,
         lease: Duration,
+        reply: Reply<Claimed>,
     },
     /// `may_wait`: nothing waits on it, so the writer may hold it for company (see
     /// [`Op::may_wait`]).
     Ack {
         id: DeliveryId,
         may_wait: bool,
+        reply: Reply<()>,
     },
     Retry {
         id: DeliveryId,
         at: SystemTime,
         last: AttemptRecord,
+        reply: Reply<()>,
     },
     Bury {
         id: DeliveryId,
         last: AttemptRecord,
+        reply: Reply<()>,
     },
-    Release(DeliveryId),
+    Release {
+        id: DeliveryId,
+        reply: Reply<()>,
+    },
     Credit {
         target: TargetId,
         from: SystemTime,
         until: SystemTime,
+        reply: Reply<()>,
     },
-    /// Reads (`None`) or changes the control state of a target.
-    Control(TargetId, Option<ControlChange>),
-    DeadLetters(DeadLetterQuery),
-    Counts(TargetId),
-    Targets,
-    Ping,
-    DeadLetter(DeliveryId),
+    /// Reads (`change: None`) or changes the control state of a target.
+    Control {
+        target: TargetId,
+        change: Option<ControlChange>,
+        reply: Reply<TargetControl>,
+    },
+    DeadLetters {
+        query: DeadLetterQuery,
+        reply: Reply<Vec<DeadLetter>>,
+    },
+    Counts {
+        target: TargetId,
+        reply: Reply<TargetCounts>,
+    },
+    Targets {
+        reply: Reply<Vec<TargetId>>,
+    },
+    Ping {
+        reply: Reply<()>,
+    },
+    DeadLetter {
+        id: DeliveryId,
+        reply: Reply<Option<DeadLetterDetail>>,
+    },
     /// One slice of a replay: matching dead letters with ids above `after`.
     ReplaySlice {
         filter: DeadLetterFilter,
         after: i64,
         /// The configured targets; letters for any other are skipped.
         targets: Vec<String>,
+        reply: Reply<dead::ReplaySlice>,
     },
     /// One slice of a purge: matching dead letters with ids above `after`.
     PurgeSlice {
         filter: DeadLetterFilter,
         after: i64,
+        reply: Reply<dead::PurgeSlice>,
     },
     /// The process this one took over from (`run --upgrade`) has exited: its leases are
-    /// released.
-    TakeOver,
+    /// released. Answers how many deliveries that made due.
+    TakeOver {
+        reply: Reply<u64>,
+    },
 }
 
 impl Op {
@@ -94,83 +129,145 @@ impl Op {
             _ => 1,
         }
     }
+
+    /// Sends the answer [`apply`] staged; call it only once the transaction has committed.
+    pub fn answer(self) {
+        self.finish(None);
+    }
+
+    /// Answers `error` instead (the transaction failed, or was never tried).
+    pub fn fail(self, error: StoreError) {
+        self.finish(Some(error));
+    }
+
+    fn finish(self, failed: Option<StoreError>) {
+        match self {
+            Op::Ingest { reply, .. } => reply.finish(failed),
+            Op::Claim { reply, .. } => reply.finish(failed),
+            Op::Ack { reply, .. }
+            | Op::Retry { reply, .. }
+            | Op::Bury { reply, .. }
+            | Op::Release { reply, .. }
+            | Op::Credit { reply, .. }
+            | Op::Ping { reply } => reply.finish(failed),
+            Op::Control { reply, .. } => reply.finish(failed),
+            Op::DeadLetters { reply, .. } => reply.finish(failed),
+            Op::Counts { reply, .. } => reply.finish(failed),
+            Op::Targets { reply } => reply.finish(failed),
+            Op::DeadLetter { reply, .. } => reply.finish(failed),
+            Op::ReplaySlice { reply, .. } => reply.finish(failed),
+            Op::PurgeSlice { reply, .. } => reply.finish(failed),
+            Op::TakeOver { reply } => reply.finish(failed),
+        }
+    }
 }
 
-/// The writer's answer, sent once the transaction committed.
-pub type Reply = Result<Done, StoreError>;
-
-/// What an operation produced.
-pub enum Done {
-    Ingested(Ingested),
-    Claimed(Claimed),
-    DeadLetters(Vec<DeadLetter>),
-    Counts(TargetCounts),
-    Targets(Vec<TargetId>),
-    Control(TargetControl),
-    Nothing,
-    DeadLetter(Option<DeadLetterDetail>),
-    ReplaySlice(dead::ReplaySlice),
-    PurgeSlice(dead::PurgeSlice),
-    /// How many deliveries a [`Op::TakeOver`] made due.
-    Released(u64),
+/// Where the writer answers one operation: its caller's channel, and the answer, staged by
+/// [`apply`] and sent only once the transaction it belongs to has committed (a batch that
+/// fails is retried op by op, and the retry stages the answer again).
+pub struct Reply<T> {
+    to: oneshot::Sender<Result<T, StoreError>>,
+    staged: Option<T>,
 }
 
-/// Applies one operation; `pending` is the batch's staged count of pending deliveries, and
-/// `handing` what it hands to dispatchers once committed.
+/// What a caller awaits for its operation. A dropped sender means the writer is gone.
+pub type Answer<T> = oneshot::Receiver<Result<T, StoreError>>;
+
+impl<T> Reply<T> {
+    /// A reply for a new operation, and where its caller awaits it.
+    pub fn channel() -> (Reply<T>, Answer<T>) {
+        let (to, answer) = oneshot::channel();
+        (Reply { to, staged: None }, answer)
+    }
+
+    fn stage(&mut self, answer: T) {
+        self.staged = Some(answer);
+    }
+
+    fn finish(self, failed: Option<StoreError>) {
+        let result = match (failed, self.staged) {
+            (Some(e), _) => Err(e),
+            (None, Some(answer)) => Ok(answer),
+            // `answer` is only called for operations `apply` returned `Ok` for, and every arm
+            // of `apply` stages before it does: this is a writer bug, said as such.
+            (None, None) => Err(StoreError::Sqlite(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_INTERNAL),
+                Some("the store writer answered an operation it had not applied".into()),
+            ))),
+        };
+        // The caller may have given up waiting (a request cut off); nothing to tell it then.
+        let _ = self.to.send(result);
+    }
+}
+
+/// Applies one operation and stages its answer; `pending` is the batch's staged count of
+/// pending deliveries, and `handing` what it hands to dispatchers once committed.
 pub fn apply(
     tx: &Transaction<'_>,
-    op: &Op,
+    op: &mut Op,
     now: SystemTime,
     pending: &mut Pending,
     handing: &mut Handing,
     budget: &mut Budget,
-) -> rusqlite::Result<Done> {
+) -> rusqlite::Result<()> {
     match op {
-        Op::Ingest(stored, event) => {
-            ingest(tx, stored, event, now, pending, handing, budget).map(Done::Ingested)
-        }
+        Op::Ingest {
+            stored,
+            event,
+            reply,
+        } => reply.stage(ingest(tx, stored, event, now, pending, handing, budget)?),
         Op::Claim {
             target,
             limit,
             lease,
-        } => claim(tx, target, *limit, *lease, now, handing.lessee()).map(Done::Claimed),
-        Op::TakeOver => policy::release_others(tx, handing.lessee(), now)
-            .map(|n| Done::Released(u64::try_from(n).unwrap_or(0))),
-        Op::Ack { id, .. } => ack(tx, *id, pending).map(|()| Done::Nothing),
-        Op::Retry { id, at, last } => {
+            reply,
+        } => reply.stage(claim(tx, target, *limit, *lease, now, handing.lessee())?),
+        Op::TakeOver { reply } => {
+            let n = policy::release_others(tx, handing.lessee(), now)?;
+            reply.stage(u64::try_from(n).unwrap_or(0));
+        }
+        Op::Ack { id, reply, .. } => reply.stage(ack(tx, *id, pending)?),
+        Op::Retry {
+            id,
+            at,
+            last,
+            reply,
+        } => {
             let next = Settle {
                 state: QUEUED,
                 next_ms: unix_ms(*at),
             };
-            settle(tx, *id, next, last, now, pending, budget.tight())
+            reply.stage(settle(tx, *id, next, last, now, pending, budget.tight())?);
         }
-        Op::Bury { id, last } => {
+        Op::Bury { id, last, reply } => {
             let next = Settle {
                 state: DEAD,
                 next_ms: unix_ms(now),
             };
-            settle(tx, *id, next, last, now, pending, budget.tight())
+            reply.stage(settle(tx, *id, next, last, now, pending, budget.tight())?);
         }
-        Op::Release(id) => policy::release(tx, *id, now).map(|()| Done::Nothing),
+        Op::Release { id, reply } => reply.stage(policy::release(tx, *id, now)?),
         Op::Credit {
             target,
             from,
             until,
-        } => policy::credit(tx, target, *from, *until).map(|()| Done::Nothing),
-        Op::Control(target, change) => {
-            policy::control(tx, target, change.as_ref(), now).map(Done::Control)
-        }
-        Op::DeadLetters(q) => dead::list(tx, q).map(Done::DeadLetters),
-        Op::Counts(target) => counts(tx, target, pending).map(Done::Counts),
-        Op::Targets => targets(tx).map(Done::Targets),
-        Op::Ping => tx
-            .query_row("SELECT 1", [], |_| Ok(()))
-            .map(|()| Done::Nothing),
-        Op::DeadLetter(id) => dead::show(tx, *id).map(Done::DeadLetter),
+            reply,
+        } => reply.stage(policy::credit(tx, target, *from, *until)?),
+        Op::Control {
+            target,
+            change,
+            reply,
+        } => reply.stage(policy::control(tx, target, change.as_ref(), now)?),
+        Op::DeadLetters { query, reply } => reply.stage(dead::list(tx, query)?),
+        Op::Counts { target, reply } => reply.stage(counts(tx, target, pending)?),
+        Op::Targets { reply } => reply.stage(targets(tx)?),
+        Op::Ping { reply } => reply.stage(tx.query_row("SELECT 1", [], |_| Ok(()))?),
+        Op::DeadLetter { id, reply } => reply.stage(dead::show(tx, *id)?),
         Op::ReplaySlice {
             filter,
             after,
             targets,
+            reply,
         } => {
             let slice = dead::replay_slice(tx, filter, *after, targets, now, slice(budget))?;
             // Replayed letters are pending again (a replay is an operator's decision, so it is
@@ -178,12 +275,15 @@ pub fn apply(
             for (_, target) in &slice.replayed {
                 pending.add(&TargetId(target.as_str().into()));
             }
-            Ok(Done::ReplaySlice(slice))
+            reply.stage(slice);
         }
-        Op::PurgeSlice { filter, after } => {
-            dead::purge_slice(tx, filter, *after, slice(budget)).map(Done::PurgeSlice)
-        }
+        Op::PurgeSlice {
+            filter,
+            after,
+            reply,
+        } => reply.stage(dead::purge_slice(tx, filter, *after, slice(budget))?),
     }
+    Ok(())
 }
 
 /// Rows a replay, purge or sweep slice takes: fewer while ingest is stopped for space, so one
@@ -404,13 +504,13 @@ fn settle(
     now: SystemTime,
     pending: &mut Pending,
     tight: bool,
-) -> rusqlite::Result<Done> {
+) -> rusqlite::Result<()> {
     let before: Option<(Option<String>, i64, Option<String>)> = tx
         .prepare_cached("SELECT target, state, order_key FROM deliveries WHERE id = ?1")?
         .query_row([id.0], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
         .optional()?;
     let Some((target, state, order_key)) = before else {
-        return Ok(Done::Nothing);
+        return Ok(());
     };
     // While ingest is stopped for space, a settled attempt must not grow the store beyond the
     // headroom its delivery was given (budget.rs): a shorter reason, no history row.
@@ -440,7 +540,7 @@ fn settle(
     {
         policy::left_pending(tx, &target, order_key.as_deref(), pending)?;
     }
-    Ok(Done::Nothing)
+    Ok(())
 }
 
 /// A target's queue at a glance, for `/metrics` and the admin API, which ask on every scrape.
