@@ -11,7 +11,8 @@ use bytes::Bytes;
 use rusqlite::{Connection, OpenFlags, params};
 
 use super::schema::{DEAD, IN_FLIGHT, QUEUED};
-use super::{begin, body, schema};
+use super::writer::begin;
+use super::{body, schema};
 use crate::config::Priority;
 use crate::store::{Attempt, StoreError};
 
