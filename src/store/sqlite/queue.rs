@@ -9,7 +9,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use rusqlite::{OptionalExtension, Transaction, params};
+use rusqlite::{OptionalExtension, Transaction, named_params, params};
 
 use super::budget::{Budget, TIGHT_REASON_BYTES};
 use super::handing::Handing;
@@ -91,16 +91,16 @@ pub(super) fn ingest(
     }
     tx.prepare_cached(
         "INSERT INTO events(key, type, body, body_encoding, signature, received_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+         VALUES (:key, :type, :body, :body_encoding, :signature, :received_at)",
     )?
-    .execute(params![
-        e.key,
-        e.event_type,
-        &stored.bytes[..],
-        stored.encoding,
-        e.signature,
-        unix_ms(e.received_at)
-    ])?;
+    .execute(named_params! {
+        ":key": e.key,
+        ":type": e.event_type,
+        ":body": &stored.bytes[..],
+        ":body_encoding": stored.encoding,
+        ":signature": e.signature,
+        ":received_at": unix_ms(e.received_at),
+    })?;
     let event_id = tx.last_insert_rowid();
     policy::insert_deliveries(tx, e, event_id, now_ms, pending, handing, budget)?;
     Ok(Ingested::Accepted)
@@ -249,17 +249,18 @@ pub(super) fn settle(
         &last.reason
     };
     tx.prepare_cached(
-        "UPDATE deliveries SET state = ?1, next_attempt_at = ?2, attempts = attempts + 1,
-         updated_at = ?3, last_status = ?4, last_error = ?5 WHERE id = ?6",
+        "UPDATE deliveries SET state = :state, next_attempt_at = :next_attempt_at,
+         attempts = attempts + 1, updated_at = :updated_at, last_status = :last_status,
+         last_error = :last_error WHERE id = :id",
     )?
-    .execute(params![
-        next.state,
-        next.next_ms,
-        unix_ms(now),
-        last.status,
-        reason,
-        id.0
-    ])?;
+    .execute(named_params! {
+        ":state": next.state,
+        ":next_attempt_at": next.next_ms,
+        ":updated_at": unix_ms(now),
+        ":last_status": last.status,
+        ":last_error": reason,
+        ":id": id.0,
+    })?;
     if !tight {
         dead::record_attempt(tx, id, last, now)?;
     }
