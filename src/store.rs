@@ -1,11 +1,14 @@
 //! The durable queue behind the relay: events, one delivery per (event, target), dead letters.
 //!
-//! Ingress calls [`Store::ingest`] and answers TextUs 200 only after it returned `Ok`, so an
-//! acknowledged event survives a crash. Dispatchers [`Store::claim`] due deliveries under a lease,
-//! or are handed new ones already leased as they are stored ([`Store::handoff`]); an expired
+//! Ingress calls [`Queue::ingest`] and answers TextUs 200 only after it returned `Ok`, so an
+//! acknowledged event survives a crash. Dispatchers [`Queue::claim`] due deliveries under a lease,
+//! or are handed new ones already leased as they are stored ([`Queue::handoff`]); an expired
 //! lease (or a restart) makes a delivery claimable again, so delivery is at-least-once.
-//! The trait is shaped so a JetStream backend fits: enqueue-with-dedupe, claim due work for one
-//! target, ack, retry-at, bury, list dead letters, stats; dead letters are selected by a
+//!
+//! A [`Store`] is two traits, so that a backend implements small pieces: [`Queue`], the hot
+//! path ingress and dispatchers use for every event, and [`Operations`], what operators and the
+//! admin API ask. Both are shaped so a JetStream backend fits: enqueue-with-dedupe, claim due
+//! work for one target, ack, retry-at, bury, list dead letters, stats; dead letters are selected by a
 //! [`DeadLetterFilter`] (ids, target, type, time), which maps onto a dead-letter stream's
 //! subjects and sequence/time ranges as naturally as onto SQL.
 
@@ -57,7 +60,7 @@ pub struct NewEvent {
     pub keep_unrouted: bool,
 }
 
-/// One delivery [`Store::ingest`] creates: the target and how it is queued there.
+/// One delivery [`Queue::ingest`] creates: the target and how it is queued there.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Routed {
     pub target: TargetId,
@@ -172,7 +175,7 @@ pub struct StorageStatus {
     pub reserve_file: bool,
 }
 
-/// What [`Store::ingest`] did with an event. `Accepted` and `Duplicate` are answered 200,
+/// What [`Queue::ingest`] did with an event. `Accepted` and `Duplicate` are answered 200,
 /// `Rejected` 504.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Ingested {
@@ -201,11 +204,11 @@ pub struct Job {
     pub attempts: u32,
     /// Where `retry.max_age` counts from: when the delivery was created, moved later by the
     /// time its target spent not sending (breaker open, disabled, paused; see
-    /// [`Store::credit_wait`]), so waiting out an outage does not age a delivery.
+    /// [`Queue::credit_wait`]), so waiting out an outage does not age a delivery.
     pub created_at: SystemTime,
 }
 
-/// The result of [`Store::claim`].
+/// The result of [`Queue::claim`].
 #[derive(Debug, Default)]
 pub struct Claimed {
     pub jobs: Vec<Job>,
@@ -309,7 +312,7 @@ impl Skipped {
     pub const MAX_IDS: usize = 100;
 }
 
-/// What [`Store::replay`] did.
+/// What [`Operations::replay`] did.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Replayed {
     /// Dead letters queued again, due now, with attempts reset.
@@ -331,7 +334,7 @@ pub struct TargetCounts {
     pub oldest_queued_at: Option<i64>,
 }
 
-/// Where one event is, as far as the store can tell (see [`Store::find_event`]).
+/// Where one event is, as far as the store can tell (see [`Operations::find_event`]).
 ///
 /// A delivered delivery is deleted, and its event once no delivery refers to it, so a target
 /// that got the event leaves no trace here: only what is still pending or dead is listed, and
@@ -464,9 +467,20 @@ pub enum StoreError {
     NotLeased(DeliveryId),
 }
 
-/// The durable queue. Every method that changes state returns only after the change is durable.
+/// The durable queue: both halves of a store, [`Queue`] and [`Operations`]. The relay holds a
+/// store as `Arc<dyn Store>`; a module that needs only one half takes only that half (ingress
+/// takes a [`Queue`]). Every method that changes state returns only after the change is
+/// durable.
+pub trait Store: Queue + Operations {}
+
+impl<S: Queue + Operations + ?Sized> Store for S {}
+
+/// The hot path: what ingress and the dispatchers call for every event and every attempt
+/// (store, claim, settle), and the per-target plumbing a dispatcher sets up as it starts
+/// (wakeups, handoff, layout, the feed of control changes). A backend makes these fast; all of
+/// them run at the rate of events.
 #[async_trait]
-pub trait Store: Send + Sync {
+pub trait Queue: Send + Sync {
     /// Stores the event and one queued delivery per target, unless its key is a duplicate.
     async fn ingest(&self, event: NewEvent) -> Result<Ingested, StoreError>;
     /// Leases up to `limit` due deliveries of `target` for `lease`.
@@ -478,7 +492,7 @@ pub trait Store: Send + Sync {
     ) -> Result<Claimed, StoreError>;
     /// The delivery succeeded: forget it (and its event once no target still needs it).
     async fn ack(&self, id: DeliveryId) -> Result<(), StoreError>;
-    /// [`Store::ack`] for a result that nothing waits on (an unordered delivery, not a
+    /// [`Queue::ack`] for a result that nothing waits on (an unordered delivery, not a
     /// probe): the store may hold it for a moment so that it commits with other writes.
     /// Still durable when it returns.
     async fn ack_unhurried(&self, id: DeliveryId) -> Result<(), StoreError> {
@@ -504,10 +518,42 @@ pub trait Store: Send + Sync {
         from: SystemTime,
         until: SystemTime,
     ) -> Result<(), StoreError>;
+    /// Notified whenever deliveries for `target` are queued, so its dispatcher wakes at once
+    /// and claims them.
+    fn wakeup(&self, target: &TargetId) -> Arc<Notify>;
+    /// Where `target`'s dispatcher offers room for deliveries leased to it as they are
+    /// stored, and takes them (see [`handoff`]). A store that cannot hand over ignores the
+    /// offer, and every delivery is queued and claimed.
+    fn handoff(&self, target: &TargetId) -> Arc<handoff::Handoff>;
+    /// How many relays share this store and its targets (itself included): a rate limit is
+    /// split between them. 1 for a store of one relay.
+    fn relays(&self) -> usize {
+        1
+    }
+    /// Tells the store how a target's deliveries are ordered (its dispatcher calls this as it
+    /// starts, also after a reload), for a store that lays ordered queues out apart.
+    fn layout(&self, _target: &TargetId, _ordered: bool) {}
+    /// Changes to `target`'s control made anywhere (by another relay sharing the store), for
+    /// its dispatcher to follow; `None` for a store only this relay uses, where every change
+    /// goes through this relay's own admin API and dispatcher.
+    fn control_feed(
+        &self,
+        _target: &TargetId,
+    ) -> Option<tokio::sync::watch::Receiver<TargetControl>> {
+        None
+    }
+}
+
+/// Operations: what operators and the admin API ask of the store (dead letters, target
+/// control, counts, finding an event, readiness and the storage budget), at the rate of
+/// people and scrapes rather than of events. A backend may run these beside the hot path
+/// rather than in its way.
+#[async_trait]
+pub trait Operations: Send + Sync {
     /// The persisted control state of `target`.
     async fn control(&self, target: &TargetId) -> Result<TargetControl, StoreError>;
     /// Changes and persists the control state of `target`; returns the new state. The caller
-    /// passes it on to the dispatcher (and wakes it: see [`Store::wakeup`]).
+    /// passes it on to the dispatcher (and wakes it: see [`Queue::wakeup`]).
     async fn set_control(
         &self,
         target: &TargetId,
@@ -531,8 +577,8 @@ pub trait Store: Send + Sync {
     async fn counts(&self, target: &TargetId) -> Result<TargetCounts, StoreError>;
     /// Where the event with de-duplication key `key` (the envelope `id`) is: `None` when the
     /// store knows nothing of it (never received, or delivered everywhere and its key
-    /// forgotten). A read for operators; it may cost a scan of the stored events, so a store
-    /// should run it beside the hot path rather than in its way.
+    /// forgotten). It may cost a scan of the stored events, so a store should run it beside
+    /// the hot path rather than in its way.
     async fn find_event(&self, key: &str) -> Result<Option<EventWhereabouts>, StoreError>;
     /// Every target name that still has deliveries (queued, in flight or dead), configured or
     /// not: after a target is removed from the config its deliveries stay, under its name.
@@ -543,37 +589,13 @@ pub trait Store: Send + Sync {
     fn storage(&self) -> Option<StorageStatus> {
         None
     }
-    /// Notified whenever deliveries for `target` are queued, so its dispatcher wakes at once
-    /// and claims them.
-    fn wakeup(&self, target: &TargetId) -> Arc<Notify>;
-    /// Where `target`'s dispatcher offers room for deliveries leased to it as they are
-    /// stored, and takes them (see [`handoff`]). A store that cannot hand over ignores the
-    /// offer, and every delivery is queued and claimed.
-    fn handoff(&self, target: &TargetId) -> Arc<handoff::Handoff>;
-    /// How many relays share this store and its targets (itself included): a rate limit is
-    /// split between them. 1 for a store of one relay.
-    fn relays(&self) -> usize {
-        1
-    }
-    /// Whether `/readyz` should fail while [`Store::ping`] does. A store of one relay: yes.
-    /// A store shared by relays behind a load balancer: no, since every relay answers 504
+    /// Whether `/readyz` should fail while [`Operations::ping`] does. A store of one relay:
+    /// yes. A store shared by relays behind a load balancer: no, since every relay answers 504
     /// (which TextUs retries) while the store is unreachable, and failing readiness on all
     /// of them at once would have the balancer refuse connections, which TextUs takes for a
     /// failed integration.
     fn readiness_follows_store(&self) -> bool {
         true
-    }
-    /// Tells the store how a target's deliveries are ordered (its dispatcher calls this as it
-    /// starts, also after a reload), for a store that lays ordered queues out apart.
-    fn layout(&self, _target: &TargetId, _ordered: bool) {}
-    /// Changes to `target`'s control made anywhere (by another relay sharing the store), for
-    /// its dispatcher to follow; `None` for a store only this relay uses, where every change
-    /// goes through this relay's own admin API and dispatcher.
-    fn control_feed(
-        &self,
-        _target: &TargetId,
-    ) -> Option<tokio::sync::watch::Receiver<TargetControl>> {
-        None
     }
 }
 

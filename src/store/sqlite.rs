@@ -36,8 +36,8 @@ use tracing::info;
 use super::handoff::Handoff;
 use super::{
     AttemptRecord, Claimed, ControlChange, DeadLetter, DeadLetterDetail, DeadLetterFilter,
-    DeadLetterQuery, DeliveryId, Ingested, NewEvent, Replayed, StorageStatus, Store, StoreError,
-    TargetControl, TargetCounts,
+    DeadLetterQuery, DeliveryId, Ingested, NewEvent, Operations, Queue, Replayed, StorageStatus,
+    StoreError, TargetControl, TargetCounts,
 };
 use crate::config::TargetId;
 use crate::metrics::Metrics;
@@ -244,7 +244,7 @@ impl SqliteStore {
 }
 
 #[async_trait]
-impl Store for SqliteStore {
+impl Queue for SqliteStore {
     async fn ingest(&self, event: NewEvent) -> Result<Ingested, StoreError> {
         // Here rather than on the writer's thread, which full-speed ingest keeps busy.
         let stored = if std::time::Instant::now() >= self.compress_from {
@@ -340,6 +340,17 @@ impl Store for SqliteStore {
         .await
     }
 
+    fn wakeup(&self, target: &TargetId) -> Arc<Notify> {
+        wakeup_for(&self.wakeups, target)
+    }
+
+    fn handoff(&self, target: &TargetId) -> Arc<Handoff> {
+        handing::mailbox(&self.mailboxes, target)
+    }
+}
+
+#[async_trait]
+impl Operations for SqliteStore {
     async fn control(&self, target: &TargetId) -> Result<TargetControl, StoreError> {
         self.call(|reply| Op::Control {
             target: target.clone(),
@@ -445,14 +456,6 @@ impl Store for SqliteStore {
                 .unwrap_or_else(|p| p.into_inner())
                 .clone(),
         )
-    }
-
-    fn wakeup(&self, target: &TargetId) -> Arc<Notify> {
-        wakeup_for(&self.wakeups, target)
-    }
-
-    fn handoff(&self, target: &TargetId) -> Arc<Handoff> {
-        handing::mailbox(&self.mailboxes, target)
     }
 }
 

@@ -204,7 +204,7 @@ mod tests {
     use super::*;
     use crate::config::TargetId;
     use crate::store::sqlite::SqliteStore;
-    use crate::store::{AttemptRecord, NewEvent, Routed, Store};
+    use crate::store::{AttemptRecord, NewEvent, Queue, Routed};
 
     fn event(key: &str, targets: &[&str]) -> NewEvent {
         NewEvent {

@@ -12,7 +12,7 @@ use bytes::Bytes;
 
 use super::SqliteStore;
 use crate::config::TargetId;
-use crate::store::{AttemptRecord, DeadLetterQuery, Ingested, NewEvent, Routed, Store};
+use crate::store::{AttemptRecord, DeadLetterQuery, Ingested, NewEvent, Operations, Queue, Routed};
 
 mod policy;
 
