@@ -97,7 +97,7 @@ impl Default for SqliteOptions {
     }
 }
 
-/// A [`Store`] on a local SQLite file.
+/// A [`Store`](super::Store) on a local SQLite file.
 pub struct SqliteStore {
     path: PathBuf,
     ops: mpsc::Sender<Op>,
