@@ -12,6 +12,7 @@ mod control;
 mod dead;
 mod heartbeat;
 mod import;
+mod ingest;
 mod layout;
 mod meta;
 mod query;
