@@ -24,7 +24,7 @@ use tracing::{debug, info, warn};
 use crate::live::Live;
 use crate::metrics::Metrics;
 use crate::reload::IngressConfig;
-use crate::store::{Ingested, NewEvent, Store};
+use crate::store::{Ingested, NewEvent, Queue};
 pub use reply::{Answer, IngressError};
 use signature::SignatureError;
 
@@ -50,7 +50,7 @@ pub struct Ingress {
     /// Source settings and routes; a config reload replaces them, and each request uses the
     /// ones current when it started.
     config: Arc<Live<IngressConfig>>,
-    store: Arc<dyn Store>,
+    store: Arc<dyn Queue>,
     metrics: Arc<Metrics>,
     /// Set once a zero-downtime restart began (SIGQUIT): the listening sockets now belong to
     /// a new process too, and this one only finishes what reached it. Unlike SIGTERM, a
@@ -63,7 +63,7 @@ pub struct Ingress {
 impl Ingress {
     pub fn new(
         config: Arc<Live<IngressConfig>>,
-        store: Arc<dyn Store>,
+        store: Arc<dyn Queue>,
         metrics: Arc<Metrics>,
         handing_over: Arc<AtomicBool>,
     ) -> Self {

@@ -1,17 +1,27 @@
 //! The durable queue behind the relay: events, one delivery per (event, target), dead letters.
 //!
-//! Ingress calls [`Store::ingest`] and answers TextUs 200 only after it returned `Ok`, so an
-//! acknowledged event survives a crash. Dispatchers [`Store::claim`] due deliveries under a lease,
-//! or are handed new ones already leased as they are stored ([`Store::handoff`]); an expired
+//! Ingress calls [`Queue::ingest`] and answers TextUs 200 only after it returned `Ok`, so an
+//! acknowledged event survives a crash. Dispatchers [`Queue::claim`] due deliveries under a lease,
+//! or are handed new ones already leased as they are stored ([`Queue::handoff`]); an expired
 //! lease (or a restart) makes a delivery claimable again, so delivery is at-least-once.
-//! The trait is shaped so a JetStream backend fits: enqueue-with-dedupe, claim due work for one
-//! target, ack, retry-at, bury, list dead letters, stats; dead letters are selected by a
+//!
+//! A [`Store`] is two traits, so that a backend implements small pieces: [`Queue`], the hot
+//! path ingress and dispatchers use for every event, and [`Operations`], what operators and the
+//! admin API ask. Both are shaped so a JetStream backend fits: enqueue-with-dedupe, claim due
+//! work for one target, ack, retry-at, bury, list dead letters, stats; dead letters are selected by a
 //! [`DeadLetterFilter`] (ids, target, type, time), which maps onto a dead-letter stream's
 //! subjects and sequence/time ranges as naturally as onto SQL.
 
 pub mod handoff;
 pub mod nats;
+mod operations;
 pub mod sqlite;
+
+pub use operations::{
+    Attempt, ControlChange, DeadLetter, DeadLetterDetail, DeadLetterFilter, DeadLetterQuery,
+    DeliveryState, Disabled, EventDelivery, EventWhereabouts, Operations, Replayed, Skipped,
+    StoredEvent, TargetControl, TargetCounts,
+};
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -57,7 +67,7 @@ pub struct NewEvent {
     pub keep_unrouted: bool,
 }
 
-/// One delivery [`Store::ingest`] creates: the target and how it is queued there.
+/// One delivery [`Queue::ingest`] creates: the target and how it is queued there.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Routed {
     pub target: TargetId,
@@ -172,7 +182,7 @@ pub struct StorageStatus {
     pub reserve_file: bool,
 }
 
-/// What [`Store::ingest`] did with an event. `Accepted` and `Duplicate` are answered 200,
+/// What [`Queue::ingest`] did with an event. `Accepted` and `Duplicate` are answered 200,
 /// `Rejected` 504.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Ingested {
@@ -201,11 +211,11 @@ pub struct Job {
     pub attempts: u32,
     /// Where `retry.max_age` counts from: when the delivery was created, moved later by the
     /// time its target spent not sending (breaker open, disabled, paused; see
-    /// [`Store::credit_wait`]), so waiting out an outage does not age a delivery.
+    /// [`Queue::credit_wait`]), so waiting out an outage does not age a delivery.
     pub created_at: SystemTime,
 }
 
-/// The result of [`Store::claim`].
+/// The result of [`Queue::claim`].
 #[derive(Debug, Default)]
 pub struct Claimed {
     pub jobs: Vec<Job>,
@@ -218,211 +228,6 @@ pub struct Claimed {
 pub struct AttemptRecord {
     pub status: Option<u16>,
     pub reason: String,
-}
-
-/// A delivery that will not be attempted again without an operator (or a body that was
-/// never deliverable, with no target).
-#[derive(Clone, Debug, Serialize)]
-pub struct DeadLetter {
-    pub id: DeliveryId,
-    pub target: Option<String>,
-    pub event_id: String,
-    pub event_type: Option<String>,
-    pub attempts: u32,
-    pub last_status: Option<u16>,
-    pub reason: String,
-    /// Unix milliseconds.
-    pub received_at: i64,
-    /// Unix milliseconds of the last attempt (or of the burial).
-    pub dead_at: i64,
-}
-
-/// Which dead letters to list, newest first. Every field that is set must match.
-#[derive(Clone, Debug, Default)]
-pub struct DeadLetterQuery {
-    pub target: Option<String>,
-    pub limit: usize,
-    /// The event's `action`.
-    pub event_type: Option<String>,
-    /// Dead at or after this time (inclusive).
-    pub since: Option<SystemTime>,
-    /// Dead before this time (exclusive).
-    pub until: Option<SystemTime>,
-}
-
-/// Which dead letters to replay or purge. Every field that is set must match (ids *and*
-/// target *and* ...); a filter with nothing set matches every dead letter, so callers that
-/// take filters from outside should insist on at least one (see [`DeadLetterFilter::is_empty`]).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct DeadLetterFilter {
-    /// Only these dead letters.
-    pub ids: Option<Vec<DeliveryId>>,
-    pub target: Option<String>,
-    /// The event's `action`.
-    pub event_type: Option<String>,
-    /// Dead at or after this time (inclusive).
-    pub since: Option<SystemTime>,
-    /// Dead before this time (exclusive).
-    pub until: Option<SystemTime>,
-}
-
-impl DeadLetterFilter {
-    /// True when no criterion is set, i.e. the filter matches every dead letter.
-    pub fn is_empty(&self) -> bool {
-        *self == DeadLetterFilter::default()
-    }
-}
-
-/// One attempt of a delivery as it was settled.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Attempt {
-    /// 1 for the first attempt (counted again from 1 after a replay).
-    pub attempt: u32,
-    /// Unix milliseconds when the attempt's result was recorded.
-    pub at: i64,
-    /// The HTTP status, when the target answered at all.
-    pub status: Option<u16>,
-    pub reason: String,
-}
-
-/// A dead letter with what an operator needs to decide on it.
-#[derive(Clone, Debug)]
-pub struct DeadLetterDetail {
-    pub letter: DeadLetter,
-    /// The raw body as TextUs sent it.
-    pub body: Bytes,
-    /// Oldest first; the most recent [`Attempt`]s only, when a delivery made very many.
-    pub history: Vec<Attempt>,
-}
-
-/// Dead letters a replay left alone, grouped by why.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Skipped {
-    pub reason: String,
-    pub count: u64,
-    /// The first of them (at most [`Skipped::MAX_IDS`]), so an operator can look them up.
-    pub ids: Vec<DeliveryId>,
-}
-
-impl Skipped {
-    /// How many ids one group lists.
-    pub const MAX_IDS: usize = 100;
-}
-
-/// What [`Store::replay`] did.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct Replayed {
-    /// Dead letters queued again, due now, with attempts reset.
-    pub replayed: u64,
-    /// How many of them per target.
-    pub targets: std::collections::BTreeMap<String, u64>,
-    /// Matching dead letters that could not be replayed.
-    pub skipped: Vec<Skipped>,
-}
-
-/// Per-target counts for the admin API.
-#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
-pub struct TargetCounts {
-    pub queued: u64,
-    pub in_flight: u64,
-    pub dead: u64,
-    /// Unix milliseconds at which the oldest pending (queued or in flight) delivery was
-    /// created; `None` when nothing is pending.
-    pub oldest_queued_at: Option<i64>,
-}
-
-/// Where one event is, as far as the store can tell (see [`Store::find_event`]).
-///
-/// A delivered delivery is deleted, and its event once no delivery refers to it, so a target
-/// that got the event leaves no trace here: only what is still pending or dead is listed, and
-/// the de-duplication key shows the event was received at all.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct EventWhereabouts {
-    /// Unix milliseconds until which the key is remembered for de-duplication; `None` when it
-    /// is not (de-duplication off, or its window passed and the key was swept).
-    pub remembered_until: Option<i64>,
-    /// The targets the event was routed to when it was received, kept with its
-    /// de-duplication key; `None` when the key is not remembered (or was written by a relay
-    /// before this was kept). With it, a routed target with nothing held got the event.
-    pub routed: Option<Vec<String>>,
-    /// The stored copies of the event: usually one, more when it was accepted again after its
-    /// window or with de-duplication off; none once every delivery of it is done.
-    pub stored: Vec<StoredEvent>,
-    /// Every delivery of those copies that is queued, in flight or dead, oldest first.
-    pub deliveries: Vec<EventDelivery>,
-}
-
-/// One stored copy of an event.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct StoredEvent {
-    pub event_type: Option<String>,
-    /// Unix milliseconds.
-    pub received_at: i64,
-}
-
-/// One delivery of an event that the store still holds.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct EventDelivery {
-    pub id: DeliveryId,
-    /// `None` for a body that was never an event (a dead letter without a target).
-    pub target: Option<String>,
-    pub state: DeliveryState,
-    /// Attempts made so far (counted again from 0 after a replay).
-    pub attempts: u32,
-    /// Unix milliseconds: when a queued delivery is due, or when the lease of one in flight
-    /// runs out; `None` for a dead letter.
-    pub next_attempt_at: Option<i64>,
-    pub last_status: Option<u16>,
-    pub last_error: Option<String>,
-}
-
-/// Where a delivery the store holds stands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DeliveryState {
-    Queued,
-    InFlight,
-    Dead,
-}
-
-/// Whether a target may send, as an operator or a `410 Gone` left it. Persisted, so a
-/// restart keeps a disabled target disabled.
-#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
-pub struct TargetControl {
-    /// Set when the receiver answered 410 Gone; cleared only by an operator.
-    pub disabled: Option<Disabled>,
-    /// Unix milliseconds at which an operator paused the target; `None` when not paused.
-    pub paused_at: Option<i64>,
-}
-
-impl TargetControl {
-    /// Since when (Unix ms) the target has been held back, if it is.
-    pub fn held_since(&self) -> Option<i64> {
-        let disabled = self.disabled.as_ref().map(|d| d.at);
-        match (disabled, self.paused_at) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
-    }
-}
-
-/// Why and when a target was disabled.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
-pub struct Disabled {
-    pub reason: String,
-    /// Unix milliseconds.
-    pub at: i64,
-}
-
-/// A change to a target's [`TargetControl`].
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ControlChange {
-    /// Stop sending until enabled (a `410 Gone`). Keeps the first time, updates the reason.
-    Disable { reason: String },
-    /// Stop sending until enabled (an operator). Keeps the first time.
-    Pause,
-    /// Clear both.
-    Enable,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -464,9 +269,20 @@ pub enum StoreError {
     NotLeased(DeliveryId),
 }
 
-/// The durable queue. Every method that changes state returns only after the change is durable.
+/// The durable queue: both halves of a store, [`Queue`] and [`Operations`]. The relay holds a
+/// store as `Arc<dyn Store>`; a module that needs only one half takes only that half (ingress
+/// takes a [`Queue`]). Every method that changes state returns only after the change is
+/// durable.
+pub trait Store: Queue + Operations {}
+
+impl<S: Queue + Operations + ?Sized> Store for S {}
+
+/// The hot path: what ingress and the dispatchers call for every event and every attempt
+/// (store, claim, settle), and the per-target plumbing a dispatcher sets up as it starts
+/// (wakeups, handoff, layout, the feed of control changes). A backend makes these fast; all of
+/// them run at the rate of events.
 #[async_trait]
-pub trait Store: Send + Sync {
+pub trait Queue: Send + Sync {
     /// Stores the event and one queued delivery per target, unless its key is a duplicate.
     async fn ingest(&self, event: NewEvent) -> Result<Ingested, StoreError>;
     /// Leases up to `limit` due deliveries of `target` for `lease`.
@@ -478,7 +294,7 @@ pub trait Store: Send + Sync {
     ) -> Result<Claimed, StoreError>;
     /// The delivery succeeded: forget it (and its event once no target still needs it).
     async fn ack(&self, id: DeliveryId) -> Result<(), StoreError>;
-    /// [`Store::ack`] for a result that nothing waits on (an unordered delivery, not a
+    /// [`Queue::ack`] for a result that nothing waits on (an unordered delivery, not a
     /// probe): the store may hold it for a moment so that it commits with other writes.
     /// Still durable when it returns.
     async fn ack_unhurried(&self, id: DeliveryId) -> Result<(), StoreError> {
@@ -504,45 +320,6 @@ pub trait Store: Send + Sync {
         from: SystemTime,
         until: SystemTime,
     ) -> Result<(), StoreError>;
-    /// The persisted control state of `target`.
-    async fn control(&self, target: &TargetId) -> Result<TargetControl, StoreError>;
-    /// Changes and persists the control state of `target`; returns the new state. The caller
-    /// passes it on to the dispatcher (and wakes it: see [`Store::wakeup`]).
-    async fn set_control(
-        &self,
-        target: &TargetId,
-        change: ControlChange,
-    ) -> Result<TargetControl, StoreError>;
-    async fn dead_letters(&self, query: DeadLetterQuery) -> Result<Vec<DeadLetter>, StoreError>;
-    /// One dead letter with its body and attempt history; `None` if `id` is not a dead letter.
-    async fn dead_letter(&self, id: DeliveryId) -> Result<Option<DeadLetterDetail>, StoreError>;
-    /// Puts the matching dead letters back in their targets' queues, due now, with attempts
-    /// (and the attempt history) reset, and wakes those targets' dispatchers. Only targets in
-    /// `targets` (the configured ones) are replayed; others, and bodies that were never events,
-    /// are reported as [`Skipped`]. Never fails because of what it skipped.
-    async fn replay(
-        &self,
-        filter: DeadLetterFilter,
-        targets: &[TargetId],
-    ) -> Result<Replayed, StoreError>;
-    /// Deletes the matching dead letters (and their events once nothing refers to them);
-    /// returns how many.
-    async fn purge(&self, filter: DeadLetterFilter) -> Result<u64, StoreError>;
-    async fn counts(&self, target: &TargetId) -> Result<TargetCounts, StoreError>;
-    /// Where the event with de-duplication key `key` (the envelope `id`) is: `None` when the
-    /// store knows nothing of it (never received, or delivered everywhere and its key
-    /// forgotten). A read for operators; it may cost a scan of the stored events, so a store
-    /// should run it beside the hot path rather than in its way.
-    async fn find_event(&self, key: &str) -> Result<Option<EventWhereabouts>, StoreError>;
-    /// Every target name that still has deliveries (queued, in flight or dead), configured or
-    /// not: after a target is removed from the config its deliveries stay, under its name.
-    async fn targets(&self) -> Result<Vec<TargetId>, StoreError>;
-    /// Proves the store can still run a transaction (readiness).
-    async fn ping(&self) -> Result<(), StoreError>;
-    /// The storage budget as of the store's last measurement; `None` for a store without one.
-    fn storage(&self) -> Option<StorageStatus> {
-        None
-    }
     /// Notified whenever deliveries for `target` are queued, so its dispatcher wakes at once
     /// and claims them.
     fn wakeup(&self, target: &TargetId) -> Arc<Notify>;
@@ -554,14 +331,6 @@ pub trait Store: Send + Sync {
     /// split between them. 1 for a store of one relay.
     fn relays(&self) -> usize {
         1
-    }
-    /// Whether `/readyz` should fail while [`Store::ping`] does. A store of one relay: yes.
-    /// A store shared by relays behind a load balancer: no, since every relay answers 504
-    /// (which TextUs retries) while the store is unreachable, and failing readiness on all
-    /// of them at once would have the balancer refuse connections, which TextUs takes for a
-    /// failed integration.
-    fn readiness_follows_store(&self) -> bool {
-        true
     }
     /// Tells the store how a target's deliveries are ordered (its dispatcher calls this as it
     /// starts, also after a reload), for a store that lays ordered queues out apart.

@@ -12,6 +12,7 @@ mod control;
 mod dead;
 mod heartbeat;
 mod import;
+mod ingest;
 mod layout;
 mod meta;
 mod query;
@@ -32,8 +33,8 @@ pub use self::settings::{NatsSettings, TargetLayout};
 use super::handoff::Handoff;
 use super::{
     AttemptRecord, Claimed, ControlChange, DeadLetter, DeadLetterDetail, DeadLetterFilter,
-    DeadLetterQuery, DeliveryId, EventWhereabouts, Ingested, NewEvent, Replayed, Store, StoreError,
-    TargetControl, TargetCounts,
+    DeadLetterQuery, DeliveryId, EventWhereabouts, Ingested, NewEvent, Operations, Queue, Replayed,
+    StoreError, TargetControl, TargetCounts,
 };
 use crate::config::{NatsAuth, TargetId};
 
@@ -271,7 +272,7 @@ async fn connect(settings: &NatsSettings) -> Result<async_nats::Client, StoreErr
 }
 
 #[async_trait]
-impl Store for NatsStore {
+impl Queue for NatsStore {
     async fn ingest(&self, event: NewEvent) -> Result<Ingested, StoreError> {
         self.ingest_event(event).await
     }
@@ -311,6 +312,37 @@ impl Store for NatsStore {
         self.bounded("crediting a wait", self.control.credit(target, from, until))
             .await
     }
+    fn wakeup(&self, target: &TargetId) -> Arc<Notify> {
+        lock(&self.wakeups)
+            .entry(target.clone())
+            .or_default()
+            .clone()
+    }
+    fn handoff(&self, target: &TargetId) -> Arc<Handoff> {
+        // Never fed: every delivery is claimed from its consumer, by whichever relay.
+        lock(&self.handoffs)
+            .entry(target.clone())
+            .or_default()
+            .clone()
+    }
+    fn relays(&self) -> usize {
+        self.relays.load(Ordering::Relaxed)
+    }
+    fn layout(&self, target: &TargetId, ordered: bool) {
+        let mut set = lock(&self.ordered);
+        if ordered {
+            set.insert(target.clone());
+        } else {
+            set.remove(target);
+        }
+    }
+    fn control_feed(&self, target: &TargetId) -> Option<watch::Receiver<TargetControl>> {
+        Some(self.control.feed(target))
+    }
+}
+
+#[async_trait]
+impl Operations for NatsStore {
     async fn control(&self, target: &TargetId) -> Result<TargetControl, StoreError> {
         self.bounded("reading a target's control", self.control.read(target))
             .await
@@ -363,34 +395,7 @@ impl Store for NatsStore {
         })
         .await
     }
-    fn wakeup(&self, target: &TargetId) -> Arc<Notify> {
-        lock(&self.wakeups)
-            .entry(target.clone())
-            .or_default()
-            .clone()
-    }
-    fn handoff(&self, target: &TargetId) -> Arc<Handoff> {
-        // Never fed: every delivery is claimed from its consumer, by whichever relay.
-        lock(&self.handoffs)
-            .entry(target.clone())
-            .or_default()
-            .clone()
-    }
-    fn relays(&self) -> usize {
-        self.relays.load(Ordering::Relaxed)
-    }
     fn readiness_follows_store(&self) -> bool {
         false
-    }
-    fn layout(&self, target: &TargetId, ordered: bool) {
-        let mut set = lock(&self.ordered);
-        if ordered {
-            set.insert(target.clone());
-        } else {
-            set.remove(target);
-        }
-    }
-    fn control_feed(&self, target: &TargetId) -> Option<watch::Receiver<TargetControl>> {
-        Some(self.control.feed(target))
     }
 }

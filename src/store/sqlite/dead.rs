@@ -16,7 +16,7 @@
 use std::collections::{BTreeSet, HashSet};
 use std::time::SystemTime;
 
-use rusqlite::{OptionalExtension, Transaction, params};
+use rusqlite::{OptionalExtension, ToSql, Transaction, params};
 
 use super::body;
 use super::schema::{DEAD, QUEUED};
@@ -33,15 +33,15 @@ pub const KEEP_ATTEMPTS: u32 = 100;
 /// log of one transaction fits the store's reserve.
 pub const SLICE: usize = 1_000;
 
-/// The criteria every dead-letter statement shares, as `?1`..`?5`.
+/// The criteria every dead-letter statement shares, bound from [`Criteria::named`].
 macro_rules! matching {
     () => {
         "d.state = 2
-         AND (?1 IS NULL OR d.target = ?1)
-         AND (?2 IS NULL OR e.type = ?2)
-         AND (?3 IS NULL OR d.updated_at >= ?3)
-         AND (?4 IS NULL OR d.updated_at < ?4)
-         AND (?5 IS NULL OR d.id IN (SELECT value FROM json_each(?5)))"
+         AND (:target IS NULL OR d.target = :target)
+         AND (:type IS NULL OR e.type = :type)
+         AND (:since IS NULL OR d.updated_at >= :since)
+         AND (:until IS NULL OR d.updated_at < :until)
+         AND (:ids IS NULL OR d.id IN (SELECT value FROM json_each(:ids)))"
     };
 }
 
@@ -75,6 +75,17 @@ impl Criteria {
                 serde_json::Value::from(raw).to_string()
             }),
         }
+    }
+
+    /// The parameters of `matching!`, by name; a statement adds its own after them.
+    fn named(&self) -> Vec<(&'static str, &dyn ToSql)> {
+        vec![
+            (":target", &self.target),
+            (":type", &self.event_type),
+            (":since", &self.since),
+            (":until", &self.until),
+            (":ids", &self.ids),
+        ]
     }
 
     fn of_query(q: &DeadLetterQuery) -> Criteria {
@@ -137,13 +148,11 @@ pub fn list(tx: &Transaction<'_>, q: &DeadLetterQuery) -> rusqlite::Result<Vec<D
         " FROM deliveries d INDEXED BY deliveries_dead_at JOIN events e ON e.id = d.event_id
          WHERE ",
         matching!(),
-        " ORDER BY d.updated_at DESC, d.id DESC LIMIT ?6"
+        " ORDER BY d.updated_at DESC, d.id DESC LIMIT :limit"
     ))?;
-    stmt.query_map(
-        params![c.target, c.event_type, c.since, c.until, c.ids, limit],
-        letter,
-    )?
-    .collect()
+    let mut named = c.named();
+    named.push((":limit", &limit));
+    stmt.query_map(&*named, letter)?.collect()
 }
 
 /// One dead letter with its body and attempts; `None` if `id` is not a dead letter (unknown,
@@ -347,21 +356,13 @@ fn next_slice<T>(
          FROM deliveries d INDEXED BY deliveries_dead_id JOIN events e ON e.id = d.event_id
          WHERE ",
         matching!(),
-        " AND d.id > ?6 ORDER BY d.id LIMIT ?7"
+        " AND d.id > :after ORDER BY d.id LIMIT :slice"
     ))?;
-    stmt.query_map(
-        params![
-            c.target,
-            c.event_type,
-            c.since,
-            c.until,
-            c.ids,
-            after,
-            slice as i64
-        ],
-        row,
-    )?
-    .collect()
+    let slice = slice as i64;
+    let mut named = c.named();
+    named.push((":after", &after));
+    named.push((":slice", &slice));
+    stmt.query_map(&*named, row)?.collect()
 }
 
 /// Deletes `(delivery id, event id)` dead letters (their attempts go by cascade), then each

@@ -11,7 +11,8 @@ use bytes::Bytes;
 use rusqlite::{Connection, OpenFlags, params};
 
 use super::schema::{DEAD, IN_FLIGHT, QUEUED};
-use super::{begin, body, schema};
+use super::writer::begin;
+use super::{body, schema};
 use crate::config::Priority;
 use crate::store::{Attempt, StoreError};
 
@@ -203,7 +204,7 @@ mod tests {
     use super::*;
     use crate::config::TargetId;
     use crate::store::sqlite::SqliteStore;
-    use crate::store::{AttemptRecord, NewEvent, Routed, Store};
+    use crate::store::{AttemptRecord, NewEvent, Queue, Routed};
 
     fn event(key: &str, targets: &[&str]) -> NewEvent {
         NewEvent {

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::time::SystemTime;
 
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use rusqlite::{Connection, OptionalExtension, Transaction, named_params, params};
 use tracing::warn;
 
 use super::budget::Budget;
@@ -94,45 +94,50 @@ pub fn insert_deliveries(
     budget: &Budget,
 ) -> rusqlite::Result<()> {
     // Dead letters are heads (head = 1), so a replayed one is claimable again. The creation
-    // time (?10) is its own parameter: a handed-over delivery's next_attempt_at is the end of
-    // its lease, and `max_age` and the oldest queued age count from creation.
+    // time is its own parameter: a handed-over delivery's next_attempt_at is the end of its
+    // lease, and `max_age` and the oldest queued age count from creation.
     let mut insert = tx.prepare_cached(
         "INSERT INTO deliveries(event_id, target, state, next_attempt_at, created_at, updated_at,
                                 last_error, priority, order_key, head, leased_by)
-         VALUES (?1, ?2, ?3, ?4, ?10, ?10, ?5, ?6, ?7, ?8, ?9)",
+         VALUES (:event_id, :target, :state, :next_attempt_at, :created_at, :created_at,
+                 :last_error, :priority, :order_key, :head, :leased_by)",
     )?;
+    let dead = NewDelivery {
+        event_id,
+        target: None,
+        state: DEAD,
+        next_attempt_at: now_ms,
+        created_at: now_ms,
+        last_error: None,
+        priority: 0,
+        order_key: None,
+        head: true,
+        leased_by: None,
+    };
     if let Some(reason) = &e.dead_reason {
-        insert.execute(params![
-            event_id,
-            None::<String>,
-            DEAD,
-            now_ms,
-            reason,
-            0,
-            None::<String>,
-            1,
-            None::<i64>,
-            now_ms,
-        ])?;
+        NewDelivery {
+            last_error: Some(reason),
+            ..dead
+        }
+        .insert(&mut insert)?;
     }
     for routed in &e.targets {
         let priority = priority_value(routed.priority);
         let target = routed.target.as_str();
+        let row = NewDelivery {
+            target: Some(target),
+            priority,
+            ..dead
+        };
         if let Some(limit) = over_quota(routed, pending, budget) {
             let reason = format!("queue full ({limit})");
             warn!(target, event_id = %e.key, limit = %limit, "queue full: delivery stored as a dead letter");
-            insert.execute(params![
-                event_id,
-                target,
-                DEAD,
-                now_ms,
-                reason,
-                priority,
-                routed.order_key,
-                1,
-                None::<i64>,
-                now_ms,
-            ])?;
+            NewDelivery {
+                last_error: Some(&reason),
+                order_key: routed.order_key.as_deref(),
+                ..row
+            }
+            .insert(&mut insert)?;
             continue;
         }
         pending.add(&routed.target);
@@ -143,18 +148,13 @@ pub fn insert_deliveries(
         };
         if let Some((mailbox, lease)) = leased {
             let until = unix_ms(from_unix_ms(now_ms) + lease);
-            insert.execute(params![
-                event_id,
-                target,
-                IN_FLIGHT,
-                until,
-                None::<String>,
-                priority,
-                None::<String>,
-                1,
-                handing.lessee(),
-                now_ms,
-            ])?;
+            NewDelivery {
+                state: IN_FLIGHT,
+                next_attempt_at: until,
+                leased_by: Some(handing.lessee()),
+                ..row
+            }
+            .insert(&mut insert)?;
             // `created_at` as a claim would read it back: the row's milliseconds.
             let job = Job {
                 id: DeliveryId(tx.last_insert_rowid()),
@@ -173,21 +173,50 @@ pub fn insert_deliveries(
             None => true,
             Some(key) => !key_pending(tx, target, key)?,
         };
-        insert.execute(params![
-            event_id,
-            target,
-            QUEUED,
-            now_ms,
-            None::<String>,
-            priority,
-            routed.order_key,
+        NewDelivery {
+            state: QUEUED,
+            order_key: routed.order_key.as_deref(),
             head,
-            None::<i64>,
-            now_ms,
-        ])?;
+            ..row
+        }
+        .insert(&mut insert)?;
         handing.queued(&routed.target);
     }
     Ok(())
+}
+
+/// One row of `deliveries` as ingest stores it. Bound by name, so a column added to the
+/// statement cannot shift the others.
+#[derive(Clone, Copy)]
+struct NewDelivery<'a> {
+    event_id: i64,
+    /// `None` for the dead letter of a body that was never an event.
+    target: Option<&'a str>,
+    state: i64,
+    next_attempt_at: i64,
+    created_at: i64,
+    last_error: Option<&'a str>,
+    priority: i64,
+    order_key: Option<&'a str>,
+    head: bool,
+    leased_by: Option<i64>,
+}
+
+impl NewDelivery<'_> {
+    fn insert(&self, stmt: &mut rusqlite::CachedStatement<'_>) -> rusqlite::Result<usize> {
+        stmt.execute(named_params! {
+            ":event_id": self.event_id,
+            ":target": self.target,
+            ":state": self.state,
+            ":next_attempt_at": self.next_attempt_at,
+            ":created_at": self.created_at,
+            ":last_error": self.last_error,
+            ":priority": self.priority,
+            ":order_key": self.order_key,
+            ":head": self.head,
+            ":leased_by": self.leased_by,
+        })
+    }
 }
 
 /// How priorities are stored: higher is claimed first.

@@ -12,8 +12,8 @@ use crate::config::OnFull;
 use crate::store::sqlite::budget::{Limits, MinFree};
 use crate::store::sqlite::{SqliteOptions, SqliteStore};
 use crate::store::{
-    AttemptRecord, DeadLetterFilter, Ingested, NewEvent, QueueLimit, Quota, Routed, SpaceLimit,
-    Store,
+    AttemptRecord, DeadLetterFilter, Ingested, NewEvent, Operations, Queue, QueueLimit, Quota,
+    Routed, SpaceLimit,
 };
 
 /// The smallest `storage.max_bytes` the config accepts.

@@ -9,7 +9,8 @@ use super::super::dead::{KEEP_ATTEMPTS, SLICE};
 use super::super::{SqliteOptions, SqliteStore};
 use super::{LEASE, event, target};
 use crate::store::{
-    AttemptRecord, DeadLetterFilter, DeadLetterQuery, DeliveryId, NewEvent, Store, unix_ms,
+    AttemptRecord, DeadLetterFilter, DeadLetterQuery, DeliveryId, NewEvent, Operations, Queue,
+    unix_ms,
 };
 
 fn open(dir: &tempfile::TempDir) -> SqliteStore {

@@ -4,7 +4,9 @@ use std::time::{Duration, SystemTime};
 
 use super::super::SqliteStore;
 use super::{LEASE, event, target};
-use crate::store::{AttemptRecord, DeadLetterFilter, DeliveryState, EventDelivery, Store, unix_ms};
+use crate::store::{
+    AttemptRecord, DeadLetterFilter, DeliveryState, EventDelivery, Operations, Queue, unix_ms,
+};
 
 fn open(dir: &tempfile::TempDir) -> SqliteStore {
     SqliteStore::open(&dir.path().join("relay.db")).expect("open")

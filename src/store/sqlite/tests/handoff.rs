@@ -7,7 +7,7 @@ use super::super::SqliteStore;
 use super::{LEASE, claim_keys, claim_keys_of, event, target};
 use crate::config::Priority;
 use crate::store::handoff::Handoff;
-use crate::store::{Job, Routed, Store};
+use crate::store::{Job, Operations, Queue, Routed};
 
 /// Waits for a notification that must come; a missing one fails instead of hanging.
 async fn notified(notify: &tokio::sync::Notify) {

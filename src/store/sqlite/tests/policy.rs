@@ -8,7 +8,7 @@ use super::{LEASE, claim_keys, event, target};
 use crate::config::{OnFull, Priority};
 use crate::store::{
     AttemptRecord, ControlChange, DeadLetterFilter, DeadLetterQuery, Ingested, NewEvent,
-    QueueLimit, Quota, Routed, Store,
+    Operations, Queue, QueueLimit, Quota, Routed,
 };
 
 /// `event(key)` for target `a` with the given priority, order key and quota.
