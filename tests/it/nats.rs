@@ -39,6 +39,20 @@ fn routes_to(targets: &[(&str, String)]) -> String {
     yaml
 }
 
+/// Posts `body` until the relay answers 200 (as TextUs retries a 504 while a leader is
+/// elected) and returns that answer.
+async fn post_until_200(relay: &TestRelay, body: &[u8], what: &str) -> Value {
+    eventually(what, async || {
+        let (status, answer) = relay.post_signed(body).await;
+        if status == 200 {
+            Ok(answer)
+        } else {
+            Err(format!("{status} {answer}"))
+        }
+    })
+    .await
+}
+
 async fn relay_on(dir: &Path, storage: &str, rest: &str) -> TestRelay {
     std::fs::create_dir_all(dir).expect("relay folder");
     TestRelay::start_with_storage(dir, storage, rest).await
@@ -117,28 +131,12 @@ async fn a_repeat_after_the_leader_changes_is_a_duplicate_and_not_delivered_agai
     cluster.kill(leader);
     cluster.restart(leader).await;
     cluster.move_leader("repeat-deliveries", leader).await;
-    let answer = eventually("the relay reconnected", async || {
-        let (status, answer) = relay.post_signed(&body).await;
-        if status == 200 {
-            Ok(answer)
-        } else {
-            Err(format!("{status} {answer}"))
-        }
-    })
-    .await;
+    let answer = post_until_200(&relay, &body, "the relay reconnected").await;
     assert_eq!(answer["status"], "duplicate", "{answer}");
     // A fresh event as a barrier: once it is delivered and nothing is pending, a stored
     // repeat would have been delivered too.
     let barrier = fixture_with_id("message.received", "/deliveries/repeat-2");
-    let answer = eventually("the barrier stored", async || {
-        let (status, answer) = relay.post_signed(&barrier).await;
-        if status == 200 {
-            Ok(answer)
-        } else {
-            Err(format!("{status} {answer}"))
-        }
-    })
-    .await;
+    let answer = post_until_200(&relay, &barrier, "the barrier stored").await;
     assert_eq!(answer["status"], "accepted", "{answer}");
     sink.wait_for(2, PATIENCE).await.expect("barrier delivered");
     wait_drained(&relay, "t").await;

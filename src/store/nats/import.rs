@@ -91,30 +91,14 @@ impl NatsStore {
     /// already had. Each is kept for the whole `dedupe_window` from now: a little longer
     /// than SQLite would have, never shorter.
     pub async fn import_seen(&self, keys: &[String]) -> Result<u64, StoreError> {
-        self.bounded("moving event ids", async {
-            let mut pending: Vec<PublishAckFuture> = Vec::with_capacity(keys.len());
-            for key in keys {
-                let mut headers = HeaderMap::new();
-                headers.insert(async_nats::header::NATS_MESSAGE_ID, format!("ev:{key}"));
-                pending.push(
-                    self.js
-                        .publish_with_headers(
-                            self.names.seen_subject(&key_hash(key)),
-                            headers,
-                            Bytes::new(),
-                        )
-                        .await
-                        .map_err(|e| nats_err("publishing", e))?,
-                );
-            }
-            let mut duplicates = 0;
-            for p in pending {
-                let ack = p.await.map_err(|e| nats_err("waiting for the PubAck", e))?;
-                duplicates += u64::from(ack.duplicate);
-            }
-            Ok(duplicates)
-        })
-        .await
+        let markers: Vec<_> = keys.iter().map(|k| self.seen_marker(k)).collect();
+        let acks = self
+            .bounded(
+                "moving event ids",
+                self.publish_all(&markers, &Bytes::new()),
+            )
+            .await?;
+        Ok(acks.iter().map(|duplicate| u64::from(*duplicate)).sum())
     }
 
     /// The lane a claim reads it from: the configured target's ordering decides; for a

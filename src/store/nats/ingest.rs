@@ -15,7 +15,7 @@ use crate::config::{OnFull, Priority, TargetId};
 use crate::store::{Ingested, NewEvent, QueueLimit, Routed, StoreError, unix_ms};
 
 /// One message an event becomes.
-struct Outgoing {
+pub(super) struct Outgoing {
     subject: String,
     headers: HeaderMap,
     target: Option<TargetId>,
@@ -50,13 +50,7 @@ impl NatsStore {
             if !dedupe {
                 return Ok(Ingested::Accepted);
             }
-            let mut headers = HeaderMap::new();
-            headers.insert(async_nats::header::NATS_MESSAGE_ID, format!("ev:{}", e.key));
-            out.push(Outgoing {
-                subject: self.names.seen_subject(&kh),
-                headers,
-                target: None,
-            });
+            out.push(self.seen_marker(&e.key));
         }
         for r in &e.targets {
             // One id per (event, target): a retry after a partial publish stores exactly the
@@ -117,13 +111,7 @@ impl NatsStore {
             // leader, the memory of their ids: the key is kept apart, in a stream that keeps
             // it for the whole window, and only once every delivery is stored, so a crash in
             // between is a retry that stores again, never a lost event taken for a duplicate.
-            let mut headers = HeaderMap::new();
-            headers.insert(async_nats::header::NATS_MESSAGE_ID, format!("ev:{}", e.key));
-            let seen = [Outgoing {
-                subject: self.names.seen_subject(&kh),
-                headers,
-                target: None,
-            }];
+            let seen = [self.seen_marker(&e.key)];
             let marker = self
                 .bounded(
                     "remembering the event",
@@ -160,9 +148,24 @@ impl NatsStore {
         }
     }
 
+    /// The message that remembers `key` in the seen stream, by its id (`ev:<key>`).
+    pub(super) fn seen_marker(&self, key: &str) -> Outgoing {
+        let mut headers = HeaderMap::new();
+        headers.insert(async_nats::header::NATS_MESSAGE_ID, format!("ev:{key}"));
+        Outgoing {
+            subject: self.names.seen_subject(&key_hash(key)),
+            headers,
+            target: None,
+        }
+    }
+
     /// Publishes every message at once, then waits for every PubAck; returns, per message,
     /// whether JetStream already had it (a duplicate).
-    async fn publish_all(&self, out: &[Outgoing], body: &Bytes) -> Result<Vec<bool>, StoreError> {
+    pub(super) async fn publish_all(
+        &self,
+        out: &[Outgoing],
+        body: &Bytes,
+    ) -> Result<Vec<bool>, StoreError> {
         let mut pending: Vec<PublishAckFuture> = Vec::with_capacity(out.len());
         for o in out {
             pending.push(
