@@ -19,7 +19,8 @@ whose 3 deliveries each are the backlog of drain-ack, default 33334)  (--only: c
 cpu, paced, drain-ack, isolation, backlog, nats, nats-shape; prints the figures and writes no report, \
 for comparing builds; nats-shape, the NATS store's message shapes of issue 15 measured without \
 the relay (~4 min, never part of a full run), needs no --relay and, given --out, sets its key \
-`nats_store_shape` in OUT/results.json)";
+`nats_store_shape` in OUT/results.json)\n       textus-bench --report-only --out DIR  (DIR/REPORT.md again from \
+DIR/results.json and DIR/analysis.md; runs nothing)";
 
 /// Alternating ceiling and ingest rounds in a full run.
 const ROUNDS: usize = 2;
@@ -64,6 +65,10 @@ fn main() -> anyhow::Result<()> {
             }
         });
     }
+    if args.iter().any(|a| a == "--report-only") {
+        let out = parse_report_only(&args)?;
+        return textus_bench::report::redraw(&out);
+    }
     let (settings, out, only) = parse(args)?;
     if !only.is_empty() {
         return runtime.block_on(run_only(settings, only, out));
@@ -103,6 +108,14 @@ fn parse_send(args: Vec<String>) -> anyhow::Result<textus_bench::load::Load> {
         }
     }
     Ok(load)
+}
+
+/// `--report-only --out DIR`: REPORT.md again from DIR/results.json, nothing run.
+fn parse_report_only(args: &[String]) -> anyhow::Result<PathBuf> {
+    match args {
+        [a, b, dir] | [b, dir, a] if a == "--report-only" && b == "--out" => Ok(dir.into()),
+        _ => bail!("--report-only takes only --out DIR\n{USAGE}"),
+    }
 }
 
 fn parse(args: Vec<String>) -> anyhow::Result<(Settings, PathBuf, Vec<String>)> {
@@ -219,7 +232,7 @@ async fn run_only(s: Settings, only: Vec<String>, out: PathBuf) -> anyhow::Resul
             "nats" => {
                 let n = textus_bench::nats::run(&s, clock).await?;
                 print_nats(&n);
-                eprintln!("\n{}", n.markdown(cpu_info().0));
+                eprintln!("\n{}", n.markdown(cpu_info().0)?);
             }
             "nats-shape" => {
                 eprintln!(

@@ -1,6 +1,7 @@
 //! `bench/results.json` (one key per figure of issue 6) and `bench/REPORT.md` (the table
 //! against the targets, the plot, then the hand-written analysis in `bench/analysis.md`,
-//! which a re-run keeps). The table itself is drawn in [`markdown`].
+//! which a re-run keeps). The report is drawn from results.json in [`markdown`], so
+//! [`redraw`] can make it again without a run.
 
 use std::path::Path;
 
@@ -336,10 +337,26 @@ impl Results {
         let json = serde_json::to_string_pretty(&doc)?;
         std::fs::write(dir.join("results.json"), json + "\n")?;
         crate::plot::percentiles(&dir.join("latency.png"), &self.curves())?;
-        let analysis = std::fs::read_to_string(dir.join("analysis.md")).unwrap_or_default();
-        std::fs::write(dir.join("REPORT.md"), self.markdown(&analysis))?;
-        Ok(())
+        write_report(dir, &doc)
     }
+}
+
+/// Draws `dir/REPORT.md` again from `dir/results.json` and `dir/analysis.md` (after editing
+/// either, or the templates), without running anything; the plot stays as it is, since
+/// results.json keeps percentiles rather than the curves.
+pub fn redraw(dir: &Path) -> anyhow::Result<()> {
+    let path = dir.join("results.json");
+    let Some(doc) = read_results(dir)? else {
+        anyhow::bail!("{}: no such file", path.display());
+    };
+    write_report(dir, &doc).with_context(|| format!("drawing the report from {}", path.display()))
+}
+
+fn write_report(dir: &Path, doc: &Value) -> anyhow::Result<()> {
+    let analysis = std::fs::read_to_string(dir.join("analysis.md")).unwrap_or_default();
+    let path = dir.join("REPORT.md");
+    std::fs::write(&path, markdown::render(doc, &analysis)?)
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 /// The key of results.json that `--only nats-shape` writes ([`crate::nats_shape`]).
