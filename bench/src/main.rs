@@ -5,195 +5,106 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::bail;
+use clap::Parser as _;
 use textus_bench::drain_ack::DrainAck;
 use textus_bench::report::{Results, Round};
 use textus_bench::scenarios::{self, Settings};
 use textus_bench::sink::{Behaviour, Clock};
 
-const USAGE: &str = "usage: textus-bench --relay BIN --out DIR [--connections N] [--phase-secs S] \
-[--backlog N] [--fill-budget-secs S] [--drain-budget-secs S] [--target-concurrency N] \
-[--wide-connections N] [--drain-burst EVENTS] [--only SCENARIO,...]  (--wide-connections: also \
-measure ceiling and ingest with N connections, ~30 s more)  (--drain-burst: events of the burst \
-whose 3 deliveries each are the backlog of drain-ack, default 33334)  (--only: ceiling, ingest, \
-cpu, paced, drain-ack, isolation, backlog, nats, nats-shape; prints the figures and writes no report, \
-for comparing builds; nats-shape, the NATS store's message shapes of issue 15 measured without \
-the relay (~4 min, never part of a full run), needs no --relay and, given --out, sets its key \
-`nats_store_shape` in OUT/results.json)\n       textus-bench --report-only --out DIR  (DIR/REPORT.md again from \
-DIR/results.json and DIR/analysis.md; runs nothing)";
+mod args;
+
+use args::{Cli, Command, Scenario, SendArgs};
 
 /// Alternating ceiling and ingest rounds in a full run.
 const ROUNDS: usize = 2;
 
-const SEND_USAGE: &str = "usage: textus-bench send --to ADDR --requests N [--connections N] \
-[--rate EVENTS_PER_S] [--wrong-signature]  (for profiling a relay started by hand with the \
-bench secret)";
-
 fn main() -> anyhow::Result<()> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let cli = Cli::parse();
+    if cli.run.report_only {
+        // `--out` is required unless `--only` is given, and the two conflict.
+        return textus_bench::report::redraw(&cli.run.out.unwrap_or_default());
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    if args.first().is_some_and(|a| a == "send") {
-        let load = parse_send(args[1..].to_vec())?;
-        let outcome = runtime.block_on(textus_bench::load::run(load, Clock::start()));
-        let p = scenarios::Percentiles::of(&outcome.latency);
-        println!(
-            "statuses {:?}, no answer {}, {:.1} s, {:.0} req/s, latency {p:?}",
-            outcome.statuses,
-            outcome.errors,
-            outcome.elapsed.as_secs_f64(),
-            outcome.answered() as f64 / outcome.elapsed.as_secs_f64()
-        );
-        return Ok(());
-    }
-    if args.first().is_some_and(|a| a == "sinks") {
-        // For profiling: answering sinks on the given ports until killed.
-        return runtime.block_on(async {
-            let clock = Clock::start();
-            let mut sinks = Vec::new();
-            for port in &args[1..] {
-                let addr = format!("127.0.0.1:{port}").parse()?;
-                let sink = textus_bench::sink::Sink::start(addr, Behaviour::Answer, clock).await?;
-                println!("{}", sink.url());
-                sinks.push(sink);
+    match cli.command {
+        Some(Command::Send(send)) => runtime.block_on(send_once(send)),
+        Some(Command::Sinks { ports }) => runtime.block_on(sinks(ports)),
+        None => {
+            let (settings, out) = cli.run.settings()?;
+            if cli.run.only.is_empty() {
+                runtime.block_on(run(settings, out))
+            } else {
+                runtime.block_on(run_only(settings, cli.run.only, out))
             }
-            loop {
-                tokio::time::sleep(Duration::from_secs(5)).await;
-                let counts: Vec<u64> = sinks.iter().map(|s| s.arrivals.count()).collect();
-                eprintln!("arrivals {counts:?}");
-            }
-        });
+        }
     }
-    if args.iter().any(|a| a == "--report-only") {
-        let out = parse_report_only(&args)?;
-        return textus_bench::report::redraw(&out);
-    }
-    let (settings, out, only) = parse(args)?;
-    if !only.is_empty() {
-        return runtime.block_on(run_only(settings, only, out));
-    }
-    runtime.block_on(run(settings, out))
 }
 
 /// `send`: one generator run against a relay that is already running.
-fn parse_send(args: Vec<String>) -> anyhow::Result<textus_bench::load::Load> {
+async fn send_once(args: SendArgs) -> anyhow::Result<()> {
     use textus_bench::load::{Load, Pace};
-    let mut load = Load {
-        target: "127.0.0.1:8443".parse()?,
+    let load = Load {
+        target: args.to,
         path: textus_bench::relay::PATH.into(),
-        connections: 32,
-        pace: Pace::FullSpeed,
+        connections: args.connections,
+        pace: args.rate.map_or(Pace::FullSpeed, Pace::Rate),
         duration: Duration::from_secs(3600),
-        max_requests: Some(1000),
+        max_requests: Some(args.requests),
         secret: textus_bench::relay::SECRET.into(),
-        valid_signature: true,
+        valid_signature: !args.wrong_signature,
         keep_samples: false,
     };
-    let mut it = args.into_iter();
-    while let Some(flag) = it.next() {
-        if flag == "--wrong-signature" {
-            load.valid_signature = false;
-            continue;
-        }
-        let value = it
-            .next()
-            .with_context(|| format!("{flag} needs a value\n{SEND_USAGE}"))?;
-        match flag.as_str() {
-            "--to" => load.target = value.parse()?,
-            "--requests" => load.max_requests = Some(value.parse()?),
-            "--connections" => load.connections = value.parse()?,
-            "--rate" => load.pace = Pace::Rate(value.parse()?),
-            _ => bail!("unknown flag {flag}\n{SEND_USAGE}"),
-        }
-    }
-    Ok(load)
+    let outcome = textus_bench::load::run(load, Clock::start()).await;
+    let p = scenarios::Percentiles::of(&outcome.latency);
+    println!(
+        "statuses {:?}, no answer {}, {:.1} s, {:.0} req/s, latency {p:?}",
+        outcome.statuses,
+        outcome.errors,
+        outcome.elapsed.as_secs_f64(),
+        outcome.answered() as f64 / outcome.elapsed.as_secs_f64()
+    );
+    Ok(())
 }
 
-/// `--report-only --out DIR`: REPORT.md again from DIR/results.json, nothing run.
-fn parse_report_only(args: &[String]) -> anyhow::Result<PathBuf> {
-    match args {
-        [a, b, dir] | [b, dir, a] if a == "--report-only" && b == "--out" => Ok(dir.into()),
-        _ => bail!("--report-only takes only --out DIR\n{USAGE}"),
+/// `sinks`: answering sinks on the given ports until killed (for profiling).
+async fn sinks(ports: Vec<u16>) -> anyhow::Result<()> {
+    let clock = Clock::start();
+    let mut sinks = Vec::new();
+    for port in ports {
+        let addr = ([127, 0, 0, 1], port).into();
+        let sink = textus_bench::sink::Sink::start(addr, Behaviour::Answer, clock).await?;
+        println!("{}", sink.url());
+        sinks.push(sink);
     }
-}
-
-fn parse(args: Vec<String>) -> anyhow::Result<(Settings, PathBuf, Vec<String>)> {
-    let mut s = Settings {
-        relay_bin: PathBuf::new(),
-        connections: 32,
-        phase: Duration::from_secs(10),
-        backlog: 1_000_000,
-        fill_budget: Duration::from_secs(150),
-        drain_budget: Duration::from_secs(150),
-        target_concurrency: 32,
-        wide_connections: None,
-        drain_burst: 33_334,
-    };
-    let mut out = None;
-    let mut only = Vec::new();
-    let mut it = args.into_iter();
-    while let Some(flag) = it.next() {
-        if flag == "--help" || flag == "-h" {
-            println!("{USAGE}");
-            std::process::exit(0);
-        }
-        let value = it
-            .next()
-            .with_context(|| format!("{flag} needs a value\n{USAGE}"))?;
-        let number = || {
-            value
-                .parse::<u64>()
-                .with_context(|| format!("{flag}: not a number: {value}"))
-        };
-        match flag.as_str() {
-            "--relay" => s.relay_bin = PathBuf::from(&value),
-            "--out" => out = Some(PathBuf::from(&value)),
-            "--connections" => s.connections = number()? as usize,
-            "--phase-secs" => s.phase = Duration::from_secs(number()?),
-            "--backlog" => s.backlog = number()?,
-            "--fill-budget-secs" => s.fill_budget = Duration::from_secs(number()?),
-            "--drain-budget-secs" => s.drain_budget = Duration::from_secs(number()?),
-            "--target-concurrency" => s.target_concurrency = number()? as usize,
-            "--wide-connections" => s.wide_connections = Some(number()? as usize),
-            "--drain-burst" => s.drain_burst = number()?,
-            "--only" => only = value.split(',').map(str::to_owned).collect(),
-            _ => bail!("unknown flag {flag}\n{USAGE}"),
-        }
+    loop {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let counts: Vec<u64> = sinks.iter().map(|s| s.arrivals.count()).collect();
+        eprintln!("arrivals {counts:?}");
     }
-    let out = match (out, only.is_empty()) {
-        (Some(out), _) => out,
-        (None, false) => PathBuf::new(),
-        (None, true) => bail!("--out is required\n{USAGE}"),
-    };
-    // Only nats-shape runs without a relay.
-    let relay_needed = only.is_empty() || only.iter().any(|o| o != "nats-shape");
-    if relay_needed && !s.relay_bin.is_file() {
-        bail!("--relay {}: no such binary\n{USAGE}", s.relay_bin.display());
-    }
-    Ok((s, out, only))
 }
 
 /// `--only`: the named scenarios, their figures on stderr, no report (nats-shape's key of
 /// results.json aside, which only it writes).
-async fn run_only(s: Settings, only: Vec<String>, out: PathBuf) -> anyhow::Result<()> {
+async fn run_only(s: Settings, only: Vec<Scenario>, out: PathBuf) -> anyhow::Result<()> {
     let clock = Clock::start();
     let yardstick = textus_bench::load::yardstick();
     eprintln!("machine speed: {yardstick:.0} HMAC-SHA256 of the fixture per second");
     for name in only {
-        match name.as_str() {
-            "ceiling" => {
+        match name {
+            Scenario::Ceiling => {
                 let c = scenarios::ceiling(&s, clock).await?;
                 eprintln!("ceiling: {:.0} req/s, {:?}", c.rate, c.cpu);
             }
-            "ingest" => {
+            Scenario::Ingest => {
                 let i = scenarios::ingest(&s, clock).await?;
                 eprintln!(
                     "ingest: {:.0} events/s, fan-out {:.0} deliveries/s, {:?}, {:?}",
                     i.rate, i.fanout, i.cpu, i.commits
                 );
             }
-            "cpu" => {
+            Scenario::Cpu => {
                 let c = scenarios::ceiling(&s, clock).await?;
                 let i = scenarios::ingest(&s, clock).await?;
                 let round = Round::of(&c, &i);
@@ -205,36 +116,36 @@ async fn run_only(s: Settings, only: Vec<String>, out: PathBuf) -> anyhow::Resul
                     round.cpu_ratio()
                 );
             }
-            "drain-ack" => {
+            Scenario::DrainAck => {
                 let d = textus_bench::drain_ack::run(&s, clock).await?;
                 print_drain_ack(&d);
             }
-            "paced" => {
+            Scenario::Paced => {
                 for rate in [1000.0, 5000.0] {
                     let p = scenarios::paced(&s, clock, rate).await?;
                     eprintln!("paced {rate}: ack {:?}\n  e2e {:?}", p.ack, p.e2e);
                 }
             }
-            "isolation" => {
+            Scenario::Isolation => {
                 let i = scenarios::isolation(&s, clock).await?;
                 eprintln!(
                     "isolation: healthy p99 {:.2} ms without, {:.2} ms with",
                     i.without.p99_ms, i.with_black_hole.p99_ms
                 );
             }
-            "backlog" => {
+            Scenario::Backlog => {
                 let b = scenarios::backlog(&s, clock).await?;
                 eprintln!(
                     "backlog: {} queued at {:.0} events/s, drain {:.0} events/s",
                     b.accepted, b.fill_rate, b.drain_rate
                 );
             }
-            "nats" => {
+            Scenario::Nats => {
                 let n = textus_bench::nats::run(&s, clock).await?;
                 print_nats(&n);
                 eprintln!("\n{}", n.markdown(cpu_info().0)?);
             }
-            "nats-shape" => {
+            Scenario::NatsShape => {
                 eprintln!(
                     "NATS store shapes: 3 nodes, 3 replicas, N = 1, 3, 8 targets, full speed and \
                      1,000 events/s"
@@ -247,7 +158,6 @@ async fn run_only(s: Settings, only: Vec<String>, out: PathBuf) -> anyhow::Resul
                     eprintln!("wrote {key} into {}", out.join("results.json").display());
                 }
             }
-            other => bail!("--only: unknown scenario {other}\n{USAGE}"),
         }
     }
     Ok(())
