@@ -22,6 +22,8 @@
 
 mod check;
 mod datetime;
+#[cfg(test)]
+mod datetime_tests;
 mod error;
 #[cfg(test)]
 mod filter_tests;
