@@ -9,6 +9,8 @@
 use std::collections::HashMap;
 use std::time::SystemTime;
 
+use jiff::SignedDuration;
+use jiff::civil::DateTime;
 use serde_json::Value;
 
 use crate::store::{DeadLetterFilter, DeadLetterQuery, DeliveryId, from_unix_ms};
@@ -37,32 +39,16 @@ pub fn parse_time(text: &str) -> Result<SystemTime, String> {
     }
 }
 
-/// `2025-01-31T14:00:05Z`: Unix milliseconds in UTC, to the second, for people.
+/// `2025-01-31T14:00:05Z`: Unix milliseconds in UTC, to the second, for people. A time
+/// outside the years 0000 to 9999 (which the relay never records) prints as its milliseconds.
 pub fn format_time(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let (year, month, day) = civil_from_days(days);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
-/// Proleptic Gregorian date of a day count since 1970-01-01 (Howard Hinnant's
-/// `civil_from_days`, the inverse of the templates' `days_from_civil`).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
+    const EPOCH: DateTime = DateTime::constant(1970, 1, 1, 0, 0, 0, 0);
+    EPOCH
+        .checked_add(SignedDuration::from_millis(ms))
+        .ok()
+        .filter(|t| t.year() >= 0)
+        .and_then(|t| jiff::fmt::strtime::format("%Y-%m-%dT%H:%M:%SZ", t).ok())
+        .unwrap_or_else(|| ms.to_string())
 }
 
 /// `?target=&type=&since=&until=&limit=` of `GET /api/v1/dead-letters`.
@@ -268,6 +254,11 @@ mod tests {
             (-2_203_934_400_000, "1900-02-28T12:00:00Z"),
             (-62_167_219_200_000, "0000-01-01T00:00:00Z"),
             (253_402_300_799_999, "9999-12-31T23:59:59Z"),
+            // Beyond the four-digit years (the hand-written code printed "10000-01-01T00:00:00Z").
+            (253_402_300_800_000, "253402300800000"),
+            (-62_167_219_200_001, "-62167219200001"),
+            (i64::MIN, "-9223372036854775808"),
+            (i64::MAX, "9223372036854775807"),
         ] {
             assert_eq!(format_time(ms), want, "{ms}");
         }

@@ -2,52 +2,41 @@
 //!
 //! TextUs writes timestamps with any fraction length and either `Z` or a
 //! `±hh:mm` offset (`2024-05-14T16:02:11.482Z`,
-//! `2023-11-17T13:59:04.568354-05:00`). This is a small hand-written parser
-//! rather than a date crate: the filters need one input format, a handful of
-//! `strftime` specifiers and Unix milliseconds, nothing more. Parsing is total:
-//! anything that is not a valid timestamp gives `None` and the filter hands its
-//! input back unchanged.
+//! `2023-11-17T13:59:04.568354-05:00`). Parsing is total: anything that is not
+//! a valid timestamp gives `None` and the filter hands its input back unchanged.
+//!
+//! The calendar is jiff's: which dates exist, the distance to the epoch, week
+//! days, days of the year, names and padding. Two things stay here, because
+//! they are what users write and jiff would change them:
+//! - The syntax. jiff's parser reads Temporal's ISO 8601, a superset of RFC 3339
+//!   (`+02` and `+0200` offsets, comma fractions, `[Europe/Paris]` annotations,
+//!   six-digit years, at most nine fraction digits), and it turns a leap
+//!   second's `:60` into `:59`, where this parser has always read it as the next
+//!   minute's `:00`. So the layout is checked here and jiff gets the fields.
+//! - The `strftime` subset. jiff refuses a format with an unknown specifier
+//!   (here it is copied through, so a typo shows in the output rather than
+//!   failing the delivery), knows specifiers this subset never offered (`%f`,
+//!   `%Z`, `%-d`: they stay literal text) and has no `%L`. So the format is
+//!   translated into jiff's, specifier by specifier.
+
+use jiff::SignedDuration;
+use jiff::civil::DateTime;
+use jiff::fmt::strtime::BrokenDownTime;
+use jiff::tz::Offset;
 
 /// A parsed timestamp, kept in the offset it was written in so `date` prints
 /// the wall-clock time the sender meant.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct Timestamp {
-    year: i64,
-    month: u32,
-    day: u32,
-    hour: u32,
-    minute: u32,
-    /// `60` is accepted for a leap second; it counts as the next minute's `:00`.
-    second: u32,
-    /// The first three fraction digits; finer precision is dropped.
-    millis: u32,
-    /// Offset from UTC in minutes, east positive.
-    offset_minutes: i64,
+    /// The wall-clock time as written, to the millisecond (finer digits are
+    /// dropped); a leap second's `:60` is held as `:59` with `leap` set, since
+    /// jiff has no second 60.
+    civil: DateTime,
+    leap: bool,
+    offset: Offset,
 }
 
-const MONTHS: [&str; 12] = [
-    "January",
-    "February",
-    "March",
-    "April",
-    "May",
-    "June",
-    "July",
-    "August",
-    "September",
-    "October",
-    "November",
-    "December",
-];
-const WEEKDAYS: [&str; 7] = [
-    "Sunday",
-    "Monday",
-    "Tuesday",
-    "Wednesday",
-    "Thursday",
-    "Friday",
-    "Saturday",
-];
+const EPOCH: DateTime = DateTime::constant(1970, 1, 1, 0, 0, 0, 0);
 
 /// Parses `YYYY-MM-DDTHH:MM:SS[.fraction](Z|±hh:mm)`, with `t` or a space
 /// accepted for `T` and `z` for `Z` (RFC 3339 §5.6 allows both).
@@ -59,16 +48,9 @@ pub(super) fn parse(text: &str) -> Option<Timestamp> {
     if !matches!(b[10], b'T' | b't' | b' ') {
         return None;
     }
-    let mut ts = Timestamp {
-        year: digits(&b[0..4])?,
-        month: digits(&b[5..7])? as u32,
-        day: digits(&b[8..10])? as u32,
-        hour: digits(&b[11..13])? as u32,
-        minute: digits(&b[14..16])? as u32,
-        second: digits(&b[17..19])? as u32,
-        millis: 0,
-        offset_minutes: 0,
-    };
+    let two = |at: usize| i8::try_from(digits(&b[at..at + 2])?).ok();
+    let second = two(17)?;
+    let mut millis = 0;
     let mut rest = &b[19..];
     if let Some(frac) = rest.strip_prefix(b".") {
         let n = frac.iter().take_while(|c| c.is_ascii_digit()).count();
@@ -77,13 +59,14 @@ pub(super) fn parse(text: &str) -> Option<Timestamp> {
         }
         // Pad to three digits: ".5" is 500 ms.
         let ms: Vec<u8> = frac[..n].iter().copied().chain(*b"000").take(3).collect();
-        ts.millis = digits(&ms)? as u32;
+        millis = digits(&ms)?;
         rest = &frac[n..];
     }
-    ts.offset_minutes = match rest {
+    let offset_minutes = match rest {
         [b'Z' | b'z'] => 0,
         [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
             let (h, m) = (digits(&[*h1, *h2])?, digits(&[*m1, *m2])?);
+            // Stricter than jiff's offsets, which go to ±25:59:59.
             if h > 23 || m > 59 {
                 return None;
             }
@@ -95,13 +78,23 @@ pub(super) fn parse(text: &str) -> Option<Timestamp> {
         }
         _ => return None,
     };
-    let valid = (1..=12).contains(&ts.month)
-        && ts.day >= 1
-        && ts.day <= days_in_month(ts.year, ts.month)
-        && ts.hour <= 23
-        && ts.minute <= 59
-        && ts.second <= 60;
-    valid.then_some(ts)
+    let leap = second == 60;
+    let civil = DateTime::new(
+        i16::try_from(digits(&b[0..4])?).ok()?,
+        two(5)?,
+        two(8)?,
+        two(11)?,
+        two(14)?,
+        if leap { 59 } else { second },
+        i32::try_from(millis * 1_000_000).ok()?,
+    )
+    .ok()?;
+    let offset = Offset::from_seconds(i32::try_from(offset_minutes * 60).ok()?).ok()?;
+    Some(Timestamp {
+        civil,
+        leap,
+        offset,
+    })
 }
 
 /// Parses a run of ASCII digits (at most four, so it cannot overflow).
@@ -111,41 +104,15 @@ fn digits(b: &[u8]) -> Option<i64> {
     })
 }
 
-fn is_leap(year: i64) -> bool {
-    (year % 4 == 0 && year % 100 != 0) || year % 400 == 0
-}
-
-fn days_in_month(year: i64, month: u32) -> u32 {
-    match month {
-        2 if is_leap(year) => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    }
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's
-/// `days_from_civil`).
-fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let m = i64::from(month);
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(day) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
 impl Timestamp {
     /// Milliseconds since the Unix epoch (UTC), as HubSpot's `hs_timestamp` wants.
     pub(super) fn unix_millis(&self) -> i64 {
-        let days = days_from_civil(self.year, self.month, self.day);
-        let secs = days * 86_400
-            + i64::from(self.hour) * 3_600
-            + i64::from(self.minute) * 60
-            + i64::from(self.second)
-            - self.offset_minutes * 60;
-        secs * 1_000 + i64::from(self.millis)
+        // Civil arithmetic rather than jiff's `Timestamp`, whose range stops a day short of
+        // the years 0000 and 9999 that a four-digit year can write with any offset.
+        let since = self.civil.duration_since(EPOCH)
+            - SignedDuration::from_secs(i64::from(self.offset.seconds()))
+            + SignedDuration::from_secs(i64::from(self.leap));
+        since.as_secs() * 1_000 + i64::from(since.subsec_millis())
     }
 
     /// Formats with a `strftime` subset: `%Y %y %m %d %e %H %I %p %M %S %L
@@ -153,75 +120,60 @@ impl Timestamp {
     /// through as written, so a typo shows up in the output instead of failing
     /// the delivery.
     pub(super) fn format(&self, fmt: &str) -> String {
-        let mut out = String::with_capacity(fmt.len() + 16);
+        let mut jiff_fmt = String::with_capacity(fmt.len() + 8);
         let mut chars = fmt.chars();
         while let Some(c) = chars.next() {
             if c != '%' {
-                out.push(c);
+                jiff_fmt.push(c);
                 continue;
             }
             match chars.next() {
-                None => out.push('%'),
+                None => jiff_fmt.push_str("%%"),
                 Some(':') => match chars.next() {
-                    Some('z') => out.push_str(&self.offset(true)),
-                    Some(other) => {
-                        out.push_str("%:");
-                        out.push(other);
-                    }
-                    None => out.push_str("%:"),
+                    Some('z') => jiff_fmt.push_str("%:z"),
+                    Some(other) => literal(&mut jiff_fmt, &format!("%:{other}")),
+                    None => jiff_fmt.push_str("%%:"),
                 },
-                Some(spec) => self.push_spec(&mut out, spec),
+                Some(spec) => self.translate(&mut jiff_fmt, spec),
             }
         }
-        out
+        let mut tm = BrokenDownTime::from(self.civil);
+        tm.set_offset(Some(self.offset));
+        // Every specifier handed to jiff is one it formats from a date, a time and an
+        // offset, all of which are set; should that ever fail, the format shows as written,
+        // like a typo.
+        tm.to_string(&jiff_fmt).unwrap_or_else(|_| fmt.to_owned())
     }
 
-    fn push_spec(&self, out: &mut String, spec: char) {
-        let month_name = MONTHS[(self.month as usize).saturating_sub(1) % 12];
-        let weekday =
-            WEEKDAYS[(days_from_civil(self.year, self.month, self.day) + 4).rem_euclid(7) as usize];
-        let hour12 = match self.hour % 12 {
-            0 => 12,
-            h => h,
-        };
-        let piece = match spec {
-            'Y' => format!("{:04}", self.year),
-            'y' => format!("{:02}", self.year.rem_euclid(100)),
-            'm' => format!("{:02}", self.month),
-            'd' => format!("{:02}", self.day),
-            'e' => format!("{:>2}", self.day),
-            'H' => format!("{:02}", self.hour),
-            'I' => format!("{hour12:02}"),
-            'p' => (if self.hour < 12 { "AM" } else { "PM" }).to_owned(),
-            'M' => format!("{:02}", self.minute),
-            'S' => format!("{:02}", self.second),
-            'L' => format!("{:03}", self.millis),
-            'z' => self.offset(false),
-            'b' => month_name[..3].to_owned(),
-            'B' => month_name.to_owned(),
-            'a' => weekday[..3].to_owned(),
-            'A' => weekday.to_owned(),
-            'j' => {
-                let jan1 = days_from_civil(self.year, 1, 1);
-                let today = days_from_civil(self.year, self.month, self.day);
-                format!("{:03}", today - jan1 + 1)
+    /// Appends the jiff form of the specifier `%spec` to `out`.
+    fn translate(&self, out: &mut String, spec: char) {
+        match spec {
+            'Y' | 'y' | 'm' | 'd' | 'e' | 'H' | 'I' | 'p' | 'M' | 'z' | 'b' | 'B' | 'a' | 'A'
+            | 'j' | 'F' | 'R' => {
+                out.push('%');
+                out.push(spec);
             }
-            'F' => self.format("%Y-%m-%d"),
-            'T' => self.format("%H:%M:%S"),
-            'R' => self.format("%H:%M"),
-            's' => self.unix_millis().div_euclid(1_000).to_string(),
-            '%' => "%".to_owned(),
-            other => format!("%{other}"),
-        };
-        out.push_str(&piece);
+            // A leap second shows as written.
+            'S' if self.leap => out.push_str("60"),
+            'T' if self.leap => out.push_str("%H:%M:60"),
+            'S' | 'T' => {
+                out.push('%');
+                out.push(spec);
+            }
+            'L' => out.push_str(&format!(
+                "{:03}",
+                self.civil.subsec_nanosecond() / 1_000_000
+            )),
+            's' => out.push_str(&self.unix_millis().div_euclid(1_000).to_string()),
+            '%' => out.push_str("%%"),
+            other => literal(out, &format!("%{other}")),
+        }
     }
+}
 
-    fn offset(&self, colon: bool) -> String {
-        let sign = if self.offset_minutes < 0 { '-' } else { '+' };
-        let abs = self.offset_minutes.abs();
-        let sep = if colon { ":" } else { "" };
-        format!("{sign}{:02}{sep}{:02}", abs / 60, abs % 60)
-    }
+/// Appends `text` to a jiff format so that it prints as itself.
+fn literal(out: &mut String, text: &str) {
+    out.push_str(&text.replace('%', "%%"));
 }
 
 #[cfg(test)]
