@@ -3,7 +3,7 @@
 //! minijinja from results.json as written: the prose lives in `REPORT.md.j2` and `nats.md.j2`
 //! beside this file, and every figure in the report is a figure of results.json.
 //!
-//! Because the report is a function of results.json, `textus-bench --report-only DIR` can
+//! Because the report is a function of results.json, `textus-bench --report-only --out DIR` can
 //! redraw it (after editing the analysis or the templates) without running the benchmark.
 
 use minijinja::syntax::SyntaxConfig;
