@@ -24,6 +24,7 @@ mod nats;
 mod pattern;
 mod reader;
 pub mod schema;
+mod secret;
 mod storage;
 mod syntax;
 mod targets;
@@ -39,6 +40,7 @@ pub use endpoint::Endpoint;
 pub use error::{ConfigError, Problem};
 pub use nats::{NatsAuth, NatsStorage, NatsTls};
 pub use pattern::EventPattern;
+pub use secret::Secret;
 pub use template::{BodyTemplate, TemplateSource};
 
 /// The whole validated configuration.
@@ -81,21 +83,12 @@ pub struct Tls {
 /// The admin API (health, metrics, dead letters). Default `127.0.0.1:9090`.
 ///
 /// A non-loopback address requires a token: the API can replay and purge dead letters.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Admin {
     /// Socket address to bind.
     pub address: SocketAddr,
     /// Bearer token; an empty value (e.g. from `${RELAY_ADMIN_TOKEN:-}`) means none.
-    pub token: Option<String>,
-}
-
-impl fmt::Debug for Admin {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Admin")
-            .field("address", &self.address)
-            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
-            .finish()
-    }
+    pub token: Option<Secret>,
 }
 
 impl Admin {
@@ -177,13 +170,13 @@ pub enum MinFree {
 }
 
 /// The TextUs webhook endpoint.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Source {
     /// URL path events are posted to; starts with `/`. Default `/webhooks/textus`.
     pub path: String,
     /// TextUs signing secrets, used as-is; several allow rotation. Never empty, and no
     /// secret is empty.
-    pub secrets: Vec<String>,
+    pub secrets: Vec<Secret>,
     /// Largest accepted body in bytes (> 0). Default 1 MiB.
     pub max_body: usize,
     /// How long event ids are remembered for de-duplication; zero turns it off.
@@ -191,21 +184,6 @@ pub struct Source {
     pub dedupe_window: Duration,
     /// Keep events that match no route, for inspection. Default false.
     pub keep_unrouted: bool,
-}
-
-impl fmt::Debug for Source {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Source")
-            .field("path", &self.path)
-            .field(
-                "secrets",
-                &format_args!("<{} redacted>", self.secrets.len()),
-            )
-            .field("max_body", &self.max_body)
-            .field("dedupe_window", &self.dedupe_window)
-            .field("keep_unrouted", &self.keep_unrouted)
-            .finish()
-    }
 }
 
 /// A target's name, the key under `targets:`; `[A-Za-z0-9_-]+`.
@@ -480,17 +458,17 @@ impl fmt::Debug for CrmTarget {
 }
 
 /// `auth:` of a CRM target: exactly one scheme. Secrets are never empty.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CrmAuth {
     /// `bearer: TOKEN`: `Authorization: Bearer TOKEN`.
-    Bearer(String),
+    Bearer(Secret),
     /// `basic: { username, password }`: `Authorization: Basic ...`. The username has no
     /// `:`.
     Basic {
         /// Not empty.
         username: String,
         /// Not empty.
-        password: String,
+        password: Secret,
     },
     /// `oauth2: { token_url, client_id, client_secret, scope }`: the client credentials
     /// flow; the token is sent as a bearer token.
@@ -500,36 +478,10 @@ pub enum CrmAuth {
         /// Not empty.
         client_id: String,
         /// Not empty.
-        client_secret: String,
+        client_secret: Secret,
         /// `None` when absent or empty.
         scope: Option<String>,
     },
-}
-
-impl fmt::Debug for CrmAuth {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const HIDDEN: &str = "<redacted>";
-        match self {
-            CrmAuth::Bearer(_) => f.debug_tuple("Bearer").field(&HIDDEN).finish(),
-            CrmAuth::Basic { username, .. } => f
-                .debug_struct("Basic")
-                .field("username", username)
-                .field("password", &HIDDEN)
-                .finish(),
-            CrmAuth::OAuth2 {
-                token_url,
-                client_id,
-                scope,
-                ..
-            } => f
-                .debug_struct("OAuth2")
-                .field("token_url", token_url)
-                .field("client_id", client_id)
-                .field("client_secret", &HIDDEN)
-                .field("scope", scope)
-                .finish(),
-        }
-    }
 }
 
 /// Sends events matching any of `events` to every target in `to`.

@@ -91,6 +91,7 @@ fn read(root: &Node, env: &dyn Fn(&str) -> Option<String>) -> Result<Endpoint, V
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Secret;
 
     fn load(yaml: &str, env: &[(&str, &str)]) -> Result<Endpoint, ConfigError> {
         let env: Vec<(String, String)> = env
@@ -113,7 +114,10 @@ routes: [ { events: [\"*\"], to: [t] } ]
         assert_eq!(endpoint.address, "127.0.0.1:8000".parse().expect("addr"));
         assert!(endpoint.tls);
         assert_eq!(endpoint.source.path, "/in");
-        assert_eq!(endpoint.source.secrets, ["textus-new", "old"]);
+        assert_eq!(
+            endpoint.source.secrets,
+            [Secret::from("textus-new"), Secret::from("old")]
+        );
     }
 
     #[test]

@@ -6,14 +6,13 @@
 //! client parses them, JetStream's replica limit and naming rules for the prefix, one
 //! authentication form, and credential and TLS files that can be read now.
 
-use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use super::reader::{Ctx, Entry, Mapping, Text, child, integer, item};
 use super::tree::Node;
-use super::units;
 use super::validate::readable_file;
+use super::{Secret, units};
 
 /// Keys of `storage` with `kind: nats`.
 pub(super) const KEYS: &[&str] = &[
@@ -75,20 +74,20 @@ pub struct NatsStorage {
 }
 
 /// `storage.auth`: at most one form. Secrets are never empty.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum NatsAuth {
     /// No `auth`: the servers accept anonymous clients.
     None,
     /// `credentials: FILE`: a `.creds` file (user JWT and NKey seed), readable at load.
     Credentials(PathBuf),
     /// `token: TOKEN`.
-    Token(String),
+    Token(Secret),
     /// `user: NAME` and `password: PASSWORD`.
     UserPassword {
         /// Not empty.
         user: String,
         /// Not empty.
-        password: String,
+        password: Secret,
     },
 }
 
@@ -100,22 +99,6 @@ impl NatsAuth {
             NatsAuth::Credentials(_) => "credentials file",
             NatsAuth::Token(_) => "token",
             NatsAuth::UserPassword { .. } => "user and password",
-        }
-    }
-}
-
-impl fmt::Debug for NatsAuth {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const HIDDEN: &str = "<redacted>";
-        match self {
-            NatsAuth::None => f.write_str("None"),
-            NatsAuth::Credentials(path) => f.debug_tuple("Credentials").field(path).finish(),
-            NatsAuth::Token(_) => f.debug_tuple("Token").field(&HIDDEN).finish(),
-            NatsAuth::UserPassword { user, .. } => f
-                .debug_struct("UserPassword")
-                .field("user", user)
-                .field("password", &HIDDEN)
-                .finish(),
         }
     }
 }
@@ -326,7 +309,8 @@ fn auth_form(ctx: &mut Ctx<'_>, m: &Mapping<'_>, form: &str) -> Option<NatsAuth>
         }
         "token" => {
             let node = ctx.required(m, "token")?;
-            secret(ctx, node, &child(&m.path, "token")).map(NatsAuth::Token)
+            ctx.secret(node, &child(&m.path, "token"))
+                .map(NatsAuth::Token)
         }
         _ => {
             let user = ctx.required(m, "user").and_then(|node| {
@@ -340,24 +324,13 @@ fn auth_form(ctx: &mut Ctx<'_>, m: &Mapping<'_>, form: &str) -> Option<NatsAuth>
             });
             let password = ctx
                 .required(m, "password")
-                .and_then(|node| secret(ctx, node, &child(&m.path, "password")));
+                .and_then(|node| ctx.secret(node, &child(&m.path, "password")));
             Some(NatsAuth::UserPassword {
                 user: user?,
                 password: password?,
             })
         }
     }
-}
-
-/// A credential: not empty once expanded. Never quoted.
-fn secret(ctx: &mut Ctx<'_>, node: &Node, path: &str) -> Option<String> {
-    ctx.convert(node, path, |t| {
-        if t.value.is_empty() {
-            Err("secret is empty".to_owned())
-        } else {
-            Ok(t.value.clone())
-        }
-    })
 }
 
 /// A `.creds` file as `nsc` and `nats` write it: the user JWT and the NKey seed, each between

@@ -8,6 +8,7 @@
 //! (it may be a secret): that is shown as written in the file, e.g. `"${URL}" as
 //! expanded`. Secrets are never quoted at all; their readers build their own messages.
 
+use super::Secret;
 use super::env;
 use super::error::{Pos, Problems};
 use super::tree::{Node, Value};
@@ -231,6 +232,17 @@ impl<'e> Ctx<'e> {
                 None
             }
         }
+    }
+
+    /// Reads a credential: not empty once expanded, and never quoted in a message.
+    pub(super) fn secret(&mut self, node: &Node, path: &str) -> Option<Secret> {
+        self.convert(node, path, |t| {
+            if t.value.is_empty() {
+                Err("secret is empty".to_owned())
+            } else {
+                Ok(Secret::from(t.value.as_str()))
+            }
+        })
     }
 
     /// Reads a scalar and converts it with `convert`, which returns the full message.

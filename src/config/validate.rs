@@ -15,8 +15,8 @@ use super::reader::{Ctx, Mapping, Text, boolean, child, item};
 use super::template::{self, TemplateSource};
 use super::tree::Node;
 use super::{
-    Admin, Config, EventPattern, Listen, Priority, Route, Source, TargetId, Tls, storage, targets,
-    units,
+    Admin, Config, EventPattern, Listen, Priority, Route, Secret, Source, TargetId, Tls, storage,
+    targets, units,
 };
 
 pub(super) const DEFAULT_LISTEN: SocketAddr =
@@ -210,7 +210,7 @@ fn admin(ctx: &mut Ctx<'_>, node: &Node) -> Option<Admin> {
         None => Some(None),
         // Never quoted: it is a credential.
         Some(node) => ctx.convert(node, "admin.token", |t| {
-            Ok((!t.value.is_empty()).then(|| t.value.clone()))
+            Ok((!t.value.is_empty()).then(|| Secret::from(t.value.as_str())))
         }),
     };
     if let (Some(address), Some(None)) = (address, &token)
@@ -273,26 +273,17 @@ fn body_size(text: &str) -> Result<usize, String> {
     }
 }
 
-fn secrets(ctx: &mut Ctx<'_>, node: &Node) -> Option<Vec<String>> {
+fn secrets(ctx: &mut Ctx<'_>, node: &Node) -> Option<Vec<Secret>> {
     const PATH: &str = "source.secrets";
     let items = ctx.list(node, PATH)?;
     if items.is_empty() {
         ctx.report(node.at, PATH, "at least one secret is required");
         return None;
     }
-    let secrets: Vec<Option<String>> = items
+    let secrets: Vec<Option<Secret>> = items
         .iter()
         .enumerate()
-        .map(|(i, item_node)| {
-            // Never quoted: these are the secrets TextUs signs with.
-            ctx.convert(item_node, &item(PATH, i), |t| {
-                if t.value.is_empty() {
-                    Err("secret is empty".to_owned())
-                } else {
-                    Ok(t.value.clone())
-                }
-            })
-        })
+        .map(|(i, item_node)| ctx.secret(item_node, &item(PATH, i)))
         .collect();
     secrets.into_iter().collect()
 }

@@ -7,11 +7,12 @@
 //! never quoted in messages.
 
 use http::{HeaderValue, Method};
+use secrecy::ExposeSecret;
 
 use super::super::reader::{Ctx, Entry, Mapping, child};
 use super::super::template::{self, TemplateSource};
 use super::super::tree::Node;
-use super::super::{CrmAuth, CrmTarget};
+use super::super::{CrmAuth, CrmTarget, Secret};
 use super::{INVALID_HEADER_VALUE, headers, http_url};
 
 /// Keys of a `kind: crm` target.
@@ -178,29 +179,20 @@ fn auth(ctx: &mut Ctx<'_>, node: &Node, path: String) -> Option<CrmAuth> {
 }
 
 /// A credential: required, and not empty once expanded. Never quoted.
-fn secret(ctx: &mut Ctx<'_>, m: &Mapping<'_>, key: &str) -> Option<String> {
+fn secret(ctx: &mut Ctx<'_>, m: &Mapping<'_>, key: &str) -> Option<Secret> {
     let node = ctx.required(m, key)?;
-    read_secret(ctx, node, &child(&m.path, key))
-}
-
-fn read_secret(ctx: &mut Ctx<'_>, node: &Node, path: &str) -> Option<String> {
-    ctx.convert(node, path, |t| {
-        if t.value.is_empty() {
-            Err("secret is empty".to_owned())
-        } else {
-            Ok(t.value.clone())
-        }
-    })
+    ctx.secret(node, &child(&m.path, key))
 }
 
 fn bearer(ctx: &mut Ctx<'_>, node: &Node, path: &str) -> Option<CrmAuth> {
-    let token = read_secret(ctx, node, path)?;
+    let token = ctx.secret(node, path)?;
     let problem = if token
+        .expose_secret()
         .get(..7)
         .is_some_and(|start| start.eq_ignore_ascii_case("bearer "))
     {
         Some("write the token alone: `Bearer ` is added by the relay")
-    } else if HeaderValue::from_str(&format!("Bearer {token}")).is_err() {
+    } else if HeaderValue::from_str(&format!("Bearer {}", token.expose_secret())).is_err() {
         Some(
             "token contains characters not allowed in a header, e.g. a line break (value not shown)",
         )
