@@ -9,7 +9,36 @@
 //! them against the schema (expanding `${VAR}` in each string value just before it is
 //! interpreted) and build the types below. Templates (Slack messages, CRM requests,
 //! route conditions) are stored as written, with their location, by `template`; the
-//! targets render them.
+//! targets render them. Credentials are [`Secret`]s (`secrecy`), so no `Debug`, log line or
+//! problem can print one.
+//!
+//! # Why the file is not read by `#[derive(Deserialize)]` (issue 17 item 1)
+//!
+//! Checked against serde-saphyr 2.2.0, the version in Cargo.lock, in its source and by running
+//! it on derived types:
+//! - One error per parse. `from_str` stops at the first type mismatch, unknown field
+//!   (`Error::SerdeUnknownField`, serde's own field list, located), missing field or duplicate
+//!   key. Only `from_str_valid` / `from_str_validate` (the `garde` / `validator` features)
+//!   return several, and only for their rules, after a complete, successful deserialization.
+//! - `Spanned<T>` locates a value only while serde-saphyr's own deserializer reads it. Inside
+//!   an internally tagged enum (`#[serde(tag = "kind")]`) or a `#[serde(flatten)]` field, serde
+//!   buffers the value in its private `Content` first and the span comes back as line 0.
+//!   relay.yaml tells its targets and its storage apart by `kind:`, and the target kinds share
+//!   their delivery keys: exactly where most problems are.
+//! - Errors carry a location, never a key path (`syntax::key_path_at` rebuilds one).
+//! - A `String` field gets the scalar as written (`0o17`, `yes`, `007` stay text), so the strict
+//!   booleans and integers below could be checked on derived types too.
+//!
+//! A fully derived reader would so give up two things design.md §4 promises: every problem in
+//! one pass, and a line for every problem inside a target. The shape kept is a located tree
+//! plus a walker that reports and goes on. What issue 17 item 1 still asks (TODO(#17)): the
+//! walker and the schema are two descriptions of the keys, held together by the key lists and
+//! the drift tests in `schema/tests.rs`. The way out that keeps both promises is a serde
+//! `Deserializer` over the located tree (not over the text), so the schema types can derive
+//! `Deserialize` too: it would report unknown keys from the `fields` serde hands to
+//! `deserialize_struct` (file order, no hand-kept list), report duplicates and keep going,
+//! hand leaves over as located text for the rule pass, and pick a target's kind itself
+//! instead of serde's `Content` buffering.
 
 use std::fmt;
 use std::net::SocketAddr;
