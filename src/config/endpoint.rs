@@ -10,8 +10,9 @@ use std::path::Path;
 
 use super::error::Problem;
 use super::reader::Ctx;
+use super::schema::keys;
 use super::tree::{self, Node};
-use super::validate::{self, DEFAULT_LISTEN, socket_addr, source};
+use super::validate::{DEFAULT_LISTEN, socket_addr, source};
 use super::{ConfigError, Source};
 
 /// The ingress side of a relay, as a sender sees it.
@@ -60,7 +61,7 @@ fn read(root: &Node, env: &dyn Fn(&str) -> Option<String>) -> Result<Endpoint, V
             Some(node) => match ctx.mapping(node, "listen".to_owned()) {
                 None => (None, false),
                 Some(m) => {
-                    ctx.check_keys(&m, validate::LISTEN_KEYS);
+                    ctx.check_keys(&m, keys::LISTEN);
                     let address = ctx
                         .field(&m, "address", "address", socket_addr)
                         .or(DEFAULT_LISTEN);

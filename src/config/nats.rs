@@ -10,25 +10,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::reader::{Ctx, Entry, Mapping, Text, child, integer, item};
+use super::schema::keys;
 use super::tree::Node;
 use super::validate::readable_file;
 use super::{Secret, units};
-
-/// Keys of `storage` with `kind: nats`.
-pub(super) const KEYS: &[&str] = &[
-    "kind",
-    "urls",
-    "replicas",
-    "prefix",
-    "publish_timeout",
-    "auth",
-    "tls",
-    "dead_letter_retention",
-];
-/// Keys of `storage.auth`: `credentials`, `token`, or `user` with `password`.
-pub(super) const AUTH_KEYS: &[&str] = &["credentials", "token", "user", "password"];
-/// Keys of `storage.tls`.
-pub(super) const TLS_KEYS: &[&str] = &["ca", "cert", "key"];
 
 pub(super) const DEFAULT_REPLICAS: usize = 3;
 /// JetStream's limit (`StreamMaxReplicas` in nats-server).
@@ -261,7 +246,7 @@ fn publish_timeout(text: &str) -> Result<Duration, String> {
 /// `credentials`, `token`, or `user` with `password`: exactly one of the three.
 fn auth(ctx: &mut Ctx<'_>, node: &Node, path: String) -> Option<NatsAuth> {
     let m = ctx.mapping(node, path)?;
-    ctx.check_keys(&m, AUTH_KEYS);
+    ctx.check_keys(&m, keys::NATS_AUTH);
     // The first key of each form present, in file order.
     let mut forms: Vec<(&str, &Entry<'_>)> = Vec::new();
     for entry in &m.entries {
@@ -354,7 +339,7 @@ fn credentials_file(text: &Text) -> Result<PathBuf, String> {
 
 fn tls(ctx: &mut Ctx<'_>, node: &Node, path: String) -> Option<NatsTls> {
     let m = ctx.mapping(node, path)?;
-    ctx.check_keys(&m, TLS_KEYS);
+    ctx.check_keys(&m, keys::NATS_TLS);
     let mut file = |key: &str| match m.present(key) {
         None => Some(None),
         Some(node) => ctx

@@ -11,6 +11,7 @@
 use super::Secret;
 use super::env;
 use super::error::{Pos, Problems};
+use super::schema::Keys;
 use super::tree::{Node, Value};
 
 /// State of one validation pass.
@@ -173,10 +174,11 @@ impl<'e> Ctx<'e> {
     }
 
     /// Reports every key of `mapping` that is not in `known`.
-    pub(super) fn check_keys(&mut self, mapping: &Mapping<'_>, known: &[&str]) {
+    pub(super) fn check_keys(&mut self, mapping: &Mapping<'_>, known: Keys) {
         for entry in &mapping.entries {
-            if !known.contains(&entry.key) {
-                let message = format!("unknown key (expected one of: {})", known.join(", "));
+            if !known.contains(entry.key) {
+                let expected: Vec<&str> = known.iter().collect();
+                let message = format!("unknown key (expected one of: {})", expected.join(", "));
                 self.report(entry.key_at, &child(&mapping.path, entry.key), message);
             }
         }
@@ -343,7 +345,9 @@ mod tests {
 
     #[test]
     fn duplicate_and_unknown_keys_are_reported_with_paths() {
-        let problems = with_mapping("a: 1\nb: 2\na: 3\n", |ctx, m| ctx.check_keys(m, &["a"]));
+        let problems = with_mapping("a: 1\nb: 2\na: 3\n", |ctx, m| {
+            ctx.check_keys(m, Keys::for_tests(&[&["a"]]))
+        });
         assert_eq!(
             problems,
             [

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use super::error::Problem;
 use super::reader::{Ctx, Mapping, Text, boolean, child, item};
+use super::schema::keys;
 use super::template::{self, TemplateSource};
 use super::tree::Node;
 use super::{
@@ -25,20 +26,6 @@ const DEFAULT_ADMIN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOC
 const DEFAULT_SOURCE_PATH: &str = "/webhooks/textus";
 const DEFAULT_MAX_BODY: usize = 1 << 20;
 const DEFAULT_DEDUPE_WINDOW: Duration = Duration::from_secs(24 * 3600);
-
-// The keys of each section. The schema (`schema.rs`) lists the same keys; its tests compare.
-pub(super) const TOP_KEYS: &[&str] = &["listen", "admin", "storage", "source", "targets", "routes"];
-pub(super) const LISTEN_KEYS: &[&str] = &["address", "tls"];
-pub(super) const TLS_KEYS: &[&str] = &["cert", "key"];
-pub(super) const ADMIN_KEYS: &[&str] = &["address", "token"];
-pub(super) const SOURCE_KEYS: &[&str] = &[
-    "path",
-    "secrets",
-    "max_body",
-    "dedupe_window",
-    "keep_unrouted",
-];
-pub(super) const ROUTE_KEYS: &[&str] = &["events", "to", "when", "priority"];
 
 /// Validates the whole document; every problem found, sorted by position, on failure.
 pub(super) fn config(
@@ -89,7 +76,7 @@ pub(super) fn admin_only(
 
 fn read_config(ctx: &mut Ctx<'_>, root: &Node, file: &Path) -> Option<Config> {
     let top = ctx.mapping(root, String::new())?;
-    ctx.check_keys(&top, TOP_KEYS);
+    ctx.check_keys(&top, keys::TOP);
     let listen = top.present("listen").map_or_else(
         || {
             Some(Listen {
@@ -137,7 +124,7 @@ pub(super) fn socket_addr(text: &str) -> Result<SocketAddr, String> {
 
 fn listen(ctx: &mut Ctx<'_>, node: &Node) -> Option<Listen> {
     let m = ctx.mapping(node, "listen".to_owned())?;
-    ctx.check_keys(&m, LISTEN_KEYS);
+    ctx.check_keys(&m, keys::LISTEN);
     let address = ctx
         .field(&m, "address", "address", socket_addr)
         .or(DEFAULT_LISTEN);
@@ -153,7 +140,7 @@ fn listen(ctx: &mut Ctx<'_>, node: &Node) -> Option<Listen> {
 
 fn tls(ctx: &mut Ctx<'_>, node: &Node) -> Option<Tls> {
     let m = ctx.mapping(node, "listen.tls".to_owned())?;
-    ctx.check_keys(&m, TLS_KEYS);
+    ctx.check_keys(&m, keys::TLS);
     let mut file = |key: &str| {
         let node = ctx.required(&m, key)?;
         ctx.convert(node, &child(&m.path, key), readable_file)
@@ -202,7 +189,7 @@ pub(super) fn readable_file(text: &Text) -> Result<PathBuf, String> {
 
 fn admin(ctx: &mut Ctx<'_>, node: &Node) -> Option<Admin> {
     let m = ctx.mapping(node, "admin".to_owned())?;
-    ctx.check_keys(&m, ADMIN_KEYS);
+    ctx.check_keys(&m, keys::ADMIN);
     let address = ctx
         .field(&m, "address", "address", socket_addr)
         .or(DEFAULT_ADMIN);
@@ -233,7 +220,7 @@ fn admin(ctx: &mut Ctx<'_>, node: &Node) -> Option<Admin> {
 
 pub(super) fn source(ctx: &mut Ctx<'_>, node: &Node) -> Option<Source> {
     let m = ctx.mapping(node, "source".to_owned())?;
-    ctx.check_keys(&m, SOURCE_KEYS);
+    ctx.check_keys(&m, keys::SOURCE);
     let path = ctx
         .field(&m, "path", "path", url_path)
         .or(DEFAULT_SOURCE_PATH.to_owned());
@@ -304,7 +291,7 @@ fn routes(ctx: &mut Ctx<'_>, node: &Node, targets: &[String]) -> Option<Vec<Rout
 
 fn route(ctx: &mut Ctx<'_>, node: &Node, path: String, targets: &[String]) -> Option<Route> {
     let m = ctx.mapping(node, path)?;
-    ctx.check_keys(&m, ROUTE_KEYS);
+    ctx.check_keys(&m, keys::ROUTE);
     let events = non_empty_list(
         ctx,
         &m,
