@@ -402,17 +402,21 @@ pub struct HttpTarget {
 }
 
 /// A Standard Webhooks signing key: the bytes encoded in a `whsec_...` secret.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct Signing {
-    /// 24 to 64 bytes.
-    pub key: Vec<u8>,
+    /// 24 to 64 bytes; `Debug` shows none of them.
+    pub key: secrecy::SecretSlice<u8>,
 }
 
-impl fmt::Debug for Signing {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Signing {{ key: <{} bytes redacted> }}", self.key.len())
+/// Compares the keys, for reload's "did this target change" (not a request credential).
+impl PartialEq for Signing {
+    fn eq(&self, other: &Self) -> bool {
+        use secrecy::ExposeSecret;
+        self.key.expose_secret() == other.key.expose_secret()
     }
 }
+
+impl Eq for Signing {}
 
 /// `kind: slack`: a Slack incoming webhook.
 ///

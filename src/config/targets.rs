@@ -274,7 +274,7 @@ fn signing(ctx: &mut Ctx<'_>, node: &Node, path: String) -> Option<Signing> {
     let secret = ctx.required(&m, "secret")?;
     // Never quoted: this is the signing key itself.
     let key = ctx.convert(secret, &child(&m.path, "secret"), |t| signing_key(&t.value))?;
-    Some(Signing { key })
+    Some(Signing { key: key.into() })
 }
 
 /// Decodes a Standard Webhooks secret: `whsec_` + standard base64 (with padding) of

@@ -170,7 +170,7 @@ fn full_config_parses_to_the_expected_values() {
                     url: "https://ingest.example.com/textus".parse().expect("url"),
                     headers: vec![],
                     signing: Some(Signing {
-                        key: vec![42u8; 32],
+                        key: vec![42u8; 32].into(),
                     }),
                     forward_textus_signature: false,
                 }),
