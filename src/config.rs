@@ -133,11 +133,7 @@ impl Admin {
     /// address and token, not the secrets and TLS keys the rest of the file may name, which
     /// an operator's shell often cannot read.
     pub fn load(path: &Path) -> Result<Admin, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        Admin::from_yaml_str(&text, path, &|name| std::env::var(name).ok())
+        read_file(path, Admin::from_yaml_str)
     }
 
     /// [`Admin::load`] on text read from `file` (used in messages only).
@@ -146,14 +142,7 @@ impl Admin {
         file: &Path,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Admin, ConfigError> {
-        let root = tree::parse(text).map_err(|problem| ConfigError::Syntax {
-            file: file.to_owned(),
-            problem,
-        })?;
-        validate::admin_only(&root, env).map_err(|problems| ConfigError::Invalid {
-            file: file.to_owned(),
-            problems,
-        })
+        read_text(text, file, env, validate::admin_only)
     }
 }
 
@@ -401,11 +390,7 @@ pub struct Route {
 impl Config {
     /// Reads and validates `path`, expanding `${VAR}` from the process environment.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        Config::from_yaml_str(&text, path, &|name| std::env::var(name).ok())
+        read_file(path, Config::from_yaml_str)
     }
 
     /// Validates `text`, read from `file` (used in messages only, and not read).
@@ -415,13 +400,52 @@ impl Config {
         file: &Path,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
-        let root = tree::parse(text).map_err(|problem| ConfigError::Syntax {
-            file: file.to_owned(),
-            problem,
-        })?;
-        validate::config(&root, file, env).map_err(|problems| ConfigError::Invalid {
-            file: file.to_owned(),
-            problems,
+        read_text(text, file, env, |ctx, root| {
+            validate::config(ctx, root, file)
         })
+    }
+}
+
+/// The environment as the loaders see it: the process's.
+type Env<'e> = &'e dyn Fn(&str) -> Option<String>;
+
+/// Reads `path` and hands its text to `from_text` with the process environment.
+fn read_file<T>(
+    path: &Path,
+    from_text: impl FnOnce(&str, &Path, Env<'_>) -> Result<T, ConfigError>,
+) -> Result<T, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    from_text(&text, path, &|name| std::env::var(name).ok())
+}
+
+/// Parses `text` and reads the tree with `read` in one pass: the value, or every problem found,
+/// sorted by position.
+fn read_text<T>(
+    text: &str,
+    file: &Path,
+    env: Env<'_>,
+    read: impl FnOnce(&mut reader::Ctx<'_>, &tree::Node) -> Option<T>,
+) -> Result<T, ConfigError> {
+    let root = tree::parse(text).map_err(|problem| ConfigError::Syntax {
+        file: file.to_owned(),
+        problem,
+    })?;
+    let mut ctx = reader::Ctx::new(env);
+    match read(&mut ctx, &root) {
+        Some(value) if ctx.problems.is_empty() => Ok(value),
+        _ => {
+            if ctx.problems.is_empty() {
+                // Every `None` is reported where it arises; this only guards against a
+                // reader forgetting to, so an invalid config can never pass silently.
+                ctx.report(root.at, "", "invalid configuration");
+            }
+            Err(ConfigError::Invalid {
+                file: file.to_owned(),
+                problems: ctx.problems.into_sorted(),
+            })
+        }
     }
 }

@@ -10,7 +10,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::error::Problem;
 use super::reader::{Ctx, Mapping, Text, boolean, child, item};
 use super::schema::keys;
 use super::template::{self, TemplateSource};
@@ -27,54 +26,20 @@ const DEFAULT_SOURCE_PATH: &str = "/webhooks/textus";
 const DEFAULT_MAX_BODY: usize = 1 << 20;
 const DEFAULT_DEDUPE_WINDOW: Duration = Duration::from_secs(24 * 3600);
 
-/// Validates the whole document; every problem found, sorted by position, on failure.
-pub(super) fn config(
-    root: &Node,
-    file: &Path,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<Config, Vec<Problem>> {
-    let mut ctx = Ctx::new(env);
-    let config = read_config(&mut ctx, root, file);
-    match config {
-        Some(config) if ctx.problems.is_empty() => Ok(config),
-        _ => {
-            if ctx.problems.is_empty() {
-                // Every `None` is reported where it arises; this only guards against a
-                // reader forgetting to, so an invalid config can never pass silently.
-                ctx.report(root.at, "", "invalid configuration");
-            }
-            Err(ctx.problems.into_sorted())
-        }
-    }
-}
-
 /// Validates `admin:` alone, ignoring the other sections (see [`super::Admin::load`]).
-pub(super) fn admin_only(
-    root: &Node,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<Admin, Vec<Problem>> {
-    let mut ctx = Ctx::new(env);
-    let admin = ctx
-        .mapping(root, String::new())
-        .and_then(|top| match top.present("admin") {
-            None => Some(Admin {
-                address: DEFAULT_ADMIN,
-                token: None,
-            }),
-            Some(node) => admin(&mut ctx, node),
-        });
-    match admin {
-        Some(admin) if ctx.problems.is_empty() => Ok(admin),
-        _ => {
-            if ctx.problems.is_empty() {
-                ctx.report(root.at, "admin", "invalid admin section");
-            }
-            Err(ctx.problems.into_sorted())
-        }
+pub(super) fn admin_only(ctx: &mut Ctx<'_>, root: &Node) -> Option<Admin> {
+    let top = ctx.mapping(root, String::new())?;
+    match top.present("admin") {
+        None => Some(Admin {
+            address: DEFAULT_ADMIN,
+            token: None,
+        }),
+        Some(node) => admin(ctx, node),
     }
 }
 
-fn read_config(ctx: &mut Ctx<'_>, root: &Node, file: &Path) -> Option<Config> {
+/// Validates the whole document; `None` once a problem is reported.
+pub(super) fn config(ctx: &mut Ctx<'_>, root: &Node, file: &Path) -> Option<Config> {
     let top = ctx.mapping(root, String::new())?;
     ctx.check_keys(&top, keys::TOP);
     let listen = top.present("listen").map_or_else(
