@@ -23,6 +23,7 @@ use async_trait::async_trait;
 use http::{Method, Response, StatusCode};
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
+use secrecy::ExposeSecret;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
@@ -91,15 +92,14 @@ impl Admin {
     /// `Some(401)` for an `/api/` call without the token.
     fn deny(&self, path: &str, credentials: Option<&str>) -> Option<Answer> {
         let config = self.config.get();
-        (path.starts_with("/api/") && !authorized(config.token.as_deref(), credentials)).then(
-            || {
-                error(
-                    StatusCode::UNAUTHORIZED,
-                    "unauthorized",
-                    "a valid admin bearer token is required",
-                )
-            },
-        )
+        let token = config.token.as_ref().map(ExposeSecret::expose_secret);
+        (path.starts_with("/api/") && !authorized(token, credentials)).then(|| {
+            error(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "a valid admin bearer token is required",
+            )
+        })
     }
 
     /// Everything but dead letters, once authorized.

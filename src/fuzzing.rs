@@ -40,10 +40,11 @@ pub fn ingress(data: &[u8]) {
         }
         None => (None, &[][..]),
     };
-    let secrets = vec![String::from_utf8_lossy(secret).into_owned()];
+    let secret = String::from_utf8_lossy(secret).into_owned();
+    let secrets = vec![crate::config::Secret::from(secret.as_str())];
     let _ = signature::verify(&secrets, header, body);
     // The right signature always verifies, whatever the secret and body.
-    let good = signature::sign(&secrets[0], body);
+    let good = signature::sign(&secret, body);
     assert_eq!(
         signature::verify(&secrets, Some(good.as_bytes()), body),
         Ok(()),

@@ -28,7 +28,7 @@ use tracing::{error, info, warn};
 
 use crate::admin::AdminTarget;
 use crate::build::{self, Built};
-use crate::config::{Config, ConfigError, Source, TargetId};
+use crate::config::{Config, ConfigError, Secret, Source, TargetId};
 use crate::delivery::fleet::{Fleet, FleetError};
 use crate::live::Live;
 use crate::metrics::Metrics;
@@ -46,7 +46,7 @@ pub struct AdminConfig {
     /// Every configured target with its settings and health view, in config order.
     pub targets: Vec<AdminTarget>,
     /// Bearer token for `/api/`; `None` for none.
-    pub token: Option<String>,
+    pub token: Option<Secret>,
 }
 
 #[derive(Debug, thiserror::Error)]

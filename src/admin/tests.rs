@@ -27,7 +27,7 @@ fn admin(dir: &Path, token: Option<&str>) -> Admin {
                 config: config.targets[0].clone(),
                 health: Arc::new(TargetHealth::default()),
             }],
-            token: token.map(str::to_owned),
+            token: token.map(crate::config::Secret::from),
         })),
         reloader: None,
         running: Arc::new(AtomicUsize::new(1)),

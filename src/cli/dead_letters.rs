@@ -200,7 +200,7 @@ impl Filters {
 /// The admin API of one relay.
 struct Api {
     base: String,
-    token: Option<String>,
+    token: Option<crate::config::Secret>,
     client: reqwest::Client,
 }
 
@@ -239,7 +239,7 @@ impl Api {
 
     async fn send(&self, mut request: reqwest::RequestBuilder) -> Result<Value, Failure> {
         if let Some(token) = &self.token {
-            request = request.bearer_auth(token);
+            request = request.bearer_auth(secrecy::ExposeSecret::expose_secret(token));
         }
         let response = request.send().await.map_err(|e| {
             Failure::Relay(anyhow!(

@@ -87,7 +87,14 @@ pub fn run(args: Args) -> ExitCode {
         .enable_all()
         .build()
         .context("starting the runtime")
-        .map(|rt| rt.block_on(send_all(&client, &url, &secret, &types)));
+        .map(|rt| {
+            rt.block_on(send_all(
+                &client,
+                &url,
+                secrecy::ExposeSecret::expose_secret(&secret),
+                &types,
+            ))
+        });
     match outcome {
         Ok(0) => ExitCode::SUCCESS,
         Ok(failed) => {

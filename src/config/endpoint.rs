@@ -8,10 +8,10 @@
 use std::net::SocketAddr;
 use std::path::Path;
 
-use super::error::Problem;
 use super::reader::Ctx;
-use super::tree::{self, Node};
-use super::validate::{self, DEFAULT_LISTEN, socket_addr, source};
+use super::schema::keys;
+use super::tree::Node;
+use super::validate::{DEFAULT_LISTEN, socket_addr, source};
 use super::{ConfigError, Source};
 
 /// The ingress side of a relay, as a sender sees it.
@@ -28,11 +28,7 @@ pub struct Endpoint {
 impl Endpoint {
     /// Reads and validates `listen:` (without its TLS files) and `source:` of `path`.
     pub fn load(path: &Path) -> Result<Endpoint, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        Endpoint::from_yaml_str(&text, path, &|name| std::env::var(name).ok())
+        super::read_file(path, Endpoint::from_yaml_str)
     }
 
     /// [`Endpoint::load`] on text read from `file` (used in messages only).
@@ -41,56 +37,39 @@ impl Endpoint {
         file: &Path,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Endpoint, ConfigError> {
-        let root = tree::parse(text).map_err(|problem| ConfigError::Syntax {
-            file: file.to_owned(),
-            problem,
-        })?;
-        read(&root, env).map_err(|problems| ConfigError::Invalid {
-            file: file.to_owned(),
-            problems,
-        })
+        super::read_text(text, file, env, read)
     }
 }
 
-fn read(root: &Node, env: &dyn Fn(&str) -> Option<String>) -> Result<Endpoint, Vec<Problem>> {
-    let mut ctx = Ctx::new(env);
-    let endpoint = ctx.mapping(root, String::new()).and_then(|top| {
-        let (address, tls) = match top.present("listen") {
-            None => (Some(DEFAULT_LISTEN), false),
-            Some(node) => match ctx.mapping(node, "listen".to_owned()) {
-                None => (None, false),
-                Some(m) => {
-                    ctx.check_keys(&m, validate::LISTEN_KEYS);
-                    let address = ctx
-                        .field(&m, "address", "address", socket_addr)
-                        .or(DEFAULT_LISTEN);
-                    (address, m.present("tls").is_some())
-                }
-            },
-        };
-        let source = ctx
-            .required(&top, "source")
-            .and_then(|node| source(&mut ctx, node));
-        Some(Endpoint {
-            address: address?,
-            tls,
-            source: source?,
-        })
-    });
-    match endpoint {
-        Some(endpoint) if ctx.problems.is_empty() => Ok(endpoint),
-        _ => {
-            if ctx.problems.is_empty() {
-                ctx.report(root.at, "", "invalid listen or source section");
+fn read(ctx: &mut Ctx<'_>, root: &Node) -> Option<Endpoint> {
+    let top = ctx.mapping(root, String::new())?;
+    let (address, tls) = match top.present("listen") {
+        None => (Some(DEFAULT_LISTEN), false),
+        Some(node) => match ctx.mapping(node, "listen".to_owned()) {
+            None => (None, false),
+            Some(m) => {
+                ctx.check_keys(&m, keys::LISTEN);
+                let address = ctx
+                    .field(&m, "address", "address", socket_addr)
+                    .or(DEFAULT_LISTEN);
+                (address, m.present("tls").is_some())
             }
-            Err(ctx.problems.into_sorted())
-        }
-    }
+        },
+    };
+    let source = ctx
+        .required(&top, "source")
+        .and_then(|node| source(ctx, node));
+    Some(Endpoint {
+        address: address?,
+        tls,
+        source: source?,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Secret;
 
     fn load(yaml: &str, env: &[(&str, &str)]) -> Result<Endpoint, ConfigError> {
         let env: Vec<(String, String)> = env
@@ -113,7 +92,10 @@ routes: [ { events: [\"*\"], to: [t] } ]
         assert_eq!(endpoint.address, "127.0.0.1:8000".parse().expect("addr"));
         assert!(endpoint.tls);
         assert_eq!(endpoint.source.path, "/in");
-        assert_eq!(endpoint.source.secrets, ["textus-new", "old"]);
+        assert_eq!(
+            endpoint.source.secrets,
+            [Secret::from("textus-new"), Secret::from("old")]
+        );
     }
 
     #[test]

@@ -6,30 +6,14 @@
 //! client parses them, JetStream's replica limit and naming rules for the prefix, one
 //! authentication form, and credential and TLS files that can be read now.
 
-use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use super::reader::{Ctx, Entry, Mapping, Text, child, integer, item};
+use super::schema::keys;
 use super::tree::Node;
-use super::units;
 use super::validate::readable_file;
-
-/// Keys of `storage` with `kind: nats`.
-pub(super) const KEYS: &[&str] = &[
-    "kind",
-    "urls",
-    "replicas",
-    "prefix",
-    "publish_timeout",
-    "auth",
-    "tls",
-    "dead_letter_retention",
-];
-/// Keys of `storage.auth`: `credentials`, `token`, or `user` with `password`.
-pub(super) const AUTH_KEYS: &[&str] = &["credentials", "token", "user", "password"];
-/// Keys of `storage.tls`.
-pub(super) const TLS_KEYS: &[&str] = &["ca", "cert", "key"];
+use super::{Secret, units};
 
 pub(super) const DEFAULT_REPLICAS: usize = 3;
 /// JetStream's limit (`StreamMaxReplicas` in nats-server).
@@ -75,20 +59,20 @@ pub struct NatsStorage {
 }
 
 /// `storage.auth`: at most one form. Secrets are never empty.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum NatsAuth {
     /// No `auth`: the servers accept anonymous clients.
     None,
     /// `credentials: FILE`: a `.creds` file (user JWT and NKey seed), readable at load.
     Credentials(PathBuf),
     /// `token: TOKEN`.
-    Token(String),
+    Token(Secret),
     /// `user: NAME` and `password: PASSWORD`.
     UserPassword {
         /// Not empty.
         user: String,
         /// Not empty.
-        password: String,
+        password: Secret,
     },
 }
 
@@ -100,22 +84,6 @@ impl NatsAuth {
             NatsAuth::Credentials(_) => "credentials file",
             NatsAuth::Token(_) => "token",
             NatsAuth::UserPassword { .. } => "user and password",
-        }
-    }
-}
-
-impl fmt::Debug for NatsAuth {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const HIDDEN: &str = "<redacted>";
-        match self {
-            NatsAuth::None => f.write_str("None"),
-            NatsAuth::Credentials(path) => f.debug_tuple("Credentials").field(path).finish(),
-            NatsAuth::Token(_) => f.debug_tuple("Token").field(&HIDDEN).finish(),
-            NatsAuth::UserPassword { user, .. } => f
-                .debug_struct("UserPassword")
-                .field("user", user)
-                .field("password", &HIDDEN)
-                .finish(),
         }
     }
 }
@@ -278,7 +246,7 @@ fn publish_timeout(text: &str) -> Result<Duration, String> {
 /// `credentials`, `token`, or `user` with `password`: exactly one of the three.
 fn auth(ctx: &mut Ctx<'_>, node: &Node, path: String) -> Option<NatsAuth> {
     let m = ctx.mapping(node, path)?;
-    ctx.check_keys(&m, AUTH_KEYS);
+    ctx.check_keys(&m, keys::NATS_AUTH);
     // The first key of each form present, in file order.
     let mut forms: Vec<(&str, &Entry<'_>)> = Vec::new();
     for entry in &m.entries {
@@ -326,7 +294,8 @@ fn auth_form(ctx: &mut Ctx<'_>, m: &Mapping<'_>, form: &str) -> Option<NatsAuth>
         }
         "token" => {
             let node = ctx.required(m, "token")?;
-            secret(ctx, node, &child(&m.path, "token")).map(NatsAuth::Token)
+            ctx.secret(node, &child(&m.path, "token"))
+                .map(NatsAuth::Token)
         }
         _ => {
             let user = ctx.required(m, "user").and_then(|node| {
@@ -340,24 +309,13 @@ fn auth_form(ctx: &mut Ctx<'_>, m: &Mapping<'_>, form: &str) -> Option<NatsAuth>
             });
             let password = ctx
                 .required(m, "password")
-                .and_then(|node| secret(ctx, node, &child(&m.path, "password")));
+                .and_then(|node| ctx.secret(node, &child(&m.path, "password")));
             Some(NatsAuth::UserPassword {
                 user: user?,
                 password: password?,
             })
         }
     }
-}
-
-/// A credential: not empty once expanded. Never quoted.
-fn secret(ctx: &mut Ctx<'_>, node: &Node, path: &str) -> Option<String> {
-    ctx.convert(node, path, |t| {
-        if t.value.is_empty() {
-            Err("secret is empty".to_owned())
-        } else {
-            Ok(t.value.clone())
-        }
-    })
 }
 
 /// A `.creds` file as `nsc` and `nats` write it: the user JWT and the NKey seed, each between
@@ -381,7 +339,7 @@ fn credentials_file(text: &Text) -> Result<PathBuf, String> {
 
 fn tls(ctx: &mut Ctx<'_>, node: &Node, path: String) -> Option<NatsTls> {
     let m = ctx.mapping(node, path)?;
-    ctx.check_keys(&m, TLS_KEYS);
+    ctx.check_keys(&m, keys::NATS_TLS);
     let mut file = |key: &str| match m.present(key) {
         None => Some(None),
         Some(node) => ctx

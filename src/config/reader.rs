@@ -8,8 +8,10 @@
 //! (it may be a secret): that is shown as written in the file, e.g. `"${URL}" as
 //! expanded`. Secrets are never quoted at all; their readers build their own messages.
 
+use super::Secret;
 use super::env;
 use super::error::{Pos, Problems};
+use super::schema::Keys;
 use super::tree::{Node, Value};
 
 /// State of one validation pass.
@@ -172,10 +174,11 @@ impl<'e> Ctx<'e> {
     }
 
     /// Reports every key of `mapping` that is not in `known`.
-    pub(super) fn check_keys(&mut self, mapping: &Mapping<'_>, known: &[&str]) {
+    pub(super) fn check_keys(&mut self, mapping: &Mapping<'_>, known: Keys) {
         for entry in &mapping.entries {
-            if !known.contains(&entry.key) {
-                let message = format!("unknown key (expected one of: {})", known.join(", "));
+            if !known.contains(entry.key) {
+                let expected: Vec<&str> = known.iter().collect();
+                let message = format!("unknown key (expected one of: {})", expected.join(", "));
                 self.report(entry.key_at, &child(&mapping.path, entry.key), message);
             }
         }
@@ -231,6 +234,17 @@ impl<'e> Ctx<'e> {
                 None
             }
         }
+    }
+
+    /// Reads a credential: not empty once expanded, and never quoted in a message.
+    pub(super) fn secret(&mut self, node: &Node, path: &str) -> Option<Secret> {
+        self.convert(node, path, |t| {
+            if t.value.is_empty() {
+                Err("secret is empty".to_owned())
+            } else {
+                Ok(Secret::from(t.value.as_str()))
+            }
+        })
     }
 
     /// Reads a scalar and converts it with `convert`, which returns the full message.
@@ -331,7 +345,9 @@ mod tests {
 
     #[test]
     fn duplicate_and_unknown_keys_are_reported_with_paths() {
-        let problems = with_mapping("a: 1\nb: 2\na: 3\n", |ctx, m| ctx.check_keys(m, &["a"]));
+        let problems = with_mapping("a: 1\nb: 2\na: 3\n", |ctx, m| {
+            ctx.check_keys(m, Keys::for_tests(&[&["a"]]))
+        });
         assert_eq!(
             problems,
             [

@@ -5,9 +5,12 @@
 //! file as written (durations as `"10s"`, `${VAR}` anywhere), are never built, and their doc
 //! comments are the descriptions editors show and `docs/config-reference.md` lists.
 //!
-//! What keeps the two from drifting (tests in `schema/tests.rs`):
-//! - every closed object of the schema has exactly the keys of the walker's list for it
-//!   (`validate::LISTEN_KEYS`, ...), and every `check_keys` call uses a listed constant;
+//! The keys are described once: each object type below is declared through `object!`, which
+//! also gives it `KEYS`, its field names in file order, and the walker checks every mapping
+//! against a [`Keys`] built here from those (the only place one can be built). What keeps the
+//! rest from drifting (tests in `schema/tests.rs`):
+//! - every closed object of the schema is in [`KEY_LISTS`] with exactly its keys (which holds
+//!   the hand-written schemas of `storage.auth` and `targets.NAME.auth` to their lists);
 //! - every `default` in the schema gives the same [`Config`](super::Config) as leaving the
 //!   key out;
 //! - each value pattern accepts what the walker's parser accepts, on a table of samples;
@@ -25,9 +28,6 @@ use std::collections::BTreeMap;
 
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 
-use super::storage::SQLITE_KEYS;
-use super::targets::{self, crm, policy, slack};
-use super::{nats, validate};
 use scalars::{
     Address, Bool, Duration, EventPattern, FilePath, HttpUrl, Method, OnFull, PositiveDuration,
     Priority, Rate, Secret, Size, TargetName, Template, UrlTemplate, Whole,
@@ -57,43 +57,43 @@ macro_rules! inline_type {
     };
 }
 
+/// Declares an object of the file: the struct, for its `JsonSchema`, and `KEYS`, the names of
+/// its fields in declaration (file) order. A last field written `..name: Type` is flattened
+/// (`#[serde(flatten)]`): its keys are `Type::KEYS`, not `name`.
+macro_rules! object {
+    (
+        $(#[$attr:meta])*
+        struct $name:ident {
+            $( $(#[$field_attr:meta])* $field:ident : $ty:ty, )*
+            $( ..$flat:ident : $flat_ty:ty, )?
+        }
+    ) => {
+        $(#[$attr])*
+        pub(super) struct $name {
+            $( $(#[$field_attr])* $field: $ty, )*
+            $( #[serde(flatten)] $flat: $flat_ty, )?
+        }
+
+        impl $name {
+            /// The keys of this object, in file order.
+            pub(super) const KEYS: &'static [&'static str] = &[$(stringify!($field)),*];
+        }
+    };
+}
+
+pub(super) mod keys;
 mod markdown;
 mod scalars;
 mod storage;
 #[cfg(test)]
 mod tests;
 
+use keys::KEY_LISTS;
+pub(super) use keys::Keys;
 pub use markdown::markdown;
 
 /// Where the schema is committed, relative to the repository root; configs point at it.
 pub const SCHEMA_PATH: &str = "schema/relay.schema.json";
-
-/// The walker's list of keys for each object of the file, by key path, in file order: the
-/// lists `check_keys` is called with. The tests check that the schema has exactly these
-/// objects with exactly these keys; the reference lists keys in this order.
-const KEY_LISTS: &[(&str, &[&str])] = &[
-    ("", validate::TOP_KEYS),
-    ("listen", validate::LISTEN_KEYS),
-    ("listen.tls", validate::TLS_KEYS),
-    ("admin", validate::ADMIN_KEYS),
-    ("storage kind: sqlite", SQLITE_KEYS),
-    ("storage kind: nats", nats::KEYS),
-    ("storage.auth", nats::AUTH_KEYS),
-    ("storage.tls", nats::TLS_KEYS),
-    ("source", validate::SOURCE_KEYS),
-    ("targets.NAME kind: http", targets::HTTP_KEYS),
-    ("targets.NAME kind: slack", slack::KEYS),
-    ("targets.NAME kind: crm", crm::KEYS),
-    ("targets.NAME.signing", targets::SIGNING_KEYS),
-    ("targets.NAME.templates.KEY", slack::TEMPLATE_KEYS),
-    ("targets.NAME.auth", crm::AUTH_SCHEMES),
-    ("targets.NAME.auth.basic", crm::BASIC_KEYS),
-    ("targets.NAME.auth.oauth2", crm::OAUTH2_KEYS),
-    ("targets.NAME.retry", targets::RETRY_KEYS),
-    ("targets.NAME.breaker", policy::BREAKER_KEYS),
-    ("targets.NAME.ordering", policy::ORDERING_KEY_KEYS),
-    ("routes[]", validate::ROUTE_KEYS),
-];
 
 /// The schema of relay.yaml, in JSON Schema draft-07: the newest draft the YAML language
 /// server (VS Code's YAML extension) validates with; it warns on 2020-12 schemas.
@@ -112,30 +112,32 @@ pub fn json() -> String {
     text
 }
 
-/// # textus-relay configuration (relay.yaml)
-///
-/// One YAML file, validated at start and by `textus-relay check`. Unknown keys are errors.
-/// `${VAR}` and `${VAR:-default}` are expanded from the environment inside every value.
-#[derive(JsonSchema)]
-#[serde(deny_unknown_fields)]
-#[schemars(rename = "relay.yaml")]
-struct RelayFile {
-    /// Where TextUs sends events.
-    listen: Option<Listen>,
-    /// The admin API: health, metrics, dead letters.
-    admin: Option<Admin>,
-    /// The durable store behind the queues.
-    storage: Option<Storage>,
-    /// The TextUs webhook endpoint.
-    source: Source,
-    /// The destinations, by name (letters, digits, `-` and `_`). Each has its own queue,
-    /// concurrency, retry policy and rate limit.
-    #[schemars(schema_with = "targets")]
-    targets: BTreeMap<String, Target>,
-    /// Which events go where. Every route whose pattern matches applies, and a target gets
-    /// each event once.
-    #[schemars(length(min = 1))]
-    routes: Vec<Route>,
+object! {
+    /// # textus-relay configuration (relay.yaml)
+    ///
+    /// One YAML file, validated at start and by `textus-relay check`. Unknown keys are errors.
+    /// `${VAR}` and `${VAR:-default}` are expanded from the environment inside every value.
+    #[derive(JsonSchema)]
+    #[serde(deny_unknown_fields)]
+    #[schemars(rename = "relay.yaml")]
+    struct RelayFile {
+        /// Where TextUs sends events.
+        listen: Option<Listen>,
+        /// The admin API: health, metrics, dead letters.
+        admin: Option<Admin>,
+        /// The durable store behind the queues.
+        storage: Option<Storage>,
+        /// The TextUs webhook endpoint.
+        source: Source,
+        /// The destinations, by name (letters, digits, `-` and `_`). Each has its own queue,
+        /// concurrency, retry policy and rate limit.
+        #[schemars(schema_with = "targets")]
+        targets: BTreeMap<String, Target>,
+        /// Which events go where. Every route whose pattern matches applies, and a target gets
+        /// each event once.
+        #[schemars(length(min = 1))]
+        routes: Vec<Route>,
+    }
 }
 
 fn targets(generator: &mut SchemaGenerator) -> Schema {
@@ -147,57 +149,65 @@ fn targets(generator: &mut SchemaGenerator) -> Schema {
     })
 }
 
-#[derive(JsonSchema)]
-#[serde(deny_unknown_fields)]
-struct Listen {
-    /// Socket address to bind.
-    #[schemars(extend("default" = "0.0.0.0:8443"))]
-    address: Option<Address>,
-    /// Serve HTTPS directly with this PEM certificate chain and key; leave out for plain
-    /// HTTP behind a TLS-terminating proxy.
-    tls: Option<Tls>,
+object! {
+    #[derive(JsonSchema)]
+    #[serde(deny_unknown_fields)]
+    struct Listen {
+        /// Socket address to bind.
+        #[schemars(extend("default" = "0.0.0.0:8443"))]
+        address: Option<Address>,
+        /// Serve HTTPS directly with this PEM certificate chain and key; leave out for plain
+        /// HTTP behind a TLS-terminating proxy.
+        tls: Option<Tls>,
+    }
 }
 
-#[derive(JsonSchema)]
-#[serde(deny_unknown_fields)]
-struct Tls {
-    /// PEM certificate chain file; must be readable at start.
-    cert: FilePath,
-    /// PEM private key file matching `cert`; must be readable at start.
-    key: FilePath,
+object! {
+    #[derive(JsonSchema)]
+    #[serde(deny_unknown_fields)]
+    struct Tls {
+        /// PEM certificate chain file; must be readable at start.
+        cert: FilePath,
+        /// PEM private key file matching `cert`; must be readable at start.
+        key: FilePath,
+    }
 }
 
-#[derive(JsonSchema)]
-#[serde(deny_unknown_fields)]
-struct Admin {
-    /// Socket address of the health, metrics and API listener. A non-loopback address
-    /// requires `token`.
-    #[schemars(extend("default" = "127.0.0.1:9090"))]
-    address: Option<Address>,
-    /// When set (not empty), `/api/` calls need `Authorization: Bearer <token>`. Write it as
-    /// `${RELAY_ADMIN_TOKEN:-}` to keep it out of the file.
-    token: Option<String>,
+object! {
+    #[derive(JsonSchema)]
+    #[serde(deny_unknown_fields)]
+    struct Admin {
+        /// Socket address of the health, metrics and API listener. A non-loopback address
+        /// requires `token`.
+        #[schemars(extend("default" = "127.0.0.1:9090"))]
+        address: Option<Address>,
+        /// When set (not empty), `/api/` calls need `Authorization: Bearer <token>`. Write it as
+        /// `${RELAY_ADMIN_TOKEN:-}` to keep it out of the file.
+        token: Option<String>,
+    }
 }
 
-#[derive(JsonSchema)]
-#[serde(deny_unknown_fields)]
-struct Source {
-    /// The URL path TextUs posts to; starts with `/`.
-    #[schemars(extend("default" = "/webhooks/textus"), regex(pattern = r"^/[^\s?#]*$|\$\{"))]
-    path: Option<String>,
-    /// The TextUs webhook secrets (the integration's webhookSecret); a signature matching any
-    /// one of them is accepted, so list two to rotate.
-    #[schemars(length(min = 1))]
-    secrets: Vec<Secret>,
-    /// Larger bodies are refused with 413.
-    #[schemars(extend("default" = "1MiB"))]
-    max_body: Option<Size>,
-    /// How long an event id is remembered for de-duplication; `0s` turns it off.
-    #[schemars(extend("default" = "24h"))]
-    dedupe_window: Option<Duration>,
-    /// Store events that match no route (for inspection) instead of only counting them.
-    #[schemars(extend("default" = false))]
-    keep_unrouted: Option<Bool>,
+object! {
+    #[derive(JsonSchema)]
+    #[serde(deny_unknown_fields)]
+    struct Source {
+        /// The URL path TextUs posts to; starts with `/`.
+        #[schemars(extend("default" = "/webhooks/textus"), regex(pattern = r"^/[^\s?#]*$|\$\{"))]
+        path: Option<String>,
+        /// The TextUs webhook secrets (the integration's webhookSecret); a signature matching any
+        /// one of them is accepted, so list two to rotate.
+        #[schemars(length(min = 1))]
+        secrets: Vec<Secret>,
+        /// Larger bodies are refused with 413.
+        #[schemars(extend("default" = "1MiB"))]
+        max_body: Option<Size>,
+        /// How long an event id is remembered for de-duplication; `0s` turns it off.
+        #[schemars(extend("default" = "24h"))]
+        dedupe_window: Option<Duration>,
+        /// Store events that match no route (for inspection) instead of only counting them.
+        #[schemars(extend("default" = false))]
+        keep_unrouted: Option<Bool>,
+    }
 }
 
 /// A destination; `kind` says which keys it takes.
@@ -213,40 +223,44 @@ enum Target {
     Crm(CrmTarget),
 }
 
-#[derive(JsonSchema)]
-#[serde(deny_unknown_fields)]
-struct HttpTarget {
-    /// The endpoint.
-    url: HttpUrl,
-    /// Static headers added to every request (not `host`, `content-length`, the
-    /// `webhook-*` headers or `x-textus-signature`, which the relay sets).
-    headers: Option<BTreeMap<String, String>>,
-    /// Standard Webhooks signature of each request (`webhook-signature` header).
-    signing: Option<Signing>,
-    /// Also send TextUs's original `X-TextUs-Signature`.
-    #[schemars(extend("default" = false))]
-    forward_textus_signature: Option<Bool>,
-    #[serde(flatten)]
-    delivery: Delivery,
+object! {
+    #[derive(JsonSchema)]
+    #[serde(deny_unknown_fields)]
+    struct HttpTarget {
+        /// The endpoint.
+        url: HttpUrl,
+        /// Static headers added to every request (not `host`, `content-length`, the
+        /// `webhook-*` headers or `x-textus-signature`, which the relay sets).
+        headers: Option<BTreeMap<String, String>>,
+        /// Standard Webhooks signature of each request (`webhook-signature` header).
+        signing: Option<Signing>,
+        /// Also send TextUs's original `X-TextUs-Signature`.
+        #[schemars(extend("default" = false))]
+        forward_textus_signature: Option<Bool>,
+        ..delivery: Delivery,
+    }
 }
 
-#[derive(JsonSchema)]
-#[serde(deny_unknown_fields)]
-struct Signing {
-    /// `whsec_` and the standard base64 of 24 to 64 random bytes.
-    secret: Secret,
+object! {
+    #[derive(JsonSchema)]
+    #[serde(deny_unknown_fields)]
+    struct Signing {
+        /// `whsec_` and the standard base64 of 24 to 64 random bytes.
+        secret: Secret,
+    }
 }
 
-#[derive(JsonSchema)]
-#[serde(deny_unknown_fields)]
-struct SlackTarget {
-    /// The incoming webhook URL. It is the credential: write it as `${SLACK_WEBHOOK_URL}`.
-    url: HttpUrl,
-    /// Messages per event type: an exact type (`message.received`) or `"*"` for every type
-    /// without its own entry. Types with neither get the built-in message.
-    templates: Option<SlackTemplates>,
-    #[serde(flatten)]
-    delivery: Delivery,
+object! {
+    #[derive(JsonSchema)]
+    #[serde(deny_unknown_fields)]
+    struct SlackTarget {
+        /// The incoming webhook URL. It is the credential: write it as `${SLACK_WEBHOOK_URL}`.
+        url: HttpUrl,
+        /// Messages per event type: an exact type (`message.received`) or `"*"` for every type
+        /// without its own entry. Types with neither get the built-in message.
+        templates: Option<SlackTemplates>,
+        ..delivery: Delivery,
+    }
 }
 
 inline_type!(
@@ -259,16 +273,18 @@ inline_type!(
     })
 );
 
-/// The message for one event type: `text`, `blocks` or both.
-#[derive(JsonSchema)]
-#[serde(deny_unknown_fields)]
-#[schemars(extend("minProperties" = 1))]
-struct SlackTemplate {
-    /// The message text (the notification, and the fallback when there are blocks).
-    text: Option<Template>,
-    /// Block Kit blocks: a list whose string leaves are templates, or one template that
-    /// renders to the list.
-    blocks: Option<Blocks>,
+object! {
+    /// The message for one event type: `text`, `blocks` or both.
+    #[derive(JsonSchema)]
+    #[serde(deny_unknown_fields)]
+    #[schemars(extend("minProperties" = 1))]
+    struct SlackTemplate {
+        /// The message text (the notification, and the fallback when there are blocks).
+        text: Option<Template>,
+        /// Block Kit blocks: a list whose string leaves are templates, or one template that
+        /// renders to the list.
+        blocks: Option<Blocks>,
+    }
 }
 
 inline_type!(
@@ -282,25 +298,26 @@ inline_type!(
     })
 );
 
-#[derive(JsonSchema)]
-#[serde(deny_unknown_fields)]
-struct CrmTarget {
-    /// The HTTP method: GET, POST, PUT, PATCH or DELETE, in any case.
-    #[schemars(extend("default" = "POST"))]
-    method: Option<Method>,
-    /// The request URL, a template.
-    url: UrlTemplate,
-    /// Request headers; the values are templates. Not `authorization` when `auth` is set,
-    /// nor the headers the relay sets.
-    headers: Option<BTreeMap<String, Template>>,
-    /// How requests authenticate.
-    auth: Option<CrmAuth>,
-    /// The JSON body: YAML whose string leaves are templates. A leaf that is exactly one
-    /// `{{ expr }}` keeps the expression's JSON type; unquoted `true`, `false`, `null` and
-    /// numbers stay typed. Leave out for no body.
-    body: Option<serde_json::Value>,
-    #[serde(flatten)]
-    delivery: Delivery,
+object! {
+    #[derive(JsonSchema)]
+    #[serde(deny_unknown_fields)]
+    struct CrmTarget {
+        /// The HTTP method: GET, POST, PUT, PATCH or DELETE, in any case.
+        #[schemars(extend("default" = "POST"))]
+        method: Option<Method>,
+        /// The request URL, a template.
+        url: UrlTemplate,
+        /// Request headers; the values are templates. Not `authorization` when `auth` is set,
+        /// nor the headers the relay sets.
+        headers: Option<BTreeMap<String, Template>>,
+        /// How requests authenticate.
+        auth: Option<CrmAuth>,
+        /// The JSON body: YAML whose string leaves are templates. A leaf that is exactly one
+        /// `{{ expr }}` keeps the expression's JSON type; unquoted `true`, `false`, `null` and
+        /// numbers stay typed. Leave out for no body.
+        body: Option<serde_json::Value>,
+        ..delivery: Delivery,
+    }
 }
 
 /// Exactly one of these keys.
@@ -316,54 +333,65 @@ enum CrmAuth {
     OAuth2(OAuth2),
 }
 
-#[derive(JsonSchema)]
-#[serde(deny_unknown_fields)]
-struct Basic {
-    /// Not empty, without `:`.
-    username: Secret,
-    password: Secret,
+impl CrmAuth {
+    /// Its variants as they are written (`rename_all`, `rename`): one of them is the key.
+    const KEYS: &'static [&'static str] = &["bearer", "basic", "oauth2"];
 }
 
-#[derive(JsonSchema)]
-#[serde(deny_unknown_fields)]
-struct OAuth2 {
-    /// The provider's token endpoint.
-    token_url: HttpUrl,
-    client_id: Secret,
-    client_secret: Secret,
-    /// Space-separated scopes, if the provider wants them.
-    scope: Option<String>,
+object! {
+    #[derive(JsonSchema)]
+    #[serde(deny_unknown_fields)]
+    struct Basic {
+        /// Not empty, without `:`.
+        username: Secret,
+        password: Secret,
+    }
 }
 
-/// The delivery settings every kind of target takes.
-#[derive(JsonSchema)]
-struct Delivery {
-    /// Deliveries in flight at once for this target.
-    #[schemars(extend("default" = 4))]
-    concurrency: Option<Whole<1, { super::targets::MAX_CONCURRENCY }>>,
-    /// Per-attempt timeout, connection included.
-    #[schemars(extend("default" = "10s"))]
-    timeout: Option<PositiveDuration>,
-    /// When and how long failed deliveries are retried (exponential backoff with full
-    /// jitter).
-    retry: Option<Retry>,
-    /// Token bucket, e.g. `5/s`: it starts with one token, and idle time earns bursts of up
-    /// to the count. Default: none, except `1/s` for slack (Slack's limit per webhook).
-    rate_limit: Option<Rate>,
-    /// When to stop sending to a target that keeps failing, and how to probe it. Always on.
-    breaker: Option<Breaker>,
-    /// `unordered` (the default), `fifo` (one delivery in flight for the whole target; a
-    /// failing head blocks the rest) or `{ key: TEMPLATE }` (fifo per rendered key, different
-    /// keys in parallel up to `concurrency`).
-    #[schemars(extend("default" = "unordered"))]
-    ordering: Option<Ordering>,
-    /// Most deliveries pending (queued or in flight) for this target. Default: no limit.
-    max_queue: Option<Whole<1, { super::targets::policy::MAX_QUEUE }>>,
-    /// With `max_queue`, what a full queue does to a new event: `reject` answers the whole
-    /// event 504 (nothing stored; TextUs retries it later); `dead_letter` stores this
-    /// target's delivery as a dead letter, and other targets get theirs.
-    #[schemars(extend("default" = "reject"))]
-    on_full: Option<OnFull>,
+object! {
+    #[derive(JsonSchema)]
+    #[serde(deny_unknown_fields)]
+    struct OAuth2 {
+        /// The provider's token endpoint.
+        token_url: HttpUrl,
+        client_id: Secret,
+        client_secret: Secret,
+        /// Space-separated scopes, if the provider wants them.
+        scope: Option<String>,
+    }
+}
+
+object! {
+    /// The delivery settings every kind of target takes.
+    #[derive(JsonSchema)]
+    struct Delivery {
+        /// Deliveries in flight at once for this target.
+        #[schemars(extend("default" = 4))]
+        concurrency: Option<Whole<1, { super::targets::MAX_CONCURRENCY }>>,
+        /// Per-attempt timeout, connection included.
+        #[schemars(extend("default" = "10s"))]
+        timeout: Option<PositiveDuration>,
+        /// When and how long failed deliveries are retried (exponential backoff with full
+        /// jitter).
+        retry: Option<Retry>,
+        /// Token bucket, e.g. `5/s`: it starts with one token, and idle time earns bursts of up
+        /// to the count. Default: none, except `1/s` for slack (Slack's limit per webhook).
+        rate_limit: Option<Rate>,
+        /// When to stop sending to a target that keeps failing, and how to probe it. Always on.
+        breaker: Option<Breaker>,
+        /// `unordered` (the default), `fifo` (one delivery in flight for the whole target; a
+        /// failing head blocks the rest) or `{ key: TEMPLATE }` (fifo per rendered key, different
+        /// keys in parallel up to `concurrency`).
+        #[schemars(extend("default" = "unordered"))]
+        ordering: Option<Ordering>,
+        /// Most deliveries pending (queued or in flight) for this target. Default: no limit.
+        max_queue: Option<Whole<1, { super::targets::policy::MAX_QUEUE }>>,
+        /// With `max_queue`, what a full queue does to a new event: `reject` answers the whole
+        /// event 504 (nothing stored; TextUs retries it later); `dead_letter` stores this
+        /// target's delivery as a dead letter, and other targets get theirs.
+        #[schemars(extend("default" = "reject"))]
+        on_full: Option<OnFull>,
+    }
 }
 
 inline_type!(
@@ -378,57 +406,65 @@ inline_type!(
     })
 );
 
-/// Fifo per rendered key.
-#[derive(JsonSchema)]
-#[serde(deny_unknown_fields)]
-struct OrderingKey {
-    /// A template that uses the event, e.g. `"{{ event.conversation.id }}"`.
-    key: Template,
+object! {
+    /// Fifo per rendered key.
+    #[derive(JsonSchema)]
+    #[serde(deny_unknown_fields)]
+    struct OrderingKey {
+        /// A template that uses the event, e.g. `"{{ event.conversation.id }}"`.
+        key: Template,
+    }
 }
 
-#[derive(JsonSchema)]
-#[serde(deny_unknown_fields)]
-struct Retry {
-    /// The first backoff.
-    #[schemars(extend("default" = "1s"))]
-    initial: Option<PositiveDuration>,
-    /// The backoff cap (also caps `Retry-After`); not less than `initial`.
-    #[schemars(extend("default" = "10m"))]
-    max_delay: Option<PositiveDuration>,
-    /// Give up (dead letter) once the next attempt would fall after this age.
-    #[schemars(extend("default" = "24h"))]
-    max_age: Option<PositiveDuration>,
-    /// Give up after this many attempts. Default: no limit.
-    max_attempts: Option<Whole<1, { u32::MAX as u64 }>>,
+object! {
+    #[derive(JsonSchema)]
+    #[serde(deny_unknown_fields)]
+    struct Retry {
+        /// The first backoff.
+        #[schemars(extend("default" = "1s"))]
+        initial: Option<PositiveDuration>,
+        /// The backoff cap (also caps `Retry-After`); not less than `initial`.
+        #[schemars(extend("default" = "10m"))]
+        max_delay: Option<PositiveDuration>,
+        /// Give up (dead letter) once the next attempt would fall after this age.
+        #[schemars(extend("default" = "24h"))]
+        max_age: Option<PositiveDuration>,
+        /// Give up after this many attempts. Default: no limit.
+        max_attempts: Option<Whole<1, { u32::MAX as u64 }>>,
+    }
 }
 
-#[derive(JsonSchema)]
-#[serde(deny_unknown_fields)]
-struct Breaker {
-    /// Consecutive failed attempts (connection errors, timeouts, 408, 425, 429, 5xx, 3xx)
-    /// that open the breaker.
-    #[schemars(extend("default" = 5))]
-    failures: Option<Whole<1, { super::targets::policy::MAX_FAILURES }>>,
-    /// While open, one delivery is tried as a probe this often.
-    #[schemars(extend("default" = "30s"))]
-    probe: Option<PositiveDuration>,
+object! {
+    #[derive(JsonSchema)]
+    #[serde(deny_unknown_fields)]
+    struct Breaker {
+        /// Consecutive failed attempts (connection errors, timeouts, 408, 425, 429, 5xx, 3xx)
+        /// that open the breaker.
+        #[schemars(extend("default" = 5))]
+        failures: Option<Whole<1, { super::targets::policy::MAX_FAILURES }>>,
+        /// While open, one delivery is tried as a probe this often.
+        #[schemars(extend("default" = "30s"))]
+        probe: Option<PositiveDuration>,
+    }
 }
 
-#[derive(JsonSchema)]
-#[serde(deny_unknown_fields)]
-struct Route {
-    /// Event type patterns: exact (`message.received`), prefix (`contact.*`) or `"*"`.
-    #[schemars(length(min = 1))]
-    events: Vec<EventPattern>,
-    /// Names of targets defined under `targets`.
-    #[schemars(length(min = 1))]
-    to: Vec<TargetName>,
-    /// A condition on the event, written without `{{ }}`, e.g.
-    /// `"event.message.direction == 'in'"`; the route applies only where it is true.
-    #[schemars(length(min = 1))]
-    when: Option<String>,
-    /// `high` or `normal` for the deliveries this route creates. By default
-    /// `contact.opted_out` and `contact.opted_in` are high and everything else normal; when
-    /// several routes send an event to a target, high wins.
-    priority: Option<Priority>,
+object! {
+    #[derive(JsonSchema)]
+    #[serde(deny_unknown_fields)]
+    struct Route {
+        /// Event type patterns: exact (`message.received`), prefix (`contact.*`) or `"*"`.
+        #[schemars(length(min = 1))]
+        events: Vec<EventPattern>,
+        /// Names of targets defined under `targets`.
+        #[schemars(length(min = 1))]
+        to: Vec<TargetName>,
+        /// A condition on the event, written without `{{ }}`, e.g.
+        /// `"event.message.direction == 'in'"`; the route applies only where it is true.
+        #[schemars(length(min = 1))]
+        when: Option<String>,
+        /// `high` or `normal` for the deliveries this route creates. By default
+        /// `contact.opted_out` and `contact.opted_in` are high and everything else normal; when
+        /// several routes send an event to a target, high wins.
+        priority: Option<Priority>,
+    }
 }

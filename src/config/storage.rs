@@ -8,18 +8,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::reader::{Ctx, Mapping, child, integer};
+use super::schema::{Keys, keys};
 use super::tree::Node;
 use super::{MinFree, Storage, StorageBudget, nats, units};
-
-/// Keys of `storage` with `kind: sqlite`.
-pub(super) const SQLITE_KEYS: &[&str] = &[
-    "kind",
-    "path",
-    "dead_letter_retention",
-    "max_bytes",
-    "min_free",
-    "target_share",
-];
 
 const DEFAULT_STORAGE_PATH: &str = "./data/relay.db";
 const DEFAULT_DEAD_LETTER_RETENTION: Duration = Duration::from_secs(14 * 86_400);
@@ -41,10 +32,10 @@ impl Kind {
         }
     }
 
-    fn keys(self) -> &'static [&'static str] {
+    fn keys(self) -> Keys {
         match self {
-            Kind::Sqlite => SQLITE_KEYS,
-            Kind::Nats => nats::KEYS,
+            Kind::Sqlite => keys::SQLITE,
+            Kind::Nats => keys::NATS,
         }
     }
 
@@ -101,7 +92,7 @@ fn check_kind_keys(ctx: &mut Ctx<'_>, m: &Mapping<'_>, kind: Kind) {
     };
     let mut rest = Vec::with_capacity(m.entries.len());
     for entry in &m.entries {
-        if !kind.keys().contains(&entry.key) && other.keys().contains(&entry.key) {
+        if !kind.keys().contains(entry.key) && other.keys().contains(entry.key) {
             let message = format!(
                 "a key of `kind: {}`, and this storage is `kind: {}`{default}",
                 other.name(),
@@ -119,8 +110,8 @@ fn check_kind_keys(ctx: &mut Ctx<'_>, m: &Mapping<'_>, kind: Kind) {
     };
     // Named lists, so the schema tests see which lists `storage` is checked against.
     match kind {
-        Kind::Sqlite => ctx.check_keys(&rest, SQLITE_KEYS),
-        Kind::Nats => ctx.check_keys(&rest, nats::KEYS),
+        Kind::Sqlite => ctx.check_keys(&rest, keys::SQLITE),
+        Kind::Nats => ctx.check_keys(&rest, keys::NATS),
     }
 }
 

@@ -15,29 +15,13 @@ use base64::engine::general_purpose::STANDARD;
 use http::{HeaderName, HeaderValue};
 
 use super::reader::{Ctx, Entry, Mapping, boolean, child, integer};
+use super::schema::keys;
 use super::tree::Node;
 use super::{HttpTarget, Rate, RetryPolicy, Signing, Target, TargetId, TargetKind, units};
 
 pub(super) mod crm;
 pub(super) mod policy;
 pub(super) mod slack;
-
-/// Keys of a `kind: http` target.
-pub(super) const HTTP_KEYS: &[&str] = &[
-    "kind",
-    "url",
-    "headers",
-    "signing",
-    "forward_textus_signature",
-    "concurrency",
-    "timeout",
-    "retry",
-    "rate_limit",
-    "breaker",
-    "ordering",
-    "max_queue",
-    "on_full",
-];
 
 /// Headers the relay sets itself on every request; configuring them would break
 /// idempotency keys, signatures or framing.
@@ -55,10 +39,6 @@ const RESERVED_HEADERS: &[&str] = &[
 const DEFAULT_CONCURRENCY: usize = 4;
 /// Largest `concurrency`.
 pub(super) const MAX_CONCURRENCY: u64 = 1024;
-/// Keys of `signing:`.
-pub(super) const SIGNING_KEYS: &[&str] = &["secret"];
-/// Keys of `retry:`.
-pub(super) const RETRY_KEYS: &[&str] = &["initial", "max_delay", "max_age", "max_attempts"];
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Slack's limit per incoming webhook: one message per second.
@@ -134,16 +114,16 @@ fn target(ctx: &mut Ctx<'_>, name: Option<TargetId>, node: &Node, path: String) 
     })?;
     let (target_kind, default_rate) = match kind {
         Kind::Http => {
-            ctx.check_keys(&m, HTTP_KEYS);
+            ctx.check_keys(&m, keys::HTTP);
             (http_target(ctx, &m).map(TargetKind::Http), None)
         }
         Kind::Slack => {
-            ctx.check_keys(&m, slack::KEYS);
+            ctx.check_keys(&m, keys::SLACK);
             let slack = slack::slack_target(ctx, &m).map(TargetKind::Slack);
             (slack, Some(SLACK_RATE))
         }
         Kind::Crm => {
-            ctx.check_keys(&m, crm::KEYS);
+            ctx.check_keys(&m, keys::CRM);
             (crm::crm_target(ctx, &m).map(TargetKind::Crm), None)
         }
     };
@@ -290,11 +270,11 @@ const INVALID_HEADER_VALUE: &str =
 
 fn signing(ctx: &mut Ctx<'_>, node: &Node, path: String) -> Option<Signing> {
     let m = ctx.mapping(node, path)?;
-    ctx.check_keys(&m, SIGNING_KEYS);
+    ctx.check_keys(&m, keys::SIGNING);
     let secret = ctx.required(&m, "secret")?;
     // Never quoted: this is the signing key itself.
     let key = ctx.convert(secret, &child(&m.path, "secret"), |t| signing_key(&t.value))?;
-    Some(Signing { key })
+    Some(Signing { key: key.into() })
 }
 
 /// Decodes a Standard Webhooks secret: `whsec_` + standard base64 (with padding) of
@@ -320,7 +300,7 @@ fn signing_key(secret: &str) -> Result<Vec<u8>, String> {
 
 fn retry(ctx: &mut Ctx<'_>, node: &Node, path: String) -> Option<RetryPolicy> {
     let m = ctx.mapping(node, path)?;
-    ctx.check_keys(&m, RETRY_KEYS);
+    ctx.check_keys(&m, keys::RETRY);
     let defaults = RetryPolicy::default();
     let initial = ctx
         .field(&m, "initial", "duration", positive)

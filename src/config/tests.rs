@@ -158,10 +158,7 @@ fn full_config_parses_to_the_expected_values() {
         },
         source: Source {
             path: "/webhooks/textus".to_owned(),
-            secrets: vec![
-                "textus-ab: #c{1}".to_owned(),
-                "old: #not-a-comment".to_owned(),
-            ],
+            secrets: vec!["textus-ab: #c{1}".into(), "old: #not-a-comment".into()],
             max_body: 1 << 20,
             dedupe_window: Duration::from_secs(86_400),
             keep_unrouted: true,
@@ -173,7 +170,7 @@ fn full_config_parses_to_the_expected_values() {
                     url: "https://ingest.example.com/textus".parse().expect("url"),
                     headers: vec![],
                     signing: Some(Signing {
-                        key: vec![42u8; 32],
+                        key: vec![42u8; 32].into(),
                     }),
                     forward_textus_signature: false,
                 }),
@@ -269,7 +266,7 @@ fn minimal_config_gets_the_defaults() {
         config.source,
         Source {
             path: "/webhooks/textus".to_owned(),
-            secrets: vec!["x".to_owned()],
+            secrets: vec!["x".into()],
             max_body: 1_048_576,
             dedupe_window: Duration::from_secs(24 * 3600),
             keep_unrouted: false,
@@ -344,7 +341,7 @@ fn admin_token_empty_means_none_and_guards_public_addresses() {
         "admin: {{ address: \"0.0.0.0:9090\", token: \"${{HOOK_TOKEN}}\" }}\n{tail}"
     ))
     .expect("valid");
-    assert_eq!(config.admin.token.as_deref(), Some("t0k3n"));
+    assert_eq!(config.admin.token, Some("t0k3n".into()));
     assert!(
         !format!("{config:?}").contains("t0k3n"),
         "Debug must redact the token"
@@ -411,7 +408,7 @@ fn the_admin_section_is_read_alone_for_commands_that_talk_to_a_relay() {
     assert!(load(yaml).is_err(), "the whole file is not valid here");
     let admin = read(yaml).expect("admin alone is valid");
     assert_eq!(admin.address, "0.0.0.0:9191".parse().expect("addr"));
-    assert_eq!(admin.token.as_deref(), Some("t0k3n"));
+    assert_eq!(admin.token, Some("t0k3n".into()));
     let defaults = read("source: {}\n").expect("no admin section");
     assert_eq!(defaults.address, "127.0.0.1:9090".parse().expect("addr"));
     let err = read("admin: { address: nowhere }\n").expect_err("bad address");

@@ -2,6 +2,10 @@
 //!
 //! Each parser returns the reason a text is not valid; the caller adds the key, the
 //! location and the (possibly hidden) quoted input.
+//!
+//! Not `humantime` / `bytesize` (issue 17 item 6): both accept more than relay.yaml does
+//! (`humantime` takes `1h30m`, `2h 37min`, `1week`; `bytesize` takes decimals and spaces, as in
+//! `1.5 MB`, and rounds), so using them would change what a valid file is.
 
 use std::time::Duration;
 

@@ -10,13 +10,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::error::Problem;
 use super::reader::{Ctx, Mapping, Text, boolean, child, item};
+use super::schema::keys;
 use super::template::{self, TemplateSource};
 use super::tree::Node;
 use super::{
-    Admin, Config, EventPattern, Listen, Priority, Route, Source, TargetId, Tls, storage, targets,
-    units,
+    Admin, Config, EventPattern, Listen, Priority, Route, Secret, Source, TargetId, Tls, storage,
+    targets, units,
 };
 
 pub(super) const DEFAULT_LISTEN: SocketAddr =
@@ -26,70 +26,22 @@ const DEFAULT_SOURCE_PATH: &str = "/webhooks/textus";
 const DEFAULT_MAX_BODY: usize = 1 << 20;
 const DEFAULT_DEDUPE_WINDOW: Duration = Duration::from_secs(24 * 3600);
 
-// The keys of each section. The schema (`schema.rs`) lists the same keys; its tests compare.
-pub(super) const TOP_KEYS: &[&str] = &["listen", "admin", "storage", "source", "targets", "routes"];
-pub(super) const LISTEN_KEYS: &[&str] = &["address", "tls"];
-pub(super) const TLS_KEYS: &[&str] = &["cert", "key"];
-pub(super) const ADMIN_KEYS: &[&str] = &["address", "token"];
-pub(super) const SOURCE_KEYS: &[&str] = &[
-    "path",
-    "secrets",
-    "max_body",
-    "dedupe_window",
-    "keep_unrouted",
-];
-pub(super) const ROUTE_KEYS: &[&str] = &["events", "to", "when", "priority"];
-
-/// Validates the whole document; every problem found, sorted by position, on failure.
-pub(super) fn config(
-    root: &Node,
-    file: &Path,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<Config, Vec<Problem>> {
-    let mut ctx = Ctx::new(env);
-    let config = read_config(&mut ctx, root, file);
-    match config {
-        Some(config) if ctx.problems.is_empty() => Ok(config),
-        _ => {
-            if ctx.problems.is_empty() {
-                // Every `None` is reported where it arises; this only guards against a
-                // reader forgetting to, so an invalid config can never pass silently.
-                ctx.report(root.at, "", "invalid configuration");
-            }
-            Err(ctx.problems.into_sorted())
-        }
-    }
-}
-
 /// Validates `admin:` alone, ignoring the other sections (see [`super::Admin::load`]).
-pub(super) fn admin_only(
-    root: &Node,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<Admin, Vec<Problem>> {
-    let mut ctx = Ctx::new(env);
-    let admin = ctx
-        .mapping(root, String::new())
-        .and_then(|top| match top.present("admin") {
-            None => Some(Admin {
-                address: DEFAULT_ADMIN,
-                token: None,
-            }),
-            Some(node) => admin(&mut ctx, node),
-        });
-    match admin {
-        Some(admin) if ctx.problems.is_empty() => Ok(admin),
-        _ => {
-            if ctx.problems.is_empty() {
-                ctx.report(root.at, "admin", "invalid admin section");
-            }
-            Err(ctx.problems.into_sorted())
-        }
+pub(super) fn admin_only(ctx: &mut Ctx<'_>, root: &Node) -> Option<Admin> {
+    let top = ctx.mapping(root, String::new())?;
+    match top.present("admin") {
+        None => Some(Admin {
+            address: DEFAULT_ADMIN,
+            token: None,
+        }),
+        Some(node) => admin(ctx, node),
     }
 }
 
-fn read_config(ctx: &mut Ctx<'_>, root: &Node, file: &Path) -> Option<Config> {
+/// Validates the whole document; `None` once a problem is reported.
+pub(super) fn config(ctx: &mut Ctx<'_>, root: &Node, file: &Path) -> Option<Config> {
     let top = ctx.mapping(root, String::new())?;
-    ctx.check_keys(&top, TOP_KEYS);
+    ctx.check_keys(&top, keys::TOP);
     let listen = top.present("listen").map_or_else(
         || {
             Some(Listen {
@@ -137,7 +89,7 @@ pub(super) fn socket_addr(text: &str) -> Result<SocketAddr, String> {
 
 fn listen(ctx: &mut Ctx<'_>, node: &Node) -> Option<Listen> {
     let m = ctx.mapping(node, "listen".to_owned())?;
-    ctx.check_keys(&m, LISTEN_KEYS);
+    ctx.check_keys(&m, keys::LISTEN);
     let address = ctx
         .field(&m, "address", "address", socket_addr)
         .or(DEFAULT_LISTEN);
@@ -153,7 +105,7 @@ fn listen(ctx: &mut Ctx<'_>, node: &Node) -> Option<Listen> {
 
 fn tls(ctx: &mut Ctx<'_>, node: &Node) -> Option<Tls> {
     let m = ctx.mapping(node, "listen.tls".to_owned())?;
-    ctx.check_keys(&m, TLS_KEYS);
+    ctx.check_keys(&m, keys::TLS);
     let mut file = |key: &str| {
         let node = ctx.required(&m, key)?;
         ctx.convert(node, &child(&m.path, key), readable_file)
@@ -202,7 +154,7 @@ pub(super) fn readable_file(text: &Text) -> Result<PathBuf, String> {
 
 fn admin(ctx: &mut Ctx<'_>, node: &Node) -> Option<Admin> {
     let m = ctx.mapping(node, "admin".to_owned())?;
-    ctx.check_keys(&m, ADMIN_KEYS);
+    ctx.check_keys(&m, keys::ADMIN);
     let address = ctx
         .field(&m, "address", "address", socket_addr)
         .or(DEFAULT_ADMIN);
@@ -210,7 +162,7 @@ fn admin(ctx: &mut Ctx<'_>, node: &Node) -> Option<Admin> {
         None => Some(None),
         // Never quoted: it is a credential.
         Some(node) => ctx.convert(node, "admin.token", |t| {
-            Ok((!t.value.is_empty()).then(|| t.value.clone()))
+            Ok((!t.value.is_empty()).then(|| Secret::from(t.value.as_str())))
         }),
     };
     if let (Some(address), Some(None)) = (address, &token)
@@ -233,7 +185,7 @@ fn admin(ctx: &mut Ctx<'_>, node: &Node) -> Option<Admin> {
 
 pub(super) fn source(ctx: &mut Ctx<'_>, node: &Node) -> Option<Source> {
     let m = ctx.mapping(node, "source".to_owned())?;
-    ctx.check_keys(&m, SOURCE_KEYS);
+    ctx.check_keys(&m, keys::SOURCE);
     let path = ctx
         .field(&m, "path", "path", url_path)
         .or(DEFAULT_SOURCE_PATH.to_owned());
@@ -273,26 +225,17 @@ fn body_size(text: &str) -> Result<usize, String> {
     }
 }
 
-fn secrets(ctx: &mut Ctx<'_>, node: &Node) -> Option<Vec<String>> {
+fn secrets(ctx: &mut Ctx<'_>, node: &Node) -> Option<Vec<Secret>> {
     const PATH: &str = "source.secrets";
     let items = ctx.list(node, PATH)?;
     if items.is_empty() {
         ctx.report(node.at, PATH, "at least one secret is required");
         return None;
     }
-    let secrets: Vec<Option<String>> = items
+    let secrets: Vec<Option<Secret>> = items
         .iter()
         .enumerate()
-        .map(|(i, item_node)| {
-            // Never quoted: these are the secrets TextUs signs with.
-            ctx.convert(item_node, &item(PATH, i), |t| {
-                if t.value.is_empty() {
-                    Err("secret is empty".to_owned())
-                } else {
-                    Ok(t.value.clone())
-                }
-            })
-        })
+        .map(|(i, item_node)| ctx.secret(item_node, &item(PATH, i)))
         .collect();
     secrets.into_iter().collect()
 }
@@ -313,7 +256,7 @@ fn routes(ctx: &mut Ctx<'_>, node: &Node, targets: &[String]) -> Option<Vec<Rout
 
 fn route(ctx: &mut Ctx<'_>, node: &Node, path: String, targets: &[String]) -> Option<Route> {
     let m = ctx.mapping(node, path)?;
-    ctx.check_keys(&m, ROUTE_KEYS);
+    ctx.check_keys(&m, keys::ROUTE);
     let events = non_empty_list(
         ctx,
         &m,

@@ -5,7 +5,10 @@
 //! secret can be rotated without dropping events.
 
 use hmac::{Hmac, KeyInit, Mac};
+use secrecy::ExposeSecret;
 use sha2::Sha256;
+
+use crate::config::Secret;
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -23,7 +26,7 @@ pub fn sign(secret: &str, body: &[u8]) -> String {
 
 /// Checks `header` (hex, any case, surrounding spaces ignored) against each secret.
 pub fn verify(
-    secrets: &[String],
+    secrets: &[Secret],
     header: Option<&[u8]>,
     body: &[u8],
 ) -> Result<(), SignatureError> {
@@ -39,7 +42,9 @@ pub fn verify(
     // which secret (if any) matched.
     let mut ok = false;
     for secret in secrets {
-        ok |= mac(secret, body).verify_slice(&expected).is_ok();
+        ok |= mac(secret.expose_secret(), body)
+            .verify_slice(&expected)
+            .is_ok();
     }
     if ok {
         Ok(())
@@ -88,7 +93,7 @@ mod tests {
     #[test]
     fn accepts_any_of_several_secrets_and_upper_case_hex() {
         let body = br#"{"action":"message.received"}"#;
-        let secrets = vec!["textus-old".to_string(), SECRET.to_string()];
+        let secrets = vec![Secret::from("textus-old"), Secret::from(SECRET)];
         let sig = sign(SECRET, body);
         assert_eq!(verify(&secrets, Some(sig.as_bytes()), body), Ok(()));
         let upper = sig.to_uppercase();
@@ -98,7 +103,7 @@ mod tests {
     #[test]
     fn refuses_missing_wrong_and_other_secret_signatures() {
         let body = b"{}";
-        let secrets = vec![SECRET.to_string()];
+        let secrets = vec![Secret::from(SECRET)];
         assert_eq!(verify(&secrets, None, body), Err(SignatureError::Missing));
         assert_eq!(
             verify(&secrets, Some(b" "), body),

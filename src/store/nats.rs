@@ -26,6 +26,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use async_nats::jetstream::{self, consumer, kv};
 use async_trait::async_trait;
+use secrecy::ExposeSecret;
 use tokio::sync::{Notify, watch};
 
 use self::layout::Names;
@@ -238,9 +239,14 @@ async fn connect(settings: &NatsSettings) -> Result<async_nats::Client, StoreErr
         NatsAuth::Credentials(path) => async_nats::ConnectOptions::with_credentials_file(path)
             .await
             .map_err(|e| nats_err(&format!("reading {}", path.display()), e))?,
-        NatsAuth::Token(token) => async_nats::ConnectOptions::with_token(token.clone()),
+        NatsAuth::Token(token) => {
+            async_nats::ConnectOptions::with_token(token.expose_secret().to_owned())
+        }
         NatsAuth::UserPassword { user, password } => {
-            async_nats::ConnectOptions::with_user_and_password(user.clone(), password.clone())
+            async_nats::ConnectOptions::with_user_and_password(
+                user.clone(),
+                password.expose_secret().to_owned(),
+            )
         }
     };
     if let Some(tls) = &s.tls {

@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue};
+use secrecy::ExposeSecret;
 
 use super::{Outcome, REASON_BYTES, Target, classify, standard_webhooks};
 use crate::config::HttpTarget as HttpConfig;
@@ -54,7 +55,12 @@ impl HttpTarget {
         }
         headers.insert("webhook-timestamp", HeaderValue::from(timestamp));
         if let Some(signing) = &self.config.signing {
-            let sig = standard_webhooks::sign(&signing.key, webhook_id, timestamp, &job.body);
+            let sig = standard_webhooks::sign(
+                signing.key.expose_secret(),
+                webhook_id,
+                timestamp,
+                &job.body,
+            );
             if let Ok(v) = HeaderValue::from_str(&sig) {
                 headers.insert("webhook-signature", v);
             }

@@ -3,7 +3,7 @@
 //!
 //! One section per object, headed by its key path (`targets.NAME.retry`) where it is first
 //! used, children right after their parent; later uses link to it. Keys are in the order of
-//! the walker's key lists ([`super::KEY_LISTS`]), which is the order of a typical file.
+//! [`super::KEY_LISTS`], the schema types' field order, which is the order of a typical file.
 //! Target kinds share their delivery keys, which are listed once. Scalar types (`Duration`,
 //! `Template`, ...) are described once, at the end.
 
@@ -138,10 +138,11 @@ impl Doc {
             .and_then(Value::as_array)
             .map(|keys| keys.iter().filter_map(Value::as_str).collect())
             .unwrap_or_default();
-        let order = KEY_LISTS
+        let order: Vec<&str> = KEY_LISTS
             .iter()
             .find(|(p, _)| *p == keys_of)
-            .map_or(&[][..], |(_, keys)| keys);
+            .map(|(_, keys)| keys.iter().collect())
+            .unwrap_or_default();
         let mut keys: Vec<&String> = properties(schema)
             .keys()
             .filter(|key| !skip.contains(key))

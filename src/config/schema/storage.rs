@@ -76,63 +76,67 @@ enum StorageKinds {
     Nats(NatsStorage),
 }
 
-#[derive(JsonSchema)]
-#[serde(deny_unknown_fields)]
-struct SqliteStorage {
-    /// The SQLite database file, relative to the working directory; its folder is created
-    /// if needed.
-    #[schemars(extend("default" = "./data/relay.db"))]
-    path: Option<FilePath>,
-    /// Dead letters older than this (counted from when they died) are deleted.
-    #[schemars(extend("default" = "14d"))]
-    dead_letter_retention: Option<PositiveDuration>,
-    /// The most the store's files may take, at least 16MiB. New events are answered 504
-    /// `store_full` when storing one would leave less than the store's reserve (about 5 MiB
-    /// plus 384 bytes per queued delivery) below it; the queue drains inside that reserve and
-    /// ingest resumes by itself. No limit by default but the disk (see `min_free`).
-    max_bytes: Option<Size>,
-    /// Free space the relay leaves on the store's file system: new events are answered 504
-    /// `store_full` when storing one would leave less than this plus the store's reserve.
-    #[schemars(extend("default" = "5%"))]
-    min_free: Option<MinFree>,
-    /// With several targets, the most of the storage budget one target's pending deliveries
-    /// may hold; past it, events routed to that target are treated as by `max_queue` (its
-    /// `on_full`), so a dead target cannot take every byte from the healthy ones. `100%`
-    /// turns it off; a single target is never limited by it.
-    #[schemars(extend("default" = "50%"))]
-    target_share: Option<Percent>,
+object! {
+    #[derive(JsonSchema)]
+    #[serde(deny_unknown_fields)]
+    struct SqliteStorage {
+        /// The SQLite database file, relative to the working directory; its folder is created
+        /// if needed.
+        #[schemars(extend("default" = "./data/relay.db"))]
+        path: Option<FilePath>,
+        /// Dead letters older than this (counted from when they died) are deleted.
+        #[schemars(extend("default" = "14d"))]
+        dead_letter_retention: Option<PositiveDuration>,
+        /// The most the store's files may take, at least 16MiB. New events are answered 504
+        /// `store_full` when storing one would leave less than the store's reserve (about 5 MiB
+        /// plus 384 bytes per queued delivery) below it; the queue drains inside that reserve and
+        /// ingest resumes by itself. No limit by default but the disk (see `min_free`).
+        max_bytes: Option<Size>,
+        /// Free space the relay leaves on the store's file system: new events are answered 504
+        /// `store_full` when storing one would leave less than this plus the store's reserve.
+        #[schemars(extend("default" = "5%"))]
+        min_free: Option<MinFree>,
+        /// With several targets, the most of the storage budget one target's pending deliveries
+        /// may hold; past it, events routed to that target are treated as by `max_queue` (its
+        /// `on_full`), so a dead target cannot take every byte from the healthy ones. `100%`
+        /// turns it off; a single target is never limited by it.
+        #[schemars(extend("default" = "50%"))]
+        target_share: Option<Percent>,
+    }
 }
 
-#[derive(JsonSchema)]
-#[serde(deny_unknown_fields)]
-struct NatsStorage {
-    /// The NATS servers to connect to, `nats://HOST:PORT` or `tls://HOST:PORT` (port 4222
-    /// when left out); a few seeds are enough, the client learns the rest of the cluster.
-    /// No user or password in a URL: use `auth`.
-    #[schemars(length(min = 1))]
-    urls: Vec<NatsUrl>,
-    /// Copies the cluster keeps of each stream and KV bucket (JetStream allows up to 5); `1`
-    /// for a single development server.
-    #[schemars(extend("default" = 3))]
-    replicas: Option<Whole<1, 5>>,
-    /// Start of the names of the relay's streams, consumers and KV buckets: relays with the
-    /// same servers and prefix share one queue. Letters, digits, `-` and `_`, at most 32.
-    #[schemars(extend("default" = "textus-relay"))]
-    prefix: Option<NatsPrefix>,
-    /// How long ingest waits for JetStream to confirm an event is stored on a quorum
-    /// (PubAck) before answering TextUs 504 (it retries later). At most 60s. The default
-    /// answers well before webhook senders give up; a stream leader lost to a crash takes
-    /// NATS 4 to 9 s to replace, and those events get 504s either way.
-    #[schemars(extend("default" = "5s"))]
-    publish_timeout: Option<PositiveDuration>,
-    /// How the relay authenticates to NATS; leave out for none.
-    auth: Option<NatsAuth>,
-    /// TLS to the servers. Setting it (even `{}`) requires TLS on every connection, as a
-    /// `tls://` URL does.
-    tls: Option<NatsTls>,
-    /// Dead letters older than this (counted from when they died) are deleted.
-    #[schemars(extend("default" = "14d"))]
-    dead_letter_retention: Option<PositiveDuration>,
+object! {
+    #[derive(JsonSchema)]
+    #[serde(deny_unknown_fields)]
+    struct NatsStorage {
+        /// The NATS servers to connect to, `nats://HOST:PORT` or `tls://HOST:PORT` (port 4222
+        /// when left out); a few seeds are enough, the client learns the rest of the cluster.
+        /// No user or password in a URL: use `auth`.
+        #[schemars(length(min = 1))]
+        urls: Vec<NatsUrl>,
+        /// Copies the cluster keeps of each stream and KV bucket (JetStream allows up to 5); `1`
+        /// for a single development server.
+        #[schemars(extend("default" = 3))]
+        replicas: Option<Whole<1, 5>>,
+        /// Start of the names of the relay's streams, consumers and KV buckets: relays with the
+        /// same servers and prefix share one queue. Letters, digits, `-` and `_`, at most 32.
+        #[schemars(extend("default" = "textus-relay"))]
+        prefix: Option<NatsPrefix>,
+        /// How long ingest waits for JetStream to confirm an event is stored on a quorum
+        /// (PubAck) before answering TextUs 504 (it retries later). At most 60s. The default
+        /// answers well before webhook senders give up; a stream leader lost to a crash takes
+        /// NATS 4 to 9 s to replace, and those events get 504s either way.
+        #[schemars(extend("default" = "5s"))]
+        publish_timeout: Option<PositiveDuration>,
+        /// How the relay authenticates to NATS; leave out for none.
+        auth: Option<NatsAuth>,
+        /// TLS to the servers. Setting it (even `{}`) requires TLS on every connection, as a
+        /// `tls://` URL does.
+        tls: Option<NatsTls>,
+        /// Dead letters older than this (counted from when they died) are deleted.
+        #[schemars(extend("default" = "14d"))]
+        dead_letter_retention: Option<PositiveDuration>,
+    }
 }
 
 /// `schema` with a description of its own (draft-07 ignores the siblings of a `$ref`).
@@ -141,7 +145,12 @@ fn described(schema: &Schema, description: &str) -> serde_json::Value {
 }
 
 /// Exactly one form: a credentials file, a token, or a user and password.
-struct NatsAuth;
+pub(super) struct NatsAuth;
+
+impl NatsAuth {
+    /// The keys of the three forms, as [`JsonSchema::json_schema`] below writes them.
+    pub(super) const KEYS: &'static [&'static str] = &["credentials", "token", "user", "password"];
+}
 
 impl JsonSchema for NatsAuth {
     fn schema_name() -> Cow<'static, str> {
@@ -191,15 +200,17 @@ impl JsonSchema for NatsAuth {
     }
 }
 
-/// TLS to the NATS servers with these files; each is optional, `cert` and `key` go together.
-#[derive(JsonSchema)]
-#[serde(deny_unknown_fields)]
-struct NatsTls {
-    /// PEM certificates to trust for the servers, instead of the system's roots; must be
-    /// readable at start.
-    ca: Option<FilePath>,
-    /// PEM client certificate chain, for servers that verify clients; needs `key`.
-    cert: Option<FilePath>,
-    /// PEM private key of `cert`.
-    key: Option<FilePath>,
+object! {
+    /// TLS to the NATS servers with these files; each is optional, `cert` and `key` go together.
+    #[derive(JsonSchema)]
+    #[serde(deny_unknown_fields)]
+    struct NatsTls {
+        /// PEM certificates to trust for the servers, instead of the system's roots; must be
+        /// readable at start.
+        ca: Option<FilePath>,
+        /// PEM client certificate chain, for servers that verify clients; needs `key`.
+        cert: Option<FilePath>,
+        /// PEM private key of `cert`.
+        key: Option<FilePath>,
+    }
 }

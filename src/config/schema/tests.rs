@@ -1,5 +1,5 @@
-//! The schema against the walker: the same objects with the same keys, the same defaults,
-//! value patterns that accept what the parsers accept.
+//! The schema against the walker: every object in the key table the walker checks against, the
+//! same defaults, value patterns that accept what the parsers accept.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -123,8 +123,8 @@ fn every_object_has_exactly_the_keys_the_walker_accepts() {
     let walker: BTreeMap<String, BTreeSet<String>> = KEY_LISTS
         .iter()
         .map(|(path, keys)| {
-            let set: BTreeSet<String> = keys.iter().map(|k| (*k).to_owned()).collect();
-            assert_eq!(set.len(), keys.len(), "{path:?} lists a key twice");
+            let set: BTreeSet<String> = keys.iter().map(str::to_owned).collect();
+            assert_eq!(set.len(), keys.iter().count(), "{path:?} lists a key twice");
             ((*path).to_owned(), set)
         })
         .collect();
@@ -143,83 +143,6 @@ fn every_object_has_exactly_the_keys_the_walker_accepts() {
             "KEY_LISTS has {path:?}, which is no object of the schema"
         );
     }
-}
-
-/// The walker's key lists by the name a `check_keys` call gives them in its file.
-const LIST_NAMES: &[&str] = &[
-    "validate::TOP_KEYS",
-    "validate::LISTEN_KEYS",
-    "validate::TLS_KEYS",
-    "validate::ADMIN_KEYS",
-    "storage::SQLITE_KEYS",
-    "nats::KEYS",
-    "nats::AUTH_KEYS",
-    "nats::TLS_KEYS",
-    "validate::SOURCE_KEYS",
-    "targets::HTTP_KEYS",
-    "slack::KEYS",
-    "crm::KEYS",
-    "targets::SIGNING_KEYS",
-    "slack::TEMPLATE_KEYS",
-    "crm::AUTH_SCHEMES",
-    "crm::BASIC_KEYS",
-    "crm::OAUTH2_KEYS",
-    "targets::RETRY_KEYS",
-    "policy::BREAKER_KEYS",
-    "policy::ORDERING_KEY_KEYS",
-    "validate::ROUTE_KEYS",
-];
-
-/// A key list added to the walker without the schema would pass the test above; this one
-/// finds every `check_keys` call of the walker and requires its list to be in [`KEY_LISTS`].
-#[test]
-fn every_check_keys_call_uses_a_list_the_schema_is_checked_against() {
-    assert_eq!(LIST_NAMES.len(), KEY_LISTS.len());
-    let mut used = BTreeSet::new();
-    let mut dirs = vec![Path::new(env!("CARGO_MANIFEST_DIR")).join("src/config")];
-    while let Some(dir) = dirs.pop() {
-        for entry in std::fs::read_dir(&dir).expect("source folder") {
-            let path = entry.expect("entry").path();
-            let name = path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .unwrap_or_default();
-            // `reader.rs` defines check_keys (its tests pass lists of their own), and
-            // `schema/` is this test.
-            if path.is_dir() && name != "schema" {
-                dirs.push(path);
-                continue;
-            }
-            if name == "reader.rs" || path.extension().is_none_or(|e| e != "rs") {
-                continue;
-            }
-            let module = name.trim_end_matches(".rs");
-            let source = std::fs::read_to_string(&path).expect("source file");
-            for call in source.split("check_keys(").skip(1) {
-                let argument = call
-                    .split_once(',')
-                    .and_then(|(_, rest)| rest.split_once(')'))
-                    .map_or("", |(argument, _)| argument.trim());
-                let list = if argument.contains("::") {
-                    argument.to_owned()
-                } else {
-                    format!("{module}::{argument}")
-                };
-                assert!(
-                    LIST_NAMES.contains(&list.as_str()),
-                    "{}: check_keys(.., {argument}): name the list, add it to KEY_LISTS \
-                     (schema.rs) and LIST_NAMES (here), and its keys to the schema types",
-                    path.display()
-                );
-                used.insert(list);
-            }
-        }
-    }
-    let listed: BTreeSet<String> = LIST_NAMES.iter().map(|n| (*n).to_owned()).collect();
-    assert_eq!(
-        used, listed,
-        "key lists used by check_keys (left) and listed (right)"
-    );
 }
 
 /// Walks `instance` along `schema`, inserting every absent key that has a `default`. Returns

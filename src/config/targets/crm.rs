@@ -7,38 +7,14 @@
 //! never quoted in messages.
 
 use http::{HeaderValue, Method};
+use secrecy::ExposeSecret;
 
 use super::super::reader::{Ctx, Entry, Mapping, child};
+use super::super::schema::keys;
 use super::super::template::{self, TemplateSource};
 use super::super::tree::Node;
-use super::super::{CrmAuth, CrmTarget};
+use super::super::{CrmAuth, CrmTarget, Secret};
 use super::{INVALID_HEADER_VALUE, headers, http_url};
-
-/// Keys of a `kind: crm` target.
-pub(in crate::config) const KEYS: &[&str] = &[
-    "kind",
-    "method",
-    "url",
-    "headers",
-    "auth",
-    "body",
-    "concurrency",
-    "timeout",
-    "retry",
-    "rate_limit",
-    "breaker",
-    "ordering",
-    "max_queue",
-    "on_full",
-];
-
-/// Keys of `auth:`, one of which is set.
-pub(in crate::config) const AUTH_SCHEMES: &[&str] = &["bearer", "basic", "oauth2"];
-/// Keys of `auth.basic:`.
-pub(in crate::config) const BASIC_KEYS: &[&str] = &["username", "password"];
-/// Keys of `auth.oauth2:`.
-pub(in crate::config) const OAUTH2_KEYS: &[&str] =
-    &["token_url", "client_id", "client_secret", "scope"];
 
 pub(super) fn crm_target(ctx: &mut Ctx<'_>, m: &Mapping<'_>) -> Option<CrmTarget> {
     let method = ctx.field(m, "method", "method", method).or(Method::POST);
@@ -140,11 +116,11 @@ fn header_template(ctx: &mut Ctx<'_>, node: &Node, path: &str) -> Option<Templat
 
 fn auth(ctx: &mut Ctx<'_>, node: &Node, path: String) -> Option<CrmAuth> {
     let m = ctx.mapping(node, path)?;
-    ctx.check_keys(&m, AUTH_SCHEMES);
+    ctx.check_keys(&m, keys::CRM_AUTH);
     let schemes: Vec<&Entry<'_>> = m
         .entries
         .iter()
-        .filter(|e| AUTH_SCHEMES.contains(&e.key))
+        .filter(|e| keys::CRM_AUTH.contains(e.key))
         .collect();
     if m.entries.is_empty() {
         ctx.report(m.at, &m.path, "expected one of: bearer, basic, oauth2");
@@ -178,29 +154,20 @@ fn auth(ctx: &mut Ctx<'_>, node: &Node, path: String) -> Option<CrmAuth> {
 }
 
 /// A credential: required, and not empty once expanded. Never quoted.
-fn secret(ctx: &mut Ctx<'_>, m: &Mapping<'_>, key: &str) -> Option<String> {
+fn secret(ctx: &mut Ctx<'_>, m: &Mapping<'_>, key: &str) -> Option<Secret> {
     let node = ctx.required(m, key)?;
-    read_secret(ctx, node, &child(&m.path, key))
-}
-
-fn read_secret(ctx: &mut Ctx<'_>, node: &Node, path: &str) -> Option<String> {
-    ctx.convert(node, path, |t| {
-        if t.value.is_empty() {
-            Err("secret is empty".to_owned())
-        } else {
-            Ok(t.value.clone())
-        }
-    })
+    ctx.secret(node, &child(&m.path, key))
 }
 
 fn bearer(ctx: &mut Ctx<'_>, node: &Node, path: &str) -> Option<CrmAuth> {
-    let token = read_secret(ctx, node, path)?;
+    let token = ctx.secret(node, path)?;
     let problem = if token
+        .expose_secret()
         .get(..7)
         .is_some_and(|start| start.eq_ignore_ascii_case("bearer "))
     {
         Some("write the token alone: `Bearer ` is added by the relay")
-    } else if HeaderValue::from_str(&format!("Bearer {token}")).is_err() {
+    } else if HeaderValue::from_str(&format!("Bearer {}", token.expose_secret())).is_err() {
         Some(
             "token contains characters not allowed in a header, e.g. a line break (value not shown)",
         )
@@ -216,7 +183,7 @@ fn bearer(ctx: &mut Ctx<'_>, node: &Node, path: &str) -> Option<CrmAuth> {
 
 fn basic(ctx: &mut Ctx<'_>, node: &Node, path: String) -> Option<CrmAuth> {
     let m = ctx.mapping(node, path)?;
-    ctx.check_keys(&m, BASIC_KEYS);
+    ctx.check_keys(&m, keys::BASIC);
     let username = ctx.required(&m, "username").and_then(|node| {
         ctx.convert(node, &child(&m.path, "username"), |t| {
             if t.value.is_empty() {
@@ -238,7 +205,7 @@ fn basic(ctx: &mut Ctx<'_>, node: &Node, path: String) -> Option<CrmAuth> {
 
 fn oauth2(ctx: &mut Ctx<'_>, node: &Node, path: String) -> Option<CrmAuth> {
     let m = ctx.mapping(node, path)?;
-    ctx.check_keys(&m, OAUTH2_KEYS);
+    ctx.check_keys(&m, keys::OAUTH2);
     let token_url = ctx
         .required(&m, "token_url")
         .and_then(|node| ctx.parse(node, &child(&m.path, "token_url"), "URL", http_url));

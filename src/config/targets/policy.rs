@@ -6,6 +6,7 @@
 //! keyed target a slower spelling of `fifo`, and is refused with that advice.
 
 use super::super::reader::{Ctx, Field, Mapping, child, integer};
+use super::super::schema::keys;
 use super::super::template;
 use super::super::tree::{Node, Value};
 use super::super::{BreakerPolicy, DeliveryOrder, OnFull};
@@ -15,11 +16,6 @@ use super::positive;
 pub(in crate::config) const MAX_FAILURES: u64 = 1_000_000;
 /// Largest `max_queue`: far beyond what one SQLite file should hold pending for one target.
 pub(in crate::config) const MAX_QUEUE: u64 = 1_000_000_000;
-
-/// Keys of `breaker:`.
-pub(in crate::config) const BREAKER_KEYS: &[&str] = &["failures", "probe"];
-/// Keys of `ordering: { key: ... }`.
-pub(in crate::config) const ORDERING_KEY_KEYS: &[&str] = &["key"];
 
 /// The four policy keys of one target, each `None` when invalid (already reported).
 pub(super) struct Policy {
@@ -60,7 +56,7 @@ pub(super) fn policy(ctx: &mut Ctx<'_>, m: &Mapping<'_>) -> Policy {
 
 fn breaker(ctx: &mut Ctx<'_>, node: &Node, path: String) -> Option<BreakerPolicy> {
     let m = ctx.mapping(node, path)?;
-    ctx.check_keys(&m, BREAKER_KEYS);
+    ctx.check_keys(&m, keys::BREAKER);
     let defaults = BreakerPolicy::default();
     let failures = ctx
         .field(&m, "failures", "failures", |s| {
@@ -97,7 +93,7 @@ fn ordering(ctx: &mut Ctx<'_>, node: &Node, path: &str) -> Option<DeliveryOrder>
         });
     }
     let m = ctx.mapping(node, path.to_owned())?;
-    ctx.check_keys(&m, ORDERING_KEY_KEYS);
+    ctx.check_keys(&m, keys::ORDERING_KEY);
     let key_node = ctx.required(&m, "key")?;
     let key_path = child(&m.path, "key");
     let key = template::non_empty_template(

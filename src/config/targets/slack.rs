@@ -6,28 +6,11 @@
 //! the order of the entries.
 
 use super::super::reader::{Ctx, Mapping, child};
+use super::super::schema::keys;
 use super::super::template::{self, BodyTemplate};
 use super::super::tree::{Node, Value};
 use super::super::{EventPattern, SlackTarget, SlackTemplate};
 use super::http_url;
-
-/// Keys of a `kind: slack` target.
-pub(in crate::config) const KEYS: &[&str] = &[
-    "kind",
-    "url",
-    "templates",
-    "concurrency",
-    "timeout",
-    "retry",
-    "rate_limit",
-    "breaker",
-    "ordering",
-    "max_queue",
-    "on_full",
-];
-
-/// Keys of one message under `templates:`.
-pub(in crate::config) const TEMPLATE_KEYS: &[&str] = &["text", "blocks"];
 
 pub(super) fn slack_target(ctx: &mut Ctx<'_>, m: &Mapping<'_>) -> Option<SlackTarget> {
     let url = ctx
@@ -80,7 +63,7 @@ fn templates(ctx: &mut Ctx<'_>, node: &Node, path: String) -> Option<Vec<(String
 
 fn slack_template(ctx: &mut Ctx<'_>, node: &Node, path: String) -> Option<SlackTemplate> {
     let m = ctx.mapping(node, path)?;
-    ctx.check_keys(&m, TEMPLATE_KEYS);
+    ctx.check_keys(&m, keys::SLACK_TEMPLATE);
     let text = m.present("text").map(|node| {
         template::non_empty_template(
             ctx,

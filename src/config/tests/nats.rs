@@ -46,7 +46,7 @@ fn a_full_nats_storage_is_read_as_written() {
             replicas: 5,
             prefix: "relay_EU-1".to_owned(),
             publish_timeout: Duration::from_millis(750),
-            auth: NatsAuth::Token("nats-t0ken-S3cret".to_owned()),
+            auth: NatsAuth::Token("nats-t0ken-S3cret".into()),
             tls: Some(NatsTls {
                 ca: Some(PathBuf::from(CERT)),
                 cert: Some(PathBuf::from(CERT)),
@@ -93,7 +93,7 @@ fn each_auth_form_is_read_and_relative_paths_stay_relative() {
         nats.auth,
         NatsAuth::UserPassword {
             user: "relay".to_owned(),
-            password: "nats-p4ss-S3cret".to_owned()
+            password: "nats-p4ss-S3cret".into()
         }
     );
     // Relative to the working directory, like every path in the file (this one is in the

@@ -278,7 +278,7 @@ fn hubspot_like_target_keeps_typed_leaves() {
                 ]),
             ),
         ])),
-        auth: Some(CrmAuth::Bearer("pat-na1-hubS3cret".to_owned())),
+        auth: Some(CrmAuth::Bearer("pat-na1-hubS3cret".into())),
     };
     assert_eq!(crm(FULL, "hubspot"), expected);
 }
@@ -345,7 +345,7 @@ fn salesforce_like_target_has_a_url_template_and_oauth2() {
                 .parse()
                 .expect("url"),
             client_id: "3MVG9client".to_owned(),
-            client_secret: "sfS3cret".to_owned(),
+            client_secret: "sfS3cret".into(),
             scope: Some("api".to_owned()),
         }),
     };
@@ -369,7 +369,7 @@ fn basic_auth_and_lower_case_get() {
         legacy.auth,
         Some(CrmAuth::Basic {
             username: "relay".to_owned(),
-            password: "p4ssS3cret".to_owned(),
+            password: "p4ssS3cret".into(),
         })
     );
     assert_eq!(legacy.body, None);

@@ -15,9 +15,10 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use http::HeaderValue;
 use http::header::{ACCEPT, CONTENT_TYPE};
+use secrecy::ExposeSecret;
 use tokio::time::Instant;
 
-use crate::config::CrmAuth;
+use crate::config::{CrmAuth, Secret};
 
 /// Lifetime assumed when the token response has no `expires_in`. Salesforce's
 /// client-credentials answer has none (its session timeout, 2 h by default, applies), and an
@@ -89,14 +90,14 @@ impl Authorizer {
             None => Kind::None,
             Some(CrmAuth::Bearer(token)) => Kind::Static {
                 scheme: "bearer",
-                value: sensitive(&format!("Bearer {token}"), "bearer"),
+                value: sensitive(&format!("Bearer {}", token.expose_secret()), "bearer"),
             },
             Some(CrmAuth::Basic { username, password }) => Kind::Static {
                 scheme: "basic",
                 value: sensitive(
                     &format!(
                         "Basic {}",
-                        STANDARD.encode(format!("{username}:{password}"))
+                        STANDARD.encode(format!("{username}:{}", password.expose_secret()))
                     ),
                     "basic",
                 ),
@@ -188,7 +189,7 @@ struct OAuth2 {
     /// The encoded form body. Holds the secret: never logged.
     form: String,
     /// Kept only to scrub it from echoed error bodies.
-    client_secret: String,
+    client_secret: Secret,
     client: reqwest::Client,
     /// Never held across an `.await`, so a std mutex is enough and `invalidate` can stay sync.
     state: Mutex<State>,
@@ -214,14 +215,14 @@ impl OAuth2 {
     fn new(
         token_url: url::Url,
         client_id: String,
-        client_secret: String,
+        client_secret: Secret,
         scope: Option<String>,
         client: reqwest::Client,
     ) -> OAuth2 {
         let mut form = url::form_urlencoded::Serializer::new(String::new());
         form.append_pair("grant_type", "client_credentials")
             .append_pair("client_id", &client_id)
-            .append_pair("client_secret", &client_secret);
+            .append_pair("client_secret", client_secret.expose_secret());
         if let Some(scope) = &scope {
             form.append_pair("scope", scope);
         }
@@ -347,11 +348,11 @@ impl OAuth2 {
             (Some(code), None) => code,
             _ => text.split_whitespace().collect::<Vec<_>>().join(" "),
         };
-        if !self.client_secret.is_empty() {
-            let encoded: String =
-                url::form_urlencoded::byte_serialize(self.client_secret.as_bytes()).collect();
+        let secret = self.client_secret.expose_secret();
+        if !secret.is_empty() {
+            let encoded: String = url::form_urlencoded::byte_serialize(secret.as_bytes()).collect();
             detail = detail
-                .replace(&self.client_secret, "[redacted]")
+                .replace(secret, "[redacted]")
                 .replace(&encoded, "[redacted]");
         }
         if detail.is_empty() {
