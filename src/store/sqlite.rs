@@ -275,13 +275,15 @@ impl Queue for SqliteStore {
         limit: usize,
         lease: Duration,
     ) -> Result<Claimed, StoreError> {
-        self.call(|reply| Op::Claim {
-            target: target.clone(),
-            limit,
-            lease,
-            reply,
-        })
-        .await
+        let leased = self
+            .call(|reply| Op::Claim {
+                target: target.clone(),
+                limit,
+                lease,
+                reply,
+            })
+            .await?;
+        Ok(leased.decode()?)
     }
 
     async fn ack(&self, id: DeliveryId) -> Result<(), StoreError> {

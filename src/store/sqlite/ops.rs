@@ -9,14 +9,13 @@ use tokio::sync::oneshot;
 use super::budget::{Budget, TIGHT_ROWS};
 use super::handing::Handing;
 use super::policy::{self, Pending};
-use super::queue::{Settle, ack, claim, earliest, ingest, settle};
+use super::queue::{Leased, Settle, ack, claim, earliest, ingest, settle};
 use super::schema::{DEAD, IN_FLIGHT, QUEUED};
 use super::{body, dead};
 use crate::config::TargetId;
 use crate::store::{
-    AttemptRecord, Claimed, ControlChange, DeadLetter, DeadLetterDetail, DeadLetterFilter,
-    DeadLetterQuery, DeliveryId, Ingested, NewEvent, StoreError, TargetControl, TargetCounts,
-    unix_ms,
+    AttemptRecord, ControlChange, DeadLetter, DeadLetterDetail, DeadLetterFilter, DeadLetterQuery,
+    DeliveryId, Ingested, NewEvent, StoreError, TargetControl, TargetCounts, unix_ms,
 };
 
 /// A request to the writer, with the channel it is answered on. Each operation's reply has
@@ -32,7 +31,7 @@ pub enum Op {
         target: TargetId,
         limit: usize,
         lease: Duration,
-        reply: Reply<Claimed>,
+        reply: Reply<Leased>,
     },
     /// `may_wait`: nothing waits on it, so the writer may hold it for company (see
     /// [`Op::may_wait`]).
@@ -114,6 +113,21 @@ impl Op {
     /// own.
     pub fn may_wait(&self) -> bool {
         matches!(self, Op::Ack { may_wait: true, .. })
+    }
+
+    /// True for the dispatchers' bookkeeping, which nobody outside the relay waits for: a
+    /// claim's lease, an attempt's result (ack, retry, dead letter), a release and a credit.
+    /// The writer commits it after the ingests and operators' calls of the same round.
+    pub fn is_bookkeeping(&self) -> bool {
+        matches!(
+            self,
+            Op::Claim { .. }
+                | Op::Ack { .. }
+                | Op::Retry { .. }
+                | Op::Bury { .. }
+                | Op::Release { .. }
+                | Op::Credit { .. }
+        )
     }
 
     /// About how many rows the operation changes at most, for the writer's tight batches

@@ -9,6 +9,7 @@
 
 use std::time::{Duration, SystemTime};
 
+use bytes::Bytes;
 use rusqlite::{OptionalExtension, Transaction, named_params, params};
 
 use super::budget::{Budget, TIGHT_REASON_BYTES};
@@ -113,7 +114,7 @@ pub(super) fn claim(
     lease: Duration,
     now: SystemTime,
     lessee: i64,
-) -> rusqlite::Result<Claimed> {
+) -> rusqlite::Result<Leased> {
     let now_ms = unix_ms(now);
     // Heads only (see the module docs); high priority first, then by due time.
     let mut select = tx.prepare_cached(
@@ -124,7 +125,7 @@ pub(super) fn claim(
            AND d.next_attempt_at <= ?3
          ORDER BY d.next_attempt_at, d.id LIMIT ?4",
     )?;
-    let mut jobs = Vec::new();
+    let (mut jobs, mut encodings) = (Vec::new(), Vec::new());
     for priority in [Priority::High, Priority::Normal] {
         let room = i64::try_from(limit.saturating_sub(jobs.len())).unwrap_or(i64::MAX);
         if room == 0 {
@@ -138,20 +139,24 @@ pub(super) fn claim(
                 room
             ],
             |r| {
-                Ok(Job {
+                let job = Job {
                     id: DeliveryId(r.get(0)?),
                     attempts: r.get(1)?,
                     created_at: from_unix_ms(r.get(2)?),
                     event_key: r.get(3)?,
                     event_type: r.get(4)?,
-                    body: body::column(r, 5, 8)?,
+                    // As kept: the claimer decodes it (see [`Leased`]).
+                    body: Bytes::from(r.get::<_, Vec<u8>>(5)?),
                     signature: r.get(6)?,
                     received_at: from_unix_ms(r.get(7)?),
-                })
+                };
+                Ok((job, r.get::<_, i64>(8)?))
             },
         )?;
-        for job in rows {
-            jobs.push(job?);
+        for row in rows {
+            let (job, encoding) = row?;
+            jobs.push(job);
+            encodings.push(encoding);
         }
     }
     let mut lease_stmt = tx.prepare_cached(
@@ -174,10 +179,37 @@ pub(super) fn claim(
         )?;
         next_due = earliest(next_due, due);
     }
-    Ok(Claimed {
-        jobs,
-        next_due: next_due.map(from_unix_ms),
+    Ok(Leased {
+        claimed: Claimed {
+            jobs,
+            next_due: next_due.map(from_unix_ms),
+        },
+        encodings,
     })
+}
+
+/// A claim as the writer answers it: the bodies still as kept, with their encodings, for the
+/// claimer to decode on its own thread ([`Leased::decode`]) rather than the writer's.
+#[derive(Debug)]
+pub struct Leased {
+    claimed: Claimed,
+    encodings: Vec<i64>,
+}
+
+impl Leased {
+    /// The claim with every body as it came. A body that does not decode fails the claim, as
+    /// reading it in the writer did.
+    pub fn decode(self) -> rusqlite::Result<Claimed> {
+        let Leased {
+            mut claimed,
+            encodings,
+        } = self;
+        for (job, encoding) in claimed.jobs.iter_mut().zip(encodings) {
+            job.body = body::decode(encoding, std::mem::take(&mut job.body))
+                .map_err(|e| body::unreadable(5, e))?;
+        }
+        Ok(claimed)
+    }
 }
 
 pub(super) fn ack(
