@@ -44,6 +44,8 @@ pub enum HttpTargetError {
 }
 
 /// How a target's requests are sent.
+// One per target, built once and never moved afterwards: the size difference costs nothing.
+#[allow(clippy::large_enum_variant)]
 enum Sender {
     Direct(Direct),
     /// An environment proxy applies to the URL: reqwest honours it.

@@ -61,10 +61,13 @@ pub fn proxied(url: &url::Url) -> bool {
 impl Direct {
     pub fn try_new(url: &url::Url, timeout: Duration) -> Result<Direct, DirectError> {
         crate::install_crypto();
-        let uri = url.as_str().parse::<Uri>().map_err(|source| DirectError::Uri {
-            url: url.to_string(),
-            source,
-        })?;
+        let uri = url
+            .as_str()
+            .parse::<Uri>()
+            .map_err(|source| DirectError::Uri {
+                url: url.to_string(),
+                source,
+            })?;
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         // reqwest's defaults, which these targets had until now.
