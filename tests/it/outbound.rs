@@ -83,3 +83,79 @@ async fn http_targets_honour_proxy_variables_and_send_reqwests_headers() {
         "only the proxied target used the proxy"
     );
 }
+
+/// The direct path checks certificates against the system's roots, as reqwest did: a second
+/// relay serving HTTPS with a private CA's certificate is reached once `SSL_CERT_FILE` names
+/// that CA, and refused (connection failed, nothing delivered) without it.
+#[tokio::test]
+async fn https_targets_trust_the_systems_roots_and_only_them() {
+    let sink = Sink::start(vec![], Reply::Status(200)).await.expect("sink");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let inner_rest = format!(
+        "source: {{ secrets: [\"{SECRET}\"] }}\ntargets:\n{}routes:\n  - events: [\"*\"]\n    to: [t]\n",
+        http_target("t", &sink.url("/t"), "")
+    );
+    let (inner, chain) = crate::tls::relay_with_tls(dir.path(), &inner_rest).await;
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, &chain.ca_pem).expect("write CA");
+    // The outer relay forwards TextUs's signature, so the inner one accepts the event.
+    let url = format!("https://localhost:{}/webhooks/textus", inner.listen.port());
+    let outer_rest = format!(
+        "source: {{ secrets: [\"{SECRET}\"] }}\ntargets:\n{}routes:\n  - events: [\"*\"]\n    to: [inner]\n",
+        http_target("inner", &url, "    forward_textus_signature: true\n")
+    );
+    let no_proxy: [(&str, Option<&str>); 5] = [
+        ("HTTPS_PROXY", None),
+        ("https_proxy", None),
+        ("ALL_PROXY", None),
+        ("all_proxy", None),
+        ("SSL_CERT_DIR", None),
+    ];
+
+    let mut env = no_proxy.to_vec();
+    let ca_path = ca.display().to_string();
+    env.push(("SSL_CERT_FILE", Some(ca_path.as_str())));
+    let trusting = TestRelay::start_with_env(&outer_rest, &env).await;
+    let body = fixture("message.received");
+    assert_eq!(trusting.post_signed(&body).await.0, 200);
+    let got = sink
+        .wait_for(1, PATIENCE)
+        .await
+        .expect("delivered over HTTPS");
+    assert_eq!(got[0].body[..], body[..]);
+
+    // With another CA as its only root the relay refuses the certificate.
+    let mut env = no_proxy.to_vec();
+    let stranger = dir.path().join("other-ca.pem");
+    std::fs::write(&stranger, other_ca()).expect("write other CA");
+    let stranger_path = stranger.display().to_string();
+    env.push(("SSL_CERT_FILE", Some(stranger_path.as_str())));
+    let refusing = TestRelay::start_with_env(&outer_rest, &env).await;
+    let other = fixture_with_id("message.received", "/integrations/o/deliveries/2");
+    assert_eq!(refusing.post_signed(&other).await.0, 200);
+    let reason = eventually("a failed attempt", async || {
+        let t = target(&refusing, "inner").await;
+        match t["last_error"]["message"].as_str() {
+            Some(m) if !m.is_empty() => Ok(m.to_string()),
+            _ => Err(format!("no error yet: {t}")),
+        }
+    })
+    .await;
+    assert!(
+        reason.contains("connection failed") && reason.contains("certificate"),
+        "{reason}"
+    );
+    assert_eq!(
+        sink.received().len(),
+        1,
+        "nothing went past a refused certificate"
+    );
+}
+
+/// A self-signed CA certificate that signed nothing the tests serve.
+fn other_ca() -> String {
+    let key = rcgen::KeyPair::generate().expect("CA key");
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.self_signed(&key).expect("CA certificate").pem()
+}
