@@ -69,7 +69,7 @@ impl HttpTarget {
         let sender = if direct::proxied(&config.url) {
             Sender::Proxied(client(timeout)?)
         } else {
-            Direct::base_headers(&mut base);
+            Direct::base_headers(&config.url, &mut base);
             Sender::Direct(Direct::try_new(&config.url, timeout)?)
         };
         for (name, value) in &config.headers {

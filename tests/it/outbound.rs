@@ -19,7 +19,11 @@ async fn http_targets_honour_proxy_variables_and_send_reqwests_headers() {
     let proxy = Sink::start(vec![], Reply::Status(200)).await.expect("sink");
     let target = Sink::start(vec![], Reply::Status(200)).await.expect("sink");
     // `.invalid` never resolves: only the proxy can deliver to it.
-    let yaml = two_targets(&target.url("/direct"), "http://through-proxy.invalid/hook");
+    // User info in the URL is sent as Basic credentials, percent-decoded.
+    let with_user = target
+        .url("/direct")
+        .replace("http://", "http://relay:s%40cret@");
+    let yaml = two_targets(&with_user, "http://through-proxy.invalid/hook");
     let proxy_url = proxy.url("");
     let relay = TestRelay::start_with_env(
         &yaml,
@@ -70,6 +74,8 @@ async fn http_targets_honour_proxy_variables_and_send_reqwests_headers() {
     assert_eq!(header("accept"), "*/*");
     assert_eq!(header("content-type"), "application/json");
     assert_eq!(header("x-api-key"), "k-123");
+    // base64 of `relay:s@cret`.
+    assert_eq!(header("authorization"), "Basic cmVsYXk6c0BjcmV0");
     assert_eq!(header("content-length"), body.len().to_string());
     assert_eq!(header("host"), target.url("").trim_start_matches("http://"));
     assert!(!header("webhook-id").is_empty());

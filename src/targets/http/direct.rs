@@ -15,7 +15,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{ACCEPT, HeaderMap, HeaderValue, RETRY_AFTER, USER_AGENT};
+use http::header::{ACCEPT, AUTHORIZATION, HeaderMap, HeaderValue, RETRY_AFTER, USER_AGENT};
 use http::{Method, Request, Uri};
 use http_body_util::{BodyExt, Full};
 use hyper_rustls::HttpsConnector;
@@ -61,13 +61,7 @@ pub fn proxied(url: &url::Url) -> bool {
 impl Direct {
     pub fn try_new(url: &url::Url, timeout: Duration) -> Result<Direct, DirectError> {
         crate::install_crypto();
-        let uri = url
-            .as_str()
-            .parse::<Uri>()
-            .map_err(|source| DirectError::Uri {
-                url: url.to_string(),
-                source,
-            })?;
+        let uri = request_uri(url)?;
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         // reqwest's defaults, which these targets had until now.
@@ -95,10 +89,14 @@ impl Direct {
         })
     }
 
-    /// The headers every request of this path carries besides the target's own.
-    pub fn base_headers(headers: &mut HeaderMap) {
+    /// The headers every request of this path carries besides the target's own: what reqwest
+    /// added by itself, and Basic credentials from the URL's user info, as reqwest sent them.
+    pub fn base_headers(url: &url::Url, headers: &mut HeaderMap) {
         headers.insert(USER_AGENT, HeaderValue::from_static(USER_AGENT_VALUE));
         headers.insert(ACCEPT, HeaderValue::from_static("*/*"));
+        if let Some(basic) = basic_auth(url) {
+            headers.insert(AUTHORIZATION, basic);
+        }
     }
 
     /// One POST of `body`: the answer classified, or the transport failure spelled out.
@@ -151,6 +149,42 @@ impl Direct {
             self.url
         ))
     }
+}
+
+/// The URL as a request URI, without its user info (sent as a header instead).
+fn request_uri(url: &url::Url) -> Result<Uri, DirectError> {
+    let mut bare = url.clone();
+    // Only fails for URLs that cannot have user info, which then have none to remove.
+    let _ = bare.set_username("");
+    let _ = bare.set_password(None);
+    bare.as_str()
+        .parse::<Uri>()
+        .map_err(|source| DirectError::Uri {
+            url: bare.to_string(),
+            source,
+        })
+}
+
+/// `user:password@` in the URL as `Authorization: Basic`, percent-decoded (reqwest's rule).
+fn basic_auth(url: &url::Url) -> Option<HeaderValue> {
+    use base64::Engine;
+    if url.username().is_empty() && url.password().is_none() {
+        return None;
+    }
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    let credentials = format!(
+        "{}:{}",
+        decode(url.username()),
+        url.password().map(decode).unwrap_or_default()
+    );
+    let encoded = base64::engine::general_purpose::STANDARD.encode(credentials);
+    let mut value = HeaderValue::from_str(&format!("Basic {encoded}")).ok()?;
+    value.set_sensitive(true);
+    Some(value)
 }
 
 /// The connect timeout surfaces as an I/O error of kind `TimedOut` among the causes;
