@@ -45,7 +45,7 @@ pub enum DirectError {
 pub struct Direct {
     client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     uri: Uri,
-    /// The URL as configured, for error messages (reqwest's wording quotes it too).
+    /// The URL without its user info, for error messages (reqwest's wording quotes it too).
     url: String,
     timeout: Duration,
 }
@@ -53,6 +53,8 @@ pub struct Direct {
 /// Whether an environment proxy (`HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY`, less `NO_PROXY`)
 /// applies to `url`, read the way reqwest reads them, so such a target keeps reqwest.
 pub fn proxied(url: &url::Url) -> bool {
+    // A URL that `http::Uri` cannot hold stays on reqwest too, which reports it on every
+    // attempt as it always did.
     url.as_str()
         .parse::<Uri>()
         .map_or(true, |uri| Matcher::from_system().intercept(&uri).is_some())
@@ -61,7 +63,14 @@ pub fn proxied(url: &url::Url) -> bool {
 impl Direct {
     pub fn try_new(url: &url::Url, timeout: Duration) -> Result<Direct, DirectError> {
         crate::install_crypto();
-        let uri = request_uri(url)?;
+        let bare = without_user_info(url);
+        let uri = bare
+            .as_str()
+            .parse::<Uri>()
+            .map_err(|source| DirectError::Uri {
+                url: bare.to_string(),
+                source,
+            })?;
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         // reqwest's defaults, which these targets had until now.
@@ -84,7 +93,7 @@ impl Direct {
         Ok(Direct {
             client,
             uri,
-            url: url.to_string(),
+            url: bare.to_string(),
             timeout,
         })
     }
@@ -151,18 +160,13 @@ impl Direct {
     }
 }
 
-/// The URL as a request URI, without its user info (sent as a header instead).
-fn request_uri(url: &url::Url) -> Result<Uri, DirectError> {
+/// The URL without `user:password@`, which goes in a header instead (and never in a message).
+fn without_user_info(url: &url::Url) -> url::Url {
     let mut bare = url.clone();
     // Only fails for URLs that cannot have user info, which then have none to remove.
     let _ = bare.set_username("");
     let _ = bare.set_password(None);
-    bare.as_str()
-        .parse::<Uri>()
-        .map_err(|source| DirectError::Uri {
-            url: bare.to_string(),
-            source,
-        })
+    bare
 }
 
 /// `user:password@` in the URL as `Authorization: Basic`, percent-decoded (reqwest's rule).
@@ -236,4 +240,31 @@ fn tls_config() -> Result<rustls::ClientConfig, DirectError> {
         .with_custom_certificate_verifier(std::sync::Arc::new(verifier))
         .with_no_client_auth();
     Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_info_becomes_a_header_and_never_part_of_a_message() {
+        let url = url::Url::parse("https://relay:s%40cret@example.com:8443/hook?x=1").unwrap();
+        let direct = Direct::try_new(&url, Duration::from_secs(5)).unwrap();
+        assert_eq!(direct.uri, "https://example.com:8443/hook?x=1");
+        assert_eq!(direct.url, "https://example.com:8443/hook?x=1");
+        let mut headers = HeaderMap::new();
+        Direct::base_headers(&url, &mut headers);
+        let auth = headers.get(AUTHORIZATION).unwrap();
+        assert_eq!(auth, "Basic cmVsYXk6c0BjcmV0"); // relay:s@cret
+        assert!(auth.is_sensitive());
+        let mut plain = HeaderMap::new();
+        Direct::base_headers(&url::Url::parse("http://example.com/").unwrap(), &mut plain);
+        assert!(plain.get(AUTHORIZATION).is_none());
+        assert!(
+            plain[USER_AGENT]
+                .to_str()
+                .unwrap()
+                .starts_with("textus-relay/")
+        );
+    }
 }
