@@ -16,7 +16,7 @@ use crate::routing::{CompiledRoute, OrderRule, QueueRules, Router};
 use crate::store::Quota;
 use crate::targets::Target;
 use crate::targets::crm::{CompiledRequest, CrmTarget};
-use crate::targets::http::HttpTarget;
+use crate::targets::http::{HttpTarget, HttpTargetError};
 use crate::targets::slack::{CompiledMessage, SlackTarget};
 use crate::templates::{TemplateError, Templates};
 
@@ -55,7 +55,7 @@ pub enum BuildError {
     Client {
         target: String,
         #[source]
-        source: reqwest::Error,
+        source: HttpTargetError,
     },
 }
 
@@ -192,7 +192,7 @@ pub fn targets(config: &Config, compiled: &mut Compiled) -> Result<Vec<Built>, B
     let mut built = Vec::new();
     for t in &config.targets {
         let name = t.name.as_str();
-        let client_err = |source| BuildError::Client {
+        let client_err = |source: HttpTargetError| BuildError::Client {
             target: name.to_string(),
             source,
         };
@@ -213,7 +213,7 @@ pub fn targets(config: &Config, compiled: &mut Compiled) -> Result<Vec<Built>, B
                         messages,
                         health.clone(),
                     )
-                    .map_err(client_err)?,
+                    .map_err(|e| client_err(e.into()))?,
                 );
                 (slack.clone(), BuiltKind::Slack(slack))
             }
@@ -230,7 +230,7 @@ pub fn targets(config: &Config, compiled: &mut Compiled) -> Result<Vec<Built>, B
                         c.auth.clone(),
                         t.timeout,
                     )
-                    .map_err(client_err)?,
+                    .map_err(|e| client_err(e.into()))?,
                 );
                 (crm.clone(), BuiltKind::Crm(crm))
             }

@@ -3,6 +3,11 @@
 //! Every attempt carries `webhook-id` (stable per event and target) and `webhook-timestamp`;
 //! with `signing` also `webhook-signature`, so receivers can verify with any Standard Webhooks
 //! library. Redirects are never followed: a 3xx is a failed attempt.
+//!
+//! Requests go through [`direct`] (hyper-util's pool without reqwest's layers), except for a
+//! target an environment proxy applies to, which keeps reqwest and its proxy support.
+
+pub mod direct;
 
 use std::time::{Duration, SystemTime};
 
@@ -13,6 +18,10 @@ use secrecy::ExposeSecret;
 use super::{Outcome, REASON_BYTES, Target, classify, standard_webhooks};
 use crate::config::HttpTarget as HttpConfig;
 use crate::store::{Job, unix_ms};
+use direct::{Direct, DirectError};
+
+/// What every outbound request of the relay says it is.
+pub const USER_AGENT_VALUE: &str = concat!("textus-relay/", env!("CARGO_PKG_VERSION"));
 
 /// Builds a client for one target: its own pool, so a slow target cannot hold another's
 /// connections, and no redirects.
@@ -22,32 +31,61 @@ pub fn client(timeout: Duration) -> Result<reqwest::Client, reqwest::Error> {
         .timeout(timeout)
         .connect_timeout(timeout.min(Duration::from_secs(10)))
         .redirect(reqwest::redirect::Policy::none())
-        .user_agent(concat!("textus-relay/", env!("CARGO_PKG_VERSION")))
+        .user_agent(USER_AGENT_VALUE)
         .build()
+}
+
+/// Why an http target could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpTargetError {
+    #[error(transparent)]
+    Reqwest(#[from] reqwest::Error),
+    #[error(transparent)]
+    Direct(#[from] DirectError),
+}
+
+/// How a target's requests are sent.
+// One per target, built once and never moved afterwards: the size difference costs nothing.
+#[allow(clippy::large_enum_variant)]
+enum Sender {
+    Direct(Direct),
+    /// An environment proxy applies to the URL: reqwest honours it.
+    Proxied(reqwest::Client),
 }
 
 /// A plain HTTP endpoint.
 pub struct HttpTarget {
     config: HttpConfig,
-    client: reqwest::Client,
+    sender: Sender,
+    /// Built once: `content-type`, the configured headers and, on the direct path, what
+    /// reqwest added by itself (`user-agent`, `accept`). Each attempt clones it.
+    base: HeaderMap,
     timeout: Duration,
 }
 
 impl HttpTarget {
-    pub fn try_new(config: HttpConfig, timeout: Duration) -> Result<HttpTarget, reqwest::Error> {
+    pub fn try_new(config: HttpConfig, timeout: Duration) -> Result<HttpTarget, HttpTargetError> {
+        let mut base = HeaderMap::new();
+        base.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        let sender = if direct::proxied(&config.url) {
+            Sender::Proxied(client(timeout)?)
+        } else {
+            Direct::base_headers(&config.url, &mut base);
+            Sender::Direct(Direct::try_new(&config.url, timeout)?)
+        };
+        for (name, value) in &config.headers {
+            base.insert(name.clone(), value.clone());
+        }
         Ok(HttpTarget {
-            client: client(timeout)?,
             config,
+            sender,
+            base,
             timeout,
         })
     }
 
     fn headers(&self, job: &Job, webhook_id: &str) -> HeaderMap {
-        let mut headers = HeaderMap::new();
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        for (name, value) in &self.config.headers {
-            headers.insert(name.clone(), value.clone());
-        }
+        let mut headers = self.base.clone();
         let timestamp = unix_ms(SystemTime::now()) / 1000;
         // Both values are ASCII built here (hex, digits, base64), so they are valid headers.
         if let Ok(v) = HeaderValue::from_str(webhook_id) {
@@ -77,14 +115,19 @@ impl HttpTarget {
 #[async_trait]
 impl Target for HttpTarget {
     async fn deliver(&self, job: &Job, webhook_id: &str) -> Outcome {
-        let request = self
-            .client
-            .post(self.config.url.clone())
-            .headers(self.headers(job, webhook_id))
-            .body(job.body.clone());
-        match request.send().await {
-            Ok(response) => read_outcome(response).await,
-            Err(e) => transport_failure(&e, self.timeout),
+        let headers = self.headers(job, webhook_id);
+        match &self.sender {
+            Sender::Direct(direct) => direct.deliver(headers, job.body.clone()).await,
+            Sender::Proxied(client) => {
+                let request = client
+                    .post(self.config.url.clone())
+                    .headers(headers)
+                    .body(job.body.clone());
+                match request.send().await {
+                    Ok(response) => read_outcome(response).await,
+                    Err(e) => transport_failure(&e, self.timeout),
+                }
+            }
         }
     }
 }
@@ -111,6 +154,10 @@ pub fn transport_failure(e: &reqwest::Error, timeout: Duration) -> Outcome {
     } else {
         format!("request failed: {}", chain(e))
     };
+    retry(reason)
+}
+
+fn retry(reason: String) -> Outcome {
     Outcome::Retry {
         status: None,
         reason,

@@ -19,6 +19,7 @@ mod migrate;
 mod nats;
 mod nats_server;
 mod operations;
+mod outbound;
 mod policy;
 mod raw;
 mod reload;

@@ -144,6 +144,8 @@ pub struct TestRelay {
     json_logs: bool,
     /// Runs the relay under `strace -f`, writing the syscalls it was asked for to this file.
     trace: Option<Trace>,
+    /// Environment variables set for every process started on this config (`None`: removed).
+    env: Vec<(String, Option<String>)>,
     client: reqwest::Client,
     _owned: Option<tempfile::TempDir>,
 }
@@ -271,6 +273,22 @@ impl TestRelay {
     async fn launch_storage(
         dir: &Path,
         storage: &str,
+        extras: (&str, &str),
+        rest: &str,
+        rust_log: &str,
+        json_logs: bool,
+        trace: Option<Trace>,
+    ) -> TestRelay {
+        let mut relay = TestRelay::prepare(dir, storage, extras, rest, rust_log, json_logs, trace);
+        relay.child = Some(relay.spawn(false));
+        relay.wait_ready().await;
+        relay
+    }
+
+    /// Writes the config and sets the relay up without starting a process.
+    fn prepare(
+        dir: &Path,
+        storage: &str,
         (listen_extra, admin_extra): (&str, &str),
         rest: &str,
         rust_log: &str,
@@ -285,7 +303,7 @@ impl TestRelay {
             "listen: {{ address: \"{listen}\"{listen_extra} }}\nadmin: {{ address: \"{admin}\"{admin_extra} }}\n{storage}\n{rest}"
         );
         std::fs::write(&config, yaml).expect("write config");
-        let mut relay = TestRelay {
+        TestRelay {
             child: None,
             listen,
             admin,
@@ -294,12 +312,27 @@ impl TestRelay {
             rust_log: rust_log.to_string(),
             json_logs,
             trace,
+            env: Vec::new(),
             client: reqwest::Client::builder()
                 .timeout(PATIENCE)
                 .build()
                 .expect("client"),
             _owned: None,
-        };
+        }
+    }
+
+    /// Starts a relay (store in a temporary folder) with these environment variables set
+    /// (`Some`) or removed (`None`), e.g. `HTTP_PROXY`; restarts keep them.
+    pub async fn start_with_env(rest: &str, env: &[(&str, Option<&str>)]) -> TestRelay {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let storage = storage_yaml(&dir.path().join("relay.db"), "");
+        let mut relay =
+            TestRelay::prepare(dir.path(), &storage, ("", ""), rest, "info", false, None);
+        relay.env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.map(str::to_string)))
+            .collect();
+        relay._owned = Some(dir);
         relay.child = Some(relay.spawn(false));
         relay.wait_ready().await;
         relay
@@ -353,6 +386,12 @@ impl TestRelay {
         command.args(["run", "--config"]).arg(&self.config);
         if upgrade {
             command.arg("--upgrade");
+        }
+        for (name, value) in &self.env {
+            match value {
+                Some(v) => command.env(name, v),
+                None => command.env_remove(name),
+            };
         }
         let child = command
             .env("RUST_LOG", &self.rust_log)
