@@ -115,21 +115,6 @@ impl Op {
         matches!(self, Op::Ack { may_wait: true, .. })
     }
 
-    /// True for the dispatchers' bookkeeping, which nobody outside the relay waits for: a
-    /// claim's lease, an attempt's result (ack, retry, dead letter), a release and a credit.
-    /// The writer commits it after the ingests and operators' calls of the same round.
-    pub fn is_bookkeeping(&self) -> bool {
-        matches!(
-            self,
-            Op::Claim { .. }
-                | Op::Ack { .. }
-                | Op::Retry { .. }
-                | Op::Bury { .. }
-                | Op::Release { .. }
-                | Op::Credit { .. }
-        )
-    }
-
     /// About how many rows the operation changes at most, for the writer's tight batches
     /// while ingest is stopped for space (budget.rs).
     pub fn rows(&self) -> usize {

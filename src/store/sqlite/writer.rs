@@ -5,10 +5,7 @@
 //! acknowledges many events (group commit). Each operation's answer is staged while it is
 //! applied and sent only after `COMMIT` returned. Acks that nothing waits on are held up to
 //! [`super::GATHER`] for an operation in a hurry, so that they share its transaction instead of paying
-//! for their own. A round whose dispatchers' bookkeeping is heavy (a claim, or a pile of
-//! results), as while a backlog drains, is split: its ingests and operators' calls commit
-//! first, in a transaction of their own, then the bookkeeping in slices of at most
-//! [`BOOKKEEPING_ROWS`] rows, so a TextUs request does not wait for a whole round of claims.
+//! for their own.
 //!
 //! The writer also sweeps, between batches: expired de-duplication keys, and dead letters older
 //! than the retention (in bounded slices, see [`dead`]).
@@ -19,7 +16,6 @@
 //! the table at open and at every sweep, so they cannot drift for long. The counts are per
 //! process, so after a zero-downtime restart the new one recounts soon ([`UPGRADE_RECOUNT`]).
 
-use std::collections::VecDeque;
 use std::time::{Duration, SystemTime};
 
 use rusqlite::Connection;
@@ -36,10 +32,6 @@ use crate::store::StoreError;
 
 /// The most operations one transaction takes, so one batch cannot hold replies back for long.
 const MAX_BATCH: usize = 2_048;
-/// The most rows of dispatchers' bookkeeping one transaction takes; the rest waits for the next
-/// round, after the ingests that arrived meanwhile. An ingest then waits for at most one such
-/// short transaction, however deep the backlog being drained.
-const BOOKKEEPING_ROWS: usize = 48;
 /// How many expired de-duplication keys one sweep deletes.
 const DEDUPE_SLICE: usize = 10_000;
 /// How often expired de-duplication keys are deleted (and pending counts checked).
@@ -80,44 +72,26 @@ impl Writer {
         // `None` sweeps dead letters after the first batch: a relay restarted after a long
         // stop catches up at once.
         let mut last_dead_sweep: Option<std::time::Instant> = None;
-        let mut deferred: VecDeque<Op> = VecDeque::new();
-        while let Some(first) = deferred.pop_front().or_else(|| self.rx.blocking_recv()) {
+        while let Some(first) = self.rx.blocking_recv() {
             if self.budget.due() {
                 self.measure();
             }
-            let hurry = !first.may_wait() || !deferred.is_empty();
+            let hurry = !first.may_wait();
             let mut batch = vec![first];
-            batch.extend(deferred.drain(..));
             // Tight batches commit at once: they are small by design, and the drain is what
             // ingest now waits for.
             if !(self.take_waiting(&mut batch) || hurry || self.budget.tight()) {
                 self.gather(&mut batch);
             }
-            let (waited_for, mut bookkeeping) = waited_for_first(batch);
-            // Acks alone still share the ingests' commit (as [`Self::gather`] means them to):
-            // splitting every full-speed round that way cost ~25 % more CPU per event. Only
-            // claims, which read bodies and lease rows, or a pile of results make a round
-            // heavy enough to split.
-            let (waited_for, bookkeeping) = if is_heavy(&bookkeeping) {
-                deferred.extend(beyond_rows(&mut bookkeeping, BOOKKEEPING_ROWS));
-                (waited_for, bookkeeping)
+            let (started, size) = (std::time::Instant::now(), batch.len());
+            self.commit(batch);
+            if self.budget.tight() {
+                self.cut_log();
             } else {
-                (merged(waited_for, bookkeeping), Vec::new())
-            };
-            for batch in [waited_for, bookkeeping] {
-                if batch.is_empty() {
-                    continue;
-                }
-                let (started, size) = (std::time::Instant::now(), batch.len());
-                self.commit(batch);
-                if self.budget.tight() {
-                    self.cut_log();
-                } else {
-                    self.checkpointer.nudge();
-                }
-                if let Some(m) = &self.options.metrics {
-                    m.commit(started.elapsed(), size);
-                }
+                self.checkpointer.nudge();
+            }
+            if let Some(m) = &self.options.metrics {
+                m.commit(started.elapsed(), size);
             }
             if last_sweep.elapsed() >= DEDUPE_SWEEP {
                 last_sweep = std::time::Instant::now();
@@ -356,42 +330,6 @@ impl Writer {
             Err(e) => warn!(error = %e, "recounting pending deliveries failed"),
         }
     }
-}
-
-/// Splits a batch into what a TextUs request or an operator waits for (every ingest, and every
-/// operator's call) and the dispatchers' bookkeeping (see [`Op::is_bookkeeping`]), which
-/// commits in a transaction of its own after them. While a backlog drains the bookkeeping is
-/// most of the writer's work: when ingests shared its transactions they waited for a whole
-/// round of claims and acks (mean transaction 1.95 ms, 41 operations, the writer busy all the
-/// time; bench/analysis.md).
-fn waited_for_first(batch: Vec<Op>) -> (Vec<Op>, Vec<Op>) {
-    batch.into_iter().partition(|op| !op.is_bookkeeping())
-}
-
-/// Whether a round's bookkeeping is worth a transaction of its own after its ingests.
-fn is_heavy(bookkeeping: &[Op]) -> bool {
-    bookkeeping.iter().any(|op| matches!(op, Op::Claim { .. }))
-        || bookkeeping.iter().map(Op::rows).sum::<usize>() > 4 * BOOKKEEPING_ROWS
-}
-
-fn merged(mut a: Vec<Op>, b: Vec<Op>) -> Vec<Op> {
-    a.extend(b);
-    a
-}
-
-/// Splits off what lies beyond the first `max` rows (at least one operation stays), to go in a
-/// later transaction.
-fn beyond_rows(ops: &mut Vec<Op>, max: usize) -> Vec<Op> {
-    let mut rows = 0;
-    let keep = ops
-        .iter()
-        .position(|op| {
-            rows += op.rows();
-            rows > max
-        })
-        .unwrap_or(ops.len())
-        .max(1);
-    ops.split_off(keep.min(ops.len()))
 }
 
 /// Starts a write transaction that takes SQLite's write lock up front.
