@@ -27,9 +27,9 @@ use secrecy::ExposeSecret;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use crate::live::Live;
+use crate::app::live::Live;
+use crate::app::reload::{AdminConfig, Reloader};
 use crate::metrics::{Metrics, TargetGauges};
-use crate::reload::{AdminConfig, Reloader};
 use crate::store::{ControlChange, Store};
 pub use targets::AdminTarget;
 
@@ -164,8 +164,10 @@ impl Admin {
             Ok(report) => json_ok(json!({"reloaded": true, "targets": report})),
             Err(e) => {
                 let status = match e {
-                    crate::reload::ReloadError::Fleet(_)
-                    | crate::reload::ReloadError::Internal(_) => StatusCode::SERVICE_UNAVAILABLE,
+                    crate::app::reload::ReloadError::Fleet(_)
+                    | crate::app::reload::ReloadError::Internal(_) => {
+                        StatusCode::SERVICE_UNAVAILABLE
+                    }
                     _ => StatusCode::BAD_REQUEST,
                 };
                 error(status, e.code(), &e.to_string())
@@ -189,7 +191,7 @@ impl Admin {
             }
         }
         // Removed targets' queues stay visible, so an alert on queue depth still fires.
-        for o in crate::reload::orphans(self.store.as_ref(), &config).await {
+        for o in crate::app::reload::orphans(self.store.as_ref(), &config).await {
             gauges.push(TargetGauges {
                 target: o.target,
                 queued: o.queued,

@@ -8,6 +8,10 @@
 //! its answer) until its grace period ends, so no request fails. Both processes write the store
 //! for those seconds (see `SqliteStore` on why that is safe).
 
+pub mod build;
+pub mod live;
+pub mod reload;
+
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -20,17 +24,16 @@ use pingora::services::listening::Service;
 
 use crate::admin::listening::IngressProbe;
 use crate::admin::{Admin, AdminTarget};
-use crate::build;
 use crate::config::{Config, DeliveryOrder, MinFree, Storage, StorageBudget};
 use crate::delivery::fleet::{Fleet, FleetService};
 use crate::ingress::Ingress;
-use crate::live::Live;
 use crate::metrics::Metrics;
-use crate::reload::{AdminConfig, IngressConfig, Parts, Reloader};
 use crate::store::Store;
 use crate::store::nats::{NatsSettings, NatsStore, TargetLayout};
 use crate::store::sqlite::budget::{Limits, MinFree as StoreMinFree};
 use crate::store::sqlite::{SqliteOptions, SqliteStore};
+use live::Live;
+use reload::{AdminConfig, IngressConfig, Parts, Reloader};
 
 /// Seconds pingora waits after SIGTERM before stopping runtimes: long enough for requests
 /// already past the signature check to get their commit and answer.

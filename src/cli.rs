@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::config::Config;
 
+pub mod check;
 pub mod completions;
 pub mod dead_letters;
 pub mod health;
@@ -115,7 +116,7 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Run { config, upgrade } => run(&config, upgrade),
         Command::Check { config } => check(&config),
-        Command::Demo => match crate::demo::run() {
+        Command::Demo => match crate::support::demo::run() {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("demo failed: {e:#}");
@@ -167,8 +168,8 @@ fn check(path: &Path) -> ExitCode {
         Err(code) => return code,
     };
     crate::install_crypto();
-    let built = crate::build::compile(&config).and_then(|mut compiled| {
-        crate::build::targets(&config, &mut compiled).map(|b| (compiled, b))
+    let built = crate::app::build::compile(&config).and_then(|mut compiled| {
+        crate::app::build::targets(&config, &mut compiled).map(|b| (compiled, b))
     });
     let (compiled, built) = match built {
         Ok(x) => x,
@@ -177,7 +178,7 @@ fn check(path: &Path) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let report = crate::check::report(&config, &compiled, &built);
+    let report = crate::cli::check::report(&config, &compiled, &built);
     let written = write_out(report.text.as_bytes(), "the report");
     if written != ExitCode::SUCCESS {
         return written;

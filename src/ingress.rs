@@ -21,9 +21,9 @@ use pingora::protocols::http::ServerSession;
 use pingora::server::ShutdownWatch;
 use tracing::{debug, info, warn};
 
-use crate::live::Live;
+use crate::app::live::Live;
+use crate::app::reload::IngressConfig;
 use crate::metrics::Metrics;
-use crate::reload::IngressConfig;
 use crate::store::{Ingested, NewEvent, Queue};
 pub use reply::{Answer, IngressError};
 use signature::SignatureError;

@@ -1,30 +1,28 @@
 //! textus-relay: receives TextUs webhooks, verifies and stores them durably, and delivers each
 //! to every routed target from that target's own retry queue.
 //!
-//! Follow one webhook through the modules in this order: [`config`] → [`ingress`] →
-//! [`routing`] → [`store`] → [`delivery`] → [`targets`], with [`admin`] watching from the side.
+//! The first group of modules are the stages of one webhook's path; read them in its order:
+//! [`config`] → [`ingress`] → [`routing`] → [`store`] → [`delivery`] → [`targets`], with
+//! [`templates`] used by routing and targets and [`metrics`] updated by every stage. Beside the
+//! path: [`admin`] watches it, [`app`] assembles it from a config (and reloads it), [`cli`] is
+//! the command line, and [`support`] holds what is not on it (the demo, sample events, the test
+//! sink, fuzz entry points).
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 
-pub mod admin;
-pub mod app;
-pub mod build;
-pub mod check;
-pub mod cli;
 pub mod config;
 pub mod delivery;
-pub mod demo;
-pub mod fuzzing;
 pub mod ingress;
-pub mod live;
 pub mod metrics;
-pub mod reload;
 pub mod routing;
-pub mod samples;
-pub mod sink;
 pub mod store;
 pub mod targets;
 pub mod templates;
+
+pub mod admin;
+pub mod app;
+pub mod cli;
+pub mod support;
 
 /// Selects ring as rustls' crypto provider (pingora already builds it; aws-lc is not built).
 /// Safe to call any number of times.

@@ -200,7 +200,7 @@ mod tests {
     fn router(yaml: &str) -> Router {
         let cfg =
             Config::from_yaml_str(yaml, Path::new("test.yaml"), &|_| None).expect("valid config");
-        crate::build::compile(&cfg)
+        crate::app::build::compile(&cfg)
             .expect("templates compile")
             .router
     }

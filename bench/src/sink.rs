@@ -1,6 +1,6 @@
 //! Fast benchmark targets on loopback: they count arrivals and the end-to-end latency each
 //! body carries, and keep nothing else, so they are never the bottleneck the way the
-//! recording test sink (`textus_relay::sink`) would be.
+//! recording test sink (`textus_relay::support::sink`) would be.
 //!
 //! Each body the load generator sends carries its send instant (see [`crate::load::Stamp`]);
 //! a sink subtracts it from its arrival instant on the same [`Clock`], so "received by the

@@ -1,4 +1,4 @@
-//! Fuzz target: see `textus_relay::fuzzing::config` for the input layout and what must hold.
+//! Fuzz target: see `textus_relay::support::fuzzing::config` for the input layout and what must hold.
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| textus_relay::fuzzing::config(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| textus_relay::support::fuzzing::config(data));

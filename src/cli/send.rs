@@ -17,7 +17,7 @@ use serde_json::Value;
 
 use crate::config::Endpoint;
 use crate::ingress::signature;
-use crate::samples::{SAMPLES, sample};
+use crate::support::samples::{SAMPLES, sample};
 
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);

@@ -3,7 +3,7 @@
 //!
 //! The web app can subscribe only `message.received` and `message.delivered`; every other type
 //! needs `settings.actions` set through the API, and that is the step users get wrong. The
-//! actions come from [`crate::check::routed_actions`], the same answer `check` prints.
+//! actions come from [`crate::cli::check::routed_actions`], the same answer `check` prints.
 //!
 //! Two URLs, kept apart: `--url` is the relay's public URL, which TextUs will call and which
 //! must be `https://` (TextUs requires it); `--api` is where the TextUs API is, and may be
@@ -92,8 +92,9 @@ pub fn run(action: Action) -> ExitCode {
 fn subscribe(args: &SubscribeArgs) -> Result<(), Failure> {
     // As `check` prints them: their Display already says everything, causes included.
     let config = Config::load(&args.config).map_err(|e| Failure::Usage(anyhow!("{e}")))?;
-    let compiled = crate::build::compile(&config).map_err(|e| Failure::Usage(anyhow!("{e}")))?;
-    let actions = crate::check::routed_actions(&compiled);
+    let compiled =
+        crate::app::build::compile(&config).map_err(|e| Failure::Usage(anyhow!("{e}")))?;
+    let actions = crate::cli::check::routed_actions(&compiled);
     if !actions.iter().any(|(_, on)| *on) {
         return Err(Failure::Usage(anyhow!(
             "{}: no route sends any of the eight TextUs event types anywhere: nothing to subscribe",

@@ -20,7 +20,7 @@ use tokio::sync::watch;
 use tracing::{error, warn};
 
 use super::Dispatcher;
-use crate::build::Built;
+use crate::app::build::Built;
 use crate::config::TargetId;
 use crate::metrics::Metrics;
 use crate::store::Store;

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use textus_relay::ingress::signature;
-use textus_relay::sink::{Reply, Sink};
+use textus_relay::support::sink::{Reply, Sink};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

@@ -12,7 +12,7 @@ use std::process::Stdio;
 
 use reqwest::Method;
 use serde_json::Value;
-use textus_relay::sink::{Reply, Sink};
+use textus_relay::support::sink::{Reply, Sink};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 use crate::support::*;

@@ -1,7 +1,7 @@
 //! `kind: crm` against real loopback sinks standing in for a CRM API and an OAuth2 token endpoint.
 
 use serde_json::{Value, json};
-use textus_relay::sink::{Reply, Sink};
+use textus_relay::support::sink::{Reply, Sink};
 
 use crate::support::*;
 

@@ -5,7 +5,7 @@ use std::time::SystemTime;
 
 use reqwest::Method;
 use serde_json::{Value, json};
-use textus_relay::sink::{Reply, Sink};
+use textus_relay::support::sink::{Reply, Sink};
 
 use crate::support::*;
 

@@ -1,6 +1,6 @@
 //! Delivery to http targets: retries, stable ids, dead letters, signatures, isolation.
 
-use textus_relay::sink::{Reply, Sink};
+use textus_relay::support::sink::{Reply, Sink};
 
 use crate::support::*;
 
@@ -165,7 +165,7 @@ async fn a_retry_falls_due_and_is_sent_while_new_events_keep_arriving() {
     let first = fixture_with_id("message.received", "/integrations/t/deliveries/first");
     assert_eq!(relay.post_signed(&first).await.0, 200);
     sink.wait_for(1, PATIENCE).await.expect("first attempt");
-    let is_first = |r: &textus_relay::sink::Received| r.body[..] == first[..];
+    let is_first = |r: &textus_relay::support::sink::Received| r.body[..] == first[..];
     let mut sent = 1;
     // Retries of `t` come 100-500 ms apart; events go one after another, each delivered at
     // once, for up to 5,000 of them.

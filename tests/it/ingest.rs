@@ -1,6 +1,6 @@
 //! What TextUs sees: status codes, JSON bodies, de-duplication, dead letters for bad bodies.
 
-use textus_relay::sink::{Reply, Sink};
+use textus_relay::support::sink::{Reply, Sink};
 
 use crate::support::*;
 

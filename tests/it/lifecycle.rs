@@ -1,6 +1,6 @@
 //! Process life: crash and restart, SIGTERM, persistence of de-duplication.
 
-use textus_relay::sink::{Reply, Sink};
+use textus_relay::support::sink::{Reply, Sink};
 
 use crate::support::*;
 

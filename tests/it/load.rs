@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use textus_relay::ingress::signature;
-use textus_relay::sink::Sink;
+use textus_relay::support::sink::Sink;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 

@@ -7,7 +7,7 @@ use std::time::SystemTime;
 
 use reqwest::Method;
 use serde_json::{Value, json};
-use textus_relay::sink::{Received, Reply, Sink};
+use textus_relay::support::sink::{Received, Reply, Sink};
 
 use crate::nats_server::NatsCluster;
 use crate::support::*;

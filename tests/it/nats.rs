@@ -11,7 +11,7 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::{Value, json};
 use textus_relay::ingress::signature;
-use textus_relay::sink::{Reply, Sink};
+use textus_relay::support::sink::{Reply, Sink};
 
 use crate::nats_server::NatsCluster;
 use crate::support::*;
@@ -58,7 +58,7 @@ async fn relay_on(dir: &Path, storage: &str, rest: &str) -> TestRelay {
     TestRelay::start_with_storage(dir, storage, rest).await
 }
 
-fn ids(got: &[textus_relay::sink::Received]) -> Vec<String> {
+fn ids(got: &[textus_relay::support::sink::Received]) -> Vec<String> {
     got.iter()
         .map(|r| {
             serde_json::from_slice::<Value>(&r.body).expect("JSON")["id"]

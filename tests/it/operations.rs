@@ -1,6 +1,6 @@
 //! What an operator watches: metrics that move with the traffic, and a store that stays small.
 
-use textus_relay::sink::{Reply, Sink};
+use textus_relay::support::sink::{Reply, Sink};
 
 use crate::support::*;
 
@@ -180,7 +180,7 @@ async fn the_store_stops_growing_under_steady_traffic() {
 /// accepted event and delivery outcome is one line with stable field names.
 #[tokio::test]
 async fn json_logs_carry_one_line_per_event_and_outcome() {
-    use textus_relay::sink::{Reply, Sink};
+    use textus_relay::support::sink::{Reply, Sink};
     let sink = Sink::start(vec![Reply::Status(503)], Reply::Status(200))
         .await
         .expect("sink");

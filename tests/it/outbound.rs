@@ -2,7 +2,7 @@
 //! replaced reqwest for most targets keeps reqwest's headers, and a target an environment
 //! proxy applies to still goes through the proxy.
 
-use textus_relay::sink::{Reply, Sink};
+use textus_relay::support::sink::{Reply, Sink};
 
 use crate::support::*;
 

@@ -4,7 +4,7 @@
 use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
-use textus_relay::sink::{Received, Reply, Sink};
+use textus_relay::support::sink::{Received, Reply, Sink};
 
 use crate::support::*;
 

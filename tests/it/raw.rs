@@ -1,4 +1,4 @@
-//! Misbehaving loopback servers the [`Sink`](textus_relay::sink::Sink) cannot imitate, written
+//! Misbehaving loopback servers the [`Sink`](textus_relay::support::sink::Sink) cannot imitate, written
 //! on raw TCP: they break HTTP on purpose (half a status line, a reset, an endless body).
 
 use std::net::SocketAddr;

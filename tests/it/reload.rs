@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde_json::Value;
 use textus_relay::ingress::signature;
-use textus_relay::sink::{Reply, Sink};
+use textus_relay::support::sink::{Reply, Sink};
 
 use crate::support::*;
 
@@ -47,7 +47,7 @@ fn keep_posting(url: String, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<V
     })
 }
 
-fn ids(received: &[textus_relay::sink::Received]) -> Vec<String> {
+fn ids(received: &[textus_relay::support::sink::Received]) -> Vec<String> {
     received
         .iter()
         .filter_map(|r| serde_json::from_slice::<Value>(&r.body).ok())

@@ -1,7 +1,7 @@
 //! Planned stops under load: the zero-downtime restart (SIGQUIT plus `run --upgrade`) and
 //! SIGTERM. Both must keep every acknowledged event; the upgrade must also fail no request.
 
-use textus_relay::sink::{Reply, Sink};
+use textus_relay::support::sink::{Reply, Sink};
 
 use crate::crash::two_targets;
 use crate::load::{Load, wait_delivered};

@@ -3,7 +3,7 @@
 
 use serde_json::json;
 use textus_relay::ingress::signature;
-use textus_relay::sink::{Reply, Sink};
+use textus_relay::support::sink::{Reply, Sink};
 
 use crate::support::*;
 

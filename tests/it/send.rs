@@ -1,7 +1,7 @@
 //! `textus-relay send` and `textus-relay health` against a real relay (issue 7, part 7).
 
 use serde_json::Value;
-use textus_relay::sink::{Reply, Sink};
+use textus_relay::support::sink::{Reply, Sink};
 
 use crate::support::*;
 

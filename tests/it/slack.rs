@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use serde_json::Value;
-use textus_relay::sink::{Reply, Sink};
+use textus_relay::support::sink::{Reply, Sink};
 
 use crate::support::*;
 

@@ -704,8 +704,8 @@ pub fn http_target(name: &str, url: &str, extra: &str) -> String {
 }
 
 /// A relay whose one target `t` always answers 503 and gives up after three quick attempts.
-pub async fn relay_giving_up_after_three_503s() -> (TestRelay, textus_relay::sink::Sink) {
-    use textus_relay::sink::{Reply, Sink};
+pub async fn relay_giving_up_after_three_503s() -> (TestRelay, textus_relay::support::sink::Sink) {
+    use textus_relay::support::sink::{Reply, Sink};
     let sink = Sink::start(vec![], Reply::Status(503)).await.expect("sink");
     let yaml = format!(
         r#"source: {{ secrets: ["{SECRET}"] }}

@@ -2,7 +2,7 @@
 //! `on_full` (design.md §5).
 //!
 //! An ordering key is stored as a template here and compiled with the others in
-//! `build.rs`; ingress renders it once per event, so a key that never varies would make a
+//! `app/build.rs`; ingress renders it once per event, so a key that never varies would make a
 //! keyed target a slower spelling of `fifo`, and is refused with that advice.
 
 use super::super::reader::{Ctx, Field, Mapping, child, integer};

@@ -107,7 +107,7 @@ mod tests {
 
     #[test]
     fn every_sample_event_shrinks_and_comes_back_whole() {
-        for (event_type, sample) in crate::samples::SAMPLES {
+        for (event_type, sample) in crate::support::samples::SAMPLES {
             let body = Bytes::from_static(sample);
             let stored = encode(&body);
             assert_eq!(stored.encoding, ZSTD, "{event_type}");

@@ -319,7 +319,7 @@ async fn bodies_are_kept_compressed_and_claims_read_them_back_whole() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("relay.db");
     let store = SqliteStore::open(&path).expect("open");
-    let (_, sample) = crate::samples::SAMPLES[0];
+    let (_, sample) = crate::support::samples::SAMPLES[0];
     let mut e = event("e1", &["a"]);
     e.body = Bytes::from_static(sample);
     store.ingest(e).await.expect("ingest");

@@ -21,7 +21,7 @@ async fn after_a_zero_downtime_restart_bodies_are_kept_as_they_came_while_the_ol
     };
     let store = SqliteStore::open_with(&path, upgrade).expect("open");
     let mut e = event("e1", &["a"]);
-    e.body = Bytes::from_static(crate::samples::SAMPLES[0].1);
+    e.body = Bytes::from_static(crate::support::samples::SAMPLES[0].1);
     store.ingest(e).await.expect("ingest");
     let conn = rusqlite::Connection::open(&path).expect("reopen");
     let encoding: i64 = conn

@@ -10,10 +10,10 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use serde_json::Value;
 
-use crate::build::{Built, BuiltKind, Compiled};
+use crate::app::build::{Built, BuiltKind, Compiled};
 use crate::config::{Config, Storage, TargetKind};
-use crate::samples::SAMPLES;
 use crate::store::{DeliveryId, Job};
+use crate::support::samples::SAMPLES;
 use crate::templates::{Meta, RenderContext};
 
 /// The report, and whether it found mistakes (`check` exits 2 when it did).

@@ -16,8 +16,8 @@ use anyhow::{Context, Result, bail};
 use base64::Engine;
 
 use crate::ingress::signature;
-use crate::samples::SAMPLES;
-use crate::sink::{Received, Reply, Sink};
+use crate::support::samples::SAMPLES;
+use crate::support::sink::{Received, Reply, Sink};
 use crate::targets::standard_webhooks;
 
 const SECRET: &str = "textus-demo-secret";

@@ -68,7 +68,7 @@ pub fn templates(data: &[u8]) {
         return;
     };
     let event: serde_json::Value = serde_json::from_slice(event).unwrap_or_else(|_| {
-        serde_json::from_str(include_str!("../fixtures/message.received.json"))
+        serde_json::from_str(include_str!("../../fixtures/message.received.json"))
             .unwrap_or(serde_json::Value::Null)
     });
     let ctx = RenderContext::new(

@@ -27,10 +27,10 @@ use serde::Serialize;
 use tracing::{error, info, warn};
 
 use crate::admin::AdminTarget;
-use crate::build::{self, Built};
+use crate::app::build::{self, Built};
+use crate::app::live::Live;
 use crate::config::{Config, ConfigError, Secret, Source, TargetId};
 use crate::delivery::fleet::{Fleet, FleetError};
-use crate::live::Live;
 use crate::metrics::Metrics;
 use crate::routing::Router;
 use crate::store::Store;

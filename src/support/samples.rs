@@ -5,35 +5,35 @@
 pub const SAMPLES: [(&str, &[u8]); 8] = [
     (
         "message.received",
-        include_bytes!("../fixtures/message.received.json"),
+        include_bytes!("../../fixtures/message.received.json"),
     ),
     (
         "message.delivered",
-        include_bytes!("../fixtures/message.delivered.json"),
+        include_bytes!("../../fixtures/message.delivered.json"),
     ),
     (
         "message.failed",
-        include_bytes!("../fixtures/message.failed.json"),
+        include_bytes!("../../fixtures/message.failed.json"),
     ),
     (
         "message.unknown",
-        include_bytes!("../fixtures/message.unknown.json"),
+        include_bytes!("../../fixtures/message.unknown.json"),
     ),
     (
         "phone_call.completed",
-        include_bytes!("../fixtures/phone_call.completed.json"),
+        include_bytes!("../../fixtures/phone_call.completed.json"),
     ),
     (
         "contact.opted_out",
-        include_bytes!("../fixtures/contact.opted_out.json"),
+        include_bytes!("../../fixtures/contact.opted_out.json"),
     ),
     (
         "contact.opted_in",
-        include_bytes!("../fixtures/contact.opted_in.json"),
+        include_bytes!("../../fixtures/contact.opted_in.json"),
     ),
     (
         "contact.created",
-        include_bytes!("../fixtures/contact.created.json"),
+        include_bytes!("../../fixtures/contact.created.json"),
     ),
 ];
 
