@@ -4,7 +4,7 @@
 //! [`Kind`] those settings implement (its name, its line in `check`, the compile step for its
 //! templates), its runtime ([`Target`]) and, if it renders anything, the [`Preview`] `check`
 //! shows. `build` and `check` only loop over targets through these traits, so adding a kind is
-//! its folder plus its variant in [`TargetKind`] (and its reader in `config/targets/`).
+//! its folder plus its variant in [`TargetKind`] (and its keys in `config/`: reader and schema).
 
 use std::sync::Arc;
 use std::time::Duration;
