@@ -59,8 +59,11 @@ pub trait Target: Send + Sync {
 
 /// A target ready to dispatch to.
 pub struct Built {
+    /// Its settings as validated (queue, retry and breaker policy among them).
     pub config: TargetSettings,
+    /// Its runtime, as its kind built it.
     pub target: Arc<dyn Target>,
+    /// Shared by its dispatcher, its kind (Slack flags a revoked webhook) and the admin API.
     pub health: Arc<TargetHealth>,
 }
 
