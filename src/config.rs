@@ -59,7 +59,6 @@ pub mod schema;
 mod secret;
 mod storage;
 mod syntax;
-mod target_kinds;
 mod targets;
 mod template;
 #[cfg(test)]
@@ -74,9 +73,11 @@ pub use error::{ConfigError, Problem};
 pub use nats::{NatsAuth, NatsStorage, NatsTls};
 pub use pattern::EventPattern;
 pub use secret::Secret;
-pub use target_kinds::{
-    CrmAuth, CrmTarget, HttpTarget, Signing, SlackTarget, SlackTemplate, TargetKind,
-};
+// Each kind's settings live in its folder under `targets/`; the reader here builds them.
+pub use crate::targets::TargetKind;
+pub use crate::targets::crm::{CrmAuth, CrmSettings};
+pub use crate::targets::http::{HttpSettings, Signing};
+pub use crate::targets::slack::{SlackSettings, SlackTemplate};
 pub use template::{BodyTemplate, TemplateSource};
 
 /// The whole validated configuration.
@@ -93,7 +94,7 @@ pub struct Config {
     /// `source:`, the TextUs side.
     pub source: Source,
     /// In file order.
-    pub targets: Vec<Target>,
+    pub targets: Vec<TargetSettings>,
     /// In file order; every matching route applies.
     pub routes: Vec<Route>,
 }
@@ -230,7 +231,7 @@ impl fmt::Display for TargetId {
 
 /// One destination, with its own queue, concurrency, retry policy and rate limit.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Target {
+pub struct TargetSettings {
     /// Its key under `targets:`.
     pub name: TargetId,
     /// What the target does with a delivery.

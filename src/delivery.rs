@@ -15,7 +15,6 @@
 
 pub mod breaker;
 pub mod fleet;
-pub mod health;
 mod hold;
 pub mod rate;
 pub mod retry;
@@ -32,12 +31,12 @@ type ShutdownWatch = watch::Receiver<bool>;
 use tokio::time::Instant;
 use tracing::{error, info, warn};
 
-use crate::config::{DeliveryOrder, Target as TargetConfig, TargetId};
+use crate::config::{DeliveryOrder, TargetId, TargetSettings};
 use crate::metrics::Metrics;
 use crate::store::{AttemptRecord, ControlChange, Disabled, Job, Store, StoreError, unix_ms};
+use crate::targets::health::TargetHealth;
 use crate::targets::{Outcome, Target, standard_webhooks};
 use breaker::Breaker;
-use health::TargetHealth;
 use retry::Next;
 use run::{Run, Step};
 
@@ -62,7 +61,7 @@ pub struct Dispatcher {
 }
 
 struct Inner {
-    config: TargetConfig,
+    config: TargetSettings,
     target: Arc<dyn Target>,
     health: Arc<TargetHealth>,
     store: Arc<dyn Store>,
@@ -73,7 +72,7 @@ struct Inner {
 
 impl Dispatcher {
     pub fn new(
-        config: TargetConfig,
+        config: TargetSettings,
         target: Arc<dyn Target>,
         health: Arc<TargetHealth>,
         store: Arc<dyn Store>,

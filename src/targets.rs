@@ -1,20 +1,29 @@
 //! Target kinds: each turns a delivery into a request and the response into an [`Outcome`].
 //!
+//! A kind is one folder (`http/`, `slack/`, `crm/`) holding its settings, its compile step and
+//! `check` preview ([`kind`]) and its runtime ([`Target`]); [`TargetKind`] lists them.
 //! A delivery result is data, not an error: the dispatcher's loop is a plain `match` over
 //! [`Outcome`]. Classification of HTTP answers shared by every kind lives here so that Slack and
 //! CRM kinds can refine it without restating the common rules.
 
 pub mod crm;
+pub mod health;
 pub mod http;
+pub mod kind;
 pub mod slack;
 pub mod standard_webhooks;
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 
+use crate::config::TargetSettings;
 use crate::store::{Job, unix_ms};
 use crate::templates::Meta;
+use health::TargetHealth;
+use kind::Preview;
+pub use kind::TargetKind;
 
 /// What one attempt decided. Every arm is normal operation.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,6 +49,22 @@ pub enum Outcome {
 pub trait Target: Send + Sync {
     /// Makes one attempt. Must finish within the target's timeout; must not panic.
     async fn deliver(&self, job: &Job, webhook_id: &str) -> Outcome;
+
+    /// What `check` renders for sample events; `None` for a kind that renders nothing (it
+    /// sends events as they came).
+    fn previewer(&self) -> Option<&dyn Preview> {
+        None
+    }
+}
+
+/// A target ready to dispatch to.
+pub struct Built {
+    /// Its settings as validated (queue, retry and breaker policy among them).
+    pub config: TargetSettings,
+    /// Its runtime, as its kind built it.
+    pub target: Arc<dyn Target>,
+    /// Shared by its dispatcher, its kind (Slack flags a revoked webhook) and the admin API.
+    pub health: Arc<TargetHealth>,
 }
 
 /// How much of a response body is kept as the reason of a failure.
@@ -55,19 +80,19 @@ pub fn meta(job: &Job, target: &str) -> Meta {
     }
 }
 
-/// What a response said, in the form every kind's classifier reads.
-pub struct Answer {
+/// What a downstream response said, in the form every kind's classifier reads.
+pub struct ResponseStart {
     pub status: u16,
     pub retry_after: Option<String>,
-    /// The start of the body (see [`read_answer`]).
+    /// The start of the body (see [`read_response`]).
     pub body: String,
 }
 
 /// Reads a response's status, `Retry-After` and at most `body_limit(status)` bytes of its body.
-pub async fn read_answer(
+pub async fn read_response(
     mut response: reqwest::Response,
     body_limit: impl Fn(u16) -> usize,
-) -> Answer {
+) -> ResponseStart {
     let status = response.status().as_u16();
     let retry_after = response
         .headers()
@@ -75,7 +100,7 @@ pub async fn read_answer(
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     let body = read_start(&mut response, body_limit(status)).await;
-    Answer {
+    ResponseStart {
         status,
         retry_after,
         body,

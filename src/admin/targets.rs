@@ -12,14 +12,14 @@ use http::StatusCode;
 use serde_json::{Value, json};
 
 use super::{Admin, Answer, error, json_ok};
-use crate::config::{DeliveryOrder, OnFull, Target as TargetConfig, TargetKind};
-use crate::delivery::health::TargetHealth;
+use crate::config::{DeliveryOrder, OnFull, TargetSettings};
 use crate::store::{ControlChange, StoreError, TargetCounts, unix_ms};
+use crate::targets::health::TargetHealth;
 
 /// One target as the admin API sees it.
 pub struct AdminTarget {
     /// Its settings (concurrency, rate limit, ordering, quota).
-    pub config: TargetConfig,
+    pub config: TargetSettings,
     /// Shared with its dispatcher.
     pub health: Arc<TargetHealth>,
 }
@@ -85,14 +85,9 @@ fn view(target: &AdminTarget, counts: &TargetCounts) -> Value {
         DeliveryOrder::Fifo => "fifo",
         DeliveryOrder::Key(_) => "key",
     };
-    let kind = match config.kind {
-        TargetKind::Http(_) => "http",
-        TargetKind::Slack(_) => "slack",
-        TargetKind::Crm(_) => "crm",
-    };
     json!({
         "name": config.name.as_str(),
-        "kind": kind,
+        "kind": config.kind.kind().name(),
         "queued": counts.queued,
         "in_flight": counts.in_flight,
         "dead": counts.dead,

@@ -11,9 +11,9 @@ use super::{Admin, AdminTarget};
 use crate::app::live::Live;
 use crate::app::reload::AdminConfig;
 use crate::config::Config;
-use crate::delivery::health::TargetHealth;
 use crate::metrics::Metrics;
 use crate::store::sqlite::SqliteStore;
+use crate::targets::health::TargetHealth;
 
 const YAML: &str = "source: { secrets: [s] }\ntargets:\n  t: { kind: http, url: \"http://127.0.0.1:1/\", rate_limit: 1/s, concurrency: 2, ordering: fifo, max_queue: 10 }\nroutes:\n  - events: [\"*\"]\n    to: [t]\n";
 

@@ -10,38 +10,21 @@ use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::config::{Config, DeliveryOrder, Storage, Target as TargetConfig, TargetId, TargetKind};
-use crate::delivery::health::TargetHealth;
+use crate::config::{Config, DeliveryOrder, Storage, TargetId, TargetSettings};
 use crate::routing::{CompiledRoute, OrderRule, QueueRules, Router};
 use crate::store::Quota;
-use crate::targets::Target;
-use crate::targets::crm::{CompiledRequest, CrmTarget};
-use crate::targets::http::{HttpTarget, HttpTargetError};
-use crate::targets::slack::{CompiledMessage, SlackTarget};
+pub use crate::targets::Built;
+use crate::targets::health::TargetHealth;
+use crate::targets::http::ClientError;
+use crate::targets::kind::{Setup, Start, keep};
 use crate::templates::{TemplateError, Templates};
 
 /// Everything compiled from a config's templates.
 pub struct Compiled {
     pub templates: Arc<Templates>,
     pub router: Router,
-    pub slack: HashMap<TargetId, Vec<(String, CompiledMessage)>>,
-    pub crm: HashMap<TargetId, CompiledRequest>,
-}
-
-/// A target ready to dispatch to.
-pub struct Built {
-    pub config: TargetConfig,
-    pub target: Arc<dyn Target>,
-    pub health: Arc<TargetHealth>,
-    /// The concrete kind, for `check`, which renders requests without sending them.
-    pub kind: BuiltKind,
-}
-
-/// The concrete target behind [`Built::target`].
-pub enum BuiltKind {
-    Http,
-    Slack(Arc<SlackTarget>),
-    Crm(Arc<CrmTarget>),
+    /// Per target, what builds its runtime (see [`targets`]).
+    starts: HashMap<TargetId, Start>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -55,7 +38,7 @@ pub enum BuildError {
     Client {
         target: String,
         #[source]
-        source: HttpTargetError,
+        source: ClientError,
     },
 }
 
@@ -76,10 +59,9 @@ fn templates_text(file: &std::path::Path, errors: &[TemplateError]) -> String {
     lines.join("\n")
 }
 
-/// The compiled value, or `None` with the error kept for the report.
 /// A target's queue limits: its `max_queue`, and its share of the storage budget when it
 /// shares the store with other targets (alone, it has no one to leave room for).
-fn queue_quota(config: &Config, target: &TargetConfig) -> Option<Quota> {
+fn queue_quota(config: &Config, target: &TargetSettings) -> Option<Quota> {
     let share_percent = match &config.storage {
         Storage::Sqlite { budget, .. } => {
             (config.targets.len() > 1 && budget.target_share < 100).then_some(budget.target_share)
@@ -92,10 +74,6 @@ fn queue_quota(config: &Config, target: &TargetConfig) -> Option<Quota> {
         share_percent,
         on_full: target.on_full,
     })
-}
-
-fn keep<T>(errors: &mut Vec<TemplateError>, result: Result<T, TemplateError>) -> Option<T> {
-    result.map_err(|e| errors.push(e)).ok()
 }
 
 /// Compiles every template of `config` (all errors at once).
@@ -116,8 +94,7 @@ pub fn compile(config: &Config) -> Result<Compiled, BuildError> {
             priority: route.priority,
         });
     }
-    let mut slack = HashMap::new();
-    let mut crm = HashMap::new();
+    let mut starts = HashMap::new();
     let mut rules = HashMap::new();
     for target in &config.targets {
         let order = match &target.ordering {
@@ -129,45 +106,8 @@ pub fn compile(config: &Config) -> Result<Compiled, BuildError> {
         };
         let quota = queue_quota(config, target);
         rules.insert(target.name.clone(), QueueRules { order, quota });
-        match &target.kind {
-            TargetKind::Http(_) => {}
-            TargetKind::Slack(s) => {
-                let mut messages = Vec::new();
-                for (event_type, t) in &s.templates {
-                    let text = t
-                        .text
-                        .as_ref()
-                        .and_then(|x| keep(&mut errors, templates.slack_text(x)));
-                    let blocks = t
-                        .blocks
-                        .as_ref()
-                        .and_then(|b| keep(&mut errors, templates.slack_body(b)));
-                    messages.push((event_type.clone(), CompiledMessage { text, blocks }));
-                }
-                slack.insert(target.name.clone(), messages);
-            }
-            TargetKind::Crm(c) => {
-                let url = keep(&mut errors, templates.text(&c.url));
-                let mut headers = Vec::new();
-                for (name, value) in &c.headers {
-                    if let Some(id) = keep(&mut errors, templates.text(value)) {
-                        headers.push((name.clone(), id));
-                    }
-                }
-                let body = c
-                    .body
-                    .as_ref()
-                    .and_then(|b| keep(&mut errors, templates.body(b)));
-                if let Some(url) = url {
-                    let request = CompiledRequest {
-                        method: c.method.clone(),
-                        url,
-                        headers,
-                        body,
-                    };
-                    crm.insert(target.name.clone(), request);
-                }
-            }
+        if let Some(start) = target.kind.kind().compile(&mut templates, &mut errors) {
+            starts.insert(target.name.clone(), start);
         }
     }
     if !errors.is_empty() {
@@ -182,8 +122,7 @@ pub fn compile(config: &Config) -> Result<Compiled, BuildError> {
     Ok(Compiled {
         router: Router::new(routes, order, templates.clone()).with_rules(rules),
         templates,
-        slack,
-        crm,
+        starts,
     })
 }
 
@@ -191,55 +130,24 @@ pub fn compile(config: &Config) -> Result<Compiled, BuildError> {
 pub fn targets(config: &Config, compiled: &mut Compiled) -> Result<Vec<Built>, BuildError> {
     let mut built = Vec::new();
     for t in &config.targets {
-        let name = t.name.as_str();
-        let client_err = |source: HttpTargetError| BuildError::Client {
-            target: name.to_string(),
+        // compile() kept a start for every target or returned an error.
+        let Some(start) = compiled.starts.remove(&t.name) else {
+            continue;
+        };
+        let setup = Setup {
+            name: t.name.to_string(),
+            timeout: t.timeout,
+            templates: compiled.templates.clone(),
+            health: Arc::new(TargetHealth::default()),
+        };
+        let target = start(&setup).map_err(|source| BuildError::Client {
+            target: setup.name.clone(),
             source,
-        };
-        let health = Arc::new(TargetHealth::default());
-        let (target, kind): (Arc<dyn Target>, BuiltKind) = match &t.kind {
-            TargetKind::Http(h) => (
-                Arc::new(HttpTarget::try_new(h.clone(), t.timeout).map_err(client_err)?),
-                BuiltKind::Http,
-            ),
-            TargetKind::Slack(s) => {
-                let messages = compiled.slack.remove(&t.name).unwrap_or_default();
-                let slack = Arc::new(
-                    SlackTarget::try_new(
-                        name,
-                        s.url.clone(),
-                        t.timeout,
-                        compiled.templates.clone(),
-                        messages,
-                        health.clone(),
-                    )
-                    .map_err(|e| client_err(e.into()))?,
-                );
-                (slack.clone(), BuiltKind::Slack(slack))
-            }
-            TargetKind::Crm(c) => {
-                // compile() inserted a request for every crm target or returned an error.
-                let Some(request) = compiled.crm.remove(&t.name) else {
-                    continue;
-                };
-                let crm = Arc::new(
-                    CrmTarget::try_new(
-                        name,
-                        request,
-                        compiled.templates.clone(),
-                        c.auth.clone(),
-                        t.timeout,
-                    )
-                    .map_err(|e| client_err(e.into()))?,
-                );
-                (crm.clone(), BuiltKind::Crm(crm))
-            }
-        };
+        })?;
         built.push(Built {
             config: t.clone(),
             target,
-            health,
-            kind,
+            health: setup.health,
         });
     }
     Ok(built)
@@ -248,8 +156,7 @@ pub fn targets(config: &Config, compiled: &mut Compiled) -> Result<Vec<Built>, B
 impl fmt::Debug for Compiled {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Compiled")
-            .field("slack", &self.slack.len())
-            .field("crm", &self.crm.len())
+            .field("targets", &self.starts.len())
             .finish()
     }
 }

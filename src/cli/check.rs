@@ -10,10 +10,11 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use serde_json::Value;
 
-use crate::app::build::{Built, BuiltKind, Compiled};
-use crate::config::{Config, Storage, TargetKind};
+use crate::app::build::{Built, Compiled};
+use crate::config::{Config, Storage};
 use crate::store::{DeliveryId, Job};
 use crate::support::samples::SAMPLES;
+use crate::targets::kind::Preview;
 use crate::templates::{Meta, RenderContext};
 
 /// The report, and whether it found mistakes (`check` exits 2 when it did).
@@ -41,12 +42,14 @@ pub fn report(config: &Config, compiled: &Compiled, built: &[Built]) -> Report {
     );
     let _ = writeln!(out, "  targets:");
     for t in &config.targets {
-        let what = match &t.kind {
-            TargetKind::Http(h) => format!("http  {}", h.url),
-            TargetKind::Slack(s) => format!("slack {}", redact(&s.url)),
-            TargetKind::Crm(c) => format!("crm   {} {}", c.method, c.url.text),
-        };
-        let _ = writeln!(out, "    {:<20} {what}", t.name.as_str());
+        let kind = t.kind.kind();
+        let _ = writeln!(
+            out,
+            "    {:<20} {:<5} {}",
+            t.name.as_str(),
+            kind.name(),
+            kind.summary()
+        );
     }
     let _ = writeln!(
         out,
@@ -163,54 +166,20 @@ fn routed(compiled: &Compiled, ty: &str, body: &[u8]) -> Vec<String> {
 /// Renders each templated target for each sample it would receive; returns the error count.
 fn render_all(compiled: &Compiled, built: &[Built], out: &mut String) -> usize {
     let mut errors = 0;
-    let templated: Vec<&Built> = built
+    let templated: Vec<(&str, &dyn Preview)> = built
         .iter()
-        .filter(|b| !matches!(b.kind, BuiltKind::Http))
+        .filter_map(|b| Some((b.config.name.as_str(), b.target.previewer()?)))
         .collect();
     if templated.is_empty() {
         return 0;
     }
     let _ = writeln!(out, "  templates rendered against the sample events:");
-    for b in templated {
-        let name = b.config.name.as_str();
+    for (name, preview) in templated {
         for (ty, body) in SAMPLES {
             if !routed(compiled, ty, body).iter().any(|t| t == name) {
                 continue;
             }
-            let job = sample_job(ty, body);
-            let line = match &b.kind {
-                BuiltKind::Slack(s) => match s.payload(&job) {
-                    Ok(p) if slack_is_empty(&p) => {
-                        Err("the message renders empty (no text and no blocks)".to_string())
-                    }
-                    Ok(p) => Ok(format!(
-                        "ok, text: {}",
-                        preview(
-                            p.get("text")
-                                .and_then(Value::as_str)
-                                .unwrap_or("(blocks only)")
-                        )
-                    )),
-                    Err(e) => Err(e),
-                },
-                BuiltKind::Crm(c) => match c.render(&job) {
-                    Ok(r) if url::Url::parse(r.url.trim()).is_err() => {
-                        Err(format!("the url renders as {:?}, not a URL", r.url))
-                    }
-                    Ok(r) => {
-                        let empty = empty_leaves(r.body.as_ref());
-                        let note = if empty.is_empty() {
-                            String::new()
-                        } else {
-                            format!("; empty fields: {}", empty.join(", "))
-                        };
-                        Ok(format!("ok, {}{note}", preview(&r.url)))
-                    }
-                    Err(e) => Err(e),
-                },
-                BuiltKind::Http => continue,
-            };
-            match line {
+            match preview.preview(&sample_job(ty, body)) {
                 Ok(text) => {
                     let _ = writeln!(out, "    {name:<20} {ty:<22} {text}");
                 }
@@ -248,65 +217,4 @@ fn meta(ty: &str, target: &str) -> Meta {
         received_at: crate::targets::rfc3339(crate::store::unix_ms(SystemTime::now())),
         target: target.to_string(),
     }
-}
-
-fn slack_is_empty(payload: &Value) -> bool {
-    let text = payload
-        .get("text")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .trim()
-        .is_empty();
-    let blocks = payload
-        .get("blocks")
-        .and_then(Value::as_array)
-        .is_none_or(|b| b.is_empty());
-    text && blocks
-}
-
-/// Dotted paths of the string leaves that rendered empty.
-fn empty_leaves(body: Option<&Value>) -> Vec<String> {
-    fn walk(v: &Value, path: String, out: &mut Vec<String>) {
-        match v {
-            Value::String(s) if s.trim().is_empty() => out.push(if path.is_empty() {
-                "(body)".into()
-            } else {
-                path
-            }),
-            Value::Array(items) => items
-                .iter()
-                .enumerate()
-                .for_each(|(i, x)| walk(x, format!("{path}[{i}]"), out)),
-            Value::Object(map) => map.iter().for_each(|(k, x)| {
-                walk(
-                    x,
-                    if path.is_empty() {
-                        k.clone()
-                    } else {
-                        format!("{path}.{k}")
-                    },
-                    out,
-                )
-            }),
-            _ => {}
-        }
-    }
-    let mut out = Vec::new();
-    if let Some(b) = body {
-        walk(b, String::new(), &mut out);
-    }
-    out
-}
-
-fn preview(text: &str) -> String {
-    let one_line = text.replace('\n', " ");
-    match one_line.char_indices().nth(70) {
-        Some((i, _)) => format!("{}…", &one_line[..i]),
-        None => one_line,
-    }
-}
-
-/// A Slack webhook URL is a credential: show only its host.
-fn redact(url: &url::Url) -> String {
-    format!("{}://{}/…", url.scheme(), url.host_str().unwrap_or(""))
 }

@@ -17,7 +17,9 @@ use http::{HeaderName, HeaderValue};
 use super::reader::{Ctx, Entry, Mapping, boolean, child, integer};
 use super::schema::keys;
 use super::tree::Node;
-use super::{HttpTarget, Rate, RetryPolicy, Signing, Target, TargetId, TargetKind, units};
+use super::{
+    HttpSettings, Rate, RetryPolicy, Signing, TargetId, TargetKind, TargetSettings, units,
+};
 
 pub(super) mod crm;
 pub(super) mod policy;
@@ -57,7 +59,10 @@ enum Kind {
 
 /// Reads `targets`; also returns every name defined (valid or not), so routes can be
 /// checked against them without a second round of problems for the same target.
-pub(super) fn targets(ctx: &mut Ctx<'_>, top: &Mapping<'_>) -> (Option<Vec<Target>>, Vec<String>) {
+pub(super) fn targets(
+    ctx: &mut Ctx<'_>,
+    top: &Mapping<'_>,
+) -> (Option<Vec<TargetSettings>>, Vec<String>) {
     let Some(node) = ctx.required(top, "targets") else {
         return (None, Vec::new());
     };
@@ -69,7 +74,7 @@ pub(super) fn targets(ctx: &mut Ctx<'_>, top: &Mapping<'_>) -> (Option<Vec<Targe
         ctx.report(m.at, "targets", "at least one target is required");
         return (None, names);
     }
-    let targets: Vec<Option<Target>> = m
+    let targets: Vec<Option<TargetSettings>> = m
         .entries
         .iter()
         .map(|entry| {
@@ -98,7 +103,12 @@ fn valid_name(name: &str) -> Option<TargetId> {
 
 /// Reads one target; `name` is `None` when the name is invalid (already reported), and
 /// the body is still checked.
-fn target(ctx: &mut Ctx<'_>, name: Option<TargetId>, node: &Node, path: String) -> Option<Target> {
+fn target(
+    ctx: &mut Ctx<'_>,
+    name: Option<TargetId>,
+    node: &Node,
+    path: String,
+) -> Option<TargetSettings> {
     let m = ctx.mapping(node, path)?;
     let kind_node = ctx.required(&m, "kind")?;
     let kind = ctx.convert(kind_node, &child(&m.path, "kind"), |t| {
@@ -146,7 +156,7 @@ fn target(ctx: &mut Ctx<'_>, name: Option<TargetId>, node: &Node, path: String) 
         .optional()
         .map(|rate| rate.or(default_rate));
     let policy = policy::policy(ctx, &m);
-    Some(Target {
+    Some(TargetSettings {
         name: name?,
         kind: target_kind?,
         concurrency: concurrency?,
@@ -169,7 +179,7 @@ fn positive(text: &str) -> Result<Duration, String> {
     }
 }
 
-fn http_target(ctx: &mut Ctx<'_>, m: &Mapping<'_>) -> Option<HttpTarget> {
+fn http_target(ctx: &mut Ctx<'_>, m: &Mapping<'_>) -> Option<HttpSettings> {
     let url = ctx
         .required(m, "url")
         .and_then(|node| ctx.parse(node, &child(&m.path, "url"), "URL", http_url));
@@ -184,7 +194,7 @@ fn http_target(ctx: &mut Ctx<'_>, m: &Mapping<'_>) -> Option<HttpTarget> {
     let forward_textus_signature = ctx
         .field(m, "forward_textus_signature", "boolean", boolean)
         .or(false);
-    Some(HttpTarget {
+    Some(HttpSettings {
         url: url?,
         headers: headers?,
         signing: signing?,

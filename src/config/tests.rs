@@ -164,9 +164,9 @@ fn full_config_parses_to_the_expected_values() {
             keep_unrouted: true,
         },
         targets: vec![
-            Target {
+            TargetSettings {
                 name: id("warehouse"),
-                kind: TargetKind::Http(HttpTarget {
+                kind: TargetKind::Http(HttpSettings {
                     url: "https://ingest.example.com/textus".parse().expect("url"),
                     headers: vec![],
                     signing: Some(Signing {
@@ -188,9 +188,9 @@ fn full_config_parses_to_the_expected_values() {
                 max_queue: None,
                 on_full: OnFull::Reject,
             },
-            Target {
+            TargetSettings {
                 name: id("audit-log"),
-                kind: TargetKind::Http(HttpTarget {
+                kind: TargetKind::Http(HttpSettings {
                     url: "http://127.0.0.1:8081/events".parse().expect("url"),
                     headers: vec![
                         header("authorization", "Bearer t0k3n"),

@@ -16,8 +16,8 @@ use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
-use super::health::BreakerState;
 use crate::config::BreakerPolicy;
+use crate::targets::health::BreakerState;
 
 /// The breaker of one target.
 #[derive(Debug)]

@@ -20,10 +20,10 @@ use tokio::sync::watch;
 use tracing::{error, warn};
 
 use super::Dispatcher;
-use crate::app::build::Built;
 use crate::config::TargetId;
 use crate::metrics::Metrics;
 use crate::store::Store;
+use crate::targets::Built;
 
 /// How long a stopped runtime gets for tasks still left once its dispatcher returned (the
 /// dispatcher itself already waited for its in-flight attempts).

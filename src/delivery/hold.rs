@@ -9,9 +9,9 @@ use tracing::{info, warn};
 
 use super::Inner;
 use super::breaker::{Breaker, Change, Permit, Signal};
-use super::health::BreakerState;
 use crate::store::{TargetControl, from_unix_ms};
 use crate::targets::Outcome;
+use crate::targets::health::BreakerState;
 
 /// Whether the target may send now.
 pub(super) enum Gate {

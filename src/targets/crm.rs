@@ -5,6 +5,8 @@
 //! retry with a fresh token; with a static credential a 401 is permanent.
 
 pub mod auth;
+mod kind;
+pub mod settings;
 pub mod verdict;
 
 use std::sync::Arc;
@@ -14,10 +16,12 @@ use async_trait::async_trait;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 
 use super::http::{client, transport_failure};
+use super::kind::Preview;
 use super::{Outcome, Target};
 use crate::store::Job;
 use crate::templates::{CompiledBody, RenderContext, Templates, TextId};
 use auth::Authorizer;
+pub use settings::{CrmAuth, CrmSettings};
 
 /// How much of an answer is read to classify it (batch answers list every item).
 const SUCCESS_BODY_BYTES: usize = 256 * 1024;
@@ -53,7 +57,7 @@ impl CrmTarget {
         name: &str,
         request: CompiledRequest,
         templates: Arc<Templates>,
-        auth: Option<crate::config::CrmAuth>,
+        auth: Option<CrmAuth>,
         timeout: Duration,
     ) -> Result<CrmTarget, reqwest::Error> {
         let client = client(timeout)?;
@@ -161,7 +165,15 @@ impl Target for CrmTarget {
         }
         // Successful answers are read too: HubSpot 207 and Salesforce composite answers carry
         // per-item failures in the body.
-        let answer = super::read_answer(response, |_| SUCCESS_BODY_BYTES).await;
-        verdict::classify(answer.status, answer.retry_after.as_deref(), &answer.body)
+        let response = super::read_response(response, |_| SUCCESS_BODY_BYTES).await;
+        verdict::classify(
+            response.status,
+            response.retry_after.as_deref(),
+            &response.body,
+        )
+    }
+
+    fn previewer(&self) -> Option<&dyn Preview> {
+        Some(self)
     }
 }

@@ -8,6 +8,8 @@
 //! target an environment proxy applies to, which keeps reqwest and its proxy support.
 
 pub mod direct;
+mod kind;
+pub mod settings;
 
 use std::time::{Duration, SystemTime};
 
@@ -16,9 +18,9 @@ use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue};
 use secrecy::ExposeSecret;
 
 use super::{Outcome, REASON_BYTES, Target, classify, standard_webhooks};
-use crate::config::HttpTarget as HttpConfig;
 use crate::store::{Job, unix_ms};
 use direct::{Direct, DirectError};
+pub use settings::{HttpSettings, Signing};
 
 /// What every outbound request of the relay says it is.
 pub const USER_AGENT_VALUE: &str = concat!("textus-relay/", env!("CARGO_PKG_VERSION"));
@@ -35,9 +37,9 @@ pub fn client(timeout: Duration) -> Result<reqwest::Client, reqwest::Error> {
         .build()
 }
 
-/// Why an http target could not be built.
+/// Why a target's HTTP client could not be built (every kind sends through one).
 #[derive(Debug, thiserror::Error)]
-pub enum HttpTargetError {
+pub enum ClientError {
     #[error(transparent)]
     Reqwest(#[from] reqwest::Error),
     #[error(transparent)]
@@ -55,7 +57,7 @@ enum Sender {
 
 /// A plain HTTP endpoint.
 pub struct HttpTarget {
-    config: HttpConfig,
+    settings: HttpSettings,
     sender: Sender,
     /// Built once: `content-type`, the configured headers and, on the direct path, what
     /// reqwest added by itself (`user-agent`, `accept`). Each attempt clones it.
@@ -64,20 +66,20 @@ pub struct HttpTarget {
 }
 
 impl HttpTarget {
-    pub fn try_new(config: HttpConfig, timeout: Duration) -> Result<HttpTarget, HttpTargetError> {
+    pub fn try_new(settings: HttpSettings, timeout: Duration) -> Result<HttpTarget, ClientError> {
         let mut base = HeaderMap::new();
         base.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        let sender = if direct::proxied(&config.url) {
+        let sender = if direct::proxied(&settings.url) {
             Sender::Proxied(client(timeout)?)
         } else {
-            Direct::base_headers(&config.url, &mut base);
-            Sender::Direct(Direct::try_new(&config.url, timeout)?)
+            Direct::base_headers(&settings.url, &mut base);
+            Sender::Direct(Direct::try_new(&settings.url, timeout)?)
         };
-        for (name, value) in &config.headers {
+        for (name, value) in &settings.headers {
             base.insert(name.clone(), value.clone());
         }
         Ok(HttpTarget {
-            config,
+            settings,
             sender,
             base,
             timeout,
@@ -92,7 +94,7 @@ impl HttpTarget {
             headers.insert("webhook-id", v);
         }
         headers.insert("webhook-timestamp", HeaderValue::from(timestamp));
-        if let Some(signing) = &self.config.signing {
+        if let Some(signing) = &self.settings.signing {
             let sig = standard_webhooks::sign(
                 signing.key.expose_secret(),
                 webhook_id,
@@ -103,7 +105,7 @@ impl HttpTarget {
                 headers.insert("webhook-signature", v);
             }
         }
-        if self.config.forward_textus_signature
+        if self.settings.forward_textus_signature
             && let Ok(v) = HeaderValue::from_str(&job.signature)
         {
             headers.insert("x-textus-signature", v);
@@ -120,7 +122,7 @@ impl Target for HttpTarget {
             Sender::Direct(direct) => direct.deliver(headers, job.body.clone()).await,
             Sender::Proxied(client) => {
                 let request = client
-                    .post(self.config.url.clone())
+                    .post(self.settings.url.clone())
                     .headers(headers)
                     .body(job.body.clone());
                 match request.send().await {
@@ -134,7 +136,7 @@ impl Target for HttpTarget {
 
 /// Classifies a response, reading at most [`REASON_BYTES`] of a failure's body.
 pub async fn read_outcome(response: reqwest::Response) -> Outcome {
-    let answer = super::read_answer(response, |status| {
+    let response = super::read_response(response, |status| {
         if (200..300).contains(&status) {
             0
         } else {
@@ -142,7 +144,11 @@ pub async fn read_outcome(response: reqwest::Response) -> Outcome {
         }
     })
     .await;
-    classify(answer.status, answer.retry_after.as_deref(), &answer.body)
+    classify(
+        response.status,
+        response.retry_after.as_deref(),
+        &response.body,
+    )
 }
 
 /// A request that got no HTTP answer: always worth retrying, with the cause spelled out.

@@ -6,8 +6,10 @@
 //! cut to Slack's size limits instead of being refused. A webhook that Slack says is revoked,
 //! archived or gone flags the target for an operator.
 
+mod kind;
 pub mod message;
 pub mod mrkdwn;
+pub mod settings;
 pub mod verdict;
 
 use std::sync::Arc;
@@ -17,11 +19,13 @@ use async_trait::async_trait;
 use reqwest::header::CONTENT_TYPE;
 use serde_json::Value;
 
+use super::health::TargetHealth;
 use super::http::{client, transport_failure};
+use super::kind::Preview;
 use super::{Outcome, REASON_BYTES, Target};
-use crate::delivery::health::TargetHealth;
 use crate::store::Job;
 use crate::templates::{CompiledBody, RenderContext, Templates, TextId};
+pub use settings::{SlackSettings, SlackTemplate};
 
 /// A `templates:` entry, compiled.
 #[derive(Clone, Debug)]
@@ -119,12 +123,20 @@ impl Target for SlackTarget {
             Ok(r) => r,
             Err(e) => return transport_failure(&e, self.timeout),
         };
-        let answer = super::read_answer(response, |_| REASON_BYTES).await;
-        let verdict = verdict::classify(answer.status, answer.retry_after.as_deref(), &answer.body);
+        let response = super::read_response(response, |_| REASON_BYTES).await;
+        let verdict = verdict::classify(
+            response.status,
+            response.retry_after.as_deref(),
+            &response.body,
+        );
         if let Some(reason) = &verdict.attention {
             tracing::error!(target = %self.name, reason = %reason, "slack webhook needs attention");
             self.health.flag_attention(reason);
         }
         verdict.outcome
+    }
+
+    fn previewer(&self) -> Option<&dyn Preview> {
+        Some(self)
     }
 }

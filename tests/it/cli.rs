@@ -59,6 +59,43 @@ fn check_renders_templates_against_the_samples_and_lists_empty_fields() {
     assert!(opted_out.contains("empty fields: email, name, ok"), "{out}");
 }
 
+/// One target of each kind, every event routed to all three.
+const EACH_KIND: &str = "source: { secrets: [s] }
+targets:
+  hook: { kind: http, url: \"https://ingest.example.com/textus\" }
+  chat: { kind: slack, url: \"https://hooks.slack.com/services/T000/B000/s3cretPath\" }
+  sync: { kind: crm, method: PATCH, url: \"https://api.example.com/c/{{ event.id }}\" }
+routes:
+  - events: [\"*\"]
+    to: [hook, chat, sync]
+";
+
+#[test]
+fn check_lists_each_target_by_kind_and_renders_only_the_templated_ones() {
+    let (code, out, err) = check(EACH_KIND);
+    assert_eq!(code, 0, "{out}{err}");
+    for line in [
+        "    hook                 http  https://ingest.example.com/textus\n",
+        "    chat                 slack https://hooks.slack.com/…\n",
+        "    sync                 crm   PATCH https://api.example.com/c/{{ event.id }}\n",
+    ] {
+        assert!(out.contains(line), "{line:?} in:\n{out}");
+    }
+    // The webhook URL is the Slack credential: check never prints its path.
+    assert!(!out.contains("s3cretPath"), "{out}");
+    let rendered = |name: &str| {
+        out.lines()
+            .filter(|l| l.starts_with(&format!("    {name} ")) && l.contains(" ok, "))
+            .count()
+    };
+    // Eight samples each for the two kinds that render templates; http sends events as they are.
+    assert_eq!(
+        (rendered("chat"), rendered("sync"), rendered("hook")),
+        (8, 8, 0),
+        "{out}"
+    );
+}
+
 #[test]
 fn a_template_syntax_error_exits_2_naming_its_line() {
     let broken = CRM.replace("{{ event.contact.name }}", "{{ event.contact.name }");

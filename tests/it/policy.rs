@@ -459,3 +459,40 @@ async fn gone_disables_the_target_across_restarts_until_enabled_and_nothing_is_l
     let t = wait_target(&relay, "t", drained).await;
     assert_eq!(t["dead"], 0, "{t}");
 }
+
+#[tokio::test]
+async fn the_targets_api_names_each_targets_kind() {
+    let yaml = format!(
+        "source: {{ secrets: [\"{SECRET}\"] }}
+targets:
+  hook: {{ kind: http, url: \"http://127.0.0.1:9/hook\" }}
+  chat: {{ kind: slack, url: \"http://127.0.0.1:9/slack\" }}
+  sync: {{ kind: crm, url: \"http://127.0.0.1:9/crm\" }}
+routes:
+  - events: [\"*\"]
+    to: [hook, chat, sync]
+"
+    );
+    let relay = TestRelay::start(&yaml).await;
+    let (status, list) = relay.admin_get("/api/v1/targets").await;
+    assert_eq!(status, 200, "{list}");
+    let kinds: Vec<(&str, &str)> = list["targets"]
+        .as_array()
+        .map(|targets| {
+            targets
+                .iter()
+                .map(|t| {
+                    (
+                        t["name"].as_str().unwrap_or(""),
+                        t["kind"].as_str().unwrap_or(""),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(
+        kinds,
+        [("hook", "http"), ("chat", "slack"), ("sync", "crm")],
+        "{list}"
+    );
+}

@@ -13,10 +13,10 @@ use super::super::reader::{Ctx, Entry, Mapping, child};
 use super::super::schema::keys;
 use super::super::template::{self, TemplateSource};
 use super::super::tree::Node;
-use super::super::{CrmAuth, CrmTarget, Secret};
+use super::super::{CrmAuth, CrmSettings, Secret};
 use super::{INVALID_HEADER_VALUE, headers, http_url};
 
-pub(super) fn crm_target(ctx: &mut Ctx<'_>, m: &Mapping<'_>) -> Option<CrmTarget> {
+pub(super) fn crm_target(ctx: &mut Ctx<'_>, m: &Mapping<'_>) -> Option<CrmSettings> {
     let method = ctx.field(m, "method", "method", method).or(Method::POST);
     let url = ctx
         .required(m, "url")
@@ -40,7 +40,7 @@ pub(super) fn crm_target(ctx: &mut Ctx<'_>, m: &Mapping<'_>) -> Option<CrmTarget
         None => Some(None),
         Some(node) => auth(ctx, node, child(&m.path, "auth")).map(Some),
     };
-    Some(CrmTarget {
+    Some(CrmSettings {
         method: method?,
         url: url?,
         headers: headers?,

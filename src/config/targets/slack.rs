@@ -9,10 +9,10 @@ use super::super::reader::{Ctx, Mapping, child};
 use super::super::schema::keys;
 use super::super::template::{self, BodyTemplate};
 use super::super::tree::{Node, Value};
-use super::super::{EventPattern, SlackTarget, SlackTemplate};
+use super::super::{EventPattern, SlackSettings, SlackTemplate};
 use super::http_url;
 
-pub(super) fn slack_target(ctx: &mut Ctx<'_>, m: &Mapping<'_>) -> Option<SlackTarget> {
+pub(super) fn slack_target(ctx: &mut Ctx<'_>, m: &Mapping<'_>) -> Option<SlackSettings> {
     let url = ctx
         .required(m, "url")
         .and_then(|node| ctx.parse(node, &child(&m.path, "url"), "URL", http_url));
@@ -20,7 +20,7 @@ pub(super) fn slack_target(ctx: &mut Ctx<'_>, m: &Mapping<'_>) -> Option<SlackTa
         None => Some(Vec::new()),
         Some(node) => templates(ctx, node, child(&m.path, "templates")),
     };
-    Some(SlackTarget {
+    Some(SlackSettings {
         url: url?,
         templates: templates?,
     })

@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use super::{load, with_target};
 use crate::config::{
-    BodyTemplate, CrmAuth, CrmTarget, Rate, SlackTarget, SlackTemplate, TargetKind, TemplateSource,
+    BodyTemplate, CrmAuth, CrmSettings, Rate, SlackSettings, SlackTemplate, TargetKind,
+    TemplateSource,
 };
 
 /// Slack targets with and without templates, and three CRM targets in the shapes of
@@ -106,14 +107,14 @@ fn kind(yaml: &str, target: &str) -> TargetKind {
     found.expect("target defined").kind.clone()
 }
 
-fn slack(yaml: &str, target: &str) -> SlackTarget {
+fn slack(yaml: &str, target: &str) -> SlackSettings {
     match kind(yaml, target) {
         TargetKind::Slack(slack) => slack,
         other => panic!("expected a slack target, got {other:?}"),
     }
 }
 
-fn crm(yaml: &str, target: &str) -> CrmTarget {
+fn crm(yaml: &str, target: &str) -> CrmSettings {
     match kind(yaml, target) {
         TargetKind::Crm(crm) => crm,
         other => panic!("expected a crm target, got {other:?}"),
@@ -224,7 +225,7 @@ fn slack_rate_limit_defaults_to_one_per_second() {
 #[test]
 fn hubspot_like_target_keeps_typed_leaves() {
     let props = "targets.hubspot.body.properties";
-    let expected = CrmTarget {
+    let expected = CrmSettings {
         method: http::Method::POST,
         url: tpl(
             "https://api.hubapi.com/crm/v3/objects/contacts",
@@ -291,7 +292,7 @@ fn salesforce_like_target_has_a_url_template_and_oauth2() {
             value,
         )
     };
-    let expected = CrmTarget {
+    let expected = CrmSettings {
         method: http::Method::PATCH,
         // `${SF_DOMAIN}` is expanded; the `{{ }}` part is left to rendering.
         url: tpl(

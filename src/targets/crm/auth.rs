@@ -18,7 +18,8 @@ use http::header::{ACCEPT, CONTENT_TYPE};
 use secrecy::ExposeSecret;
 use tokio::time::Instant;
 
-use crate::config::{CrmAuth, Secret};
+use super::CrmAuth;
+use crate::config::Secret;
 
 /// Lifetime assumed when the token response has no `expires_in`. Salesforce's
 /// client-credentials answer has none (its session timeout, 2 h by default, applies), and an

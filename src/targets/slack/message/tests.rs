@@ -4,6 +4,8 @@ use std::collections::HashSet;
 
 use serde_json::{Value, json};
 
+use super::events::duration;
+use super::fields::{nanp, phone};
 use super::*;
 use crate::targets::slack::mrkdwn::{
     MAX_BLOCKS_TEXT_CHARS, MAX_SECTION_TEXT_CHARS, MAX_TEXT_CHARS,
