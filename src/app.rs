@@ -18,15 +18,17 @@ use pingora::server::{ExecutionPhase, Server};
 use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 
+use crate::admin::AdminConfig;
 use crate::admin::listening::IngressProbe;
 use crate::admin::{Admin, AdminTarget};
 use crate::build;
 use crate::config::{Config, DeliveryOrder, MinFree, Storage, StorageBudget};
 use crate::delivery::fleet::{Fleet, FleetService};
 use crate::ingress::Ingress;
+use crate::ingress::IngressConfig;
 use crate::live::Live;
 use crate::metrics::Metrics;
-use crate::reload::{AdminConfig, IngressConfig, Parts, Reloader};
+use crate::reload::{Parts, Reloader};
 use crate::store::Store;
 use crate::store::nats::{NatsSettings, NatsStore, TargetLayout};
 use crate::store::sqlite::budget::{Limits, MinFree as StoreMinFree};

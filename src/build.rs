@@ -180,7 +180,9 @@ pub fn compile(config: &Config) -> Result<Compiled, BuildError> {
     let templates = Arc::new(templates);
     let order = config.targets.iter().map(|t| t.name.clone()).collect();
     Ok(Compiled {
-        router: Router::new(routes, order, templates.clone()).with_rules(rules),
+        router: Router::new(routes, order, templates.clone())
+            .with_rules(rules)
+            .with_renderers(slack.keys().chain(crm.keys()).cloned()),
         templates,
         slack,
         crm,

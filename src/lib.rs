@@ -14,6 +14,7 @@ pub mod cli;
 pub mod config;
 pub mod delivery;
 pub mod demo;
+pub mod event;
 pub mod fuzzing;
 pub mod ingress;
 pub mod live;

@@ -7,12 +7,12 @@ use std::sync::atomic::AtomicUsize;
 use http::{Method, StatusCode};
 use serde_json::Value;
 
+use super::AdminConfig;
 use super::{Admin, AdminTarget};
 use crate::config::Config;
 use crate::delivery::health::TargetHealth;
 use crate::live::Live;
 use crate::metrics::Metrics;
-use crate::reload::AdminConfig;
 use crate::store::sqlite::SqliteStore;
 
 const YAML: &str = "source: { secrets: [s] }\ntargets:\n  t: { kind: http, url: \"http://127.0.0.1:1/\", rate_limit: 1/s, concurrency: 2, ordering: fifo, max_queue: 10 }\nroutes:\n  - events: [\"*\"]\n    to: [t]\n";

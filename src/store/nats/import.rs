@@ -31,7 +31,7 @@ impl NatsStore {
         };
         let m = DeliveryMeta {
             target: target.to_owned(),
-            key: d.key.clone(),
+            event_id: d.event_id.clone(),
             event_type: d.event_type.clone(),
             signature: d.signature.clone(),
             received_at: d.received_at,
@@ -44,7 +44,7 @@ impl NatsStore {
         }
         let subject =
             self.names
-                .queue_subject(target, self.import_lane(target, d), &key_hash(&d.key));
+                .queue_subject(target, self.import_lane(target, d), &key_hash(&d.event_id));
         let ack = self
             .bounded("moving a delivery", self.publish(subject, headers, &d.body))
             .await?;
@@ -56,14 +56,14 @@ impl NatsStore {
 
     /// Stores a dead letter where a burial would have, listed, shown and replayed like one.
     pub async fn import_dead(&self, d: &Exported) -> Result<Duplicate, StoreError> {
-        let kh = key_hash(&d.key);
+        let kh = key_hash(&d.event_id);
         let queue_subject = d
             .target
             .as_deref()
             .map(|t| self.names.queue_subject(t, self.import_lane(t, d), &kh));
         let dead = DeadMeta {
             target: d.target.clone(),
-            key: d.key.clone(),
+            event_id: d.event_id.clone(),
             event_type: d.event_type.clone(),
             signature: d.signature.clone(),
             received_at: d.received_at,

@@ -25,13 +25,16 @@ impl NatsStore {
     pub(super) async fn ingest_event(&self, e: NewEvent) -> Result<Ingested, StoreError> {
         let dedupe = !e.dedupe_window.is_zero();
         let now = unix_ms(SystemTime::now());
-        let kh = key_hash(&e.key);
+        let kh = key_hash(&e.event_id);
         // Looked up before anything is stored, not only answered by the PubAck of the id
         // written last: the deliveries' own ids are gone once they are delivered (or were
         // never these, for what `migrate` moved in), and a repeat would be stored again.
         if dedupe
             && self
-                .bounded("looking up the event id", self.seen_before(&e.key, &kh))
+                .bounded(
+                    "looking up the event id",
+                    self.seen_before(&e.event_id, &kh),
+                )
                 .await?
         {
             return Ok(Ingested::Duplicate);
@@ -39,7 +42,7 @@ impl NatsStore {
         let mut out = Vec::new();
         if let Some(reason) = &e.dead_reason {
             let dead = self.dead_meta(&e, None, None, reason.clone(), now);
-            let id = dedupe.then(|| format!("ev:{}", e.key));
+            let id = dedupe.then(|| format!("ev:{}", e.event_id));
             out.push(Outgoing {
                 subject: self.names.dead_subject(None, &kh),
                 headers: meta::headers(&dead, id.as_deref())?,
@@ -50,12 +53,12 @@ impl NatsStore {
             if !dedupe {
                 return Ok(Ingested::Accepted);
             }
-            out.push(self.seen_marker(&e.key));
+            out.push(self.seen_marker(&e.event_id));
         }
         for r in &e.targets {
             // One id per (event, target): a retry after a partial publish stores exactly the
             // deliveries that are missing, and is a duplicate only when none are.
-            let id = dedupe.then(|| format!("ev:{}:{}", e.key, r.target));
+            let id = dedupe.then(|| format!("ev:{}:{}", e.event_id, r.target));
             if let Some(limit) = self.queue_full(r).await {
                 let on_full = r.quota.map(|q| q.on_full).unwrap_or_default();
                 match on_full {
@@ -82,7 +85,7 @@ impl NatsStore {
             }
             let m = DeliveryMeta {
                 target: r.target.as_str().to_owned(),
-                key: e.key.clone(),
+                event_id: e.event_id.clone(),
                 event_type: e.event_type.clone(),
                 signature: e.signature.clone(),
                 received_at: unix_ms(e.received_at),
@@ -111,7 +114,7 @@ impl NatsStore {
             // leader, the memory of their ids: the key is kept apart, in a stream that keeps
             // it for the whole window, and only once every delivery is stored, so a crash in
             // between is a retry that stores again, never a lost event taken for a duplicate.
-            let seen = [self.seen_marker(&e.key)];
+            let seen = [self.seen_marker(&e.event_id)];
             let marker = self
                 .bounded(
                     "remembering the event",
@@ -204,7 +207,7 @@ impl NatsStore {
     ) -> DeadMeta {
         DeadMeta {
             target: target.map(|t| t.as_str().to_owned()),
-            key: e.key.clone(),
+            event_id: e.event_id.clone(),
             event_type: e.event_type.clone(),
             signature: e.signature.clone(),
             received_at: unix_ms(e.received_at),

@@ -100,7 +100,7 @@ impl NatsStore {
             let Some(m) = meta::decode::<DeliveryMeta>(Some(&msg.headers)) else {
                 continue;
             };
-            if m.key != key {
+            if m.event_id != key {
                 continue;
             }
             stored.insert(m.received_at, m.event_type.clone());
@@ -150,7 +150,7 @@ impl NatsStore {
                 let Some(m) = meta::decode::<DeadMeta>(Some(&msg.headers)) else {
                     continue;
                 };
-                if m.key != key {
+                if m.event_id != key {
                     continue;
                 }
                 stored.insert(m.received_at, m.event_type.clone());

@@ -132,9 +132,10 @@ impl NatsStore {
         let credit = self.control.credited(target, m.created_at);
         let job = Job {
             id,
-            event_key: m.key,
+            event_id: m.event_id,
             event_type: m.event_type,
             body: msg.payload.clone(),
+            parsed: Default::default(),
             signature: m.signature,
             received_at: from_unix_ms(m.received_at),
             attempts: history.count,
@@ -235,10 +236,10 @@ impl NatsStore {
             History::default()
         };
         history.push(now, last.status, last.reason.clone());
-        let kh = key_hash(&m.key);
+        let kh = key_hash(&m.event_id);
         let dead = DeadMeta {
             target: Some(m.target),
-            key: m.key,
+            event_id: m.event_id,
             event_type: m.event_type,
             signature: m.signature,
             received_at: m.received_at,

@@ -12,7 +12,8 @@
 
 use serde_json::{Value, json};
 
-use super::mrkdwn::{escape, fit, truncate};
+use super::mrkdwn::{fit, truncate};
+use crate::templates::mrkdwn::escape;
 
 /// Longest name, description or id shown: enough for any real one, short enough that one odd
 /// field cannot crowd out the rest of the message.

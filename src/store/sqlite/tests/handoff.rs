@@ -47,7 +47,7 @@ async fn a_delivery_is_handed_over_leased_and_claims_do_not_see_it_again() {
     store.ingest(e).await.expect("ingest");
     let jobs = handed(&mailbox).await;
     assert_eq!(jobs.len(), 1);
-    assert_eq!(jobs[0].event_key, "e1");
+    assert_eq!(jobs[0].event_id, "e1");
     assert_eq!(jobs[0].attempts, 0);
     assert_eq!(jobs[0].body, body);
     assert_eq!(jobs[0].event_type.as_deref(), Some("message.received"));
@@ -104,13 +104,13 @@ async fn past_the_room_offered_deliveries_are_queued_and_the_dispatcher_woken() 
     notified(&wake).await;
     assert_eq!(claim_keys(&store, 10).await, ["e3"]);
     // Taking the jobs makes room again.
-    let keys: Vec<_> = mailbox.take().into_iter().map(|j| j.event_key).collect();
+    let keys: Vec<_> = mailbox.take().into_iter().map(|j| j.event_id).collect();
     assert_eq!(keys, ["e1", "e2"]);
     store.ingest(event("e4", &["a"])).await.expect("ingest");
     let keys: Vec<_> = handed(&mailbox)
         .await
         .into_iter()
-        .map(|j| j.event_key)
+        .map(|j| j.event_id)
         .collect();
     assert_eq!(keys, ["e4"]);
 }
@@ -174,5 +174,5 @@ async fn a_delivery_handed_to_a_process_that_died_is_due_again_at_open() {
     let store = SqliteStore::open(&path).expect("reopen");
     let claimed = store.claim(&target("a"), 1, LEASE).await.expect("claim");
     assert_eq!(claimed.jobs.len(), 1);
-    assert_eq!(claimed.jobs[0].event_key, "e1");
+    assert_eq!(claimed.jobs[0].event_id, "e1");
 }

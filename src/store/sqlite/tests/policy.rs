@@ -56,7 +56,7 @@ async fn a_fifo_head_waits_through_its_retries_and_blocks_the_rest() {
     }
     let head = store.claim(&target("a"), 10, LEASE).await.expect("claim");
     assert_eq!(head.jobs.len(), 1, "only the head is claimable");
-    assert_eq!(head.jobs[0].event_key, "e1");
+    assert_eq!(head.jobs[0].event_id, "e1");
     assert!(claim_keys(&store, 10).await.is_empty(), "head in flight");
     let later = SystemTime::now() + Duration::from_secs(3600);
     store
@@ -76,7 +76,7 @@ async fn a_fifo_head_waits_through_its_retries_and_blocks_the_rest() {
         .await
         .expect("retry");
     let again = store.claim(&target("a"), 10, LEASE).await.expect("claim");
-    assert_eq!(again.jobs[0].event_key, "e1");
+    assert_eq!(again.jobs[0].event_id, "e1");
     assert_eq!(again.jobs[0].attempts, 2);
     store.ack(again.jobs[0].id).await.expect("ack");
     assert_eq!(claim_keys(&store, 10).await, ["e2"]);
@@ -96,7 +96,7 @@ async fn keyed_claims_take_one_head_per_key() {
         store.ingest(keyed(key, order)).await.expect("ingest");
     }
     let first = store.claim(&target("a"), 10, LEASE).await.expect("claim");
-    let keys: Vec<&str> = first.jobs.iter().map(|j| j.event_key.as_str()).collect();
+    let keys: Vec<&str> = first.jobs.iter().map(|j| j.event_id.as_str()).collect();
     assert_eq!(keys, ["a1", "b1", "c1"]);
     store.ack(first.jobs[0].id).await.expect("ack a1");
     assert_eq!(claim_keys(&store, 10).await, ["a2"]);
@@ -141,7 +141,7 @@ async fn priority_never_jumps_an_ordered_queue() {
         .expect("ingest");
     let first = store.claim(&target("a"), 10, LEASE).await.expect("claim");
     assert_eq!(first.jobs.len(), 1);
-    assert_eq!(first.jobs[0].event_key, "m1", "fifo keeps strict order");
+    assert_eq!(first.jobs[0].event_id, "m1", "fifo keeps strict order");
     store.ack(first.jobs[0].id).await.expect("ack");
     assert_eq!(claim_keys(&store, 10).await, ["optout"]);
 }
