@@ -28,7 +28,7 @@ use crate::live::Live;
 use crate::metrics::Metrics;
 use crate::routing::Router;
 use crate::store::{Ingested, NewEvent, Queue};
-pub use reply::{Answer, IngressError};
+pub use reply::{IngressError, IngressReply};
 use signature::SignatureError;
 
 /// How long a client may take to send the body before the request is dropped.
@@ -85,8 +85,8 @@ impl Ingress {
         }
     }
 
-    /// Decides the answer for one request. Never panics; every branch is an [`Answer`].
-    async fn handle(&self, session: &mut ServerSession, shutting_down: bool) -> Answer {
+    /// Decides the answer for one request. Never panics; every branch is an [`IngressReply`].
+    async fn handle(&self, session: &mut ServerSession, shutting_down: bool) -> IngressReply {
         let config = self.config.get();
         let source = &config.source;
         let head = session.req_header();
@@ -128,7 +128,7 @@ impl Ingress {
     }
 
     /// Stores a verified body and says how it went.
-    async fn accept(&self, config: &IngressConfig, body: Bytes, signature: String) -> Answer {
+    async fn accept(&self, config: &IngressConfig, body: Bytes, signature: String) -> IngressReply {
         let (event, target_count) = prepare(config, body, signature, SystemTime::now());
         let event_id = event.event_id.clone();
         let event_type = event.event_type.clone();
@@ -139,7 +139,7 @@ impl Ingress {
             Ok(Ingested::Duplicate) => {
                 debug!(event_id = %event_id, event_type = type_label, "duplicate event");
                 self.metrics.event(type_label, "duplicate");
-                Answer::duplicate(&event_id)
+                IngressReply::duplicate(&event_id)
             }
             Ok(Ingested::Rejected { target, limit }) => {
                 warn!(event_id = %event_id, event_type = type_label, target = %target, limit = %limit,
@@ -170,7 +170,7 @@ impl Ingress {
                     "accepted"
                 };
                 self.metrics.event(type_label, outcome);
-                Answer::accepted(&event_id, dead_reason.as_deref())
+                IngressReply::accepted(&event_id, dead_reason.as_deref())
             }
             Err(e) => {
                 warn!(event_id = %event_id, error = %e, "event could not be stored; answering 504");

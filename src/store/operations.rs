@@ -45,7 +45,7 @@ pub trait Operations: Send + Sync {
     /// store knows nothing of it (never received, or delivered everywhere and its key
     /// forgotten). It may cost a scan of the stored events, so a store should run it beside
     /// the hot path rather than in its way.
-    async fn find_event(&self, key: &str) -> Result<Option<EventWhereabouts>, StoreError>;
+    async fn find_event(&self, event_id: &str) -> Result<Option<EventWhereabouts>, StoreError>;
     /// Every target name that still has deliveries (queued, in flight or dead), configured or
     /// not: after a target is removed from the config its deliveries stay, under its name.
     async fn targets(&self) -> Result<Vec<TargetId>, StoreError>;

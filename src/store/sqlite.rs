@@ -438,9 +438,12 @@ impl Operations for SqliteStore {
         .await
     }
 
-    async fn find_event(&self, key: &str) -> Result<Option<super::EventWhereabouts>, StoreError> {
+    async fn find_event(
+        &self,
+        event_id: &str,
+    ) -> Result<Option<super::EventWhereabouts>, StoreError> {
         // Not through the writer: see `find` for why it reads on a connection of its own.
-        find::find_in(&self.path, key).await
+        find::find_in(&self.path, event_id).await
     }
 
     async fn targets(&self) -> Result<Vec<TargetId>, StoreError> {

@@ -8,7 +8,7 @@ use async_nats::jetstream::context::PublishAckFuture;
 use async_nats::jetstream::stream::LastRawMessageErrorKind;
 use bytes::Bytes;
 
-use super::layout::{Lane, key_hash};
+use super::layout::{Lane, event_id_hash};
 use super::meta::{self, DeadMeta, DeliveryMeta};
 use super::{NatsStore, PENDING_TTL, Pending, lock, nats_err};
 use crate::config::{OnFull, Priority, TargetId};
@@ -25,7 +25,7 @@ impl NatsStore {
     pub(super) async fn ingest_event(&self, e: NewEvent) -> Result<Ingested, StoreError> {
         let dedupe = !e.dedupe_window.is_zero();
         let now = unix_ms(SystemTime::now());
-        let kh = key_hash(&e.event_id);
+        let id_hash = event_id_hash(&e.event_id);
         // Looked up before anything is stored, not only answered by the PubAck of the id
         // written last: the deliveries' own ids are gone once they are delivered (or were
         // never these, for what `migrate` moved in), and a repeat would be stored again.
@@ -33,7 +33,7 @@ impl NatsStore {
             && self
                 .bounded(
                     "looking up the event id",
-                    self.seen_before(&e.event_id, &kh),
+                    self.seen_before(&e.event_id, &id_hash),
                 )
                 .await?
         {
@@ -44,7 +44,7 @@ impl NatsStore {
             let dead = self.dead_meta(&e, None, None, reason.clone(), now);
             let id = dedupe.then(|| format!("ev:{}", e.event_id));
             out.push(Outgoing {
-                subject: self.names.dead_subject(None, &kh),
+                subject: self.names.dead_subject(None, &id_hash),
                 headers: meta::headers(&dead, id.as_deref())?,
                 target: None,
             });
@@ -70,12 +70,12 @@ impl NatsStore {
                     }
                     OnFull::DeadLetter => {
                         let reason = format!("queue full ({limit})");
-                        let queue = self
-                            .names
-                            .queue_subject(r.target.as_str(), self.lane(r), &kh);
+                        let queue =
+                            self.names
+                                .queue_subject(r.target.as_str(), self.lane(r), &id_hash);
                         let dead = self.dead_meta(&e, Some(&r.target), Some(queue), reason, now);
                         out.push(Outgoing {
-                            subject: self.names.dead_subject(Some(r.target.as_str()), &kh),
+                            subject: self.names.dead_subject(Some(r.target.as_str()), &id_hash),
                             headers: meta::headers(&dead, id.as_deref())?,
                             target: None,
                         });
@@ -94,7 +94,7 @@ impl NatsStore {
             out.push(Outgoing {
                 subject: self
                     .names
-                    .queue_subject(r.target.as_str(), self.lane(r), &kh),
+                    .queue_subject(r.target.as_str(), self.lane(r), &id_hash),
                 headers: meta::headers(&m, id.as_deref())?,
                 target: Some(r.target.clone()),
             });
@@ -133,30 +133,34 @@ impl NatsStore {
         Ok(Ingested::Accepted)
     }
 
-    /// Whether the seen stream remembers `key`: an event stored within its window.
-    async fn seen_before(&self, key: &str, kh: &str) -> Result<bool, StoreError> {
+    /// Whether the seen stream remembers `event_id`: an event stored within its window.
+    async fn seen_before(&self, event_id: &str, id_hash: &str) -> Result<bool, StoreError> {
         let stream = self.stream(self.names.seen()).await?;
         // From the stream's leader, not a replica that may be behind.
         match stream
-            .get_last_raw_message_by_subject(&self.names.seen_subject(kh))
+            .get_last_raw_message_by_subject(&self.names.seen_subject(id_hash))
             .await
         {
-            // Another key with the same hash is not this one.
+            // Another event id with the same hash is not this one.
             Ok(m) => Ok(m
                 .headers
                 .get(async_nats::header::NATS_MESSAGE_ID)
-                .is_some_and(|id| id.as_str() == format!("ev:{key}"))),
+                .is_some_and(|id| id.as_str() == format!("ev:{event_id}"))),
             Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(false),
             Err(e) => Err(nats_err("looking up the event id", e)),
         }
     }
 
-    /// The message that remembers `key` in the seen stream, by its id (`ev:<key>`).
-    pub(super) fn seen_marker(&self, key: &str) -> Outgoing {
+    /// The message that remembers `event_id` in the seen stream, by its message id
+    /// (`ev:<event id>`).
+    pub(super) fn seen_marker(&self, event_id: &str) -> Outgoing {
         let mut headers = HeaderMap::new();
-        headers.insert(async_nats::header::NATS_MESSAGE_ID, format!("ev:{key}"));
+        headers.insert(
+            async_nats::header::NATS_MESSAGE_ID,
+            format!("ev:{event_id}"),
+        );
         Outgoing {
-            subject: self.names.seen_subject(&key_hash(key)),
+            subject: self.names.seen_subject(&event_id_hash(event_id)),
             headers,
             target: None,
         }

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 use async_nats::jetstream::AckKind;
 use futures_util::StreamExt;
 
-use super::layout::{Lane, key_hash};
+use super::layout::{Lane, event_id_hash};
 use super::meta::{self, DeadMeta, DeliveryMeta, History};
 use super::{Leased, NatsStore, POLL, lock, nats_err};
 use crate::config::TargetId;
@@ -236,7 +236,7 @@ impl NatsStore {
             History::default()
         };
         history.push(now, last.status, last.reason.clone());
-        let kh = key_hash(&m.event_id);
+        let id_hash = event_id_hash(&m.event_id);
         let dead = DeadMeta {
             target: Some(m.target),
             event_id: m.event_id,
@@ -252,7 +252,7 @@ impl NatsStore {
         };
         // The id makes a repeated burial (a crash between publish and term) one dead letter.
         let headers = meta::headers(&dead, Some(&format!("bury:{id}")))?;
-        let subject = self.names.dead_subject(dead.target.as_deref(), &kh);
+        let subject = self.names.dead_subject(dead.target.as_deref(), &id_hash);
         let payload = leased.message.payload.clone();
         self.bounded("storing a dead letter", async {
             self.js

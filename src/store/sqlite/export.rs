@@ -101,10 +101,10 @@ impl Source {
         let mut stmt = self
             .conn
             .prepare_cached("SELECT key FROM dedupe WHERE expires_at > ?1")?;
-        let keys = stmt
+        let event_ids = stmt
             .query_map([now_ms], |r| r.get(0))?
             .collect::<rusqlite::Result<Vec<String>>>()?;
-        Ok(keys)
+        Ok(event_ids)
     }
 
     /// Up to `limit` deliveries (pending or dead) with an id above `after`, in id order.
