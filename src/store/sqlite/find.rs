@@ -1,4 +1,4 @@
-//! Finding one event by its de-duplication key, for operators (`GET /api/v1/events?id=`).
+//! Finding one event by its event id, for operators (`GET /api/v1/events?id=`).
 //!
 //! `events.key` has no index: one would cost a b-tree write on every ingest and a delete on
 //! every prune, on the writer thread that bench/REPORT.md names the relay's bottleneck, to

@@ -40,12 +40,12 @@ fn event(event_id: &str, targets: &[&str]) -> NewEvent {
 
 const LEASE: Duration = Duration::from_secs(60);
 
-/// Claims up to `limit` deliveries of target `a`; their event keys, in claim order.
-async fn claim_keys(store: &SqliteStore, limit: usize) -> Vec<String> {
-    claim_keys_of(store, "a", limit).await
+/// Claims up to `limit` deliveries of target `a`; their event ids, in claim order.
+async fn claim_ids(store: &SqliteStore, limit: usize) -> Vec<String> {
+    claim_ids_of(store, "a", limit).await
 }
 
-async fn claim_keys_of(store: &SqliteStore, name: &str, limit: usize) -> Vec<String> {
+async fn claim_ids_of(store: &SqliteStore, name: &str, limit: usize) -> Vec<String> {
     let claimed = store
         .claim(&target(name), limit, LEASE)
         .await
