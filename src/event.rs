@@ -4,7 +4,7 @@
 //! (`when` conditions, order keys) and every templated target (Slack messages, CRM requests).
 //! Ingress parses it once and hands the value to all of them: routing reads it, and deliveries
 //! handed to a dispatcher as they are stored (`store::handoff`) carry it. A delivery claimed
-//! from the store comes without it, and its first reader parses it once for the whole claim;
+//! from the store comes without it, and its first reader parses it, once for that claim;
 //! a plain http target sends the bytes and never parses them.
 
 use std::sync::{Arc, OnceLock};
