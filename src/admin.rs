@@ -28,10 +28,19 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use crate::app::live::Live;
-use crate::app::reload::{AdminConfig, Reloader};
+use crate::app::reload::Reloader;
+use crate::config::Secret;
 use crate::metrics::{Metrics, TargetGauges};
 use crate::store::{ControlChange, Store};
 pub use targets::AdminTarget;
+
+/// What the admin API reads for each call; a reload replaces it whole.
+pub struct AdminConfig {
+    /// Every configured target with its settings and health view, in config order.
+    pub targets: Vec<AdminTarget>,
+    /// Bearer token for `/api/`; `None` for none.
+    pub token: Option<Secret>,
+}
 
 /// Status, body and content type of an answer.
 type Answer = (StatusCode, String, &'static str);
@@ -191,7 +200,7 @@ impl Admin {
             }
         }
         // Removed targets' queues stay visible, so an alert on queue depth still fires.
-        for o in crate::app::reload::orphans(self.store.as_ref(), &config).await {
+        for o in orphans(self.store.as_ref(), &config).await {
             gauges.push(TargetGauges {
                 target: o.target,
                 queued: o.queued,
@@ -301,3 +310,32 @@ fn parse_query(query: &str) -> HashMap<String, String> {
 
 #[cfg(test)]
 mod tests;
+
+/// Deliveries kept for a target that is not configured.
+#[derive(Debug, serde::Serialize, PartialEq, Eq)]
+pub struct Orphan {
+    pub target: String,
+    pub queued: u64,
+    pub dead: u64,
+}
+
+/// Targets that have deliveries in `store` but are not in `admin`'s config.
+pub async fn orphans(store: &dyn Store, admin: &AdminConfig) -> Vec<Orphan> {
+    let Ok(names) = store.targets().await else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for name in names {
+        if admin.targets.iter().any(|t| t.config.name == name) {
+            continue;
+        }
+        if let Ok(c) = store.counts(&name).await {
+            out.push(Orphan {
+                target: name.to_string(),
+                queued: c.queued + c.in_flight,
+                dead: c.dead,
+            });
+        }
+    }
+    out
+}

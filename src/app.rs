@@ -22,18 +22,20 @@ use pingora::server::{ExecutionPhase, Server};
 use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 
+use crate::admin::AdminConfig;
 use crate::admin::listening::IngressProbe;
 use crate::admin::{Admin, AdminTarget};
 use crate::config::{Config, DeliveryOrder, MinFree, Storage, StorageBudget};
 use crate::delivery::fleet::{Fleet, FleetService};
 use crate::ingress::Ingress;
+use crate::ingress::IngressConfig;
 use crate::metrics::Metrics;
 use crate::store::Store;
 use crate::store::nats::{NatsSettings, NatsStore, TargetLayout};
 use crate::store::sqlite::budget::{Limits, MinFree as StoreMinFree};
 use crate::store::sqlite::{SqliteOptions, SqliteStore};
 use live::Live;
-use reload::{AdminConfig, IngressConfig, Parts, Reloader};
+use reload::{Parts, Reloader};
 
 /// Seconds pingora waits after SIGTERM before stopping runtimes: long enough for requests
 /// already past the signature check to get their commit and answer.

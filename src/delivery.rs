@@ -175,11 +175,11 @@ impl Inner {
                 self.update_breaker(|b| b.probe_dropped(Instant::now()));
             }
             if let Err(e) = self.store.release(job.id).await {
-                warn!(target = name, event_id = %job.event_key, error = %e, "releasing an unattempted delivery failed");
+                warn!(target = name, event_id = %job.event_id, error = %e, "releasing an unattempted delivery failed");
             }
             return Settled::Changed;
         }
-        let webhook_id = standard_webhooks::webhook_id(&job.event_key, name);
+        let webhook_id = standard_webhooks::webhook_id(&job.event_id, name);
         let attempt = job.attempts + 1;
         let event_type = job.event_type.as_deref().unwrap_or("");
         let started = std::time::Instant::now();
@@ -199,7 +199,7 @@ impl Inner {
         let mut settled = Settled::Changed;
         let written = match outcome {
             Outcome::Delivered { status } => {
-                info!(target = name, event_id = %job.event_key, event_type, attempt, status, duration_ms, "delivered");
+                info!(target = name, event_id = %job.event_id, event_type, attempt, status, duration_ms, "delivered");
                 self.metrics.delivery(name, "delivered");
                 self.health.record_success();
                 if !probe && self.config.ordering == DeliveryOrder::Unordered {
@@ -226,7 +226,7 @@ impl Inner {
                 match next {
                     Next::At(at) => {
                         let in_secs = at.duration_since(SystemTime::now()).unwrap_or_default();
-                        warn!(target = name, event_id = %job.event_key, event_type, attempt, status, duration_ms,
+                        warn!(target = name, event_id = %job.event_id, event_type, attempt, status, duration_ms,
                             reason = %reason, retry_in_ms = in_secs.as_millis() as u64, "delivery failed; will retry");
                         self.metrics.delivery(name, "retry");
                         self.store
@@ -249,7 +249,7 @@ impl Inner {
         };
         if let Err(e) = written {
             // The lease will expire and the delivery will be attempted again: at-least-once.
-            warn!(target = name, event_id = %job.event_key, error = %e, "recording the attempt failed");
+            warn!(target = name, event_id = %job.event_id, error = %e, "recording the attempt failed");
             return Settled::Changed;
         }
         settled
@@ -286,7 +286,7 @@ impl Inner {
             }
         }
         let event_type = job.event_type.as_deref().unwrap_or("");
-        error!(target = %name, event_id = %job.event_key, event_type, attempt, status = 410u16, duration_ms,
+        error!(target = %name, event_id = %job.event_id, event_type, attempt, status = 410u16, duration_ms,
             reason = %reason, "receiver answered 410 Gone: target disabled, deliveries wait until it is enabled");
         let last = AttemptRecord {
             status: Some(410),
@@ -306,7 +306,7 @@ impl Inner {
         let name = self.config.name.as_str();
         let event_type = job.event_type.as_deref().unwrap_or("");
         self.health.record_error(&reason);
-        warn!(target = name, event_id = %job.event_key, event_type, attempt, status, duration_ms,
+        warn!(target = name, event_id = %job.event_id, event_type, attempt, status, duration_ms,
             reason = %reason, "delivery is a dead letter");
         self.metrics.delivery(name, "dead");
         self.store

@@ -9,6 +9,8 @@
 pub mod envelope;
 mod reply;
 pub mod signature;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,10 +24,11 @@ use pingora::server::ShutdownWatch;
 use tracing::{debug, info, warn};
 
 use crate::app::live::Live;
-use crate::app::reload::IngressConfig;
+use crate::config::Source;
 use crate::metrics::Metrics;
+use crate::routing::Router;
 use crate::store::{Ingested, NewEvent, Queue};
-pub use reply::{Answer, IngressError};
+pub use reply::{IngressError, IngressReply};
 use signature::SignatureError;
 
 /// How long a client may take to send the body before the request is dropped.
@@ -41,6 +44,13 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The most request-head bytes (names and values) the relay accepts; TextUs sends a few
 /// hundred. pingora's own limit is 1 MiB.
 pub const MAX_HEAD_BYTES: usize = 32 * 1024;
+
+/// What ingress reads for each request: the source settings and the routes. A reload replaces
+/// it whole, so each request sees one config throughout.
+pub struct IngressConfig {
+    pub source: Source,
+    pub router: Router,
+}
 
 /// Left on a kept-alive connection for its next request: it has already carried one.
 struct Reused;
@@ -75,8 +85,8 @@ impl Ingress {
         }
     }
 
-    /// Decides the answer for one request. Never panics; every branch is an [`Answer`].
-    async fn handle(&self, session: &mut ServerSession, shutting_down: bool) -> Answer {
+    /// Decides the answer for one request. Never panics; every branch is an [`IngressReply`].
+    async fn handle(&self, session: &mut ServerSession, shutting_down: bool) -> IngressReply {
         let config = self.config.get();
         let source = &config.source;
         let head = session.req_header();
@@ -118,41 +128,21 @@ impl Ingress {
     }
 
     /// Stores a verified body and says how it went.
-    async fn accept(&self, config: &IngressConfig, body: Bytes, signature: String) -> Answer {
-        let envelope = envelope::read(&body);
-        let (event_type, dead_reason) = match envelope.kind {
-            Ok(t) => (Some(t), None),
-            Err(reason) => (None, Some(reason)),
-        };
-        let received_at = SystemTime::now();
-        let targets = match event_type.as_deref() {
-            // The body is parsed in full only when a `when` condition or an order key needs
-            // it; routing by type alone needs nothing beyond the envelope.
-            Some(t) => config.router.plan(t, &envelope.key, &body, received_at),
-            None => Vec::new(),
-        };
-        let unrouted = targets.is_empty() && dead_reason.is_none();
-        let target_count = targets.len();
-        let event = NewEvent {
-            key: envelope.key.clone(),
-            event_type: event_type.clone(),
-            body,
-            signature,
-            received_at,
-            targets,
-            dead_reason: dead_reason.clone(),
-            dedupe_window: config.source.dedupe_window,
-            keep_unrouted: config.source.keep_unrouted,
-        };
+    async fn accept(&self, config: &IngressConfig, body: Bytes, signature: String) -> IngressReply {
+        let (event, target_count) = prepare(config, body, signature, SystemTime::now());
+        let event_id = event.event_id.clone();
+        let event_type = event.event_type.clone();
+        let dead_reason = event.dead_reason.clone();
+        let unrouted = target_count == 0 && dead_reason.is_none();
         let type_label = event_type.as_deref().unwrap_or("");
         match self.store.ingest(event).await {
             Ok(Ingested::Duplicate) => {
-                debug!(event_id = %envelope.key, event_type = type_label, "duplicate event");
+                debug!(event_id = %event_id, event_type = type_label, "duplicate event");
                 self.metrics.event(type_label, "duplicate");
-                Answer::duplicate(&envelope.key)
+                IngressReply::duplicate(&event_id)
             }
             Ok(Ingested::Rejected { target, limit }) => {
-                warn!(event_id = %envelope.key, event_type = type_label, target = %target, limit = %limit,
+                warn!(event_id = %event_id, event_type = type_label, target = %target, limit = %limit,
                     "target queue is full; answering 504 so TextUs retries later");
                 self.metrics.event(type_label, "queue_full");
                 IngressError::QueueFull {
@@ -164,30 +154,66 @@ impl Ingress {
             Ok(Ingested::Full(limit)) => {
                 // The store logs when ingest stops and resumes; one line per refused event
                 // would flood the log exactly while the disk is short.
-                debug!(event_id = %envelope.key, event_type = type_label, "storage budget spent; answering 504");
+                debug!(event_id = %event_id, event_type = type_label, "storage budget spent; answering 504");
                 self.metrics.event(type_label, "store_full");
                 IngressError::StoreFull(limit.describe()).into()
             }
             Ok(Ingested::Accepted) => {
                 let outcome = if let Some(reason) = &dead_reason {
-                    warn!(event_id = %envelope.key, reason = %reason, "signed body kept as a dead letter");
+                    warn!(event_id = %event_id, reason = %reason, "signed body kept as a dead letter");
                     "dead_letter"
                 } else if unrouted {
-                    info!(event_id = %envelope.key, event_type = type_label, "event matched no route");
+                    info!(event_id = %event_id, event_type = type_label, "event matched no route");
                     "unrouted"
                 } else {
-                    info!(event_id = %envelope.key, event_type = type_label, targets = target_count, "event accepted");
+                    info!(event_id = %event_id, event_type = type_label, targets = target_count, "event accepted");
                     "accepted"
                 };
                 self.metrics.event(type_label, outcome);
-                Answer::accepted(&envelope.key, dead_reason.as_deref())
+                IngressReply::accepted(&event_id, dead_reason.as_deref())
             }
             Err(e) => {
-                warn!(event_id = %envelope.key, error = %e, "event could not be stored; answering 504");
+                warn!(event_id = %event_id, error = %e, "event could not be stored; answering 504");
                 IngressError::StoreUnavailable(e.to_string()).into()
             }
         }
     }
+}
+
+/// The event to store for a verified body, and how many deliveries it has. The body is parsed
+/// once here: in full when routing or a target reads the event ([`Router::parses_event`]), the
+/// value then going on with the event; otherwise only its `id` and `action`.
+fn prepare(
+    config: &IngressConfig,
+    body: Bytes,
+    signature: String,
+    received_at: SystemTime,
+) -> (NewEvent, usize) {
+    let envelope = envelope::read(&body, config.router.parses_event());
+    let (event_type, dead_reason) = match envelope.kind {
+        Ok(t) => (Some(t), None),
+        Err(reason) => (None, Some(reason)),
+    };
+    let targets = match event_type.as_deref() {
+        Some(t) => config
+            .router
+            .plan(t, &envelope.event_id, &body, &envelope.parsed, received_at),
+        None => Vec::new(),
+    };
+    let target_count = targets.len();
+    let event = NewEvent {
+        event_id: envelope.event_id,
+        event_type,
+        body,
+        parsed: envelope.parsed,
+        signature,
+        received_at,
+        targets,
+        dead_reason,
+        dedupe_window: config.source.dedupe_window,
+        keep_unrouted: config.source.keep_unrouted,
+    };
+    (event, target_count)
 }
 
 #[async_trait]

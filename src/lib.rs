@@ -12,6 +12,7 @@
 
 pub mod config;
 pub mod delivery;
+pub mod event;
 pub mod ingress;
 pub mod metrics;
 pub mod routing;

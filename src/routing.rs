@@ -9,11 +9,12 @@
 //! that fails to render is the empty key (logged): the event is still delivered, in order with
 //! the other events whose key is empty.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::config::{EventPattern, Priority, TargetId};
+use crate::event::ParsedBody;
 use crate::store::{Quota, Routed};
 use crate::templates::{ConditionId, Meta, RenderContext, Templates, TextId};
 
@@ -58,6 +59,8 @@ pub struct Router {
     templates: Arc<Templates>,
     /// Per target; a target without an entry is unordered and unlimited.
     rules: HashMap<TargetId, QueueRules>,
+    /// Targets whose deliveries render the event.
+    renderers: HashSet<TargetId>,
 }
 
 impl Router {
@@ -71,6 +74,7 @@ impl Router {
             order,
             templates,
             rules: HashMap::new(),
+            renderers: HashSet::new(),
         }
     }
 
@@ -80,8 +84,22 @@ impl Router {
         self
     }
 
+    /// Sets which targets render the event (templated kinds: Slack, CRM), so that ingress
+    /// parses each body in full for them, once ([`Router::parses_event`]).
+    pub fn with_renderers(mut self, targets: impl IntoIterator<Item = TargetId>) -> Router {
+        self.renderers = targets.into_iter().collect();
+        self
+    }
+
+    /// Whether ingress parses each body in full: routing needs the event, or some target
+    /// renders it. Otherwise only `id` and `action` are read, and a plain http target sends the
+    /// bytes without the event ever being parsed.
+    pub fn parses_event(&self) -> bool {
+        self.needs_event() || !self.renderers.is_empty()
+    }
+
     /// Whether any route has a `when` condition or any target an order key template, i.e.
-    /// whether routing needs the parsed event (parsing is skipped otherwise).
+    /// whether routing needs the parsed event.
     pub fn needs_event(&self) -> bool {
         self.routes.iter().any(|r| r.when.is_some())
             || self
@@ -109,24 +127,24 @@ impl Router {
     }
 
     /// The deliveries to store for one verified event: each routed target with its priority,
-    /// order key and quota. `key` is the event's de-duplication key (`meta.id`).
+    /// order key and quota. `parsed` is `body` as JSON if ingress parsed it; it is parsed here
+    /// (once) only if routing needs it and ingress did not.
     pub fn plan(
         &self,
         event_type: &str,
-        key: &str,
+        event_id: &str,
         body: &[u8],
+        parsed: &ParsedBody,
         received_at: SystemTime,
     ) -> Vec<Routed> {
-        let event: Option<serde_json::Value> = self
-            .needs_event()
-            .then(|| serde_json::from_slice(body).unwrap_or_default());
+        let event = self.needs_event().then(|| parsed.value(body));
         let meta = |target: &str| Meta {
             event_type: event_type.to_string(),
-            id: key.to_string(),
-            received_at: crate::targets::rfc3339(crate::store::unix_ms(received_at)),
+            event_id: event_id.to_string(),
+            received_at: crate::templates::rfc3339_from_unix_ms(crate::store::unix_ms(received_at)),
             target: target.to_string(),
         };
-        let routing_ctx = event.as_ref().map(|e| RenderContext::new(e, meta("")));
+        let routing_ctx = event.map(|e| RenderContext::new(e, meta("")));
         self.route_with_priority(event_type, routing_ctx.as_ref())
             .into_iter()
             .map(|(target, priority)| {
@@ -135,10 +153,10 @@ impl Router {
                     OrderRule::Unordered => None,
                     OrderRule::Fifo => Some(FIFO_KEY.to_owned()),
                     OrderRule::Key(template) => {
-                        let event = event.as_ref().unwrap_or(&serde_json::Value::Null);
+                        let event = event.unwrap_or(&serde_json::Value::Null);
                         let ctx = RenderContext::new(event, meta(target.as_str()));
                         Some(self.templates.render_text(template, &ctx).unwrap_or_else(|e| {
-                            tracing::warn!(target = %target, event_id = key, error = %e, "order key failed to render; using the empty key");
+                            tracing::warn!(target = %target, event_id, error = %e, "order key failed to render; using the empty key");
                             String::new()
                         }))
                     }
@@ -208,7 +226,7 @@ mod tests {
     fn ctx(event: serde_json::Value) -> RenderContext {
         let meta = Meta {
             event_type: "message.received".into(),
-            id: "x".into(),
+            event_id: "x".into(),
             received_at: "2024-05-14T16:02:11Z".into(),
             target: String::new(),
         };
@@ -273,7 +291,13 @@ routes:
 
     fn plan(yaml: &str, event_type: &str, body: serde_json::Value) -> Vec<Routed> {
         let body = serde_json::to_vec(&body).expect("json");
-        router(yaml).plan(event_type, "ev-1", &body, std::time::SystemTime::UNIX_EPOCH)
+        router(yaml).plan(
+            event_type,
+            "ev-1",
+            &body,
+            &ParsedBody::default(),
+            std::time::SystemTime::UNIX_EPOCH,
+        )
     }
 
     #[test]

@@ -32,6 +32,7 @@ use serde::Serialize;
 use tokio::sync::Notify;
 
 use crate::config::{OnFull, Priority, TargetId};
+use crate::event::ParsedBody;
 
 /// Identifies one delivery (one event for one target) inside a store.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
@@ -47,12 +48,18 @@ impl std::fmt::Display for DeliveryId {
 /// An event that ingress verified and wants stored.
 #[derive(Clone, Debug)]
 pub struct NewEvent {
-    /// De-duplication key: the envelope `id`, or `sha256:<hex>` of the body when it has none.
-    pub key: String,
+    /// The event id (design.md §2): the envelope `id`, or `sha256:<hex>` of the body when it
+    /// has none. Events are de-duplicated by it. The SQLite store keeps it in columns named
+    /// `key` (`events.key`, `dedupe.key`), and the NATS store in the `key` field of a message's
+    /// metadata header: names on disk and on the wire, kept so existing stores still open.
+    pub event_id: String,
     /// The envelope's `action`; `None` when the body could not be read as an event.
     pub event_type: Option<String>,
     /// The raw body, byte for byte as TextUs sent it.
     pub body: Bytes,
+    /// The body as JSON, if ingress parsed it; deliveries handed over as they are stored take
+    /// it along ([`Job::parsed`]).
+    pub parsed: ParsedBody,
     /// The `X-TextUs-Signature` header as received, for targets that forward it.
     pub signature: String,
     pub received_at: SystemTime,
@@ -61,7 +68,7 @@ pub struct NewEvent {
     pub targets: Vec<Routed>,
     /// Set when the body is signed but unusable (not JSON, no `action`): kept as a dead letter.
     pub dead_reason: Option<String>,
-    /// How long the key is remembered; zero turns de-duplication off for this event.
+    /// How long the event id is remembered; zero turns de-duplication off for this event.
     pub dedupe_window: Duration,
     /// Keep the event even when no target wants it (`source.keep_unrouted`).
     pub keep_unrouted: bool,
@@ -186,14 +193,14 @@ pub struct StorageStatus {
 /// `Rejected` 504.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Ingested {
-    /// Stored (or, when unrouted and not kept, only its key remembered).
+    /// Stored (or, when unrouted and not kept, only its id remembered).
     Accepted,
-    /// The key was seen within the de-duplication window: nothing new was stored.
+    /// The event id was seen within the de-duplication window: nothing new was stored.
     Duplicate,
     /// A target with `on_full: reject` has a full queue: nothing was stored (not even the
-    /// de-duplication key, so the sender's retry is not taken for a duplicate).
+    /// event id, so the sender's retry is not taken for a duplicate).
     Rejected { target: TargetId, limit: QueueLimit },
-    /// The storage budget is spent: nothing was stored, not even the key. Answered 504
+    /// The storage budget is spent: nothing was stored, not even the event id. Answered 504
     /// `store_full`; the store drains inside its reserve and takes events again by itself.
     Full(SpaceLimit),
 }
@@ -202,9 +209,14 @@ pub enum Ingested {
 #[derive(Clone, Debug)]
 pub struct Job {
     pub id: DeliveryId,
-    pub event_key: String,
+    pub event_id: String,
     pub event_type: Option<String>,
+    /// The raw body, byte for byte as TextUs sent it: what a plain http target sends.
     pub body: Bytes,
+    /// The body as JSON for templated targets, read through [`Job::event`]: parsed by ingress
+    /// for a delivery handed over as it was stored, else once for this claim by its first
+    /// reader.
+    pub parsed: ParsedBody,
     pub signature: String,
     pub received_at: SystemTime,
     /// Attempts already made before this one.
@@ -213,6 +225,13 @@ pub struct Job {
     /// time its target spent not sending (breaker open, disabled, paused; see
     /// [`Queue::credit_wait`]), so waiting out an outage does not age a delivery.
     pub created_at: SystemTime,
+}
+
+impl Job {
+    /// The event as JSON (`null` for a body that is not JSON), parsed at most once per job.
+    pub fn event(&self) -> &serde_json::Value {
+        self.parsed.value(&self.body)
+    }
 }
 
 /// The result of [`Queue::claim`].
@@ -283,7 +302,7 @@ impl<S: Queue + Operations + ?Sized> Store for S {}
 /// them run at the rate of events.
 #[async_trait]
 pub trait Queue: Send + Sync {
-    /// Stores the event and one queued delivery per target, unless its key is a duplicate.
+    /// Stores the event and one queued delivery per target, unless its id is a duplicate.
     async fn ingest(&self, event: NewEvent) -> Result<Ingested, StoreError>;
     /// Leases up to `limit` due deliveries of `target` for `lease`.
     async fn claim(

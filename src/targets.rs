@@ -20,7 +20,7 @@ use async_trait::async_trait;
 
 use crate::config::TargetSettings;
 use crate::store::{Job, unix_ms};
-use crate::templates::Meta;
+use crate::templates::{Meta, rfc3339_from_unix_ms};
 use health::TargetHealth;
 use kind::Preview;
 pub use kind::TargetKind;
@@ -74,8 +74,8 @@ pub const REASON_BYTES: usize = 512;
 pub fn meta(job: &Job, target: &str) -> Meta {
     Meta {
         event_type: job.event_type.clone().unwrap_or_default(),
-        id: job.event_key.clone(),
-        received_at: rfc3339(unix_ms(job.received_at)),
+        event_id: job.event_id.clone(),
+        received_at: rfc3339_from_unix_ms(unix_ms(job.received_at)),
         target: target.to_string(),
     }
 }
@@ -127,28 +127,6 @@ pub async fn read_start(response: &mut reqwest::Response, limit: usize) -> Strin
     }
     start.truncate(limit);
     String::from_utf8_lossy(&start).into_owned()
-}
-
-/// Unix milliseconds as RFC 3339 UTC with milliseconds, e.g. `2024-05-14T16:02:11.482Z`.
-pub fn rfc3339(ms: i64) -> String {
-    let (secs, millis) = (ms.div_euclid(1000), ms.rem_euclid(1000));
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
 }
 
 /// The common rules of design.md §5: 2xx delivered; connection errors, timeouts, 408, 425,
@@ -212,13 +190,6 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-    }
-
-    #[test]
-    fn formats_rfc3339() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(rfc3339(1_715_702_531_482), "2024-05-14T16:02:11.482Z");
-        assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00.000Z");
     }
 
     #[test]

@@ -28,6 +28,7 @@ mod error;
 #[cfg(test)]
 mod filter_tests;
 mod filters;
+pub mod mrkdwn;
 #[cfg(test)]
 mod tests;
 
@@ -56,6 +57,12 @@ pub const RECURSION_LIMIT: usize = 64;
 /// or `±hh:mm`), the same parser the `date` and `timestamp_ms` filters use; `None` if invalid.
 pub fn rfc3339_unix_ms(text: &str) -> Option<i64> {
     datetime::parse(text).map(|t| t.unix_millis())
+}
+
+/// Unix milliseconds as RFC 3339 UTC with milliseconds (`2024-05-14T16:02:11.482Z`), the
+/// form of `meta.received_at`; the inverse of [`rfc3339_unix_ms`].
+pub fn rfc3339_from_unix_ms(ms: i64) -> String {
+    datetime::format_utc_millis(ms)
 }
 
 /// Most `-` signs allowed in a row (whitespace between them allowed). minijinja parses each
@@ -144,9 +151,10 @@ pub struct Meta {
     /// The event type (`message.received`), as `meta.type`.
     #[serde(rename = "type")]
     pub event_type: String,
-    /// The delivery id used for de-duplication.
-    pub id: String,
-    /// When the relay received the event, RFC 3339.
+    /// The event id (the envelope `id`, or the body's digest), as `meta.id`.
+    #[serde(rename = "id")]
+    pub event_id: String,
+    /// When the relay received the event, RFC 3339 ([`rfc3339_from_unix_ms`]).
     pub received_at: String,
     /// The target being rendered for.
     pub target: String,
@@ -203,7 +211,7 @@ impl Templates {
                     Ok(out.write_str(if value.is_true() { "true" } else { "false" })?)
                 }
                 _ if slack && !value.is_safe() => {
-                    Ok(out.write_str(&crate::targets::slack::mrkdwn::escape(&value.to_string()))?)
+                    Ok(out.write_str(&mrkdwn::escape(&value.to_string()))?)
                 }
                 _ if slack => Ok(out.write_str(&value.to_string())?),
                 _ => minijinja::escape_formatter(out, state, value),

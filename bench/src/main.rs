@@ -351,6 +351,6 @@ fn cpu_info() -> (usize, String) {
 /// Now as `YYYY-MM-DD HH:MM UTC`, from the relay's own RFC 3339 formatter.
 fn utc_now() -> String {
     let ms = textus_relay::store::unix_ms(std::time::SystemTime::now());
-    let stamp = textus_relay::targets::rfc3339(ms); // 2026-11-27T01:14:05.123Z
+    let stamp = textus_relay::templates::rfc3339_from_unix_ms(ms); // 2026-11-27T01:14:05.123Z
     format!("{} {} UTC", &stamp[..10], &stamp[11..16])
 }

@@ -30,14 +30,14 @@ pub(super) async fn route(admin: &Admin, method: &Method, rest: &str, query: &st
     if *method != Method::GET {
         return super::not_allowed("GET");
     }
-    let id = match rest {
+    let event_id = match rest {
         "" | "/" => {
             let mut query = super::parse_query(query);
             if let Some(unknown) = query.keys().find(|k| k.as_str() != "id") {
                 return bad_request(&format!("unknown parameter {unknown:?}; only id is taken"));
             }
             match query.remove("id") {
-                Some(id) => id,
+                Some(event_id) => event_id,
                 None => {
                     return bad_request(
                         "the id parameter is required, e.g. ?id=%2Fintegrations%2F...",
@@ -46,27 +46,27 @@ pub(super) async fn route(admin: &Admin, method: &Method, rest: &str, query: &st
             }
         }
         path => match path.strip_prefix('/').map(percent_decode) {
-            Some(Ok(id)) => id,
+            Some(Ok(event_id)) => event_id,
             _ => return bad_request("the id in the path is not valid UTF-8 once decoded"),
         },
     };
-    if id.is_empty() || id.len() > MAX_ID {
+    if event_id.is_empty() || event_id.len() > MAX_ID {
         return bad_request(&format!(
             "an event id is 1 to {MAX_ID} bytes, this one has {}",
-            id.len()
+            event_id.len()
         ));
     }
-    find(admin, &id).await
+    find(admin, &event_id).await
 }
 
-async fn find(admin: &Admin, id: &str) -> Answer {
-    match admin.store.find_event(id).await {
-        Ok(Some(found)) => json_ok(whereabouts_json(admin, id, found)),
+async fn find(admin: &Admin, event_id: &str) -> Answer {
+    match admin.store.find_event(event_id).await {
+        Ok(Some(found)) => json_ok(whereabouts_json(admin, event_id, found)),
         Ok(None) => error(
             StatusCode::NOT_FOUND,
             "not_found",
             &format!(
-                "no event with id {id:?} is known: never received, or delivered and its \
+                "no event with id {event_id:?} is known: never received, or delivered and its \
                  de-duplication window has passed"
             ),
         ),
@@ -80,7 +80,7 @@ async fn find(admin: &Admin, id: &str) -> Answer {
 
 /// Every configured target in config order, then targets no longer configured that still
 /// hold a delivery, then dead letters without a target (bodies that were never events).
-fn whereabouts_json(admin: &Admin, id: &str, found: EventWhereabouts) -> Value {
+fn whereabouts_json(admin: &Admin, event_id: &str, found: EventWhereabouts) -> Value {
     let mut by_target: HashMap<Option<String>, Vec<EventDelivery>> = HashMap::new();
     for delivery in found.deliveries {
         by_target
@@ -110,7 +110,7 @@ fn whereabouts_json(admin: &Admin, id: &str, found: EventWhereabouts) -> Value {
         targets.push(target_json(name.as_deref(), false, held, None));
     }
     json!({
-        "id": id,
+        "id": event_id,
         "seen": true,
         "remembered_until": found.remembered_until,
         "routed": found.routed,

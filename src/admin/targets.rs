@@ -35,7 +35,7 @@ impl Admin {
             }
         }
         // Targets removed from the config whose deliveries wait in the store.
-        let orphaned = crate::app::reload::orphans(self.store.as_ref(), &config).await;
+        let orphaned = super::orphans(self.store.as_ref(), &config).await;
         json_ok(json!({ "targets": out, "unconfigured": orphaned }))
     }
 

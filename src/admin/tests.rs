@@ -7,9 +7,9 @@ use std::sync::atomic::AtomicUsize;
 use http::{Method, StatusCode};
 use serde_json::Value;
 
+use super::AdminConfig;
 use super::{Admin, AdminTarget};
 use crate::app::live::Live;
-use crate::app::reload::AdminConfig;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::store::sqlite::SqliteStore;

@@ -119,8 +119,15 @@ pub fn compile(config: &Config) -> Result<Compiled, BuildError> {
     }
     let templates = Arc::new(templates);
     let order = config.targets.iter().map(|t| t.name.clone()).collect();
+    let renderers = config
+        .targets
+        .iter()
+        .filter(|t| t.kind.kind().renders_event())
+        .map(|t| t.name.clone());
     Ok(Compiled {
-        router: Router::new(routes, order, templates.clone()).with_rules(rules),
+        router: Router::new(routes, order, templates.clone())
+            .with_rules(rules)
+            .with_renderers(renderers),
         templates,
         starts,
     })

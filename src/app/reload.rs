@@ -26,28 +26,15 @@ use std::sync::Arc;
 use serde::Serialize;
 use tracing::{error, info, warn};
 
-use crate::admin::AdminTarget;
+use crate::admin::{AdminConfig, AdminTarget, Orphan, orphans};
 use crate::app::build::{self, Built};
 use crate::app::live::Live;
-use crate::config::{Config, ConfigError, Secret, Source, TargetId};
+use crate::config::{Config, ConfigError, TargetId};
 use crate::delivery::fleet::{Fleet, FleetError};
+use crate::ingress::IngressConfig;
 use crate::metrics::Metrics;
 use crate::routing::Router;
 use crate::store::Store;
-
-/// What ingress reads for each request; replaced whole by a reload.
-pub struct IngressConfig {
-    pub source: Source,
-    pub router: Router,
-}
-
-/// What the admin API reads for each call; replaced whole by a reload.
-pub struct AdminConfig {
-    /// Every configured target with its settings and health view, in config order.
-    pub targets: Vec<AdminTarget>,
-    /// Bearer token for `/api/`; `None` for none.
-    pub token: Option<Secret>,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReloadError {
@@ -92,14 +79,6 @@ pub struct ReloadReport {
     pub unchanged: Vec<String>,
     /// Targets in the store that no longer have a config, with what waits for them.
     pub orphaned: Vec<Orphan>,
-}
-
-/// Deliveries kept for a target that is not configured.
-#[derive(Debug, Serialize, PartialEq, Eq)]
-pub struct Orphan {
-    pub target: String,
-    pub queued: u64,
-    pub dead: u64,
 }
 
 /// Reloads the running relay's config; one reload at a time.
@@ -268,25 +247,4 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
         keys.push("storage");
     }
     keys
-}
-
-/// Targets that have deliveries in `store` but are not in `admin`'s config.
-pub async fn orphans(store: &dyn Store, admin: &AdminConfig) -> Vec<Orphan> {
-    let Ok(names) = store.targets().await else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    for name in names {
-        if admin.targets.iter().any(|t| t.config.name == name) {
-            continue;
-        }
-        if let Ok(c) = store.counts(&name).await {
-            out.push(Orphan {
-                target: name.to_string(),
-                queued: c.queued + c.in_flight,
-                dead: c.dead,
-            });
-        }
-    }
-    out
 }

@@ -200,9 +200,10 @@ fn sample_job(ty: &str, body: &'static [u8]) -> Job {
         .unwrap_or_default();
     Job {
         id: DeliveryId(0),
-        event_key: key,
+        event_id: key,
         event_type: Some(ty.to_string()),
         body: Bytes::from_static(body),
+        parsed: Default::default(),
         signature: String::new(),
         received_at: SystemTime::now(),
         attempts: 0,
@@ -213,8 +214,10 @@ fn sample_job(ty: &str, body: &'static [u8]) -> Job {
 fn meta(ty: &str, target: &str) -> Meta {
     Meta {
         event_type: ty.to_string(),
-        id: String::new(),
-        received_at: crate::targets::rfc3339(crate::store::unix_ms(SystemTime::now())),
+        event_id: String::new(),
+        received_at: crate::templates::rfc3339_from_unix_ms(crate::store::unix_ms(
+            SystemTime::now(),
+        )),
         target: target.to_string(),
     }
 }

@@ -150,9 +150,9 @@ fn migrate(
     // Last: an id remembered before its deliveries were moved would make TextUs's retry of
     // an event whose move failed a "duplicate", and the event lost.
     let mut known = 0;
-    for keys in remembered.chunks(SEEN_SLICE) {
+    for event_ids in remembered.chunks(SEEN_SLICE) {
         known += runtime
-            .block_on(store.import_seen(keys))
+            .block_on(store.import_seen(event_ids))
             .context("remembering event ids for de-duplication")?;
     }
     Ok(format!(

@@ -286,7 +286,7 @@ impl Run {
         let name = &self.inner.config.name;
         for job in jobs {
             if let Err(e) = self.inner.store.release(job.id).await {
-                warn!(target = %name, event_id = %job.event_key, error = %e, "releasing an unstarted delivery failed");
+                warn!(target = %name, event_id = %job.event_id, error = %e, "releasing an unstarted delivery failed");
             }
         }
     }

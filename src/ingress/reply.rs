@@ -67,9 +67,9 @@ impl IngressError {
     }
 }
 
-/// A complete answer, ready to write.
+/// The relay's complete answer to one TextUs request, ready to write.
 #[derive(Debug)]
-pub struct Answer {
+pub struct IngressReply {
     pub status: u16,
     pub body: Vec<u8>,
     /// For `relay_requests_total{outcome}`.
@@ -79,21 +79,21 @@ pub struct Answer {
     pub allow_post: bool,
 }
 
-impl Answer {
-    pub fn accepted(id: &str, dead_reason: Option<&str>) -> Answer {
+impl IngressReply {
+    pub fn accepted(event_id: &str, dead_reason: Option<&str>) -> IngressReply {
         let body = match dead_reason {
-            None => json!({"id": id, "status": "accepted"}),
-            Some(reason) => json!({"id": id, "status": "accepted", "dead_letter": reason}),
+            None => json!({"id": event_id, "status": "accepted"}),
+            Some(reason) => json!({"id": event_id, "status": "accepted", "dead_letter": reason}),
         };
-        Answer::ok(body, "accepted")
+        IngressReply::ok(body, "accepted")
     }
 
-    pub fn duplicate(id: &str) -> Answer {
-        Answer::ok(json!({"id": id, "status": "duplicate"}), "duplicate")
+    pub fn duplicate(event_id: &str) -> IngressReply {
+        IngressReply::ok(json!({"id": event_id, "status": "duplicate"}), "duplicate")
     }
 
-    fn ok(body: serde_json::Value, outcome: &'static str) -> Answer {
-        Answer {
+    fn ok(body: serde_json::Value, outcome: &'static str) -> IngressReply {
+        IngressReply {
             status: 200,
             body: body.to_string().into_bytes(),
             outcome,
@@ -103,8 +103,8 @@ impl Answer {
     }
 }
 
-impl From<IngressError> for Answer {
-    fn from(e: IngressError) -> Answer {
+impl From<IngressError> for IngressReply {
+    fn from(e: IngressError) -> IngressReply {
         let body = json!({"error": e.code(), "message": e.to_string()});
         let body_consumed = matches!(
             e,
@@ -113,7 +113,7 @@ impl From<IngressError> for Answer {
                 | IngressError::StoreUnavailable(_)
                 | IngressError::QueueFull { .. }
         );
-        Answer {
+        IngressReply {
             status: e.status(),
             body: body.to_string().into_bytes(),
             outcome: e.code(),
@@ -124,7 +124,7 @@ impl From<IngressError> for Answer {
 }
 
 /// Writes `answer` as a complete HTTP response with a JSON body.
-pub async fn write(session: &mut ServerSession, answer: &Answer) -> pingora::Result<()> {
+pub async fn write(session: &mut ServerSession, answer: &IngressReply) -> pingora::Result<()> {
     let mut head = ResponseHeader::build(answer.status, Some(4))?;
     head.insert_header("content-type", "application/json")?;
     head.insert_header("content-length", answer.body.len().to_string())?;

@@ -384,8 +384,8 @@ impl Operations for NatsStore {
         self.bounded("counting a target's deliveries", self.target_counts(target))
             .await
     }
-    async fn find_event(&self, key: &str) -> Result<Option<EventWhereabouts>, StoreError> {
-        self.bounded("finding an event", self.whereabouts(key))
+    async fn find_event(&self, event_id: &str) -> Result<Option<EventWhereabouts>, StoreError> {
+        self.bounded("finding an event", self.whereabouts(event_id))
             .await
     }
     async fn targets(&self) -> Result<Vec<TargetId>, StoreError> {

@@ -41,11 +41,11 @@ pub trait Operations: Send + Sync {
     /// returns how many.
     async fn purge(&self, filter: DeadLetterFilter) -> Result<u64, StoreError>;
     async fn counts(&self, target: &TargetId) -> Result<TargetCounts, StoreError>;
-    /// Where the event with de-duplication key `key` (the envelope `id`) is: `None` when the
-    /// store knows nothing of it (never received, or delivered everywhere and its key
+    /// Where the event `event_id` (the envelope `id`, or the body's digest) is: `None` when
+    /// the store knows nothing of it (never received, or delivered everywhere and its id
     /// forgotten). It may cost a scan of the stored events, so a store should run it beside
     /// the hot path rather than in its way.
-    async fn find_event(&self, key: &str) -> Result<Option<EventWhereabouts>, StoreError>;
+    async fn find_event(&self, event_id: &str) -> Result<Option<EventWhereabouts>, StoreError>;
     /// Every target name that still has deliveries (queued, in flight or dead), configured or
     /// not: after a target is removed from the config its deliveries stay, under its name.
     async fn targets(&self) -> Result<Vec<TargetId>, StoreError>;
@@ -180,14 +180,14 @@ pub struct TargetCounts {
 ///
 /// A delivered delivery is deleted, and its event once no delivery refers to it, so a target
 /// that got the event leaves no trace here: only what is still pending or dead is listed, and
-/// the de-duplication key shows the event was received at all.
+/// its remembered event id shows the event was received at all.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct EventWhereabouts {
-    /// Unix milliseconds until which the key is remembered for de-duplication; `None` when it
-    /// is not (de-duplication off, or its window passed and the key was swept).
+    /// Unix milliseconds until which the event id is remembered for de-duplication; `None`
+    /// when it is not (de-duplication off, or its window passed and the id was swept).
     pub remembered_until: Option<i64>,
-    /// The targets the event was routed to when it was received, kept with its
-    /// de-duplication key; `None` when the key is not remembered (or was written by a relay
+    /// The targets the event was routed to when it was received, kept with its remembered
+    /// event id; `None` when the id is not remembered (or was written by a relay
     /// before this was kept). With it, a routed target with nothing held got the event.
     pub routed: Option<Vec<String>>,
     /// The stored copies of the event: usually one, more when it was accepted again after its

@@ -254,6 +254,9 @@ impl Queue for SqliteStore {
         };
         // try_send: when the writer is this far behind, answering 504 now (TextUs retries it)
         // is better than holding the request open without bound.
+        // Held until the writer answered, after it dropped its own: so a parsed event (a tree of
+        // many allocations) is freed here, off the writer, which is the store's bottleneck.
+        let parsed = event.parsed.clone();
         let (reply, answer) = Reply::channel();
         self.ops
             .try_send(Op::Ingest {
@@ -266,7 +269,9 @@ impl Queue for SqliteStore {
                 mpsc::error::TrySendError::Closed(_) => StoreError::Closed,
             })?;
         self.writer.unpark();
-        answer.await.map_err(|_| StoreError::Closed)?
+        let ingested = answer.await.map_err(|_| StoreError::Closed)?;
+        drop(parsed);
+        ingested
     }
 
     async fn claim(
@@ -438,9 +443,12 @@ impl Operations for SqliteStore {
         .await
     }
 
-    async fn find_event(&self, key: &str) -> Result<Option<super::EventWhereabouts>, StoreError> {
+    async fn find_event(
+        &self,
+        event_id: &str,
+    ) -> Result<Option<super::EventWhereabouts>, StoreError> {
         // Not through the writer: see `find` for why it reads on a connection of its own.
-        find::find_in(&self.path, key).await
+        find::find_in(&self.path, event_id).await
     }
 
     async fn targets(&self) -> Result<Vec<TargetId>, StoreError> {

@@ -50,8 +50,11 @@ pub fn ingress(data: &[u8]) {
         Ok(()),
         "a correct signature was refused"
     );
-    let env = envelope::read(body);
-    assert!(!env.key.is_empty(), "an envelope key is never empty");
+    let env = envelope::read(body, false);
+    assert!(!env.event_id.is_empty(), "an event id is never empty");
+    // Parsed in full or not, a body gets the same id and the same type or reason.
+    let whole = envelope::read(body, true);
+    assert_eq!((&env.event_id, &env.kind), (&whole.event_id, &whole.kind));
 }
 
 /// Template compilation and rendering as a text, a body leaf, a Slack text and a condition.
@@ -75,7 +78,7 @@ pub fn templates(data: &[u8]) {
         &event,
         Meta {
             event_type: "message.received".into(),
-            id: "fuzz-1".into(),
+            event_id: "fuzz-1".into(),
             received_at: "2024-05-14T16:02:11.482Z".into(),
             target: "fuzz".into(),
         },

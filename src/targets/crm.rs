@@ -73,8 +73,7 @@ impl CrmTarget {
 
     /// Renders the request for `job`. A template error is permanent: retrying cannot fix it.
     pub fn render(&self, job: &Job) -> Result<Rendered, String> {
-        let event: serde_json::Value = serde_json::from_slice(&job.body).unwrap_or_default();
-        let ctx = RenderContext::new(&event, super::meta(job, &self.name));
+        let ctx = RenderContext::new(job.event(), super::meta(job, &self.name));
         let url = self
             .templates
             .render_text(self.request.url, &ctx)

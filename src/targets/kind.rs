@@ -47,6 +47,11 @@ pub trait Kind {
     /// Where it sends, for `check`'s list of targets. Never shows a credential.
     fn summary(&self) -> String;
 
+    /// Whether what it sends is rendered from the parsed event (a template or a built-in
+    /// message), so that ingress parses each body routed to it in full, once. A kind that sends
+    /// the raw bytes says no, and its events are never parsed past `id` and `action`.
+    fn renders_event(&self) -> bool;
+
     /// Compiles its templates into `templates`, adding every problem to `errors` rather than
     /// stopping at the first, so that one run reports them all. `None` once one has failed.
     fn compile(&self, templates: &mut Templates, errors: &mut Vec<TemplateError>) -> Option<Start>;

@@ -68,12 +68,12 @@ impl SlackTarget {
 
     /// The message this target sends for `job`: its template, or the built-in one.
     pub fn payload(&self, job: &Job) -> Result<Value, String> {
-        let event: Value = serde_json::from_slice(&job.body).unwrap_or(Value::Null);
+        let event = job.event();
         let event_type = job.event_type.as_deref().unwrap_or("");
         let Some(message) = self.template_for(event_type) else {
-            return Ok(message::builtin(event_type, &event));
+            return Ok(message::builtin(event_type, event));
         };
-        let ctx = RenderContext::new(&event, super::meta(job, &self.name));
+        let ctx = RenderContext::new(event, super::meta(job, &self.name));
         let mut payload = serde_json::Map::new();
         if let Some(text) = message.text {
             let rendered = self

@@ -1,6 +1,6 @@
 //! Outbound identity and signatures as the Standard Webhooks specification defines them.
 //!
-//! `webhook-id` is derived from the event key and the target name, so it is the same on every
+//! `webhook-id` is derived from the event id and the target name, so it is the same on every
 //! attempt (and after a restart): receivers de-duplicate on it. `webhook-signature` is
 //! `v1,<base64 HMAC-SHA256(key, "{id}.{timestamp}.{body}")>`.
 
@@ -10,9 +10,9 @@ use hmac::{Hmac, KeyInit, Mac};
 use sha2::{Digest, Sha256};
 
 /// The stable idempotency key of one event for one target. Contains no `.` (the spec forbids it).
-pub fn webhook_id(event_key: &str, target: &str) -> String {
+pub fn webhook_id(event_id: &str, target: &str) -> String {
     let mut h = Sha256::new();
-    h.update(event_key.as_bytes());
+    h.update(event_id.as_bytes());
     h.update([0u8]);
     h.update(target.as_bytes());
     format!("msg_{}", &hex::encode(h.finalize())[..32])

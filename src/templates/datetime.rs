@@ -171,6 +171,18 @@ impl Timestamp {
     }
 }
 
+/// Unix milliseconds as RFC 3339 UTC with exactly three fraction digits.
+pub(super) fn format_utc_millis(ms: i64) -> String {
+    // jiff's range ends with the year 9999; a time past it (only a clock or a store gone
+    // wrong gives one) shows as that end.
+    let at = jiff::Timestamp::from_millisecond(ms).unwrap_or(if ms < 0 {
+        jiff::Timestamp::MIN
+    } else {
+        jiff::Timestamp::MAX
+    });
+    format!("{at:.3}")
+}
+
 /// Appends `text` to a jiff format so that it prints as itself.
 fn literal(out: &mut String, text: &str) {
     out.push_str(&text.replace('%', "%%"));
@@ -182,6 +194,29 @@ mod tests {
 
     fn ms(s: &str) -> Option<i64> {
         parse(s).map(|t| t.unix_millis())
+    }
+
+    #[test]
+    fn formats_unix_millis_with_three_fraction_digits() {
+        assert_eq!(format_utc_millis(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            format_utc_millis(1_715_702_531_482),
+            "2024-05-14T16:02:11.482Z"
+        );
+        assert_eq!(
+            format_utc_millis(951_782_400_000),
+            "2000-02-29T00:00:00.000Z"
+        );
+        assert_eq!(
+            format_utc_millis(1_715_702_531_400),
+            "2024-05-14T16:02:11.400Z"
+        );
+        // Past jiff's range: its last instant (its range leaves room for any offset).
+        assert_eq!(format_utc_millis(i64::MAX), "9999-12-30T22:00:00.999Z");
+        for ms in [0, 1, 999, 86_399_999, 1_715_702_531_482, 4_102_444_800_000] {
+            let text = format_utc_millis(ms);
+            assert_eq!(self::ms(&text), Some(ms), "{text}");
+        }
     }
 
     #[test]

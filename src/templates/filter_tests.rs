@@ -13,7 +13,7 @@ fn slack_escape_filter() {
         &event,
         Meta {
             event_type: String::new(),
-            id: String::new(),
+            event_id: String::new(),
             received_at: String::new(),
             target: String::new(),
         },

@@ -77,7 +77,7 @@ fn slack_escape(value: Value) -> Value {
         return value;
     }
     // Marked safe so a Slack template's own auto-escaping does not escape it twice.
-    Value::from_safe_string(crate::targets::slack::mrkdwn::escape(&text_of(&value)))
+    Value::from_safe_string(super::mrkdwn::escape(&text_of(&value)))
 }
 
 /// Normalises a phone number to E.164, or returns it unchanged.

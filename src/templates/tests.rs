@@ -18,7 +18,7 @@ pub(super) fn ctx(name: &str) -> RenderContext {
     let event = fixture(name);
     let meta = Meta {
         event_type: name.to_owned(),
-        id: event["id"].as_str().unwrap_or_default().to_owned(),
+        event_id: event["id"].as_str().unwrap_or_default().to_owned(),
         received_at: "2024-05-14T16:02:12.001Z".to_owned(),
         target: "support-slack".to_owned(),
     };
@@ -393,7 +393,7 @@ fn large_events_fit_the_fuel_budget() {
     event["message"]["body"] = json!("<&>".repeat(349_525));
     let meta = Meta {
         event_type: "message.received".to_owned(),
-        id: String::new(),
+        event_id: String::new(),
         received_at: String::new(),
         target: String::new(),
     };
@@ -538,7 +538,7 @@ fn slack_templates_escape_interpolated_event_text() {
     let event = serde_json::json!({"body": "<!channel> & <https://evil|click>"});
     let meta = Meta {
         event_type: "message.received".into(),
-        id: "x".into(),
+        event_id: "x".into(),
         received_at: "2024-05-14T16:02:11Z".into(),
         target: "s".into(),
     };

@@ -33,8 +33,8 @@ pub struct Call {
     body: Vec<u8>,
 }
 
-/// What the relay needs from a successful answer.
-pub struct Answer {
+/// The integration TextUs created: what the relay needs from a successful answer.
+pub struct CreatedIntegration {
     /// `id`, e.g. `/integrations/0yX2VrJ`.
     pub id: String,
     /// `config.webhookSecret`, e.g. `textus-abcdefgh12345678`.
@@ -94,7 +94,7 @@ impl Call {
     }
 
     /// Sends the call; a non-2xx answer or no answer is an error that says which and why.
-    pub fn send(self, token: &str) -> anyhow::Result<Answer> {
+    pub fn send(self, token: &str) -> anyhow::Result<CreatedIntegration> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -102,7 +102,7 @@ impl Call {
         runtime.block_on(self.send_async(token))
     }
 
-    async fn send_async(self, token: &str) -> anyhow::Result<Answer> {
+    async fn send_async(self, token: &str) -> anyhow::Result<CreatedIntegration> {
         crate::install_crypto();
         let client = reqwest::Client::builder()
             .timeout(REQUEST_TIMEOUT)
@@ -136,13 +136,13 @@ impl Call {
                 hint(status)
             ));
         }
-        answer(status, &bytes)
+        created(status, &bytes)
     }
 }
 
 /// Reads `id` and `config.webhookSecret` from a 2xx answer. The body is never quoted here: it
 /// holds the secret.
-fn answer(status: reqwest::StatusCode, body: &[u8]) -> anyhow::Result<Answer> {
+fn created(status: reqwest::StatusCode, body: &[u8]) -> anyhow::Result<CreatedIntegration> {
     let value: Value = serde_json::from_slice(body)
         .map_err(|e| anyhow!("TextUs answered {status}, but not with JSON ({e})"))?;
     let id = value
@@ -159,7 +159,7 @@ fn answer(status: reqwest::StatusCode, body: &[u8]) -> anyhow::Result<Answer> {
                  look it up in the TextUs web app (Settings > Integrations)"
             )
         })?;
-    Ok(Answer {
+    Ok(CreatedIntegration {
         id: id.to_owned(),
         webhook_secret: secret.to_owned(),
     })
@@ -325,7 +325,7 @@ mod tests {
 
     #[test]
     fn an_answer_without_the_secret_is_an_error_that_does_not_quote_the_body() {
-        let ok = answer(
+        let ok = created(
             reqwest::StatusCode::CREATED,
             br#"{"id":"/integrations/0yX2VrJ","config":{"webhookSecret":"textus-abc"}}"#,
         )
@@ -334,7 +334,7 @@ mod tests {
             (ok.id.as_str(), ok.webhook_secret.as_str()),
             ("/integrations/0yX2VrJ", "textus-abc")
         );
-        let Err(e) = answer(reqwest::StatusCode::CREATED, br#"{"id":"/integrations/x"}"#) else {
+        let Err(e) = created(reqwest::StatusCode::CREATED, br#"{"id":"/integrations/x"}"#) else {
             panic!("no secret must be an error");
         };
         assert!(e.to_string().contains("webhookSecret"), "{e}");

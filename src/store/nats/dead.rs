@@ -36,7 +36,7 @@ impl Scanned {
         DeadLetter {
             id: DeliveryId(i64::try_from(self.seq).unwrap_or(i64::MAX)),
             target: m.target.clone(),
-            event_id: m.key.clone(),
+            event_id: m.event_id.clone(),
             event_type: m.event_type.clone(),
             attempts: m.attempts,
             last_status: m.last_status,
@@ -209,7 +209,7 @@ impl NatsStore {
             .map_err(|e| nats_err("reading a dead letter", e))?;
         let m = DeliveryMeta {
             target: target.to_owned(),
-            key: s.meta.key.clone(),
+            event_id: s.meta.event_id.clone(),
             event_type: s.meta.event_type.clone(),
             signature: s.meta.signature.clone(),
             received_at: s.meta.received_at,

@@ -9,7 +9,7 @@ use async_nats::jetstream::kv::CreateErrorKind;
 use async_nats::jetstream::publish::PublishAck;
 use bytes::Bytes;
 
-use super::layout::{Lane, key_hash};
+use super::layout::{Lane, event_id_hash};
 use super::meta::{self, AttemptRec, DeadMeta, DeliveryMeta, History};
 use super::{NatsStore, nats_err};
 use crate::config::Priority;
@@ -31,7 +31,7 @@ impl NatsStore {
         };
         let m = DeliveryMeta {
             target: target.to_owned(),
-            key: d.key.clone(),
+            event_id: d.event_id.clone(),
             event_type: d.event_type.clone(),
             signature: d.signature.clone(),
             received_at: d.received_at,
@@ -42,9 +42,11 @@ impl NatsStore {
             // A first delivery is not otherwise looked up in the attempts bucket.
             headers.insert(meta::HISTORY_HEADER, "1");
         }
-        let subject =
-            self.names
-                .queue_subject(target, self.import_lane(target, d), &key_hash(&d.key));
+        let subject = self.names.queue_subject(
+            target,
+            self.import_lane(target, d),
+            &event_id_hash(&d.event_id),
+        );
         let ack = self
             .bounded("moving a delivery", self.publish(subject, headers, &d.body))
             .await?;
@@ -56,14 +58,14 @@ impl NatsStore {
 
     /// Stores a dead letter where a burial would have, listed, shown and replayed like one.
     pub async fn import_dead(&self, d: &Exported) -> Result<Duplicate, StoreError> {
-        let kh = key_hash(&d.key);
-        let queue_subject = d
-            .target
-            .as_deref()
-            .map(|t| self.names.queue_subject(t, self.import_lane(t, d), &kh));
+        let id_hash = event_id_hash(&d.event_id);
+        let queue_subject = d.target.as_deref().map(|t| {
+            self.names
+                .queue_subject(t, self.import_lane(t, d), &id_hash)
+        });
         let dead = DeadMeta {
             target: d.target.clone(),
-            key: d.key.clone(),
+            event_id: d.event_id.clone(),
             event_type: d.event_type.clone(),
             signature: d.signature.clone(),
             received_at: d.received_at,
@@ -75,7 +77,7 @@ impl NatsStore {
             queue_subject,
         };
         let headers = meta::headers(&dead, Some(&msg_id(d)))?;
-        let subject = self.names.dead_subject(d.target.as_deref(), &kh);
+        let subject = self.names.dead_subject(d.target.as_deref(), &id_hash);
         let ack = self
             .bounded(
                 "moving a dead letter",
@@ -90,8 +92,8 @@ impl NatsStore {
     /// Published a slice at once, then every PubAck awaited; returns how many JetStream
     /// already had. Each is kept for the whole `dedupe_window` from now: a little longer
     /// than SQLite would have, never shorter.
-    pub async fn import_seen(&self, keys: &[String]) -> Result<u64, StoreError> {
-        let markers: Vec<_> = keys.iter().map(|k| self.seen_marker(k)).collect();
+    pub async fn import_seen(&self, event_ids: &[String]) -> Result<u64, StoreError> {
+        let markers: Vec<_> = event_ids.iter().map(|id| self.seen_marker(id)).collect();
         let acks = self
             .bounded(
                 "moving event ids",

@@ -8,7 +8,7 @@ use async_nats::jetstream::context::PublishAckFuture;
 use async_nats::jetstream::stream::LastRawMessageErrorKind;
 use bytes::Bytes;
 
-use super::layout::{Lane, key_hash};
+use super::layout::{Lane, event_id_hash};
 use super::meta::{self, DeadMeta, DeliveryMeta};
 use super::{NatsStore, PENDING_TTL, Pending, lock, nats_err};
 use crate::config::{OnFull, Priority, TargetId};
@@ -25,13 +25,16 @@ impl NatsStore {
     pub(super) async fn ingest_event(&self, e: NewEvent) -> Result<Ingested, StoreError> {
         let dedupe = !e.dedupe_window.is_zero();
         let now = unix_ms(SystemTime::now());
-        let kh = key_hash(&e.key);
+        let id_hash = event_id_hash(&e.event_id);
         // Looked up before anything is stored, not only answered by the PubAck of the id
         // written last: the deliveries' own ids are gone once they are delivered (or were
         // never these, for what `migrate` moved in), and a repeat would be stored again.
         if dedupe
             && self
-                .bounded("looking up the event id", self.seen_before(&e.key, &kh))
+                .bounded(
+                    "looking up the event id",
+                    self.seen_before(&e.event_id, &id_hash),
+                )
                 .await?
         {
             return Ok(Ingested::Duplicate);
@@ -39,9 +42,9 @@ impl NatsStore {
         let mut out = Vec::new();
         if let Some(reason) = &e.dead_reason {
             let dead = self.dead_meta(&e, None, None, reason.clone(), now);
-            let id = dedupe.then(|| format!("ev:{}", e.key));
+            let id = dedupe.then(|| format!("ev:{}", e.event_id));
             out.push(Outgoing {
-                subject: self.names.dead_subject(None, &kh),
+                subject: self.names.dead_subject(None, &id_hash),
                 headers: meta::headers(&dead, id.as_deref())?,
                 target: None,
             });
@@ -50,12 +53,12 @@ impl NatsStore {
             if !dedupe {
                 return Ok(Ingested::Accepted);
             }
-            out.push(self.seen_marker(&e.key));
+            out.push(self.seen_marker(&e.event_id));
         }
         for r in &e.targets {
             // One id per (event, target): a retry after a partial publish stores exactly the
             // deliveries that are missing, and is a duplicate only when none are.
-            let id = dedupe.then(|| format!("ev:{}:{}", e.key, r.target));
+            let id = dedupe.then(|| format!("ev:{}:{}", e.event_id, r.target));
             if let Some(limit) = self.queue_full(r).await {
                 let on_full = r.quota.map(|q| q.on_full).unwrap_or_default();
                 match on_full {
@@ -67,12 +70,12 @@ impl NatsStore {
                     }
                     OnFull::DeadLetter => {
                         let reason = format!("queue full ({limit})");
-                        let queue = self
-                            .names
-                            .queue_subject(r.target.as_str(), self.lane(r), &kh);
+                        let queue =
+                            self.names
+                                .queue_subject(r.target.as_str(), self.lane(r), &id_hash);
                         let dead = self.dead_meta(&e, Some(&r.target), Some(queue), reason, now);
                         out.push(Outgoing {
-                            subject: self.names.dead_subject(Some(r.target.as_str()), &kh),
+                            subject: self.names.dead_subject(Some(r.target.as_str()), &id_hash),
                             headers: meta::headers(&dead, id.as_deref())?,
                             target: None,
                         });
@@ -82,7 +85,7 @@ impl NatsStore {
             }
             let m = DeliveryMeta {
                 target: r.target.as_str().to_owned(),
-                key: e.key.clone(),
+                event_id: e.event_id.clone(),
                 event_type: e.event_type.clone(),
                 signature: e.signature.clone(),
                 received_at: unix_ms(e.received_at),
@@ -91,7 +94,7 @@ impl NatsStore {
             out.push(Outgoing {
                 subject: self
                     .names
-                    .queue_subject(r.target.as_str(), self.lane(r), &kh),
+                    .queue_subject(r.target.as_str(), self.lane(r), &id_hash),
                 headers: meta::headers(&m, id.as_deref())?,
                 target: Some(r.target.clone()),
             });
@@ -111,7 +114,7 @@ impl NatsStore {
             // leader, the memory of their ids: the key is kept apart, in a stream that keeps
             // it for the whole window, and only once every delivery is stored, so a crash in
             // between is a retry that stores again, never a lost event taken for a duplicate.
-            let seen = [self.seen_marker(&e.key)];
+            let seen = [self.seen_marker(&e.event_id)];
             let marker = self
                 .bounded(
                     "remembering the event",
@@ -130,30 +133,34 @@ impl NatsStore {
         Ok(Ingested::Accepted)
     }
 
-    /// Whether the seen stream remembers `key`: an event stored within its window.
-    async fn seen_before(&self, key: &str, kh: &str) -> Result<bool, StoreError> {
+    /// Whether the seen stream remembers `event_id`: an event stored within its window.
+    async fn seen_before(&self, event_id: &str, id_hash: &str) -> Result<bool, StoreError> {
         let stream = self.stream(self.names.seen()).await?;
         // From the stream's leader, not a replica that may be behind.
         match stream
-            .get_last_raw_message_by_subject(&self.names.seen_subject(kh))
+            .get_last_raw_message_by_subject(&self.names.seen_subject(id_hash))
             .await
         {
-            // Another key with the same hash is not this one.
+            // Another event id with the same hash is not this one.
             Ok(m) => Ok(m
                 .headers
                 .get(async_nats::header::NATS_MESSAGE_ID)
-                .is_some_and(|id| id.as_str() == format!("ev:{key}"))),
+                .is_some_and(|id| id.as_str() == format!("ev:{event_id}"))),
             Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(false),
             Err(e) => Err(nats_err("looking up the event id", e)),
         }
     }
 
-    /// The message that remembers `key` in the seen stream, by its id (`ev:<key>`).
-    pub(super) fn seen_marker(&self, key: &str) -> Outgoing {
+    /// The message that remembers `event_id` in the seen stream, by its message id
+    /// (`ev:<event id>`).
+    pub(super) fn seen_marker(&self, event_id: &str) -> Outgoing {
         let mut headers = HeaderMap::new();
-        headers.insert(async_nats::header::NATS_MESSAGE_ID, format!("ev:{key}"));
+        headers.insert(
+            async_nats::header::NATS_MESSAGE_ID,
+            format!("ev:{event_id}"),
+        );
         Outgoing {
-            subject: self.names.seen_subject(&key_hash(key)),
+            subject: self.names.seen_subject(&event_id_hash(event_id)),
             headers,
             target: None,
         }
@@ -204,7 +211,7 @@ impl NatsStore {
     ) -> DeadMeta {
         DeadMeta {
             target: target.map(|t| t.as_str().to_owned()),
-            key: e.key.clone(),
+            event_id: e.event_id.clone(),
             event_type: e.event_type.clone(),
             signature: e.signature.clone(),
             received_at: unix_ms(e.received_at),

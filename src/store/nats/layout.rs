@@ -99,9 +99,14 @@ impl Names {
     pub(super) fn relays(&self) -> String {
         format!("{}-relays", self.prefix)
     }
-    /// Where a delivery of the event with key hash `kh` for `target` is published.
-    pub(super) fn queue_subject(&self, target: &str, lane: Lane, kh: &str) -> String {
-        format!("{}.q.{}.{}.{kh}", self.prefix, token(target), lane.token())
+    /// Where a delivery of the event with id hash `id_hash` for `target` is published.
+    pub(super) fn queue_subject(&self, target: &str, lane: Lane, id_hash: &str) -> String {
+        format!(
+            "{}.q.{}.{}.{id_hash}",
+            self.prefix,
+            token(target),
+            lane.token()
+        )
     }
     /// Every delivery of one lane of `target` (a consumer's filter).
     pub(super) fn lane_filter(&self, target: &str, lane: Lane) -> String {
@@ -111,14 +116,14 @@ impl Names {
     pub(super) fn target_filter(&self, target: &str) -> String {
         format!("{}.q.{}.>", self.prefix, token(target))
     }
-    /// Every delivery of the event with key hash `kh`.
-    pub(super) fn event_filter(&self, kh: &str) -> String {
-        format!("{}.q.*.*.{kh}", self.prefix)
+    /// Every delivery of the event with id hash `id_hash`.
+    pub(super) fn event_filter(&self, id_hash: &str) -> String {
+        format!("{}.q.*.*.{id_hash}", self.prefix)
     }
-    pub(super) fn dead_subject(&self, target: Option<&str>, kh: &str) -> String {
+    pub(super) fn dead_subject(&self, target: Option<&str>, id_hash: &str) -> String {
         match target {
-            Some(t) => format!("{}.dead.t.{}.{kh}", self.prefix, token(t)),
-            None => format!("{}.dead.none.{kh}", self.prefix),
+            Some(t) => format!("{}.dead.t.{}.{id_hash}", self.prefix, token(t)),
+            None => format!("{}.dead.none.{id_hash}", self.prefix),
         }
     }
     /// Dead letters of `target` (`None`: of every target and of no target).
@@ -128,15 +133,15 @@ impl Names {
             None => format!("{}.dead.>", self.prefix),
         }
     }
-    pub(super) fn dead_event_filters(&self, kh: &str) -> [String; 2] {
+    pub(super) fn dead_event_filters(&self, id_hash: &str) -> [String; 2] {
         [
-            format!("{}.dead.t.*.{kh}", self.prefix),
-            format!("{}.dead.none.{kh}", self.prefix),
+            format!("{}.dead.t.*.{id_hash}", self.prefix),
+            format!("{}.dead.none.{id_hash}", self.prefix),
         ]
     }
     /// Where an event's id is remembered: by its key's hash, so that ingest can look it up.
-    pub(super) fn seen_subject(&self, kh: &str) -> String {
-        format!("{}.seen.{kh}", self.prefix)
+    pub(super) fn seen_subject(&self, id_hash: &str) -> String {
+        format!("{}.seen.{id_hash}", self.prefix)
     }
     pub(super) fn seen_subjects(&self) -> String {
         format!("{}.seen.*", self.prefix)
@@ -158,10 +163,10 @@ impl Names {
     }
 }
 
-/// The subject token for an event key: 16 hex digits of its SHA-256, so keys of any length
+/// The subject token for an event id: 16 hex digits of its SHA-256, so ids of any length
 /// and characters fit one token.
-pub(super) fn key_hash(key: &str) -> String {
-    hex::encode(&Sha256::digest(key.as_bytes())[..8])
+pub(super) fn event_id_hash(event_id: &str) -> String {
+    hex::encode(&Sha256::digest(event_id.as_bytes())[..8])
 }
 
 /// A target name as one subject token and consumer-name part: kept as is when it is made of
@@ -365,7 +370,7 @@ mod tests {
                 Some(TargetId(target.into()))
             );
         }
-        let dead = names.dead_subject(Some("slack-ops"), &key_hash("ev1"));
+        let dead = names.dead_subject(Some("slack-ops"), &event_id_hash("ev1"));
         assert_eq!(
             names.target_of_dead(&dead),
             Some(TargetId("slack-ops".into()))

@@ -23,7 +23,9 @@ pub(super) const MAX_HISTORY: usize = 20;
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub(super) struct DeliveryMeta {
     pub target: String,
-    pub key: String,
+    /// Named `key` in the header: the name messages already in a stream carry.
+    #[serde(rename = "key")]
+    pub event_id: String,
     pub event_type: Option<String>,
     pub signature: String,
     /// Unix ms.
@@ -36,7 +38,9 @@ pub(super) struct DeliveryMeta {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub(super) struct DeadMeta {
     pub target: Option<String>,
-    pub key: String,
+    /// Named `key` in the header, as in [`DeliveryMeta`].
+    #[serde(rename = "key")]
+    pub event_id: String,
     pub event_type: Option<String>,
     pub signature: String,
     pub received_at: i64,

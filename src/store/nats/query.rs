@@ -6,7 +6,7 @@ use std::collections::{BTreeSet, HashMap};
 use async_nats::jetstream::stream::Stream;
 use futures_util::StreamExt;
 
-use super::layout::{Lane, key_hash};
+use super::layout::{Lane, event_id_hash};
 use super::meta::{self, DeadMeta, DeliveryMeta, History};
 use super::{NatsStore, nats_err};
 use crate::config::TargetId;
@@ -89,18 +89,18 @@ impl NatsStore {
 
     pub(super) async fn whereabouts(
         &self,
-        key: &str,
+        event_id: &str,
     ) -> Result<Option<EventWhereabouts>, StoreError> {
-        let kh = key_hash(key);
+        let id_hash = event_id_hash(event_id);
         let deliveries = self.stream(self.names.deliveries()).await?;
         let mut found = EventWhereabouts::default();
         let mut stored: HashMap<i64, Option<String>> = HashMap::new();
         let mut delivered_up_to: HashMap<String, u64> = HashMap::new();
-        for msg in read_all(&deliveries, &self.names.event_filter(&kh)).await? {
+        for msg in read_all(&deliveries, &self.names.event_filter(&id_hash)).await? {
             let Some(m) = meta::decode::<DeliveryMeta>(Some(&msg.headers)) else {
                 continue;
             };
-            if m.key != key {
+            if m.event_id != event_id {
                 continue;
             }
             stored.insert(m.received_at, m.event_type.clone());
@@ -145,12 +145,12 @@ impl NatsStore {
             });
         }
         let dead = self.stream(self.names.dead()).await?;
-        for filter in self.names.dead_event_filters(&kh) {
+        for filter in self.names.dead_event_filters(&id_hash) {
             for msg in read_all(&dead, &filter).await? {
                 let Some(m) = meta::decode::<DeadMeta>(Some(&msg.headers)) else {
                     continue;
                 };
-                if m.key != key {
+                if m.event_id != event_id {
                     continue;
                 }
                 stored.insert(m.received_at, m.event_type.clone());

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 use async_nats::jetstream::AckKind;
 use futures_util::StreamExt;
 
-use super::layout::{Lane, key_hash};
+use super::layout::{Lane, event_id_hash};
 use super::meta::{self, DeadMeta, DeliveryMeta, History};
 use super::{Leased, NatsStore, POLL, lock, nats_err};
 use crate::config::TargetId;
@@ -132,9 +132,10 @@ impl NatsStore {
         let credit = self.control.credited(target, m.created_at);
         let job = Job {
             id,
-            event_key: m.key,
+            event_id: m.event_id,
             event_type: m.event_type,
             body: msg.payload.clone(),
+            parsed: Default::default(),
             signature: m.signature,
             received_at: from_unix_ms(m.received_at),
             attempts: history.count,
@@ -235,10 +236,10 @@ impl NatsStore {
             History::default()
         };
         history.push(now, last.status, last.reason.clone());
-        let kh = key_hash(&m.key);
+        let id_hash = event_id_hash(&m.event_id);
         let dead = DeadMeta {
             target: Some(m.target),
-            key: m.key,
+            event_id: m.event_id,
             event_type: m.event_type,
             signature: m.signature,
             received_at: m.received_at,
@@ -251,7 +252,7 @@ impl NatsStore {
         };
         // The id makes a repeated burial (a crash between publish and term) one dead letter.
         let headers = meta::headers(&dead, Some(&format!("bury:{id}")))?;
-        let subject = self.names.dead_subject(dead.target.as_deref(), &kh);
+        let subject = self.names.dead_subject(dead.target.as_deref(), &id_hash);
         let payload = leased.message.payload.clone();
         self.bounded("storing a dead letter", async {
             self.js

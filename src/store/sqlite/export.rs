@@ -25,11 +25,13 @@ const HISTORY: i64 = 20;
 pub struct Exported {
     /// The row id in `deliveries`: what `mig:<id>` de-duplicates the move by.
     pub id: i64,
-    pub event_id: i64,
+    /// The event's row id in `events` (`deliveries.event_id` in the file), not its event id.
+    pub event_row: i64,
     /// `None` for a dead letter whose body never was an event.
     pub target: Option<String>,
     pub dead: bool,
-    pub key: String,
+    /// The event id (`events.key` in the file).
+    pub event_id: String,
     pub event_type: Option<String>,
     pub body: Bytes,
     pub signature: String,
@@ -99,10 +101,10 @@ impl Source {
         let mut stmt = self
             .conn
             .prepare_cached("SELECT key FROM dedupe WHERE expires_at > ?1")?;
-        let keys = stmt
+        let event_ids = stmt
             .query_map([now_ms], |r| r.get(0))?
             .collect::<rusqlite::Result<Vec<String>>>()?;
-        Ok(keys)
+        Ok(event_ids)
     }
 
     /// Up to `limit` deliveries (pending or dead) with an id above `after`, in id order.
@@ -124,7 +126,7 @@ impl Source {
                 let last_status: Option<i64> = r.get(7)?;
                 Ok(Exported {
                     id: r.get(0)?,
-                    event_id: r.get(1)?,
+                    event_row: r.get(1)?,
                     target: r.get(2)?,
                     dead: r.get::<_, i64>(3)? == DEAD,
                     attempts: u32::try_from(attempts).unwrap_or(0),
@@ -138,7 +140,7 @@ impl Source {
                         Priority::Normal
                     },
                     order_key: r.get(10)?,
-                    key: r.get(11)?,
+                    event_id: r.get(11)?,
                     event_type: r.get(12)?,
                     body: body::column(r, 13, 14)?,
                     signature: r.get(15)?,
@@ -189,7 +191,7 @@ impl Source {
             for d in moved {
                 attempts.execute([d.id])?;
                 delivery.execute([d.id])?;
-                event.execute([d.event_id])?;
+                event.execute([d.event_row])?;
             }
         }
         tx.commit()?;
@@ -206,9 +208,10 @@ mod tests {
     use crate::store::sqlite::SqliteStore;
     use crate::store::{AttemptRecord, NewEvent, Queue, Routed};
 
-    fn event(key: &str, targets: &[&str]) -> NewEvent {
+    fn event(event_id: &str, targets: &[&str]) -> NewEvent {
         NewEvent {
-            key: key.to_string(),
+            event_id: event_id.to_string(),
+            parsed: Default::default(),
             event_type: Some("message.received".to_string()),
             body: Bytes::from_static(b"{\"hello\":\"world\"}"),
             signature: "abc".to_string(),
@@ -263,7 +266,7 @@ mod tests {
         );
         let first = source.slice(0, 2).expect("slice");
         assert_eq!(first.len(), 2);
-        assert_eq!(first[0].key, "ev1");
+        assert_eq!(first[0].event_id, "ev1");
         assert_eq!(first[0].body.as_ref(), b"{\"hello\":\"world\"}");
         assert_eq!(first[0].attempts, 1);
         assert_eq!(first[0].history.len(), 1);
@@ -272,7 +275,7 @@ mod tests {
         source.remove(&first[..1]).expect("remove");
         let rest = source.slice(first[0].id, 10).expect("slice");
         assert_eq!(rest.len(), 2);
-        assert_eq!(rest[0].key, "ev1");
+        assert_eq!(rest[0].event_id, "ev1");
         assert_eq!(rest[0].body.as_ref(), b"{\"hello\":\"world\"}");
         source.remove(&rest).expect("remove");
         assert_eq!(source.counts().expect("counts"), Counts::default());

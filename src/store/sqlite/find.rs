@@ -1,4 +1,4 @@
-//! Finding one event by its de-duplication key, for operators (`GET /api/v1/events?id=`).
+//! Finding one event by its event id, for operators (`GET /api/v1/events?id=`).
 //!
 //! `events.key` has no index: one would cost a b-tree write on every ingest and a delete on
 //! every prune, on the writer thread that bench/REPORT.md names the relay's bottleneck, to
@@ -22,8 +22,8 @@ use crate::store::{
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// [`find`] on a connection of its own, off the async runtime's threads.
-pub async fn find_in(path: &Path, key: &str) -> Result<Option<EventWhereabouts>, StoreError> {
-    let (path, key) = (path.to_path_buf(), key.to_owned());
+pub async fn find_in(path: &Path, event_id: &str) -> Result<Option<EventWhereabouts>, StoreError> {
+    let (path, event_id) = (path.to_path_buf(), event_id.to_owned());
     tokio::task::spawn_blocking(move || {
         let conn = Connection::open_with_flags(
             &path,
@@ -34,22 +34,22 @@ pub async fn find_in(path: &Path, key: &str) -> Result<Option<EventWhereabouts>,
             source,
         })?;
         conn.busy_timeout(BUSY_TIMEOUT)?;
-        find(&conn, &key).map_err(StoreError::from)
+        find(&conn, &event_id).map_err(StoreError::from)
     })
     .await
     .map_err(|_| StoreError::Closed)?
 }
 
-/// Where the event with `key` is; `None` when neither the de-duplication table nor the stored
-/// events know the key.
-pub fn find(conn: &Connection, key: &str) -> rusqlite::Result<Option<EventWhereabouts>> {
-    // One read transaction: the key, the events and their deliveries seen at one moment, so a
+/// Where the event `event_id` is; `None` when neither the de-duplication table nor the stored
+/// events know it (both keep it in a column named `key`).
+pub fn find(conn: &Connection, event_id: &str) -> rusqlite::Result<Option<EventWhereabouts>> {
+    // One read transaction: the event id, the events and their deliveries seen at one moment, so a
     // delivery acked in between cannot show up as both gone and pending.
     let tx = conn.unchecked_transaction()?;
     let remembered: Option<(i64, Option<String>)> = tx
         .query_row(
             "SELECT expires_at, targets FROM dedupe WHERE key = ?1",
-            [key],
+            [event_id],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
         .optional()?;
@@ -64,7 +64,7 @@ pub fn find(conn: &Connection, key: &str) -> rusqlite::Result<Option<EventWherea
     let mut stmt =
         tx.prepare("SELECT id, type, received_at FROM events WHERE key = ?1 ORDER BY id")?;
     let events = stmt
-        .query_map([key], |r| {
+        .query_map([event_id], |r| {
             Ok((
                 r.get::<_, i64>(0)?,
                 StoredEvent {

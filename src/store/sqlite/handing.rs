@@ -105,9 +105,10 @@ mod tests {
     fn job(id: i64) -> Job {
         Job {
             id: DeliveryId(id),
-            event_key: format!("e{id}"),
+            event_id: format!("e{id}"),
             event_type: None,
             body: bytes::Bytes::new(),
+            parsed: Default::default(),
             signature: String::new(),
             received_at: SystemTime::UNIX_EPOCH,
             attempts: 0,

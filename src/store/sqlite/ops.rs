@@ -137,7 +137,12 @@ impl Op {
 
     fn finish(self, failed: Option<StoreError>) {
         match self {
-            Op::Ingest { reply, .. } => reply.finish(failed),
+            Op::Ingest { reply, event, .. } => {
+                // Dropped before the answer: `SqliteStore::ingest` holds another reference
+                // to the parsed event until answered, so it frees it, not the writer.
+                drop(event);
+                reply.finish(failed)
+            }
             Op::Claim { reply, .. } => reply.finish(failed),
             Op::Ack { reply, .. }
             | Op::Retry { reply, .. }

@@ -131,7 +131,7 @@ pub fn insert_deliveries(
         };
         if let Some(limit) = over_quota(routed, pending, budget) {
             let reason = format!("queue full ({limit})");
-            warn!(target, event_id = %e.key, limit = %limit, "queue full: delivery stored as a dead letter");
+            warn!(target, event_id = %e.event_id, limit = %limit, "queue full: delivery stored as a dead letter");
             NewDelivery {
                 last_error: Some(&reason),
                 order_key: routed.order_key.as_deref(),
@@ -158,9 +158,12 @@ pub fn insert_deliveries(
             // `created_at` as a claim would read it back: the row's milliseconds.
             let job = Job {
                 id: DeliveryId(tx.last_insert_rowid()),
-                event_key: e.key.clone(),
+                event_id: e.event_id.clone(),
                 event_type: e.event_type.clone(),
                 body: e.body.clone(),
+                // Whatever ingress parsed goes along: this delivery's target reads it without
+                // parsing the body again.
+                parsed: e.parsed.clone(),
                 signature: e.signature.clone(),
                 received_at: from_unix_ms(unix_ms(e.received_at)),
                 attempts: 0,

@@ -26,7 +26,7 @@ use crate::store::{
 /// its index entries per target and the de-duplication key (SQLite's cell and page overhead
 /// included, generously).
 fn estimate(stored: &body::Stored, e: &NewEvent) -> u64 {
-    let strings = e.key.len() * 2
+    let strings = e.event_id.len() * 2
         + e.signature.len()
         + e.event_type.as_ref().map_or(0, String::len)
         + routed_len(e);
@@ -65,7 +65,7 @@ pub(super) fn ingest(
         // CPU under load (bench/REPORT.md), and the writer is the relay's bottleneck.
         let seen: Option<i64> = tx
             .prepare_cached("SELECT expires_at FROM dedupe WHERE key = ?1")?
-            .query_row([&e.key], |r| r.get(0))
+            .query_row([&e.event_id], |r| r.get(0))
             .optional()?;
         if seen.is_some_and(|expires| expires > now_ms) {
             return Ok(Ingested::Duplicate);
@@ -85,7 +85,7 @@ pub(super) fn ingest(
              ON CONFLICT(key) DO UPDATE
              SET expires_at = excluded.expires_at, targets = excluded.targets",
         )?
-        .execute(params![e.key, expires, routed_names(e)])?;
+        .execute(params![e.event_id, expires, routed_names(e)])?;
     }
     if e.targets.is_empty() && e.dead_reason.is_none() && !e.keep_unrouted {
         return Ok(Ingested::Accepted);
@@ -95,7 +95,7 @@ pub(super) fn ingest(
          VALUES (:key, :type, :body, :body_encoding, :signature, :received_at)",
     )?
     .execute(named_params! {
-        ":key": e.key,
+        ":key": e.event_id,
         ":type": e.event_type,
         ":body": &stored.bytes[..],
         ":body_encoding": stored.encoding,
@@ -143,10 +143,13 @@ pub(super) fn claim(
                     id: DeliveryId(r.get(0)?),
                     attempts: r.get(1)?,
                     created_at: from_unix_ms(r.get(2)?),
-                    event_key: r.get(3)?,
+                    event_id: r.get(3)?,
                     event_type: r.get(4)?,
                     // As kept: the claimer decodes it (see [`Leased`]).
                     body: Bytes::from(r.get::<_, Vec<u8>>(5)?),
+                    // Parsed by its first reader, once for this claim (a plain http target
+                    // never parses it).
+                    parsed: Default::default(),
                     signature: r.get(6)?,
                     received_at: from_unix_ms(r.get(7)?),
                 };

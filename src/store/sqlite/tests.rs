@@ -21,11 +21,14 @@ fn target(name: &str) -> TargetId {
     TargetId(Arc::from(name))
 }
 
-fn event(key: &str, targets: &[&str]) -> NewEvent {
+fn event(event_id: &str, targets: &[&str]) -> NewEvent {
     NewEvent {
-        key: key.to_string(),
+        event_id: event_id.to_string(),
         event_type: Some("message.received".to_string()),
-        body: Bytes::from(format!(r#"{{"id":"{key}","action":"message.received"}}"#)),
+        body: Bytes::from(format!(
+            r#"{{"id":"{event_id}","action":"message.received"}}"#
+        )),
+        parsed: Default::default(),
         signature: "abc".to_string(),
         received_at: SystemTime::now(),
         targets: targets.iter().map(|t| Routed::plain(target(t))).collect(),
@@ -37,17 +40,17 @@ fn event(key: &str, targets: &[&str]) -> NewEvent {
 
 const LEASE: Duration = Duration::from_secs(60);
 
-/// Claims up to `limit` deliveries of target `a`; their event keys, in claim order.
-async fn claim_keys(store: &SqliteStore, limit: usize) -> Vec<String> {
-    claim_keys_of(store, "a", limit).await
+/// Claims up to `limit` deliveries of target `a`; their event ids, in claim order.
+async fn claim_ids(store: &SqliteStore, limit: usize) -> Vec<String> {
+    claim_ids_of(store, "a", limit).await
 }
 
-async fn claim_keys_of(store: &SqliteStore, name: &str, limit: usize) -> Vec<String> {
+async fn claim_ids_of(store: &SqliteStore, name: &str, limit: usize) -> Vec<String> {
     let claimed = store
         .claim(&target(name), limit, LEASE)
         .await
         .expect("claim");
-    claimed.jobs.into_iter().map(|j| j.event_key).collect()
+    claimed.jobs.into_iter().map(|j| j.event_id).collect()
 }
 
 /// Ingests `key` for target `a` and claims its delivery.
@@ -70,7 +73,7 @@ async fn ingest_claim_ack_and_prune() {
     );
     let a = store.claim(&target("a"), 10, LEASE).await.expect("claim");
     assert_eq!(a.jobs.len(), 1);
-    assert_eq!(a.jobs[0].event_key, "e1");
+    assert_eq!(a.jobs[0].event_id, "e1");
     assert_eq!(a.jobs[0].attempts, 0);
     // Leased: a second claim does not hand it out again.
     assert!(
@@ -161,7 +164,7 @@ async fn retry_schedules_and_bury_keeps_a_dead_letter() {
         .expect("claim")
         .jobs
         .remove(0);
-    assert_eq!(job.event_key, "e2");
+    assert_eq!(job.event_id, "e2");
     let last = AttemptRecord {
         status: Some(400),
         reason: "HTTP 400 (permanent): nope".into(),

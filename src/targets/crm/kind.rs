@@ -16,6 +16,10 @@ impl Kind for CrmSettings {
         "crm"
     }
 
+    fn renders_event(&self) -> bool {
+        true
+    }
+
     fn summary(&self) -> String {
         format!("{} {}", self.method, self.url.text)
     }

@@ -13,6 +13,10 @@ impl Kind for HttpSettings {
         "http"
     }
 
+    fn renders_event(&self) -> bool {
+        false
+    }
+
     fn summary(&self) -> String {
         self.url.to_string()
     }

@@ -16,6 +16,10 @@ impl Kind for SlackSettings {
         "slack"
     }
 
+    fn renders_event(&self) -> bool {
+        true
+    }
+
     /// The webhook URL is a credential: only its host is shown.
     fn summary(&self) -> String {
         format!(

@@ -16,7 +16,8 @@ mod fields;
 
 use serde_json::{Value, json};
 
-use super::mrkdwn::{escape, fit};
+use super::mrkdwn::fit;
+use crate::templates::mrkdwn::escape;
 use events::{call_object, contact_created, generic, opt_change, phone_call, sms};
 use fields::{field, one_line, short_id};
 

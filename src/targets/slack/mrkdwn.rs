@@ -1,7 +1,6 @@
-//! Slack mrkdwn safety: [`escape`] event text, and [`fit`] a payload within Slack's size limits.
+//! Slack mrkdwn safety: [`fit`] a payload within Slack's size limits, never cutting through
+//! the escapes of [`crate::templates::mrkdwn::escape`].
 //!
-//! Slack gives `&`, `<` and `>` control meaning in mrkdwn (`<!channel>`, `<@U123>`,
-//! `<https://x|click>`), so text from a TextUs event is escaped before it joins our markup.
 //! [`fit`] never fails: whatever it is given, it returns a payload whose texts and block counts
 //! Slack accepts, cutting with "…". Every cut is by characters, so it never splits a UTF-8
 //! character, and it backs off to before a half-cut `&amp;`/`&lt;`/`&gt;` or an unclosed `<…>`
@@ -38,21 +37,6 @@ pub const MAX_BLOCKS_TEXT_CHARS: usize = 10_000;
 /// A block is not started once less than this much of the budget is left: a few characters of
 /// it would say nothing, and the omission note still has to fit.
 const MIN_BLOCK_BUDGET: usize = 100;
-
-/// `&`, `<` and `>` as `&amp;`, `&lt;` and `&gt;`: Slack's mrkdwn control characters, and
-/// nothing else, so that other text reads exactly as written.
-pub fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            _ => out.push(c),
-        }
-    }
-    out
-}
 
 /// `text` cut to at most `max_chars` characters, the last being "…" when anything was cut.
 ///

@@ -70,7 +70,7 @@ async fn each_delivery_is_found_where_it_stands_and_a_delivered_one_is_gone() {
 
     // a: delivered. b: dead after a 422. c: retrying later. d: leased right now.
     let a = claim_one(&store, "a").await;
-    assert_eq!(a.event_key, key);
+    assert_eq!(a.event_id, key);
     store.ack(a.id).await.expect("ack");
     let b = claim_one(&store, "b").await;
     let rejected = AttemptRecord {

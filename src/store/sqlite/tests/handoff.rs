@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::super::SqliteStore;
-use super::{LEASE, claim_keys, claim_keys_of, event, target};
+use super::{LEASE, claim_ids, claim_ids_of, event, target};
 use crate::config::Priority;
 use crate::store::handoff::Handoff;
 use crate::store::{Job, Operations, Queue, Routed};
@@ -47,16 +47,16 @@ async fn a_delivery_is_handed_over_leased_and_claims_do_not_see_it_again() {
     store.ingest(e).await.expect("ingest");
     let jobs = handed(&mailbox).await;
     assert_eq!(jobs.len(), 1);
-    assert_eq!(jobs[0].event_key, "e1");
+    assert_eq!(jobs[0].event_id, "e1");
     assert_eq!(jobs[0].attempts, 0);
     assert_eq!(jobs[0].body, body);
     assert_eq!(jobs[0].event_type.as_deref(), Some("message.received"));
     // Leased in the file: in flight, not claimable a second time.
     assert_eq!(queued_and_in_flight(&store).await, (0, 1));
-    assert!(claim_keys(&store, 10).await.is_empty());
+    assert!(claim_ids(&store, 10).await.is_empty());
     // b offered nothing: its delivery is queued, and its dispatcher woken to claim it.
     notified(&store.wakeup(&target("b"))).await;
-    assert_eq!(claim_keys_of(&store, "b", 10).await.len(), 1);
+    assert_eq!(claim_ids_of(&store, "b", 10).await.len(), 1);
     // Acked like a claimed one.
     store.ack(jobs[0].id).await.expect("ack");
     assert_eq!(queued_and_in_flight(&store).await, (0, 0));
@@ -102,15 +102,15 @@ async fn past_the_room_offered_deliveries_are_queued_and_the_dispatcher_woken() 
     }
     // Woken after the earlier batches filled the mailbox.
     notified(&wake).await;
-    assert_eq!(claim_keys(&store, 10).await, ["e3"]);
+    assert_eq!(claim_ids(&store, 10).await, ["e3"]);
     // Taking the jobs makes room again.
-    let keys: Vec<_> = mailbox.take().into_iter().map(|j| j.event_key).collect();
+    let keys: Vec<_> = mailbox.take().into_iter().map(|j| j.event_id).collect();
     assert_eq!(keys, ["e1", "e2"]);
     store.ingest(event("e4", &["a"])).await.expect("ingest");
     let keys: Vec<_> = handed(&mailbox)
         .await
         .into_iter()
-        .map(|j| j.event_key)
+        .map(|j| j.event_id)
         .collect();
     assert_eq!(keys, ["e4"]);
 }
@@ -132,7 +132,7 @@ async fn a_withdrawn_offer_hands_nothing_and_returns_what_was_handed() {
     store.ingest(event("e2", &["a"])).await.expect("ingest");
     // Decided in the ingest's transaction, so visible once it is answered: queued, not leased.
     assert_eq!(queued_and_in_flight(&store).await, (2, 0));
-    let mut keys = claim_keys(&store, 10).await;
+    let mut keys = claim_ids(&store, 10).await;
     keys.sort_unstable();
     assert_eq!(keys, ["e1", "e2"]);
 }
@@ -156,7 +156,7 @@ async fn ordered_deliveries_are_never_handed_over() {
     // Decided in the ingest's transaction, so visible once it is answered: queued, not leased.
     assert_eq!(queued_and_in_flight(&store).await, (2, 0));
     // Queued in order: only the head is claimable.
-    assert_eq!(claim_keys(&store, 10).await, ["e1"]);
+    assert_eq!(claim_ids(&store, 10).await, ["e1"]);
 }
 
 #[tokio::test]
@@ -174,5 +174,5 @@ async fn a_delivery_handed_to_a_process_that_died_is_due_again_at_open() {
     let store = SqliteStore::open(&path).expect("reopen");
     let claimed = store.claim(&target("a"), 1, LEASE).await.expect("claim");
     assert_eq!(claimed.jobs.len(), 1);
-    assert_eq!(claimed.jobs[0].event_key, "e1");
+    assert_eq!(claimed.jobs[0].event_id, "e1");
 }

@@ -4,7 +4,7 @@
 use std::time::{Duration, SystemTime};
 
 use super::super::SqliteStore;
-use super::{LEASE, claim_keys, event, target};
+use super::{LEASE, claim_ids, event, target};
 use crate::config::{OnFull, Priority};
 use crate::store::{
     AttemptRecord, ControlChange, DeadLetterFilter, DeadLetterQuery, Ingested, NewEvent,
@@ -56,8 +56,8 @@ async fn a_fifo_head_waits_through_its_retries_and_blocks_the_rest() {
     }
     let head = store.claim(&target("a"), 10, LEASE).await.expect("claim");
     assert_eq!(head.jobs.len(), 1, "only the head is claimable");
-    assert_eq!(head.jobs[0].event_key, "e1");
-    assert!(claim_keys(&store, 10).await.is_empty(), "head in flight");
+    assert_eq!(head.jobs[0].event_id, "e1");
+    assert!(claim_ids(&store, 10).await.is_empty(), "head in flight");
     let later = SystemTime::now() + Duration::from_secs(3600);
     store
         .retry_at(head.jobs[0].id, later, failed())
@@ -76,10 +76,10 @@ async fn a_fifo_head_waits_through_its_retries_and_blocks_the_rest() {
         .await
         .expect("retry");
     let again = store.claim(&target("a"), 10, LEASE).await.expect("claim");
-    assert_eq!(again.jobs[0].event_key, "e1");
+    assert_eq!(again.jobs[0].event_id, "e1");
     assert_eq!(again.jobs[0].attempts, 2);
     store.ack(again.jobs[0].id).await.expect("ack");
-    assert_eq!(claim_keys(&store, 10).await, ["e2"]);
+    assert_eq!(claim_ids(&store, 10).await, ["e2"]);
 }
 
 #[tokio::test]
@@ -96,16 +96,16 @@ async fn keyed_claims_take_one_head_per_key() {
         store.ingest(keyed(key, order)).await.expect("ingest");
     }
     let first = store.claim(&target("a"), 10, LEASE).await.expect("claim");
-    let keys: Vec<&str> = first.jobs.iter().map(|j| j.event_key.as_str()).collect();
+    let keys: Vec<&str> = first.jobs.iter().map(|j| j.event_id.as_str()).collect();
     assert_eq!(keys, ["a1", "b1", "c1"]);
     store.ack(first.jobs[0].id).await.expect("ack a1");
-    assert_eq!(claim_keys(&store, 10).await, ["a2"]);
+    assert_eq!(claim_ids(&store, 10).await, ["a2"]);
     // b1 fails: b2 stays behind it, while A and C are free to go.
     store
         .retry_at(first.jobs[1].id, SystemTime::now(), failed())
         .await
         .expect("retry b1");
-    assert_eq!(claim_keys(&store, 10).await, ["b1"]);
+    assert_eq!(claim_ids(&store, 10).await, ["b1"]);
 }
 
 #[tokio::test]
@@ -123,8 +123,8 @@ async fn due_high_priority_deliveries_are_claimed_first() {
         .ingest(routed("optout", Priority::High, None, None))
         .await
         .expect("ingest");
-    assert_eq!(claim_keys(&store, 1).await, ["optout"]);
-    assert_eq!(claim_keys(&store, 3).await, ["m0", "m1", "m2"]);
+    assert_eq!(claim_ids(&store, 1).await, ["optout"]);
+    assert_eq!(claim_ids(&store, 3).await, ["m0", "m1", "m2"]);
 }
 
 #[tokio::test]
@@ -141,9 +141,9 @@ async fn priority_never_jumps_an_ordered_queue() {
         .expect("ingest");
     let first = store.claim(&target("a"), 10, LEASE).await.expect("claim");
     assert_eq!(first.jobs.len(), 1);
-    assert_eq!(first.jobs[0].event_key, "m1", "fifo keeps strict order");
+    assert_eq!(first.jobs[0].event_id, "m1", "fifo keeps strict order");
     store.ack(first.jobs[0].id).await.expect("ack");
-    assert_eq!(claim_keys(&store, 10).await, ["optout"]);
+    assert_eq!(claim_ids(&store, 10).await, ["optout"]);
 }
 
 #[tokio::test]
@@ -155,7 +155,7 @@ async fn a_buried_head_hands_over_and_a_replay_makes_it_claimable_and_pending_ag
     store.ingest(limited("a2")).await.expect("ingest");
     let head = store.claim(&target("a"), 10, LEASE).await.expect("claim");
     store.bury(head.jobs[0].id, failed()).await.expect("bury");
-    assert_eq!(claim_keys(&store, 10).await, ["a2"]);
+    assert_eq!(claim_ids(&store, 10).await, ["a2"]);
     let replay = DeadLetterFilter {
         ids: Some(vec![head.jobs[0].id]),
         ..DeadLetterFilter::default()
@@ -163,7 +163,7 @@ async fn a_buried_head_hands_over_and_a_replay_makes_it_claimable_and_pending_ag
     let done = store.replay(replay, &[target("a")]).await.expect("replay");
     assert_eq!(done.replayed, 1);
     // Dead letters stay heads, so the replayed one goes out without waiting for a2.
-    assert_eq!(claim_keys(&store, 10).await, ["a1"]);
+    assert_eq!(claim_ids(&store, 10).await, ["a1"]);
     // And it counts towards the quota again: a1 and a2 are pending.
     assert!(matches!(
         store.ingest(limited("a3")).await.expect("ingest"),

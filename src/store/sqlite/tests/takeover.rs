@@ -6,7 +6,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::super::SqliteStore;
-use super::{LEASE, claim_keys, event, target};
+use super::{LEASE, claim_ids, event, target};
 use crate::store::{Ingested, Queue};
 
 #[tokio::test]
@@ -124,23 +124,23 @@ async fn the_new_process_releases_the_old_ones_leases_once_it_is_gone() {
     let path = dir.path().join("relay.db");
     let old = SqliteStore::open(&path).expect("open old");
     old.ingest(event("old-one", &["a"])).await.expect("ingest");
-    assert_eq!(claim_keys(&old, 10).await, ["old-one"]);
+    assert_eq!(claim_ids(&old, 10).await, ["old-one"]);
     let upgrade = super::super::SqliteOptions {
         resume_in_flight: false,
         ..super::super::SqliteOptions::default()
     };
     let new = SqliteStore::open_with(&path, upgrade).expect("open new");
     new.ingest(event("new-one", &["a"])).await.expect("ingest");
-    assert_eq!(claim_keys(&new, 10).await, ["new-one"]);
+    assert_eq!(claim_ids(&new, 10).await, ["new-one"]);
     assert!(
-        claim_keys(&new, 10).await.is_empty(),
+        claim_ids(&new, 10).await.is_empty(),
         "the old lease is the old process's"
     );
     drop(old);
     // Once the new store has taken the lock, the old lease is due; the new one is not.
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let keys = claim_keys(&new, 10).await;
+        let keys = claim_ids(&new, 10).await;
         if !keys.is_empty() {
             assert_eq!(keys, ["old-one"]);
             break;
