@@ -49,6 +49,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use reader::Env;
+
+mod de;
 mod endpoint;
 mod env;
 mod error;
@@ -142,7 +145,7 @@ impl Admin {
         file: &Path,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Admin, ConfigError> {
-        read_text(text, file, env, validate::admin_only)
+        read_text(text, file, env, true, validate::admin_only)
     }
 }
 
@@ -400,14 +403,11 @@ impl Config {
         file: &Path,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
-        read_text(text, file, env, |ctx, root| {
-            validate::config(ctx, root, file)
+        read_text(text, file, env, false, |ctx, raw| {
+            validate::config(ctx, raw, file)
         })
     }
 }
-
-/// The environment as the loaders see it: the process's.
-type Env<'e> = &'e dyn Fn(&str) -> Option<String>;
 
 /// Reads `path` and hands its text to `from_text` with the process environment.
 fn read_file<T>(
@@ -421,30 +421,41 @@ fn read_file<T>(
     from_text(&text, path, &|name| std::env::var(name).ok())
 }
 
-/// Parses `text` and reads the tree with `read` in one pass: the value, or every problem found,
-/// sorted by position.
-fn read_text<T>(
+/// Parses `text`, deserializes the tree into the raw types `R` and turns them into `T` with
+/// the rule pass `rules`, in one pass: the value, or every problem found, sorted by position.
+/// `partial`: `R` is some of the top-level sections; the others are not looked at.
+fn read_text<R: serde::de::DeserializeOwned, T>(
     text: &str,
     file: &Path,
     env: Env<'_>,
-    read: impl FnOnce(&mut reader::Ctx<'_>, &tree::Node) -> Option<T>,
+    partial: bool,
+    rules: impl FnOnce(&mut reader::Ctx<'_>, &R) -> Option<T>,
 ) -> Result<T, ConfigError> {
     let root = tree::parse(text).map_err(|problem| ConfigError::Syntax {
         file: file.to_owned(),
         problem,
     })?;
     let mut ctx = reader::Ctx::new(env);
-    match read(&mut ctx, &root) {
-        Some(value) if ctx.problems.is_empty() => Ok(value),
+    let (raw, found) = de::read::<R>(&root, env, partial);
+    ctx.absorb(found);
+    let value = match raw {
+        Ok(raw) => rules(&mut ctx, &raw),
+        Err(err) => {
+            ctx.report(root.at, "", err.to_string());
+            None
+        }
+    };
+    match value {
+        Some(value) if ctx.problems.is_empty() && ctx.unknown.is_empty() => Ok(value),
         _ => {
-            if ctx.problems.is_empty() {
+            if ctx.problems.is_empty() && ctx.unknown.is_empty() {
                 // Every `None` is reported where it arises; this only guards against a
                 // reader forgetting to, so an invalid config can never pass silently.
                 ctx.report(root.at, "", "invalid configuration");
             }
             Err(ConfigError::Invalid {
                 file: file.to_owned(),
-                problems: ctx.problems.into_sorted(),
+                problems: ctx.finish(),
             })
         }
     }

@@ -9,15 +9,22 @@
 //! expanded`. Secrets are never quoted at all; their readers build their own messages.
 
 use super::Secret;
+use super::de::{Found, Loc, Slot, UnknownKey};
 use super::env;
 use super::error::{Pos, Problems};
 use super::schema::Keys;
 use super::tree::{Node, Value};
 
-/// State of one validation pass.
+/// How the loaders look environment variables up.
+pub(super) type Env<'e> = &'e dyn Fn(&str) -> Option<String>;
+
+/// State of one validation pass: what the deserializer found (`de.rs`), and the problems.
 pub(super) struct Ctx<'e> {
-    env: &'e dyn Fn(&str) -> Option<String>,
+    env: Env<'e>,
     pub(super) problems: Problems,
+    slots: Vec<Slot<'e>>,
+    /// Unknown keys, reported when the pass ends (see [`Ctx::finish`]).
+    pub(super) unknown: Vec<UnknownKey>,
 }
 
 /// A scalar value after `${VAR}` expansion.
@@ -119,11 +126,149 @@ impl<'n> Mapping<'n> {
     }
 }
 
+/// Expands `${VAR}` in `raw`, with how to show the result in a message.
+pub(super) fn expand(raw: &str, env: Env<'_>) -> Result<Text, String> {
+    let expanded = env::expand(raw, env)?;
+    Ok(if expanded.from_env {
+        Text {
+            value: expanded.value,
+            quoted: format!("{raw:?} as expanded"),
+        }
+    } else {
+        Text {
+            quoted: format!("{:?}", expanded.value),
+            value: expanded.value,
+        }
+    })
+}
+
 impl<'e> Ctx<'e> {
-    pub(super) fn new(env: &'e dyn Fn(&str) -> Option<String>) -> Self {
+    pub(super) fn new(env: Env<'e>) -> Self {
         Ctx {
             env,
             problems: Problems::default(),
+            slots: Vec::new(),
+            unknown: Vec::new(),
+        }
+    }
+
+    /// Takes over what a deserialization found.
+    pub(super) fn absorb(&mut self, found: Found<'e>) {
+        self.slots = found.slots;
+        self.unknown = found.unknown;
+        self.problems.extend(found.problems);
+    }
+
+    /// The problems of the pass, unknown keys included, in reading order.
+    pub(super) fn finish(mut self) -> Vec<super::Problem> {
+        for unknown in std::mem::take(&mut self.unknown) {
+            let message = format!(
+                "unknown key (expected one of: {})",
+                unknown.expected.join(", ")
+            );
+            self.report(unknown.at, &child(&unknown.parent, &unknown.key), message);
+        }
+        self.problems.into_sorted()
+    }
+
+    fn slot<S>(&self, loc: &Loc<S>) -> &Slot<'e> {
+        &self.slots[loc.id]
+    }
+
+    /// The value, unless absent or null.
+    pub(super) fn node<S>(&self, loc: &Loc<S>) -> Option<&'e Node> {
+        self.slot(loc)
+            .node
+            .filter(|node| !matches!(node.value, Value::Null))
+    }
+
+    /// The key path of the value.
+    pub(super) fn path<S>(&self, loc: &Loc<S>) -> String {
+        self.slot(loc).path.clone()
+    }
+
+    /// Where the value is, or its mapping when absent.
+    pub(super) fn at<S>(&self, loc: &Loc<S>) -> Pos {
+        self.slot(loc).at
+    }
+
+    /// Where the key is written, else where the value would be.
+    pub(super) fn key_at<S>(&self, loc: &Loc<S>) -> Pos {
+        let slot = self.slot(loc);
+        slot.key_at.unwrap_or(slot.at)
+    }
+
+    /// The path of a struct's mapping (its `$at`), unless its problem is already reported.
+    pub(super) fn section<S>(&self, here: &Loc<S>) -> Option<String> {
+        let slot = self.slot(here);
+        (!slot.broken).then(|| slot.path.clone())
+    }
+
+    /// The value of a required key, or a "missing" problem at the key or its mapping.
+    pub(super) fn require<S>(&mut self, loc: &Loc<S>) -> Option<&'e Node> {
+        let slot = self.slot(loc);
+        if slot.broken {
+            return None;
+        }
+        let node = self.node(loc);
+        if node.is_none() {
+            let (at, path, key) = (self.key_at(loc), self.path(loc), self.slot(loc).key);
+            self.report(at, &path, format!("missing required key `{key}`"));
+        }
+        node
+    }
+
+    /// [`Ctx::require`], with the key path.
+    pub(super) fn require_at<S>(&mut self, loc: &Loc<S>) -> Option<(&'e Node, String)> {
+        let node = self.require(loc)?;
+        Some((node, self.path(loc)))
+    }
+
+    /// Whether the key is written (null included).
+    pub(super) fn written<S>(&self, loc: &Loc<S>) -> bool {
+        self.slot(loc).node.is_some()
+    }
+
+    /// [`Ctx::parse`] for an optional key of a raw type.
+    pub(super) fn value<S, T>(
+        &mut self,
+        loc: Option<&Loc<S>>,
+        what: &str,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Field<T> {
+        let Some((loc, node)) = loc.and_then(|loc| Some((loc, self.node(loc)?))) else {
+            return Field::Absent;
+        };
+        let path = self.path(loc);
+        match self.parse(node, &path, what, parse) {
+            Some(value) => Field::Valid(value),
+            None => Field::Invalid,
+        }
+    }
+
+    /// [`Ctx::value`] with a default written as in the file, read by the same `parse`.
+    pub(super) fn value_or<S, T>(
+        &mut self,
+        loc: Option<&Loc<S>>,
+        what: &str,
+        default: &str,
+        parse: impl Fn(&str) -> Result<T, String>,
+    ) -> Option<T> {
+        match self.value(loc, what, &parse) {
+            Field::Absent => match parse(default) {
+                Ok(value) => Some(value),
+                // The schema tests load every default; this only keeps a typo from passing.
+                Err(message) => {
+                    self.report(
+                        Pos::default(),
+                        "",
+                        format!("bad default {default:?}: {message}"),
+                    );
+                    None
+                }
+            },
+            Field::Invalid => None,
+            Field::Valid(value) => Some(value),
         }
     }
 
@@ -220,15 +365,8 @@ impl<'e> Ctx<'e> {
             self.mismatch(node, path, "a string");
             return None;
         };
-        match env::expand(raw, self.env) {
-            Ok(expanded) if expanded.from_env => Some(Text {
-                value: expanded.value,
-                quoted: format!("{raw:?} as expanded"),
-            }),
-            Ok(expanded) => Some(Text {
-                quoted: format!("{:?}", expanded.value),
-                value: expanded.value,
-            }),
+        match expand(raw, self.env) {
+            Ok(text) => Some(text),
             Err(message) => {
                 self.report(node.at, path, message);
                 None

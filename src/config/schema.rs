@@ -27,19 +27,24 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
+use serde::Deserialize;
+
+use super::de::Loc;
 
 use scalars::{
     Address, Bool, Duration, EventPattern, FilePath, HttpUrl, Method, OnFull, PositiveDuration,
     Priority, Rate, Secret, Size, TargetName, Template, UrlTemplate, Whole,
 };
-use storage::Storage;
+pub(super) use storage::{
+    DEAD_LETTER_RETENTION, NatsAuth, NatsStorage, NatsTls, SqliteStorage, Storage, StorageKinds,
+};
 
 /// Implements [`JsonSchema`] for a marker type whose schema is written inline where it is
 /// used (no definition of its own), built by `$schema` with the generator as `$generator`.
 macro_rules! inline_type {
     ($(#[$doc:meta])* $ty:ident, |$generator:ident| $schema:expr) => {
         $(#[$doc])*
-        pub(super) struct $ty;
+        pub(in crate::config) struct $ty;
 
         impl JsonSchema for $ty {
             fn inline_schema() -> bool {
@@ -88,7 +93,6 @@ mod storage;
 #[cfg(test)]
 mod tests;
 
-use keys::KEY_LISTS;
 pub(super) use keys::Keys;
 pub use markdown::markdown;
 
@@ -112,32 +116,49 @@ pub fn json() -> String {
     text
 }
 
-object! {
-    /// # textus-relay configuration (relay.yaml)
-    ///
-    /// One YAML file, validated at start and by `textus-relay check`. Unknown keys are errors.
-    /// `${VAR}` and `${VAR:-default}` are expanded from the environment inside every value.
-    #[derive(JsonSchema)]
-    #[serde(deny_unknown_fields)]
-    #[schemars(rename = "relay.yaml")]
-    struct RelayFile {
-        /// Where TextUs sends events.
-        listen: Option<Listen>,
-        /// The admin API: health, metrics, dead letters.
-        admin: Option<Admin>,
-        /// The durable store behind the queues.
-        storage: Option<Storage>,
-        /// The TextUs webhook endpoint.
-        source: Source,
-        /// The destinations, by name (letters, digits, `-` and `_`). Each has its own queue,
-        /// concurrency, retry policy and rate limit.
-        #[schemars(schema_with = "targets")]
-        targets: BTreeMap<String, Target>,
-        /// Which events go where. Every route whose pattern matches applies, and a target gets
-        /// each event once.
-        #[schemars(length(min = 1))]
-        routes: Vec<Route>,
-    }
+/// # textus-relay configuration (relay.yaml)
+///
+/// One YAML file, validated at start and by `textus-relay check`. Unknown keys are errors.
+/// `${VAR}` and `${VAR:-default}` are expanded from the environment inside every value.
+#[derive(Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields, rename = "relay.yaml")]
+pub(super) struct RelayFile {
+    #[serde(rename = "$at")]
+    #[schemars(skip)]
+    pub(super) at: Loc,
+    /// Where TextUs sends events.
+    pub(super) listen: Option<Listen>,
+    /// The admin API: health, metrics, dead letters.
+    pub(super) admin: Option<Admin>,
+    /// The durable store behind the queues.
+    pub(super) storage: Option<Storage>,
+    /// The TextUs webhook endpoint.
+    pub(super) source: Source,
+    /// The destinations, by name (letters, digits, `-` and `_`). Each has its own queue,
+    /// concurrency, retry policy and rate limit.
+    #[schemars(schema_with = "targets")]
+    pub(super) targets: Loc,
+    /// Which events go where. Every route whose pattern matches applies, and a target gets
+    /// each event once.
+    #[schemars(length(min = 1))]
+    pub(super) routes: Loc<Vec<Route>>,
+}
+
+/// The sections `Admin::load` reads: nothing else of the file is looked at.
+#[derive(Deserialize)]
+pub(super) struct AdminFile {
+    #[serde(rename = "$at")]
+    pub(super) at: Loc,
+    pub(super) admin: Option<Admin>,
+}
+
+/// The sections `Endpoint::load` reads: nothing else of the file is looked at.
+#[derive(Deserialize)]
+pub(super) struct EndpointFile {
+    #[serde(rename = "$at")]
+    pub(super) at: Loc,
+    pub(super) listen: Option<Listen>,
+    pub(super) source: Source,
 }
 
 fn targets(generator: &mut SchemaGenerator) -> Schema {
@@ -149,65 +170,84 @@ fn targets(generator: &mut SchemaGenerator) -> Schema {
     })
 }
 
-object! {
-    #[derive(JsonSchema)]
-    #[serde(deny_unknown_fields)]
-    struct Listen {
-        /// Socket address to bind.
-        #[schemars(extend("default" = "0.0.0.0:8443"))]
-        address: Option<Address>,
-        /// Serve HTTPS directly with this PEM certificate chain and key; leave out for plain
-        /// HTTP behind a TLS-terminating proxy.
-        tls: Option<Tls>,
-    }
+#[derive(Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub(super) struct Listen {
+    #[serde(rename = "$at")]
+    #[schemars(skip)]
+    pub(super) at: Loc,
+    /// Socket address to bind.
+    #[schemars(extend("default" = Listen::ADDRESS))]
+    pub(super) address: Option<Loc<Address>>,
+    /// Serve HTTPS directly with this PEM certificate chain and key; leave out for plain
+    /// HTTP behind a TLS-terminating proxy.
+    pub(super) tls: Option<Tls>,
 }
 
-object! {
-    #[derive(JsonSchema)]
-    #[serde(deny_unknown_fields)]
-    struct Tls {
-        /// PEM certificate chain file; must be readable at start.
-        cert: FilePath,
-        /// PEM private key file matching `cert`; must be readable at start.
-        key: FilePath,
-    }
+impl Listen {
+    pub(super) const ADDRESS: &str = "0.0.0.0:8443";
 }
 
-object! {
-    #[derive(JsonSchema)]
-    #[serde(deny_unknown_fields)]
-    struct Admin {
-        /// Socket address of the health, metrics and API listener. A non-loopback address
-        /// requires `token`.
-        #[schemars(extend("default" = "127.0.0.1:9090"))]
-        address: Option<Address>,
-        /// When set (not empty), `/api/` calls need `Authorization: Bearer <token>`. Write it as
-        /// `${RELAY_ADMIN_TOKEN:-}` to keep it out of the file.
-        token: Option<String>,
-    }
+#[derive(Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub(super) struct Tls {
+    #[serde(rename = "$at")]
+    #[schemars(skip)]
+    pub(super) at: Loc,
+    /// PEM certificate chain file; must be readable at start.
+    pub(super) cert: Loc<FilePath>,
+    /// PEM private key file matching `cert`; must be readable at start.
+    pub(super) key: Loc<FilePath>,
 }
 
-object! {
-    #[derive(JsonSchema)]
-    #[serde(deny_unknown_fields)]
-    struct Source {
-        /// The URL path TextUs posts to; starts with `/`.
-        #[schemars(extend("default" = "/webhooks/textus"), regex(pattern = r"^/[^\s?#]*$|\$\{"))]
-        path: Option<String>,
-        /// The TextUs webhook secrets (the integration's webhookSecret); a signature matching any
-        /// one of them is accepted, so list two to rotate.
-        #[schemars(length(min = 1))]
-        secrets: Vec<Secret>,
-        /// Larger bodies are refused with 413.
-        #[schemars(extend("default" = "1MiB"))]
-        max_body: Option<Size>,
-        /// How long an event id is remembered for de-duplication; `0s` turns it off.
-        #[schemars(extend("default" = "24h"))]
-        dedupe_window: Option<Duration>,
-        /// Store events that match no route (for inspection) instead of only counting them.
-        #[schemars(extend("default" = false))]
-        keep_unrouted: Option<Bool>,
-    }
+#[derive(Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub(super) struct Admin {
+    #[serde(rename = "$at")]
+    #[schemars(skip)]
+    pub(super) at: Loc,
+    /// Socket address of the health, metrics and API listener. A non-loopback address
+    /// requires `token`.
+    #[schemars(extend("default" = Admin::ADDRESS))]
+    pub(super) address: Option<Loc<Address>>,
+    /// When set (not empty), `/api/` calls need `Authorization: Bearer <token>`. Write it as
+    /// `${RELAY_ADMIN_TOKEN:-}` to keep it out of the file.
+    pub(super) token: Option<Loc<String>>,
+}
+
+impl Admin {
+    pub(super) const ADDRESS: &str = "127.0.0.1:9090";
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub(super) struct Source {
+    #[serde(rename = "$at")]
+    #[schemars(skip)]
+    pub(super) at: Loc,
+    /// The URL path TextUs posts to; starts with `/`.
+    #[schemars(extend("default" = Source::PATH), regex(pattern = r"^/[^\s?#]*$|\$\{"))]
+    pub(super) path: Option<Loc<String>>,
+    /// The TextUs webhook secrets (the integration's webhookSecret); a signature matching any
+    /// one of them is accepted, so list two to rotate.
+    #[schemars(length(min = 1))]
+    pub(super) secrets: Loc<Vec<Secret>>,
+    /// Larger bodies are refused with 413.
+    #[schemars(extend("default" = Source::MAX_BODY))]
+    pub(super) max_body: Option<Loc<Size>>,
+    /// How long an event id is remembered for de-duplication; `0s` turns it off.
+    #[schemars(extend("default" = Source::DEDUPE_WINDOW))]
+    pub(super) dedupe_window: Option<Loc<Duration>>,
+    /// Store events that match no route (for inspection) instead of only counting them.
+    #[schemars(extend("default" = Source::KEEP_UNROUTED))]
+    pub(super) keep_unrouted: Option<Loc<Bool>>,
+}
+
+impl Source {
+    pub(super) const PATH: &str = "/webhooks/textus";
+    pub(super) const MAX_BODY: &str = "1MiB";
+    pub(super) const DEDUPE_WINDOW: &str = "24h";
+    pub(super) const KEEP_UNROUTED: bool = false;
 }
 
 /// A destination; `kind` says which keys it takes.

@@ -57,10 +57,7 @@ enum Kind {
 
 /// Reads `targets`; also returns every name defined (valid or not), so routes can be
 /// checked against them without a second round of problems for the same target.
-pub(super) fn targets(ctx: &mut Ctx<'_>, top: &Mapping<'_>) -> (Option<Vec<Target>>, Vec<String>) {
-    let Some(node) = ctx.required(top, "targets") else {
-        return (None, Vec::new());
-    };
+pub(super) fn targets(ctx: &mut Ctx<'_>, node: &Node) -> (Option<Vec<Target>>, Vec<String>) {
     let Some(m) = ctx.mapping(node, "targets".to_owned()) else {
         return (None, Vec::new());
     };

@@ -1,6 +1,7 @@
 //! The keys each mapping of relay.yaml may have, as the walker checks them: built from the
 //! object types of the schema (their `KEYS`, see `object!`), never written out a second time.
 
+use super::super::de::{HERE, fields_of};
 use super::storage::{NatsAuth, NatsStorage, NatsTls, SqliteStorage};
 use super::{
     Admin, Basic, Breaker, CrmAuth, CrmTarget, Delivery, HttpTarget, Listen, OAuth2, OrderingKey,
@@ -32,15 +33,6 @@ impl Keys {
 /// The tag that selects a target's or the store's kind (`#[serde(tag = "kind")]`).
 const KIND: &[&str] = &["kind"];
 
-pub(in crate::config) const TOP: Keys = Keys(&[RelayFile::KEYS]);
-pub(in crate::config) const LISTEN: Keys = Keys(&[Listen::KEYS]);
-pub(in crate::config) const TLS: Keys = Keys(&[Tls::KEYS]);
-pub(in crate::config) const ADMIN: Keys = Keys(&[Admin::KEYS]);
-pub(in crate::config) const SQLITE: Keys = Keys(&[KIND, SqliteStorage::KEYS]);
-pub(in crate::config) const NATS: Keys = Keys(&[KIND, NatsStorage::KEYS]);
-pub(in crate::config) const NATS_AUTH: Keys = Keys(&[NatsAuth::KEYS]);
-pub(in crate::config) const NATS_TLS: Keys = Keys(&[NatsTls::KEYS]);
-pub(in crate::config) const SOURCE: Keys = Keys(&[Source::KEYS]);
 pub(in crate::config) const HTTP: Keys = Keys(&[KIND, HttpTarget::KEYS, Delivery::KEYS]);
 pub(in crate::config) const SLACK: Keys = Keys(&[KIND, SlackTarget::KEYS, Delivery::KEYS]);
 pub(in crate::config) const CRM: Keys = Keys(&[KIND, CrmTarget::KEYS, Delivery::KEYS]);
@@ -56,26 +48,42 @@ pub(in crate::config) const ROUTE: Keys = Keys(&[Route::KEYS]);
 
 /// The keys of each object of the schema, by key path, in file order: the reference lists keys
 /// in this order, and the tests check the schema has exactly these objects with these keys.
-pub(super) const KEY_LISTS: &[(&str, Keys)] = &[
-    ("", TOP),
-    ("listen", LISTEN),
-    ("listen.tls", TLS),
-    ("admin", ADMIN),
-    ("storage kind: sqlite", SQLITE),
-    ("storage kind: nats", NATS),
-    ("storage.auth", NATS_AUTH),
-    ("storage.tls", NATS_TLS),
-    ("source", SOURCE),
-    ("targets.NAME kind: http", HTTP),
-    ("targets.NAME kind: slack", SLACK),
-    ("targets.NAME kind: crm", CRM),
-    ("targets.NAME.signing", SIGNING),
-    ("targets.NAME.templates.KEY", SLACK_TEMPLATE),
-    ("targets.NAME.auth", CRM_AUTH),
-    ("targets.NAME.auth.basic", BASIC),
-    ("targets.NAME.auth.oauth2", OAUTH2),
-    ("targets.NAME.retry", RETRY),
-    ("targets.NAME.breaker", BREAKER),
-    ("targets.NAME.ordering", ORDERING_KEY),
-    ("routes[]", ROUTE),
-];
+/// The types read through the tree's deserializer give serde's own `fields`.
+pub(super) fn key_lists() -> Vec<(&'static str, Vec<&'static str>)> {
+    let derived = |kind: bool, fields: &'static [&'static str]| -> Vec<&'static str> {
+        let kind = kind.then_some("kind");
+        kind.into_iter()
+            .chain(fields.iter().copied().filter(|f| *f != HERE))
+            .collect()
+    };
+    let listed = |keys: Keys| keys.iter().collect::<Vec<_>>();
+    vec![
+        ("", derived(false, fields_of::<RelayFile>())),
+        ("listen", derived(false, fields_of::<Listen>())),
+        ("listen.tls", derived(false, fields_of::<Tls>())),
+        ("admin", derived(false, fields_of::<Admin>())),
+        (
+            "storage kind: sqlite",
+            derived(true, fields_of::<SqliteStorage>()),
+        ),
+        (
+            "storage kind: nats",
+            derived(true, fields_of::<NatsStorage>()),
+        ),
+        ("storage.auth", derived(false, fields_of::<NatsAuth>())),
+        ("storage.tls", derived(false, fields_of::<NatsTls>())),
+        ("source", derived(false, fields_of::<Source>())),
+        ("targets.NAME kind: http", listed(HTTP)),
+        ("targets.NAME kind: slack", listed(SLACK)),
+        ("targets.NAME kind: crm", listed(CRM)),
+        ("targets.NAME.signing", listed(SIGNING)),
+        ("targets.NAME.templates.KEY", listed(SLACK_TEMPLATE)),
+        ("targets.NAME.auth", listed(CRM_AUTH)),
+        ("targets.NAME.auth.basic", listed(BASIC)),
+        ("targets.NAME.auth.oauth2", listed(OAUTH2)),
+        ("targets.NAME.retry", listed(RETRY)),
+        ("targets.NAME.breaker", listed(BREAKER)),
+        ("targets.NAME.ordering", listed(ORDERING_KEY)),
+        ("routes[]", listed(ROUTE)),
+    ]
+}

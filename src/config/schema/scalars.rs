@@ -42,7 +42,7 @@ fn text(inner: &str, description: &str, examples: Value) -> Schema {
 macro_rules! scalar {
     ($(#[$doc:meta])* $ty:ident, $name:literal, $schema:expr) => {
         $(#[$doc])*
-        pub(super) struct $ty;
+        pub(in crate::config) struct $ty;
 
         impl JsonSchema for $ty {
             fn schema_name() -> Cow<'static, str> {
@@ -270,7 +270,7 @@ pub(super) const TARGET_NAME: &str = "^[A-Za-z0-9_-]+$";
 pub(super) const EVENT_TYPE_OR_ANY: &str = r"^(\*|[a-z0-9_]+(\.[a-z0-9_]+)*)$";
 
 /// A whole number from `MIN` to `MAX`, or a string holding one or a `${VAR}` reference.
-pub(super) struct Whole<const MIN: u64, const MAX: u64>;
+pub(in crate::config) struct Whole<const MIN: u64, const MAX: u64>;
 
 impl<const MIN: u64, const MAX: u64> JsonSchema for Whole<MIN, MAX> {
     fn inline_schema() -> bool {
