@@ -436,15 +436,9 @@ fn read_text<R: serde::de::DeserializeOwned, T>(
         problem,
     })?;
     let mut ctx = reader::Ctx::new(env);
-    let (raw, found) = de::read::<R>(&root, env, partial);
-    ctx.absorb(found);
-    let value = match raw {
-        Ok(raw) => rules(&mut ctx, &raw),
-        Err(err) => {
-            ctx.report(root.at, "", err.to_string());
-            None
-        }
-    };
+    let value = ctx
+        .read::<R>(&root, "", partial)
+        .and_then(|raw| rules(&mut ctx, &raw));
     match value {
         Some(value) if ctx.problems.is_empty() && ctx.unknown.is_empty() => Ok(value),
         _ => {

@@ -111,18 +111,24 @@ struct State<'n> {
     env: Env<'n>,
     /// Report no unknown keys at the top: the loader reads only some sections.
     partial: bool,
+    /// The number of the first slot.
+    first: usize,
     found: RefCell<Found<'n>>,
 }
 
-/// Reads `root` into `T`. `Err` only for a shape the raw types do not handle (a bug).
+/// Reads `node`, at key path `path`, into `T`; the slots found are numbered from `first`.
+/// `Err` only for a shape the raw types do not handle (a bug).
 pub(super) fn read<'n, T: Deserialize<'n>>(
-    root: &'n Node,
+    node: &'n Node,
+    path: &str,
     env: Env<'n>,
     partial: bool,
+    first: usize,
 ) -> (Result<T, Error>, Found<'n>) {
     let state = State {
         env,
         partial,
+        first,
         found: RefCell::new(Found {
             slots: Vec::new(),
             unknown: Vec::new(),
@@ -131,12 +137,13 @@ pub(super) fn read<'n, T: Deserialize<'n>>(
     };
     let de = De {
         state: &state,
-        node: Some(root),
-        path: String::new(),
+        node: Some(node),
+        path: path.to_owned(),
         key: "",
-        at: root.at,
+        at: node.at,
         key_at: None,
         mode: Mode::Plain,
+        outer: &[],
     };
     let value = T::deserialize(de);
     (value, state.found.into_inner())
@@ -212,6 +219,13 @@ struct De<'s, 'n> {
     at: Pos,
     key_at: Option<Pos>,
     mode: Mode,
+    /// For a struct flattened into its parent (a `$flat` field), the parent's fields.
+    outer: &'static [&'static str],
+}
+
+/// Whether a field is one of the deserializer's own (`$at`, `$flat`), not a key.
+fn own(field: &str) -> bool {
+    field.starts_with('$')
 }
 
 impl<'n> De<'_, 'n> {
@@ -238,12 +252,13 @@ impl<'n> De<'_, 'n> {
             at: entry.map_or(self.node.map_or(self.at, |n| n.at), |(node, _)| node.at),
             key_at: entry.map(|(_, at)| at),
             mode,
+            outer: &[],
         }
     }
 
     /// The entries of a mapping with string keys, first occurrences only; the others are
     /// reported.
-    fn entries(&self) -> Vec<(&'n str, Pos, &'n Node)> {
+    fn entries(&self, quiet: bool) -> Vec<(&'n str, Pos, &'n Node)> {
         let Some(Node {
             value: Value::Map(pairs),
             ..
@@ -254,10 +269,15 @@ impl<'n> De<'_, 'n> {
         let mut entries: Vec<(&'n str, Pos, &'n Node)> = Vec::with_capacity(pairs.len());
         for (key_node, value) in pairs {
             let Value::Scalar(key) = &key_node.value else {
-                self.mismatch(key_node, "a string key");
+                if !quiet {
+                    self.mismatch(key_node, "a string key");
+                }
                 continue;
             };
             if let Some((_, first, _)) = entries.iter().find(|(k, ..)| k == key) {
+                if quiet {
+                    continue;
+                }
                 let message = format!("duplicate key (first defined at line {})", first.line);
                 self.report(key_node.at, &child(&self.path, key), message);
                 continue;
@@ -365,7 +385,7 @@ impl<'de, 's> Deserializer<'de> for De<'s, 'de> {
             return visitor.visit_newtype_struct(self);
         }
         let mut found = self.state.found.borrow_mut();
-        let id = found.slots.len();
+        let id = self.state.first + found.slots.len();
         found.slots.push(Slot {
             node: self.node,
             path: self.path,
@@ -387,12 +407,15 @@ impl<'de, 's> Deserializer<'de> for De<'s, 'de> {
         let mut mode = self.mode;
         if let Some(node) = self.node
             && !matches!(node.value, Value::Map(_) | Value::Null)
+            && self.outer.is_empty()
         {
             self.mismatch(node, "a mapping");
             mode = Mode::Broken;
         }
-        let mut values: Vec<(&'static str, De<'s, 'de>)> = Vec::with_capacity(fields.len());
-        let here = De {
+        // A `$flat` field is read over this same mapping, and it reports the unknown keys:
+        // only it knows both lists.
+        let flat = fields.iter().any(|f| f.starts_with("$flat"));
+        let same = |mode, outer| De {
             state: self.state,
             node: self.node,
             path: self.path.clone(),
@@ -400,19 +423,33 @@ impl<'de, 's> Deserializer<'de> for De<'s, 'de> {
             at: self.at,
             key_at: self.key_at,
             mode,
+            outer,
         };
-        values.push((HERE, here));
+        let mut values: Vec<(&'static str, De<'s, 'de>)> = Vec::with_capacity(fields.len());
+        values.push((HERE, same(mode, &[])));
+        for field in fields.iter().filter(|f| f.starts_with("$flat")) {
+            values.push((field, same(mode, fields)));
+        }
         let expected: Vec<&'static str> = (mode == Mode::Tagged)
             .then_some("kind")
             .into_iter()
-            .chain(fields.iter().copied().filter(|f| *f != HERE))
+            .chain(self.outer.iter().chain(fields).copied().filter(|f| !own(f)))
             .collect();
-        let quiet = mode == Mode::Broken || (self.state.partial && self.path.is_empty());
-        for (key, key_at, value) in self.entries() {
-            match fields.iter().find(|f| **f == key && **f != HERE) {
-                Some(field) => values.push((field, self.child(field, Some((value, key_at)), mode))),
+        let quiet = flat || mode == Mode::Broken || (self.state.partial && self.path.is_empty());
+        // Below a broken mapping nothing is reported again; below a tagged one, `kind` is a key
+        // like any other.
+        let below = if mode == Mode::Broken {
+            Mode::Broken
+        } else {
+            Mode::Plain
+        };
+        for (key, key_at, value) in self.entries(!self.outer.is_empty()) {
+            match fields.iter().find(|f| **f == key && !own(f)) {
+                Some(field) => {
+                    values.push((field, self.child(field, Some((value, key_at)), below)))
+                }
                 None if mode == Mode::Tagged && key == "kind" => {}
-                None if quiet => {}
+                None if quiet || self.outer.contains(&key) => {}
                 None => self.state.found.borrow_mut().unknown.push(UnknownKey {
                     at: key_at,
                     parent: self.path.clone(),
@@ -423,17 +460,8 @@ impl<'de, 's> Deserializer<'de> for De<'s, 'de> {
         }
         for field in fields {
             if !values.iter().any(|(f, _)| f == field) {
-                values.push((field, self.child(field, None, mode)));
+                values.push((field, self.child(field, None, below)));
             }
-        }
-        // Below a broken mapping nothing is reported again; below a tagged one, `kind` is not
-        // a key of the nested mappings.
-        for (_, value) in &mut values[1..] {
-            value.mode = if mode == Mode::Broken {
-                Mode::Broken
-            } else {
-                Mode::Plain
-            };
         }
         visitor.visit_map(Entries {
             values: values.into_iter(),
@@ -530,3 +558,6 @@ impl<'de> de::VariantAccess<'de> for De<'_, 'de> {
         self.deserialize_struct("", fields, visitor)
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -62,30 +62,6 @@ macro_rules! inline_type {
     };
 }
 
-/// Declares an object of the file: the struct, for its `JsonSchema`, and `KEYS`, the names of
-/// its fields in declaration (file) order. A last field written `..name: Type` is flattened
-/// (`#[serde(flatten)]`): its keys are `Type::KEYS`, not `name`.
-macro_rules! object {
-    (
-        $(#[$attr:meta])*
-        struct $name:ident {
-            $( $(#[$field_attr:meta])* $field:ident : $ty:ty, )*
-            $( ..$flat:ident : $flat_ty:ty, )?
-        }
-    ) => {
-        $(#[$attr])*
-        pub(super) struct $name {
-            $( $(#[$field_attr])* $field: $ty, )*
-            $( #[serde(flatten)] $flat: $flat_ty, )?
-        }
-
-        impl $name {
-            /// The keys of this object, in file order.
-            pub(super) const KEYS: &'static [&'static str] = &[$(stringify!($field)),*];
-        }
-    };
-}
-
 pub(super) mod keys;
 mod markdown;
 mod scalars;
@@ -93,7 +69,6 @@ mod storage;
 #[cfg(test)]
 mod tests;
 
-pub(super) use keys::Keys;
 pub use markdown::markdown;
 
 /// Where the schema is committed, relative to the repository root; configs point at it.
@@ -251,9 +226,10 @@ impl Source {
 }
 
 /// A destination; `kind` says which keys it takes.
-#[derive(JsonSchema)]
-#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
-enum Target {
+#[derive(Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+#[schemars(tag = "kind", deny_unknown_fields)]
+pub(super) enum Target {
     /// `kind: http` forwards the original body byte for byte, with Standard Webhooks headers.
     Http(HttpTarget),
     /// `kind: slack` posts one message per event to a Slack incoming webhook.
@@ -263,44 +239,51 @@ enum Target {
     Crm(CrmTarget),
 }
 
-object! {
-    #[derive(JsonSchema)]
-    #[serde(deny_unknown_fields)]
-    struct HttpTarget {
-        /// The endpoint.
-        url: HttpUrl,
-        /// Static headers added to every request (not `host`, `content-length`, the
-        /// `webhook-*` headers or `x-textus-signature`, which the relay sets).
-        headers: Option<BTreeMap<String, String>>,
-        /// Standard Webhooks signature of each request (`webhook-signature` header).
-        signing: Option<Signing>,
-        /// Also send TextUs's original `X-TextUs-Signature`.
-        #[schemars(extend("default" = false))]
-        forward_textus_signature: Option<Bool>,
-        ..delivery: Delivery,
-    }
+#[derive(Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub(super) struct HttpTarget {
+    #[serde(rename = "$at")]
+    #[schemars(skip)]
+    pub(super) at: Loc,
+    /// The endpoint.
+    pub(super) url: Loc<HttpUrl>,
+    /// Static headers added to every request (not `host`, `content-length`, the
+    /// `webhook-*` headers or `x-textus-signature`, which the relay sets).
+    pub(super) headers: Option<Loc<BTreeMap<String, String>>>,
+    /// Standard Webhooks signature of each request (`webhook-signature` header).
+    pub(super) signing: Option<Signing>,
+    /// Also send TextUs's original `X-TextUs-Signature`.
+    #[schemars(extend("default" = false))]
+    pub(super) forward_textus_signature: Option<Loc<Bool>>,
+    #[serde(rename = "$flat")]
+    #[schemars(flatten)]
+    pub(super) delivery: Delivery,
 }
 
-object! {
-    #[derive(JsonSchema)]
-    #[serde(deny_unknown_fields)]
-    struct Signing {
-        /// `whsec_` and the standard base64 of 24 to 64 random bytes.
-        secret: Secret,
-    }
+#[derive(Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub(super) struct Signing {
+    #[serde(rename = "$at")]
+    #[schemars(skip)]
+    pub(super) at: Loc,
+    /// `whsec_` and the standard base64 of 24 to 64 random bytes.
+    pub(super) secret: Loc<Secret>,
 }
 
-object! {
-    #[derive(JsonSchema)]
-    #[serde(deny_unknown_fields)]
-    struct SlackTarget {
-        /// The incoming webhook URL. It is the credential: write it as `${SLACK_WEBHOOK_URL}`.
-        url: HttpUrl,
-        /// Messages per event type: an exact type (`message.received`) or `"*"` for every type
-        /// without its own entry. Types with neither get the built-in message.
-        templates: Option<SlackTemplates>,
-        ..delivery: Delivery,
-    }
+#[derive(Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub(super) struct SlackTarget {
+    #[serde(rename = "$at")]
+    #[schemars(skip)]
+    pub(super) at: Loc,
+    /// The incoming webhook URL. It is the credential: write it as `${SLACK_WEBHOOK_URL}`.
+    pub(super) url: Loc<HttpUrl>,
+    /// Messages per event type: an exact type (`message.received`) or `"*"` for every type
+    /// without its own entry. Types with neither get the built-in message.
+    pub(super) templates: Option<Loc<SlackTemplates>>,
+    #[serde(rename = "$flat")]
+    #[schemars(flatten)]
+    pub(super) delivery: Delivery,
 }
 
 inline_type!(
@@ -313,18 +296,18 @@ inline_type!(
     })
 );
 
-object! {
-    /// The message for one event type: `text`, `blocks` or both.
-    #[derive(JsonSchema)]
-    #[serde(deny_unknown_fields)]
-    #[schemars(extend("minProperties" = 1))]
-    struct SlackTemplate {
-        /// The message text (the notification, and the fallback when there are blocks).
-        text: Option<Template>,
-        /// Block Kit blocks: a list whose string leaves are templates, or one template that
-        /// renders to the list.
-        blocks: Option<Blocks>,
-    }
+/// The message for one event type: `text`, `blocks` or both.
+#[derive(Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields, extend("minProperties" = 1))]
+pub(super) struct SlackTemplate {
+    #[serde(rename = "$at")]
+    #[schemars(skip)]
+    pub(super) at: Loc,
+    /// The message text (the notification, and the fallback when there are blocks).
+    pub(super) text: Option<Loc<Template>>,
+    /// Block Kit blocks: a list whose string leaves are templates, or one template that
+    /// renders to the list.
+    pub(super) blocks: Option<Loc<Blocks>>,
 }
 
 inline_type!(
@@ -338,32 +321,61 @@ inline_type!(
     })
 );
 
-object! {
-    #[derive(JsonSchema)]
-    #[serde(deny_unknown_fields)]
-    struct CrmTarget {
-        /// The HTTP method: GET, POST, PUT, PATCH or DELETE, in any case.
-        #[schemars(extend("default" = "POST"))]
-        method: Option<Method>,
-        /// The request URL, a template.
-        url: UrlTemplate,
-        /// Request headers; the values are templates. Not `authorization` when `auth` is set,
-        /// nor the headers the relay sets.
-        headers: Option<BTreeMap<String, Template>>,
-        /// How requests authenticate.
-        auth: Option<CrmAuth>,
-        /// The JSON body: YAML whose string leaves are templates. A leaf that is exactly one
-        /// `{{ expr }}` keeps the expression's JSON type; unquoted `true`, `false`, `null` and
-        /// numbers stay typed. Leave out for no body.
-        body: Option<serde_json::Value>,
-        ..delivery: Delivery,
+#[derive(Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub(super) struct CrmTarget {
+    #[serde(rename = "$at")]
+    #[schemars(skip)]
+    pub(super) at: Loc,
+    /// The HTTP method: GET, POST, PUT, PATCH or DELETE, in any case.
+    #[schemars(extend("default" = CrmTarget::METHOD))]
+    pub(super) method: Option<Loc<Method>>,
+    /// The request URL, a template.
+    pub(super) url: Loc<UrlTemplate>,
+    /// Request headers; the values are templates. Not `authorization` when `auth` is set,
+    /// nor the headers the relay sets.
+    pub(super) headers: Option<Loc<BTreeMap<String, Template>>>,
+    /// How requests authenticate.
+    pub(super) auth: Option<CrmAuth>,
+    /// The JSON body: YAML whose string leaves are templates. A leaf that is exactly one
+    /// `{{ expr }}` keeps the expression's JSON type; unquoted `true`, `false`, `null` and
+    /// numbers stay typed. Leave out for no body.
+    pub(super) body: Option<Loc<serde_json::Value>>,
+    #[serde(rename = "$flat")]
+    #[schemars(flatten)]
+    pub(super) delivery: Delivery,
+}
+
+impl CrmTarget {
+    pub(super) const METHOD: &str = "POST";
+}
+
+/// `auth:` of a crm target as read: the rule pass checks exactly one scheme is set, which
+/// [`CrmAuthSchema`] tells editors.
+#[derive(Deserialize)]
+pub(super) struct CrmAuth {
+    #[serde(rename = "$at")]
+    pub(super) at: Loc,
+    pub(super) bearer: Loc,
+    pub(super) basic: Loc,
+    pub(super) oauth2: Loc,
+}
+
+impl JsonSchema for CrmAuth {
+    fn schema_name() -> Cow<'static, str> {
+        CrmAuthSchema::schema_name()
+    }
+
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        CrmAuthSchema::json_schema(generator)
     }
 }
 
 /// Exactly one of these keys.
 #[derive(JsonSchema)]
 #[serde(rename_all = "lowercase", deny_unknown_fields)]
-enum CrmAuth {
+#[schemars(rename = "CrmAuth")]
+enum CrmAuthSchema {
     /// `Authorization: Bearer TOKEN` (write the token alone).
     Bearer(Secret),
     /// `Authorization: Basic ...`.
@@ -373,65 +385,70 @@ enum CrmAuth {
     OAuth2(OAuth2),
 }
 
-impl CrmAuth {
-    /// Its variants as they are written (`rename_all`, `rename`): one of them is the key.
-    const KEYS: &'static [&'static str] = &["bearer", "basic", "oauth2"];
+#[derive(Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub(super) struct Basic {
+    #[serde(rename = "$at")]
+    #[schemars(skip)]
+    pub(super) at: Loc,
+    /// Not empty, without `:`.
+    pub(super) username: Loc<Secret>,
+    pub(super) password: Loc<Secret>,
 }
 
-object! {
-    #[derive(JsonSchema)]
-    #[serde(deny_unknown_fields)]
-    struct Basic {
-        /// Not empty, without `:`.
-        username: Secret,
-        password: Secret,
-    }
+#[derive(Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub(super) struct OAuth2 {
+    #[serde(rename = "$at")]
+    #[schemars(skip)]
+    pub(super) at: Loc,
+    /// The provider's token endpoint.
+    pub(super) token_url: Loc<HttpUrl>,
+    pub(super) client_id: Loc<Secret>,
+    pub(super) client_secret: Loc<Secret>,
+    /// Space-separated scopes, if the provider wants them.
+    pub(super) scope: Option<Loc<String>>,
 }
 
-object! {
-    #[derive(JsonSchema)]
-    #[serde(deny_unknown_fields)]
-    struct OAuth2 {
-        /// The provider's token endpoint.
-        token_url: HttpUrl,
-        client_id: Secret,
-        client_secret: Secret,
-        /// Space-separated scopes, if the provider wants them.
-        scope: Option<String>,
-    }
+/// The delivery settings every kind of target takes.
+#[derive(Deserialize, JsonSchema)]
+pub(super) struct Delivery {
+    #[serde(rename = "$at")]
+    #[schemars(skip)]
+    pub(super) at: Loc,
+    /// Deliveries in flight at once for this target.
+    #[schemars(extend("default" = Delivery::CONCURRENCY))]
+    pub(super) concurrency: Option<Loc<Whole<1, { super::targets::MAX_CONCURRENCY }>>>,
+    /// Per-attempt timeout, connection included.
+    #[schemars(extend("default" = Delivery::TIMEOUT))]
+    pub(super) timeout: Option<Loc<PositiveDuration>>,
+    /// When and how long failed deliveries are retried (exponential backoff with full
+    /// jitter).
+    pub(super) retry: Option<Retry>,
+    /// Token bucket, e.g. `5/s`: it starts with one token, and idle time earns bursts of up
+    /// to the count. Default: none, except `1/s` for slack (Slack's limit per webhook).
+    pub(super) rate_limit: Option<Loc<Rate>>,
+    /// When to stop sending to a target that keeps failing, and how to probe it. Always on.
+    pub(super) breaker: Option<Breaker>,
+    /// `unordered` (the default), `fifo` (one delivery in flight for the whole target; a
+    /// failing head blocks the rest) or `{ key: TEMPLATE }` (fifo per rendered key, different
+    /// keys in parallel up to `concurrency`).
+    #[schemars(extend("default" = Delivery::ORDERING))]
+    pub(super) ordering: Option<Loc<Ordering>>,
+    /// Most deliveries pending (queued or in flight) for this target. Default: no limit.
+    pub(super) max_queue: Option<Loc<Whole<1, { super::targets::policy::MAX_QUEUE }>>>,
+    /// With `max_queue`, what a full queue does to a new event: `reject` answers the whole
+    /// event 504 (nothing stored; TextUs retries it later); `dead_letter` stores this
+    /// target's delivery as a dead letter, and other targets get theirs.
+    #[schemars(extend("default" = Delivery::ON_FULL))]
+    pub(super) on_full: Option<Loc<OnFull>>,
 }
 
-object! {
-    /// The delivery settings every kind of target takes.
-    #[derive(JsonSchema)]
-    struct Delivery {
-        /// Deliveries in flight at once for this target.
-        #[schemars(extend("default" = 4))]
-        concurrency: Option<Whole<1, { super::targets::MAX_CONCURRENCY }>>,
-        /// Per-attempt timeout, connection included.
-        #[schemars(extend("default" = "10s"))]
-        timeout: Option<PositiveDuration>,
-        /// When and how long failed deliveries are retried (exponential backoff with full
-        /// jitter).
-        retry: Option<Retry>,
-        /// Token bucket, e.g. `5/s`: it starts with one token, and idle time earns bursts of up
-        /// to the count. Default: none, except `1/s` for slack (Slack's limit per webhook).
-        rate_limit: Option<Rate>,
-        /// When to stop sending to a target that keeps failing, and how to probe it. Always on.
-        breaker: Option<Breaker>,
-        /// `unordered` (the default), `fifo` (one delivery in flight for the whole target; a
-        /// failing head blocks the rest) or `{ key: TEMPLATE }` (fifo per rendered key, different
-        /// keys in parallel up to `concurrency`).
-        #[schemars(extend("default" = "unordered"))]
-        ordering: Option<Ordering>,
-        /// Most deliveries pending (queued or in flight) for this target. Default: no limit.
-        max_queue: Option<Whole<1, { super::targets::policy::MAX_QUEUE }>>,
-        /// With `max_queue`, what a full queue does to a new event: `reject` answers the whole
-        /// event 504 (nothing stored; TextUs retries it later); `dead_letter` stores this
-        /// target's delivery as a dead letter, and other targets get theirs.
-        #[schemars(extend("default" = "reject"))]
-        on_full: Option<OnFull>,
-    }
+impl Delivery {
+    pub(super) const CONCURRENCY: u64 = 4;
+    pub(super) const TIMEOUT: &str = "10s";
+    pub(super) const ORDERING: &str = "unordered";
+    pub(super) const ON_FULL: &str = "reject";
 }
 
 inline_type!(
@@ -446,65 +463,80 @@ inline_type!(
     })
 );
 
-object! {
-    /// Fifo per rendered key.
-    #[derive(JsonSchema)]
-    #[serde(deny_unknown_fields)]
-    struct OrderingKey {
-        /// A template that uses the event, e.g. `"{{ event.conversation.id }}"`.
-        key: Template,
-    }
+/// Fifo per rendered key.
+#[derive(Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub(super) struct OrderingKey {
+    #[serde(rename = "$at")]
+    #[schemars(skip)]
+    pub(super) at: Loc,
+    /// A template that uses the event, e.g. `"{{ event.conversation.id }}"`.
+    pub(super) key: Loc<Template>,
 }
 
-object! {
-    #[derive(JsonSchema)]
-    #[serde(deny_unknown_fields)]
-    struct Retry {
-        /// The first backoff.
-        #[schemars(extend("default" = "1s"))]
-        initial: Option<PositiveDuration>,
-        /// The backoff cap (also caps `Retry-After`); not less than `initial`.
-        #[schemars(extend("default" = "10m"))]
-        max_delay: Option<PositiveDuration>,
-        /// Give up (dead letter) once the next attempt would fall after this age.
-        #[schemars(extend("default" = "24h"))]
-        max_age: Option<PositiveDuration>,
-        /// Give up after this many attempts. Default: no limit.
-        max_attempts: Option<Whole<1, { u32::MAX as u64 }>>,
-    }
+#[derive(Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub(super) struct Retry {
+    #[serde(rename = "$at")]
+    #[schemars(skip)]
+    pub(super) at: Loc,
+    /// The first backoff.
+    #[schemars(extend("default" = Retry::INITIAL))]
+    pub(super) initial: Option<Loc<PositiveDuration>>,
+    /// The backoff cap (also caps `Retry-After`); not less than `initial`.
+    #[schemars(extend("default" = Retry::MAX_DELAY))]
+    pub(super) max_delay: Option<Loc<PositiveDuration>>,
+    /// Give up (dead letter) once the next attempt would fall after this age.
+    #[schemars(extend("default" = Retry::MAX_AGE))]
+    pub(super) max_age: Option<Loc<PositiveDuration>>,
+    /// Give up after this many attempts. Default: no limit.
+    pub(super) max_attempts: Option<Loc<Whole<1, { u32::MAX as u64 }>>>,
 }
 
-object! {
-    #[derive(JsonSchema)]
-    #[serde(deny_unknown_fields)]
-    struct Breaker {
-        /// Consecutive failed attempts (connection errors, timeouts, 408, 425, 429, 5xx, 3xx)
-        /// that open the breaker.
-        #[schemars(extend("default" = 5))]
-        failures: Option<Whole<1, { super::targets::policy::MAX_FAILURES }>>,
-        /// While open, one delivery is tried as a probe this often.
-        #[schemars(extend("default" = "30s"))]
-        probe: Option<PositiveDuration>,
-    }
+impl Retry {
+    pub(super) const INITIAL: &str = "1s";
+    pub(super) const MAX_DELAY: &str = "10m";
+    pub(super) const MAX_AGE: &str = "24h";
 }
 
-object! {
-    #[derive(JsonSchema)]
-    #[serde(deny_unknown_fields)]
-    struct Route {
-        /// Event type patterns: exact (`message.received`), prefix (`contact.*`) or `"*"`.
-        #[schemars(length(min = 1))]
-        events: Vec<EventPattern>,
-        /// Names of targets defined under `targets`.
-        #[schemars(length(min = 1))]
-        to: Vec<TargetName>,
-        /// A condition on the event, written without `{{ }}`, e.g.
-        /// `"event.message.direction == 'in'"`; the route applies only where it is true.
-        #[schemars(length(min = 1))]
-        when: Option<String>,
-        /// `high` or `normal` for the deliveries this route creates. By default
-        /// `contact.opted_out` and `contact.opted_in` are high and everything else normal; when
-        /// several routes send an event to a target, high wins.
-        priority: Option<Priority>,
-    }
+#[derive(Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub(super) struct Breaker {
+    #[serde(rename = "$at")]
+    #[schemars(skip)]
+    pub(super) at: Loc,
+    /// Consecutive failed attempts (connection errors, timeouts, 408, 425, 429, 5xx, 3xx)
+    /// that open the breaker.
+    #[schemars(extend("default" = Breaker::FAILURES))]
+    pub(super) failures: Option<Loc<Whole<1, { super::targets::policy::MAX_FAILURES }>>>,
+    /// While open, one delivery is tried as a probe this often.
+    #[schemars(extend("default" = Breaker::PROBE))]
+    pub(super) probe: Option<Loc<PositiveDuration>>,
+}
+
+impl Breaker {
+    pub(super) const FAILURES: u64 = 5;
+    pub(super) const PROBE: &str = "30s";
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub(super) struct Route {
+    #[serde(rename = "$at")]
+    #[schemars(skip)]
+    pub(super) at: Loc,
+    /// Event type patterns: exact (`message.received`), prefix (`contact.*`) or `"*"`.
+    #[schemars(length(min = 1))]
+    pub(super) events: Loc<Vec<EventPattern>>,
+    /// Names of targets defined under `targets`.
+    #[schemars(length(min = 1))]
+    pub(super) to: Loc<Vec<TargetName>>,
+    /// A condition on the event, written without `{{ }}`, e.g.
+    /// `"event.message.direction == 'in'"`; the route applies only where it is true.
+    #[schemars(length(min = 1))]
+    pub(super) when: Option<Loc<String>>,
+    /// `high` or `normal` for the deliveries this route creates. By default
+    /// `contact.opted_out` and `contact.opted_in` are high and everything else normal; when
+    /// several routes send an event to a target, high wins.
+    pub(super) priority: Option<Loc<Priority>>,
 }

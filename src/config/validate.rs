@@ -9,8 +9,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::reader::{Ctx, Mapping, Text, boolean, child, item};
-use super::schema::keys;
+use super::de::Loc;
+use super::reader::{Ctx, Text, boolean, child, item};
 use super::schema::{self as raw, RelayFile};
 use super::template::{self, TemplateSource};
 use super::tree::Node;
@@ -225,7 +225,7 @@ fn secrets(ctx: &mut Ctx<'_>, node: &Node) -> Option<Vec<Secret>> {
     secrets.into_iter().collect()
 }
 
-fn routes(ctx: &mut Ctx<'_>, node: &Node, targets: &[String]) -> Option<Vec<Route>> {
+fn routes<'e>(ctx: &mut Ctx<'e>, node: &'e Node, targets: &[String]) -> Option<Vec<Route>> {
     let items = ctx.list(node, "routes")?;
     if items.is_empty() {
         ctx.report(node.at, "routes", "at least one route is required");
@@ -239,20 +239,18 @@ fn routes(ctx: &mut Ctx<'_>, node: &Node, targets: &[String]) -> Option<Vec<Rout
     routes.into_iter().collect()
 }
 
-fn route(ctx: &mut Ctx<'_>, node: &Node, path: String, targets: &[String]) -> Option<Route> {
-    let m = ctx.mapping(node, path)?;
-    ctx.check_keys(&m, keys::ROUTE);
+fn route<'e>(ctx: &mut Ctx<'e>, node: &'e Node, path: String, targets: &[String]) -> Option<Route> {
+    let raw: raw::Route = ctx.read(node, &path, false)?;
+    ctx.section(&raw.at)?;
     let events = non_empty_list(
         ctx,
-        &m,
-        "events",
+        &raw.events,
         "at least one event pattern is required",
         |ctx, node, path| ctx.parse(node, path, "event pattern", EventPattern::parse),
     );
     let to = non_empty_list(
         ctx,
-        &m,
-        "to",
+        &raw.to,
         "at least one target is required",
         |ctx, node, path| {
             ctx.convert(node, path, |t| {
@@ -273,11 +271,13 @@ fn route(ctx: &mut Ctx<'_>, node: &Node, path: String, targets: &[String]) -> Op
             })
         },
     );
-    let when = match m.present("when") {
+    let when = match ctx.present(raw.when.as_ref()) {
         None => Some(None),
-        Some(node) => when(ctx, node, &child(&m.path, "when")).map(Some),
+        Some((node, path)) => when(ctx, node, &path).map(Some),
     };
-    let priority = ctx.field(&m, "priority", "priority", priority).optional();
+    let priority = ctx
+        .value(raw.priority.as_ref(), "priority", priority)
+        .optional();
     Some(Route {
         events: events?,
         to: to?,
@@ -314,16 +314,14 @@ fn when(ctx: &mut Ctx<'_>, node: &Node, path: &str) -> Option<TemplateSource> {
     Some(when)
 }
 
-/// Reads a required, non-empty list under `key`, converting each item with `read`.
-fn non_empty_list<T>(
+/// Reads a required, non-empty list, converting each item with `read`.
+fn non_empty_list<T, S>(
     ctx: &mut Ctx<'_>,
-    m: &Mapping<'_>,
-    key: &str,
+    loc: &Loc<S>,
     empty: &str,
     mut read: impl FnMut(&mut Ctx<'_>, &Node, &str) -> Option<T>,
 ) -> Option<Vec<T>> {
-    let node = ctx.required(m, key)?;
-    let path = child(&m.path, key);
+    let (node, path) = ctx.require_at(loc)?;
     let items = ctx.list(node, &path)?;
     if items.is_empty() {
         ctx.report(node.at, &path, empty);
