@@ -1,4 +1,4 @@
-//! Reading the located tree against the schema, collecting problems as it goes.
+//! The rule pass's context: the raw types' located values (`de.rs`) and the problems found.
 //!
 //! Every reader reports what is wrong at the node that is wrong, with its key path,
 //! and keeps going: a `None` or [`Field::Invalid`] result means "already reported".

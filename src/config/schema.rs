@@ -1,27 +1,20 @@
-//! The JSON Schema of relay.yaml (`textus-relay schema`), for editors and the reference.
+//! The raw types of relay.yaml: what the file holds, as written (durations as `"10s"`, `${VAR}`
+//! anywhere), each key with its type, its default and its description once.
 //!
-//! The config is read by a hand-written walker (`validate.rs`, `targets.rs`), not by serde, so
-//! the schema is derived with `schemars` from the file-shape types below: they describe the
-//! file as written (durations as `"10s"`, `${VAR}` anywhere), are never built, and their doc
-//! comments are the descriptions editors show and `docs/config-reference.md` lists.
+//! They derive `Deserialize`, read through the located tree's deserializer (`de.rs`) into
+//! [`Loc`] leaves that the rule pass (`validate.rs`, `storage.rs`, `targets.rs`) converts and
+//! checks, and `JsonSchema`, for `textus-relay schema` and `docs/config-reference.md`: their doc
+//! comments are the descriptions editors show. A default is a constant next to its type, which
+//! the schema's `default` and the rule pass both read.
 //!
-//! The keys are described once: each object type below is declared through `object!`, which
-//! also gives it `KEYS`, its field names in file order, and the walker checks every mapping
-//! against a [`Keys`] built here from those (the only place one can be built). What keeps the
-//! rest from drifting (tests in `schema/tests.rs`):
-//! - every closed object of the schema is in [`KEY_LISTS`] with exactly its keys (which holds
-//!   the hand-written schemas of `storage.auth` and `targets.NAME.auth` to their lists);
-//! - every `default` in the schema gives the same [`Config`](super::Config) as leaving the
-//!   key out;
-//! - each value pattern accepts what the walker's parser accepts, on a table of samples;
-//! - the committed `schema/relay.schema.json` and `docs/config-reference.md` are this output.
+//! Two objects are read as structs but described by hand, as "exactly one of": `storage.auth`
+//! and `targets.NAME.auth`. Tests in `schema/tests.rs` hold those to the keys serde reads, every
+//! `default` to what leaving the key out gives, each value pattern to what the rule pass's parser
+//! accepts, and the committed schema and reference to this output.
 //!
-//! The schema may accept text the walker then refuses (an unknown target in `to`, a port out
+//! The schema may accept text the rule pass then refuses (an unknown target in `to`, a port out
 //! of range, a template that does not compile): it checks the shape, `textus-relay check`
 //! checks the rest.
-
-// The types exist for their `JsonSchema` impls only: nothing reads their fields.
-#![allow(dead_code)]
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -372,6 +365,7 @@ impl JsonSchema for CrmAuth {
 }
 
 /// Exactly one of these keys.
+#[expect(dead_code, reason = "the schema of `CrmAuth`, never built")]
 #[derive(JsonSchema)]
 #[serde(rename_all = "lowercase", deny_unknown_fields)]
 #[schemars(rename = "CrmAuth")]
@@ -413,9 +407,6 @@ pub(super) struct OAuth2 {
 /// The delivery settings every kind of target takes.
 #[derive(Deserialize, JsonSchema)]
 pub(super) struct Delivery {
-    #[serde(rename = "$at")]
-    #[schemars(skip)]
-    pub(super) at: Loc,
     /// Deliveries in flight at once for this target.
     #[schemars(extend("default" = Delivery::CONCURRENCY))]
     pub(super) concurrency: Option<Loc<Whole<1, { super::targets::MAX_CONCURRENCY }>>>,

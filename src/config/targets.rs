@@ -3,7 +3,7 @@
 //! and the http target with its headers and Standard Webhooks signing key. The slack and
 //! crm kinds are in `targets/`.
 //!
-//! A target's kind decides which keys are valid, so the kind is read first; with an
+//! A target's kind decides which keys are valid, so the deserializer reads it first; with an
 //! unknown kind, that is the one problem reported for the target, rather than one
 //! "unknown key" per key.
 

@@ -1,9 +1,9 @@
-//! The schema and rules of relay.yaml's sections, turning the located tree into a
-//! [`Config`]. Targets live in `targets.rs`, storage in `storage.rs` (and `nats.rs`).
+//! The rule pass: relay.yaml's raw types (`schema.rs`) turned into a [`Config`]. Targets live
+//! in `targets.rs`, storage in `storage.rs` (and `nats.rs`).
 //!
 //! Each section reader reports its own problems and returns `None` if any of them make
 //! the section unusable; reading always continues, so one pass finds every problem.
-//! Defaults are filled in here and nowhere else.
+//! Defaults are the raw types' constants, also shown by the schema.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -118,6 +118,7 @@ fn a_struct_that_is_not_a_mapping_is_reported_once() {
     let got = problems("inner: [x: 1]\nreq: 1\n", |ctx, top| {
         let inner = top.inner.as_ref().expect("written");
         assert!(ctx.section(&inner.at).is_none(), "broken");
+        assert!(inner.x.is_none(), "read as empty");
         assert!(ctx.section(&top.at).is_some());
     });
     assert_eq!(got, ["1:8: inner: expected a mapping, found a list"]);

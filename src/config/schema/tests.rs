@@ -1,5 +1,6 @@
-//! The schema against the walker: every object in the key table the walker checks against, the
-//! same defaults, value patterns that accept what the parsers accept.
+//! The schema against the reader: every object with the keys serde reads (which holds the
+//! hand-written schemas of the two `auth` objects, and `kind` and the flattened delivery keys, to
+//! the derived types), the same defaults, value patterns that accept what the parsers accept.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -118,7 +119,7 @@ impl Objects {
 }
 
 #[test]
-fn every_object_has_exactly_the_keys_the_walker_accepts() {
+fn every_object_has_exactly_the_keys_serde_reads() {
     let objects = Objects::of(&value());
     assert!(objects.problems.is_empty(), "{:#?}", objects.problems);
     let walker: BTreeMap<String, BTreeSet<String>> = key_lists()
@@ -135,7 +136,7 @@ fn every_object_has_exactly_the_keys_the_walker_accepts() {
         };
         assert_eq!(
             keys, expected,
-            "{path:?}: the schema's keys (left) differ from the walker's (right)"
+            "{path:?}: the schema's keys (left) differ from serde's (right)"
         );
     }
     for path in walker.keys() {
@@ -290,7 +291,7 @@ fn every_default_in_the_schema_is_what_leaving_the_key_out_gives() {
     );
     assert!(used.len() >= 20, "{used:#?}");
 
-    // JSON is YAML: the walker reads both texts. Inserted keys move the crm URL template,
+    // JSON is YAML: the reader reads both texts. Inserted keys move the crm URL template,
     // which remembers where it was written.
     let load = |doc: &Value| {
         let mut config =
@@ -327,7 +328,7 @@ fn agree(name: &str, samples: &[&str], walker: impl Fn(&str) -> bool) {
         assert_eq!(
             validator.is_valid(&json!(sample)),
             valid,
-            "{name} {sample:?}: the walker says {valid}"
+            "{name} {sample:?}: the parser says {valid}"
         );
         accepted += usize::from(valid);
     }
@@ -338,7 +339,7 @@ fn agree(name: &str, samples: &[&str], walker: impl Fn(&str) -> bool) {
 }
 
 #[test]
-fn value_patterns_accept_what_the_walker_accepts() {
+fn value_patterns_accept_what_the_parsers_accept() {
     let durations = [
         "500ms", "30s", "10m", "12h", "7d", "0s", "007s", "1x", "", "s", "10", "1.5s", "-1s",
         " 1s", "1 s", "1S", "1m30s",
