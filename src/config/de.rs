@@ -293,7 +293,7 @@ impl<'n> De<'_, 'n> {
         let node = match self.node {
             Some(
                 node @ Node {
-                    value: Value::Map(_),
+                    value: Value::Map(_) | Value::Null,
                     ..
                 },
             ) => node,
@@ -408,6 +408,7 @@ impl<'de, 's> Deserializer<'de> for De<'s, 'de> {
         if let Some(node) = self.node
             && !matches!(node.value, Value::Map(_) | Value::Null)
             && self.outer.is_empty()
+            && mode != Mode::Broken
         {
             self.mismatch(node, "a mapping");
             mode = Mode::Broken;
