@@ -7,7 +7,8 @@
 //! - Every field is optional to serde: after the keys written in a mapping, the fields left out
 //!   are handed over as absent, so a derived struct never stops at a missing field. An
 //!   `Option` field is then `None`, a [`Loc`] knows it is absent, and the rule pass reports a
-//!   missing required key. The `$at` field of a struct is the mapping itself.
+//!   missing required key. A struct that reports at its own mapping (or must know whether it
+//!   is broken, below) declares a `$at` field: the mapping itself.
 //! - Unknown keys (those not in serde's `fields`) are recorded with their location and skipped;
 //!   duplicate and non-string keys are reported and skipped.
 //! - A struct over something that is not a mapping is reported and read as empty, marked
@@ -15,11 +16,12 @@
 //! - `kind:` selects the variant of an enum here, by hand: serde's internally tagged enums
 //!   buffer the value in its private `Content` and lose the tree.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::marker::PhantomData;
 
 use schemars::{JsonSchema, Schema, SchemaGenerator};
+use serde::de::value::Error;
 use serde::de::{self, DeserializeSeed, IntoDeserializer, Visitor};
 use serde::{Deserialize, Deserializer, forward_to_deserialize_any};
 
@@ -150,13 +152,14 @@ pub(super) fn read<'n, T: Deserialize<'n>>(
 }
 
 /// The keys serde derived for `T` (its `fields`), asked of a deserializer that only records
-/// them: `storage` uses it to name the kind an out-of-place key belongs to.
+/// them: `storage` uses it to name the kind an out-of-place key belongs to, the reference to
+/// list keys in file order.
 pub(super) fn fields_of<'de, T: Deserialize<'de>>() -> &'static [&'static str] {
-    struct Fields;
-    impl<'de> Deserializer<'de> for Fields {
+    struct Fields<'c>(&'c Cell<&'static [&'static str]>);
+    impl<'de> Deserializer<'de> for Fields<'_> {
         type Error = Error;
         fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Error> {
-            Err(Error::Fields(&[]))
+            Err(de::Error::custom("not a struct"))
         }
         fn deserialize_struct<V: Visitor<'de>>(
             self,
@@ -164,7 +167,8 @@ pub(super) fn fields_of<'de, T: Deserialize<'de>>() -> &'static [&'static str] {
             fields: &'static [&'static str],
             _: V,
         ) -> Result<V::Value, Error> {
-            Err(Error::Fields(fields))
+            self.0.set(fields);
+            Err(de::Error::custom("only the fields"))
         }
         forward_to_deserialize_any! {
             bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
@@ -172,34 +176,9 @@ pub(super) fn fields_of<'de, T: Deserialize<'de>>() -> &'static [&'static str] {
             identifier ignored_any
         }
     }
-    match T::deserialize(Fields) {
-        Err(Error::Fields(fields)) => fields,
-        _ => &[],
-    }
-}
-
-/// Why deserialization stopped; only for a raw type this deserializer does not support.
-#[derive(Debug)]
-pub(super) enum Error {
-    Custom(String),
-    Fields(&'static [&'static str]),
-}
-
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Error::Custom(message) => f.write_str(message),
-            Error::Fields(_) => f.write_str("fields"),
-        }
-    }
-}
-
-impl std::error::Error for Error {}
-
-impl de::Error for Error {
-    fn custom<T: fmt::Display>(message: T) -> Self {
-        Error::Custom(message.to_string())
-    }
+    let fields = Cell::new(&[][..]);
+    let _ = T::deserialize(Fields(&fields));
+    fields.get()
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -211,6 +190,7 @@ enum Mode {
     Broken,
 }
 
+#[derive(Clone)]
 struct De<'s, 'n> {
     state: &'s State<'n>,
     node: Option<&'n Node>,
@@ -360,7 +340,7 @@ impl<'de, 's> Deserializer<'de> for De<'s, 'de> {
     type Error = Error;
 
     fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Error> {
-        Err(Error::Custom(format!(
+        Err(de::Error::custom(format!(
             "{}: the raw config types take located values only",
             self.path
         )))
@@ -417,14 +397,9 @@ impl<'de, 's> Deserializer<'de> for De<'s, 'de> {
         // only it knows both lists.
         let flat = fields.iter().any(|f| f.starts_with("$flat"));
         let same = |mode, outer| De {
-            state: self.state,
-            node: self.node,
-            path: self.path.clone(),
-            key: self.key,
-            at: self.at,
-            key_at: self.key_at,
             mode,
             outer,
+            ..self.clone()
         };
         let mut values: Vec<(&'static str, De<'s, 'de>)> = Vec::with_capacity(fields.len());
         values.push((HERE, same(mode, &[])));
@@ -517,7 +492,7 @@ impl<'de> de::MapAccess<'de> for Entries<'_, 'de> {
     fn next_value_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<T::Value, Error> {
         match self.value.take() {
             Some(value) => seed.deserialize(value),
-            None => Err(Error::Custom("a value without a key".to_owned())),
+            None => Err(de::Error::custom("a value without a key")),
         }
     }
 }
@@ -545,7 +520,7 @@ impl<'de> de::VariantAccess<'de> for De<'_, 'de> {
     type Error = Error;
 
     fn unit_variant(self) -> Result<(), Error> {
-        Err(Error::Custom("a kind is a mapping".to_owned()))
+        Err(de::Error::custom("a kind is a mapping"))
     }
 
     fn newtype_variant_seed<T: DeserializeSeed<'de>>(self, seed: T) -> Result<T::Value, Error> {
@@ -553,7 +528,7 @@ impl<'de> de::VariantAccess<'de> for De<'_, 'de> {
     }
 
     fn tuple_variant<V: Visitor<'de>>(self, _: usize, _: V) -> Result<V::Value, Error> {
-        Err(Error::Custom("a kind is a mapping".to_owned()))
+        Err(de::Error::custom("a kind is a mapping"))
     }
 
     fn struct_variant<V: Visitor<'de>>(

@@ -41,14 +41,8 @@ impl Endpoint {
 }
 
 fn read(ctx: &mut Ctx<'_>, raw: &EndpointFile) -> Option<Endpoint> {
-    ctx.section(&raw.at)?;
     let listen = raw.listen.as_ref();
-    let address = match listen {
-        Some(listen) => ctx
-            .section(&listen.at)
-            .and_then(|_| listen_address(ctx, Some(listen))),
-        None => listen_address(ctx, None),
-    };
+    let address = listen_address(ctx, listen);
     let source = source(ctx, &raw.source);
     Some(Endpoint {
         address: address?,

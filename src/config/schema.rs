@@ -91,9 +91,6 @@ pub fn json() -> String {
 #[derive(Deserialize, JsonSchema)]
 #[schemars(deny_unknown_fields, rename = "relay.yaml")]
 pub(super) struct RelayFile {
-    #[serde(rename = "$at")]
-    #[schemars(skip)]
-    pub(super) at: Loc,
     /// Where TextUs sends events.
     pub(super) listen: Option<Listen>,
     /// The admin API: health, metrics, dead letters.
@@ -115,16 +112,12 @@ pub(super) struct RelayFile {
 /// The sections `Admin::load` reads: nothing else of the file is looked at.
 #[derive(Deserialize)]
 pub(super) struct AdminFile {
-    #[serde(rename = "$at")]
-    pub(super) at: Loc,
     pub(super) admin: Option<Admin>,
 }
 
 /// The sections `Endpoint::load` reads: nothing else of the file is looked at.
 #[derive(Deserialize)]
 pub(super) struct EndpointFile {
-    #[serde(rename = "$at")]
-    pub(super) at: Loc,
     pub(super) listen: Option<Listen>,
     pub(super) source: Source,
 }
@@ -141,9 +134,6 @@ fn targets(generator: &mut SchemaGenerator) -> Schema {
 #[derive(Deserialize, JsonSchema)]
 #[schemars(deny_unknown_fields)]
 pub(super) struct Listen {
-    #[serde(rename = "$at")]
-    #[schemars(skip)]
-    pub(super) at: Loc,
     /// Socket address to bind.
     #[schemars(extend("default" = Listen::ADDRESS))]
     pub(super) address: Option<Loc<Address>>,
@@ -256,9 +246,6 @@ pub(super) struct HttpTarget {
 #[derive(Deserialize, JsonSchema)]
 #[schemars(deny_unknown_fields)]
 pub(super) struct Signing {
-    #[serde(rename = "$at")]
-    #[schemars(skip)]
-    pub(super) at: Loc,
     /// `whsec_` and the standard base64 of 24 to 64 random bytes.
     pub(super) secret: Loc<Secret>,
 }
@@ -382,9 +369,6 @@ enum CrmAuthSchema {
 #[derive(Deserialize, JsonSchema)]
 #[schemars(deny_unknown_fields)]
 pub(super) struct Basic {
-    #[serde(rename = "$at")]
-    #[schemars(skip)]
-    pub(super) at: Loc,
     /// Not empty, without `:`.
     pub(super) username: Loc<Secret>,
     pub(super) password: Loc<Secret>,
@@ -393,9 +377,6 @@ pub(super) struct Basic {
 #[derive(Deserialize, JsonSchema)]
 #[schemars(deny_unknown_fields)]
 pub(super) struct OAuth2 {
-    #[serde(rename = "$at")]
-    #[schemars(skip)]
-    pub(super) at: Loc,
     /// The provider's token endpoint.
     pub(super) token_url: Loc<HttpUrl>,
     pub(super) client_id: Loc<Secret>,
@@ -458,9 +439,6 @@ inline_type!(
 #[derive(Deserialize, JsonSchema)]
 #[schemars(deny_unknown_fields)]
 pub(super) struct OrderingKey {
-    #[serde(rename = "$at")]
-    #[schemars(skip)]
-    pub(super) at: Loc,
     /// A template that uses the event, e.g. `"{{ event.conversation.id }}"`.
     pub(super) key: Loc<Template>,
 }
@@ -493,9 +471,6 @@ impl Retry {
 #[derive(Deserialize, JsonSchema)]
 #[schemars(deny_unknown_fields)]
 pub(super) struct Breaker {
-    #[serde(rename = "$at")]
-    #[schemars(skip)]
-    pub(super) at: Loc,
     /// Consecutive failed attempts (connection errors, timeouts, 408, 425, 429, 5xx, 3xx)
     /// that open the breaker.
     #[schemars(extend("default" = Breaker::FAILURES))]
@@ -513,9 +488,6 @@ impl Breaker {
 #[derive(Deserialize, JsonSchema)]
 #[schemars(deny_unknown_fields)]
 pub(super) struct Route {
-    #[serde(rename = "$at")]
-    #[schemars(skip)]
-    pub(super) at: Loc,
     /// Event type patterns: exact (`message.received`), prefix (`contact.*`) or `"*"`.
     #[schemars(length(min = 1))]
     pub(super) events: Loc<Vec<EventPattern>>,

@@ -253,7 +253,6 @@ const INVALID_HEADER_VALUE: &str =
     "invalid header value (control characters are not allowed; value not shown)";
 
 fn signing(ctx: &mut Ctx<'_>, raw: &raw::Signing) -> Option<Signing> {
-    ctx.section(&raw.at)?;
     let (secret, path) = ctx.require_at(&raw.secret)?;
     // Never quoted: this is the signing key itself.
     let key = ctx.convert(secret, &path, |t| signing_key(&t.value))?;

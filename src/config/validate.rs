@@ -21,13 +21,11 @@ use super::{
 
 /// Validates `admin:` alone, ignoring the other sections (see [`super::Admin::load`]).
 pub(super) fn admin_only(ctx: &mut Ctx<'_>, file: &raw::AdminFile) -> Option<Admin> {
-    ctx.section(&file.at)?;
     admin(ctx, file.admin.as_ref())
 }
 
 /// Validates the whole document; `None` once a problem is reported.
 pub(super) fn config(ctx: &mut Ctx<'_>, raw: &RelayFile, file: &Path) -> Option<Config> {
-    ctx.section(&raw.at)?;
     let listen = listen(ctx, raw.listen.as_ref());
     let admin = admin(ctx, raw.admin.as_ref());
     let storage = storage::storage(ctx, raw.storage.as_ref());
@@ -62,9 +60,6 @@ pub(super) fn listen_address(ctx: &mut Ctx<'_>, raw: Option<&raw::Listen>) -> Op
 }
 
 fn listen(ctx: &mut Ctx<'_>, raw: Option<&raw::Listen>) -> Option<Listen> {
-    if let Some(raw) = raw {
-        ctx.section(&raw.at)?;
-    }
     let address = listen_address(ctx, raw);
     let tls = match raw.and_then(|raw| raw.tls.as_ref()) {
         None => Some(None),
@@ -241,7 +236,6 @@ fn routes<'e>(ctx: &mut Ctx<'e>, node: &'e Node, targets: &[String]) -> Option<V
 
 fn route<'e>(ctx: &mut Ctx<'e>, node: &'e Node, path: String, targets: &[String]) -> Option<Route> {
     let raw: raw::Route = ctx.read(node, &path, false)?;
-    ctx.section(&raw.at)?;
     let events = non_empty_list(
         ctx,
         &raw.events,

@@ -186,7 +186,6 @@ fn bearer(ctx: &mut Ctx<'_>, node: &Node, path: &str) -> Option<CrmAuth> {
 
 fn basic<'e>(ctx: &mut Ctx<'e>, node: &'e Node, path: &str) -> Option<CrmAuth> {
     let raw: raw::Basic = ctx.read(node, path, false)?;
-    ctx.section(&raw.at)?;
     let username = ctx.require_at(&raw.username).and_then(|(node, path)| {
         ctx.convert(node, &path, |t| {
             if t.value.is_empty() {
@@ -208,7 +207,6 @@ fn basic<'e>(ctx: &mut Ctx<'e>, node: &'e Node, path: &str) -> Option<CrmAuth> {
 
 fn oauth2<'e>(ctx: &mut Ctx<'e>, node: &'e Node, path: &str) -> Option<CrmAuth> {
     let raw: raw::OAuth2 = ctx.read(node, path, false)?;
-    ctx.section(&raw.at)?;
     let token_url = ctx
         .require_at(&raw.token_url)
         .and_then(|(node, path)| ctx.parse(node, &path, "URL", http_url));

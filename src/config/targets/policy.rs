@@ -59,9 +59,6 @@ pub(super) fn policy(ctx: &mut Ctx<'_>, d: &raw::Delivery) -> Policy {
 
 /// `breaker:`; `None` when left out.
 fn breaker(ctx: &mut Ctx<'_>, raw: Option<&raw::Breaker>) -> Option<BreakerPolicy> {
-    if let Some(raw) = raw {
-        ctx.section(&raw.at)?;
-    }
     let failures = ctx
         .value(raw.and_then(|r| r.failures.as_ref()), "failures", |s| {
             // At most MAX_FAILURES, so the conversion cannot fail.
@@ -100,7 +97,6 @@ fn ordering<'e>(ctx: &mut Ctx<'e>, node: &'e Node, path: &str) -> Option<Deliver
         return ctx.parse(node, path, "ordering", ordering_word);
     }
     let raw: raw::OrderingKey = ctx.read(node, path, false)?;
-    ctx.section(&raw.at)?;
     let key: &Loc<_> = &raw.key;
     let (key_node, key_path) = ctx.require_at(key)?;
     let key = template::non_empty_template(
