@@ -5,43 +5,33 @@
 //! returns a config whose every rule holds or a [`ConfigError`] listing every problem
 //! found, one `FILE:LINE:COLUMN: KEY.PATH: message` line each (design.md §4).
 //!
-//! Pipeline: `tree` parses the YAML into located nodes, `validate`, `storage` and `targets` walk
-//! them against the schema (expanding `${VAR}` in each string value just before it is
-//! interpreted) and build the types below. Templates (Slack messages, CRM requests,
-//! route conditions) are stored as written, with their location, by `template`; the
-//! targets render them. Credentials are [`Secret`]s (`secrecy`), so no `Debug`, log line or
-//! problem can print one.
+//! Pipeline: `tree` parses the YAML into located nodes; `de` deserializes them into the raw
+//! types of `schema`, which also give the JSON Schema and the reference, so each key, its type
+//! and its default are written once; the rule pass (`validate`, `storage`, `targets`) turns the
+//! raw values into the types below, expanding `${VAR}` in each string value just before it is
+//! interpreted. Templates (Slack messages, CRM requests, route conditions) are stored as
+//! written, with their location, by `template`; the targets render them. Credentials are
+//! [`Secret`]s (`secrecy`), so no `Debug`, log line or problem can print one.
 //!
-//! # Why the file is not read by `#[derive(Deserialize)]` (issue 17 item 1)
+//! # Why serde, but not serde-saphyr's deserializer (issue 17 item 1)
 //!
-//! Checked against serde-saphyr 2.2.0, the version in Cargo.lock, in its source and by running
-//! it on derived types:
-//! - One error per parse. `from_str` stops at the first type mismatch, unknown field
-//!   (`Error::SerdeUnknownField`, serde's own field list, located), missing field or duplicate
-//!   key. Only `from_str_valid` / `from_str_validate` (the `garde` / `validator` features)
-//!   return several, and only for their rules, after a complete, successful deserialization.
-//! - `Spanned<T>` locates a value only while serde-saphyr's own deserializer reads it. Inside
-//!   an internally tagged enum (`#[serde(tag = "kind")]`) or a `#[serde(flatten)]` field, serde
-//!   buffers the value in its private `Content` first and the span comes back as line 0.
-//!   relay.yaml tells its targets and its storage apart by `kind:`, and the target kinds share
-//!   their delivery keys: exactly where most problems are.
-//! - Errors carry a location, never a key path (`syntax::key_path_at` rebuilds one).
-//! - A `String` field gets the scalar as written (`0o17`, `yes`, `007` stay text), so the strict
-//!   booleans and integers below could be checked on derived types too.
+//! serde-saphyr 2.2's `from_str` stops at the first type mismatch, unknown field, missing field
+//! or duplicate key, and its `Spanned<T>` loses the location inside a `#[serde(tag = "kind")]`
+//! enum or a `#[serde(flatten)]` field (serde buffers those in its private `Content`): exactly
+//! where relay.yaml's targets and storage are. design.md §4 promises every problem in one pass,
+//! each with its line and key path. So serde-saphyr only builds the located tree, and `de.rs`
+//! is a serde `Deserializer` over that tree that never stops:
+//! - leaves are `Loc`s that never fail: a located node the rule pass converts and reports on
+//!   (strict booleans and integers, `${VAR}`, templates);
+//! - every field is optional to serde: keys left out are handed over as absent, and the rule
+//!   pass reports a missing required key;
+//! - in `deserialize_struct`, keys not in serde's `fields` are recorded with their location and
+//!   key path and skipped, duplicate keys reported and skipped;
+//! - `kind:` is read by the deserializer, which hands the same mapping to the variant it names;
+//!   the delivery keys every target kind takes are a `$flat` struct read over the same mapping.
 //!
-//! A fully derived reader would so give up two things design.md §4 promises: every problem in
-//! one pass, and a line for every problem inside a target. The shape kept is a located tree
-//! plus a walker that reports and goes on, and the keys are described once: the walker checks
-//! each mapping against the fields of the schema's types (`schema::keys`), so it cannot accept a
-//! key the schema lacks. What is still described twice (TODO(#17)): the walker reads each key
-//! by name, and the schema types declare its type and default; tests in `schema/tests.rs` hold
-//! the defaults and value patterns together. Folding the two would take a serde `Deserializer`
-//! over the located tree (not over the text) so the schema types can derive `Deserialize`:
-//! leaves that never fail (located text, converted by the rule pass), every field optional to
-//! serde (required keys checked by the rule pass, since a derived struct stops at its first
-//! missing field) and the `kind:` dispatch done by hand, as serde's tagged enums buffer and lose
-//! the tree. That removes the key-by-name reads, not the rules and messages, which are most of
-//! the lines.
+//! What stays hand-written is the rule pass: conversions, rules across keys and messages,
+//! which are most of the lines.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -49,6 +39,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use reader::Env;
+
+mod de;
 mod endpoint;
 mod env;
 mod error;
@@ -143,7 +136,7 @@ impl Admin {
         file: &Path,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Admin, ConfigError> {
-        read_text(text, file, env, validate::admin_only)
+        read_text(text, file, env, true, validate::admin_only)
     }
 }
 
@@ -401,14 +394,11 @@ impl Config {
         file: &Path,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
-        read_text(text, file, env, |ctx, root| {
-            validate::config(ctx, root, file)
+        read_text(text, file, env, false, |ctx, raw| {
+            validate::config(ctx, raw, file)
         })
     }
 }
-
-/// The environment as the loaders see it: the process's.
-type Env<'e> = &'e dyn Fn(&str) -> Option<String>;
 
 /// Reads `path` and hands its text to `from_text` with the process environment.
 fn read_file<T>(
@@ -422,30 +412,35 @@ fn read_file<T>(
     from_text(&text, path, &|name| std::env::var(name).ok())
 }
 
-/// Parses `text` and reads the tree with `read` in one pass: the value, or every problem found,
-/// sorted by position.
-fn read_text<T>(
+/// Parses `text`, deserializes the tree into the raw types `R` and turns them into `T` with
+/// the rule pass `rules`, in one pass: the value, or every problem found, sorted by position.
+/// `partial`: `R` is some of the top-level sections; the others are not looked at.
+fn read_text<R: serde::de::DeserializeOwned, T>(
     text: &str,
     file: &Path,
     env: Env<'_>,
-    read: impl FnOnce(&mut reader::Ctx<'_>, &tree::Node) -> Option<T>,
+    partial: bool,
+    rules: impl FnOnce(&mut reader::Ctx<'_>, &R) -> Option<T>,
 ) -> Result<T, ConfigError> {
     let root = tree::parse(text).map_err(|problem| ConfigError::Syntax {
         file: file.to_owned(),
         problem,
     })?;
     let mut ctx = reader::Ctx::new(env);
-    match read(&mut ctx, &root) {
-        Some(value) if ctx.problems.is_empty() => Ok(value),
+    let value = ctx
+        .read::<R>(&root, "", partial)
+        .and_then(|raw| rules(&mut ctx, &raw));
+    match value {
+        Some(value) if ctx.problems.is_empty() && ctx.unknown.is_empty() => Ok(value),
         _ => {
-            if ctx.problems.is_empty() {
+            if ctx.problems.is_empty() && ctx.unknown.is_empty() {
                 // Every `None` is reported where it arises; this only guards against a
                 // reader forgetting to, so an invalid config can never pass silently.
                 ctx.report(root.at, "", "invalid configuration");
             }
             Err(ConfigError::Invalid {
                 file: file.to_owned(),
-                problems: ctx.problems.into_sorted(),
+                problems: ctx.finish(),
             })
         }
     }

@@ -9,9 +9,8 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 use super::reader::Ctx;
-use super::schema::keys;
-use super::tree::Node;
-use super::validate::{DEFAULT_LISTEN, socket_addr, source};
+use super::schema::EndpointFile;
+use super::validate::{listen_address, source};
 use super::{ConfigError, Source};
 
 /// The ingress side of a relay, as a sender sees it.
@@ -37,31 +36,17 @@ impl Endpoint {
         file: &Path,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Endpoint, ConfigError> {
-        super::read_text(text, file, env, read)
+        super::read_text(text, file, env, true, read)
     }
 }
 
-fn read(ctx: &mut Ctx<'_>, root: &Node) -> Option<Endpoint> {
-    let top = ctx.mapping(root, String::new())?;
-    let (address, tls) = match top.present("listen") {
-        None => (Some(DEFAULT_LISTEN), false),
-        Some(node) => match ctx.mapping(node, "listen".to_owned()) {
-            None => (None, false),
-            Some(m) => {
-                ctx.check_keys(&m, keys::LISTEN);
-                let address = ctx
-                    .field(&m, "address", "address", socket_addr)
-                    .or(DEFAULT_LISTEN);
-                (address, m.present("tls").is_some())
-            }
-        },
-    };
-    let source = ctx
-        .required(&top, "source")
-        .and_then(|node| source(ctx, node));
+fn read(ctx: &mut Ctx<'_>, raw: &EndpointFile) -> Option<Endpoint> {
+    let listen = raw.listen.as_ref();
+    let address = listen_address(ctx, listen);
+    let source = source(ctx, &raw.source);
     Some(Endpoint {
         address: address?,
-        tls,
+        tls: listen.is_some_and(|listen| listen.tls.is_some()),
         source: source?,
     })
 }
@@ -101,7 +86,7 @@ routes: [ { events: [\"*\"], to: [t] } ]
     #[test]
     fn defaults_to_the_relays_listen_address() {
         let endpoint = load("source: { secrets: [s] }\n", &[]).expect("valid");
-        assert_eq!(endpoint.address, DEFAULT_LISTEN);
+        assert_eq!(endpoint.address, "0.0.0.0:8443".parse().expect("addr"));
         assert!(!endpoint.tls);
         assert_eq!(endpoint.source.path, "/webhooks/textus");
     }

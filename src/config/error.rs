@@ -106,6 +106,10 @@ impl Problems {
         });
     }
 
+    pub(super) fn extend(&mut self, other: Problems) {
+        self.0.extend(other.0);
+    }
+
     pub(super) fn is_empty(&self) -> bool {
         self.0.is_empty()
     }

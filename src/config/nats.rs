@@ -9,26 +9,19 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::reader::{Ctx, Entry, Mapping, Text, child, integer, item};
-use super::schema::keys;
+use super::de::Loc;
+use super::reader::{Ctx, Text, child, integer, item};
+use super::schema as raw;
 use super::tree::Node;
 use super::validate::readable_file;
 use super::{Secret, units};
 
-pub(super) const DEFAULT_REPLICAS: usize = 3;
 /// JetStream's limit (`StreamMaxReplicas` in nats-server).
 const MAX_REPLICAS: u64 = 5;
-pub(super) const DEFAULT_PREFIX: &str = "textus-relay";
 /// JetStream allows 255 bytes per name, but names become directories of the server's store
 /// and its docs advise keeping them under 32 characters; the relay appends a target's name
 /// and a suffix to the prefix, so the prefix alone stays within that advice.
 const MAX_PREFIX_LEN: usize = 32;
-/// A healthy quorum acknowledges in milliseconds. A lost stream leader is replaced only after
-/// nats-server's election timeout (4 to 9 s), so no bound short enough for TextUs's request
-/// rides out a failover anyway: the safe answer then is a prompt 504, which TextUs retries
-/// (and `Nats-Msg-Id` de-duplicates a publish that did land). 5 s keeps each request well
-/// inside what webhook senders wait, so the 504 arrives rather than a client timeout.
-pub(super) const DEFAULT_PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longer than this only holds TextUs's connections open for an answer that is a 504 anyway.
 const MAX_PUBLISH_TIMEOUT: Duration = Duration::from_secs(60);
 /// A `.creds` file is about 1 KiB; anything much larger is not one.
@@ -99,36 +92,49 @@ pub struct NatsTls {
     pub key: Option<PathBuf>,
 }
 
-/// Reads the keys of `kind: nats` (the caller has checked which keys are present), with
-/// `dead_letter_retention` read by the caller as it is shared with `kind: sqlite`.
+/// Reads the keys of `kind: nats`, with `dead_letter_retention` read by the caller as it is
+/// shared with `kind: sqlite`.
 pub(super) fn storage(
     ctx: &mut Ctx<'_>,
-    m: &Mapping<'_>,
+    raw: &raw::NatsStorage,
     dead_letter_retention: Option<Duration>,
 ) -> Option<NatsStorage> {
-    let urls = ctx
-        .required(m, "urls")
-        .and_then(|node| urls(ctx, node, &child(&m.path, "urls")));
+    let urls = ctx.require(&raw.urls).and_then(|node| {
+        let path = ctx.path(&raw.urls);
+        urls(ctx, node, &path)
+    });
     let replicas = ctx
-        .field(m, "replicas", "replicas", |t| {
+        .value(raw.replicas.as_ref(), "replicas", |t| {
             integer(t, 1, MAX_REPLICAS)
                 .map(|n| n as usize)
                 .map_err(|e| format!("{e}; JetStream keeps at most {MAX_REPLICAS} copies"))
         })
-        .or(DEFAULT_REPLICAS);
-    let prefix = ctx
-        .field(m, "prefix", "prefix", prefix)
-        .or(DEFAULT_PREFIX.to_owned());
-    let publish_timeout = ctx
-        .field(m, "publish_timeout", "duration", publish_timeout)
-        .or(DEFAULT_PUBLISH_TIMEOUT);
-    let auth = match m.present("auth") {
+        .or(raw::NatsStorage::REPLICAS as usize);
+    let prefix = ctx.value_or(
+        raw.prefix.as_ref(),
+        "prefix",
+        raw::NatsStorage::PREFIX,
+        prefix,
+    );
+    // A healthy quorum acknowledges in milliseconds. A lost stream leader is replaced only
+    // after nats-server's election timeout (4 to 9 s), so no bound short enough for TextUs's
+    // request rides out a failover anyway: the safe answer then is a prompt 504, which TextUs
+    // retries (and `Nats-Msg-Id` de-duplicates a publish that did land). The 5 s default keeps
+    // each request well inside what webhook senders wait, so the 504 arrives rather than a
+    // client timeout.
+    let publish_timeout = ctx.value_or(
+        raw.publish_timeout.as_ref(),
+        "duration",
+        raw::NatsStorage::PUBLISH_TIMEOUT,
+        publish_timeout,
+    );
+    let auth = match &raw.auth {
         None => Some(NatsAuth::None),
-        Some(node) => auth(ctx, node, child(&m.path, "auth")),
+        Some(raw) => auth(ctx, raw),
     };
-    let tls = match m.present("tls") {
+    let tls = match &raw.tls {
         None => Some(None),
-        Some(node) => tls(ctx, node, child(&m.path, "tls")).map(Some),
+        Some(raw) => tls(ctx, raw).map(Some),
     };
     Some(NatsStorage {
         urls: urls?,
@@ -244,39 +250,47 @@ fn publish_timeout(text: &str) -> Result<Duration, String> {
 }
 
 /// `credentials`, `token`, or `user` with `password`: exactly one of the three.
-fn auth(ctx: &mut Ctx<'_>, node: &Node, path: String) -> Option<NatsAuth> {
-    let m = ctx.mapping(node, path)?;
-    ctx.check_keys(&m, keys::NATS_AUTH);
-    // The first key of each form present, in file order.
-    let mut forms: Vec<(&str, &Entry<'_>)> = Vec::new();
-    for entry in &m.entries {
-        let form = match entry.key {
-            "credentials" => "credentials",
-            "token" => "token",
-            "user" | "password" => "user",
-            _ => continue,
-        };
-        if !forms.iter().any(|(f, _)| *f == form) {
-            forms.push((form, entry));
+fn auth(ctx: &mut Ctx<'_>, raw: &raw::NatsAuth) -> Option<NatsAuth> {
+    let path = ctx.section(&raw.at)?;
+    let keys = [
+        ("credentials", "credentials", &raw.credentials),
+        ("token", "token", &raw.token),
+        ("user", "user", &raw.user),
+        ("user", "password", &raw.password),
+    ];
+    let mut written: Vec<_> = keys
+        .into_iter()
+        .filter(|(.., loc)| ctx.written(loc))
+        .collect();
+    written.sort_by_key(|(.., loc)| {
+        let at = ctx.key_at(loc);
+        (at.line, at.column)
+    });
+    // The first key of each form written, in file order.
+    let mut forms: Vec<(&str, &str, &Loc)> = Vec::new();
+    for (form, key, loc) in written {
+        if !forms.iter().any(|(f, ..)| *f == form) {
+            forms.push((form, key, loc));
         }
     }
-    if m.entries.is_empty() {
+    if forms.is_empty() && !ctx.unknown.iter().any(|u| u.parent == path) {
         let message = "expected one of: credentials, token, or user and password";
-        ctx.report(m.at, &m.path, message);
+        let at = ctx.at(&raw.at);
+        ctx.report(at, &path, message);
     }
-    if let [(_, first), others @ ..] = forms.as_slice() {
-        for (_, other) in others {
-            let message = format!(
-                "only one auth form is allowed (`{}` is set at line {})",
-                first.key, first.key_at.line
-            );
-            ctx.report(other.key_at, &child(&m.path, other.key), message);
+    if let [(_, first, first_loc), others @ ..] = forms.as_slice() {
+        let line = ctx.key_at(first_loc).line;
+        for (_, other, loc) in others {
+            let message =
+                format!("only one auth form is allowed (`{first}` is set at line {line})");
+            let at = ctx.key_at(loc);
+            ctx.report(at, &child(&path, other), message);
         }
     }
     // Each form is read even when there are several, so all their problems show.
     let read: Vec<Option<NatsAuth>> = forms
         .iter()
-        .map(|(form, _)| auth_form(ctx, &m, form))
+        .map(|(form, ..)| auth_form(ctx, raw, form))
         .collect();
     match <[Option<NatsAuth>; 1]>::try_from(read) {
         Ok([auth]) => auth,
@@ -285,21 +299,20 @@ fn auth(ctx: &mut Ctx<'_>, node: &Node, path: String) -> Option<NatsAuth> {
     }
 }
 
-fn auth_form(ctx: &mut Ctx<'_>, m: &Mapping<'_>, form: &str) -> Option<NatsAuth> {
+fn auth_form(ctx: &mut Ctx<'_>, raw: &raw::NatsAuth, form: &str) -> Option<NatsAuth> {
     match form {
         "credentials" => {
-            let node = ctx.required(m, "credentials")?;
-            ctx.convert(node, &child(&m.path, "credentials"), credentials_file)
+            let (node, path) = ctx.require_at(&raw.credentials)?;
+            ctx.convert(node, &path, credentials_file)
                 .map(NatsAuth::Credentials)
         }
         "token" => {
-            let node = ctx.required(m, "token")?;
-            ctx.secret(node, &child(&m.path, "token"))
-                .map(NatsAuth::Token)
+            let (node, path) = ctx.require_at(&raw.token)?;
+            ctx.secret(node, &path).map(NatsAuth::Token)
         }
         _ => {
-            let user = ctx.required(m, "user").and_then(|node| {
-                ctx.convert(node, &child(&m.path, "user"), |t| {
+            let user = ctx.require_at(&raw.user).and_then(|(node, path)| {
+                ctx.convert(node, &path, |t| {
                     if t.value.is_empty() {
                         Err("must not be empty".to_owned())
                     } else {
@@ -308,8 +321,8 @@ fn auth_form(ctx: &mut Ctx<'_>, m: &Mapping<'_>, form: &str) -> Option<NatsAuth>
                 })
             });
             let password = ctx
-                .required(m, "password")
-                .and_then(|node| ctx.secret(node, &child(&m.path, "password")));
+                .require_at(&raw.password)
+                .and_then(|(node, path)| ctx.secret(node, &path));
             Some(NatsAuth::UserPassword {
                 user: user?,
                 password: password?,
@@ -337,21 +350,27 @@ fn credentials_file(text: &Text) -> Result<PathBuf, String> {
     Ok(path)
 }
 
-fn tls(ctx: &mut Ctx<'_>, node: &Node, path: String) -> Option<NatsTls> {
-    let m = ctx.mapping(node, path)?;
-    ctx.check_keys(&m, keys::NATS_TLS);
-    let mut file = |key: &str| match m.present(key) {
+fn tls(ctx: &mut Ctx<'_>, raw: &raw::NatsTls) -> Option<NatsTls> {
+    let path = ctx.section(&raw.at)?;
+    let mut file = |loc: Option<&Loc<_>>| match loc.and_then(|loc| Some((ctx.node(loc)?, loc))) {
         None => Some(None),
-        Some(node) => ctx
-            .convert(node, &child(&m.path, key), readable_file)
-            .map(Some),
+        Some((node, loc)) => {
+            let path = ctx.path(loc);
+            ctx.convert(node, &path, readable_file).map(Some)
+        }
     };
-    let (ca, cert, key) = (file("ca"), file("cert"), file("key"));
+    let (ca, cert, key) = (
+        file(raw.ca.as_ref()),
+        file(raw.cert.as_ref()),
+        file(raw.key.as_ref()),
+    );
+    let value_at = |loc: &Option<Loc<_>>| loc.as_ref().map_or(ctx.at(&raw.at), |l| ctx.at(l));
+    let (ca_at, cert_at, key_at) = (value_at(&raw.ca), value_at(&raw.cert), value_at(&raw.key));
     let ca = match ca {
         Some(Some(ca)) => match super::tls::check_ca(&ca) {
             Ok(()) => Some(Some(ca)),
             Err(message) => {
-                ctx.report(m.value_at("ca"), &child(&m.path, "ca"), message);
+                ctx.report(ca_at, &child(&path, "ca"), message);
                 None
             }
         },
@@ -360,21 +379,21 @@ fn tls(ctx: &mut Ctx<'_>, node: &Node, path: String) -> Option<NatsTls> {
     match (&cert, &key) {
         (Some(Some(_)), Some(None)) => {
             let message = "`cert` needs `key`, the client certificate's private key";
-            ctx.report(m.value_at("cert"), &child(&m.path, "cert"), message);
+            ctx.report(cert_at, &child(&path, "cert"), message);
             return None;
         }
         (Some(None), Some(Some(_))) => {
             let message = "`key` needs `cert`, the client certificate it belongs to";
-            ctx.report(m.value_at("key"), &child(&m.path, "key"), message);
+            ctx.report(key_at, &child(&path, "key"), message);
             return None;
         }
         (Some(Some(c)), Some(Some(k))) => {
             if let Err((which, message)) = super::tls::check(c, k) {
-                let name = match which {
-                    super::tls::TlsFile::Cert => "cert",
-                    super::tls::TlsFile::Key => "key",
+                let (name, at) = match which {
+                    super::tls::TlsFile::Cert => ("cert", cert_at),
+                    super::tls::TlsFile::Key => ("key", key_at),
                 };
-                ctx.report(m.value_at(name), &child(&m.path, name), message);
+                ctx.report(at, &child(&path, name), message);
                 return None;
             }
         }

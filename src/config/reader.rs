@@ -1,4 +1,4 @@
-//! Reading the located tree against the schema, collecting problems as it goes.
+//! The rule pass's context: the raw types' located values (`de.rs`) and the problems found.
 //!
 //! Every reader reports what is wrong at the node that is wrong, with its key path,
 //! and keeps going: a `None` or [`Field::Invalid`] result means "already reported".
@@ -9,15 +9,23 @@
 //! expanded`. Secrets are never quoted at all; their readers build their own messages.
 
 use super::Secret;
+use serde::de::DeserializeOwned;
+
+use super::de::{self, Loc, Slot, UnknownKey};
 use super::env;
 use super::error::{Pos, Problems};
-use super::schema::Keys;
 use super::tree::{Node, Value};
 
-/// State of one validation pass.
+/// How the loaders look environment variables up.
+pub(super) type Env<'e> = &'e dyn Fn(&str) -> Option<String>;
+
+/// State of one validation pass: what the deserializer found (`de.rs`), and the problems.
 pub(super) struct Ctx<'e> {
-    env: &'e dyn Fn(&str) -> Option<String>,
+    env: Env<'e>,
     pub(super) problems: Problems,
+    slots: Vec<Slot<'e>>,
+    /// Unknown keys, reported when the pass ends (see [`Ctx::finish`]).
+    pub(super) unknown: Vec<UnknownKey>,
 }
 
 /// A scalar value after `${VAR}` expansion.
@@ -55,6 +63,15 @@ impl<T> Field<T> {
     pub(super) fn or(self, default: T) -> Option<T> {
         match self {
             Field::Absent => Some(default),
+            Field::Invalid => None,
+            Field::Valid(value) => Some(value),
+        }
+    }
+
+    /// The value, or the default `default` gives; `None` if invalid.
+    pub(super) fn or_else(self, default: impl FnOnce() -> Option<T>) -> Option<T> {
+        match self {
+            Field::Absent => default(),
             Field::Invalid => None,
             Field::Valid(value) => Some(value),
         }
@@ -98,32 +115,177 @@ fn article(what: &str) -> String {
     }
 }
 
-impl<'n> Mapping<'n> {
-    /// The value under `key`, null included.
-    pub(super) fn get(&self, key: &str) -> Option<&'n Node> {
-        self.entries.iter().find(|e| e.key == key).map(|e| e.value)
-    }
-
-    /// Where `key`'s value is, or the mapping itself if the key is absent.
-    pub(super) fn value_at(&self, key: &str) -> Pos {
-        self.entries
-            .iter()
-            .find(|e| e.key == key)
-            .map_or(self.at, |e| e.value.at)
-    }
-
-    /// The value under `key` unless absent or null.
-    pub(super) fn present(&self, key: &str) -> Option<&'n Node> {
-        self.get(key)
-            .filter(|node| !matches!(node.value, Value::Null))
-    }
+/// Expands `${VAR}` in `raw`, with how to show the result in a message.
+pub(super) fn expand(raw: &str, env: Env<'_>) -> Result<Text, String> {
+    let expanded = env::expand(raw, env)?;
+    Ok(if expanded.from_env {
+        Text {
+            value: expanded.value,
+            quoted: format!("{raw:?} as expanded"),
+        }
+    } else {
+        Text {
+            quoted: format!("{:?}", expanded.value),
+            value: expanded.value,
+        }
+    })
 }
 
 impl<'e> Ctx<'e> {
-    pub(super) fn new(env: &'e dyn Fn(&str) -> Option<String>) -> Self {
+    pub(super) fn new(env: Env<'e>) -> Self {
         Ctx {
             env,
             problems: Problems::default(),
+            slots: Vec::new(),
+            unknown: Vec::new(),
+        }
+    }
+
+    /// Deserializes `node`, at key path `path`, into the raw type `T` (`de.rs`), keeping what
+    /// it found for the rule pass. `partial`: `T` is some of the top-level sections only.
+    pub(super) fn read<T: DeserializeOwned>(
+        &mut self,
+        node: &'e Node,
+        path: &str,
+        partial: bool,
+    ) -> Option<T> {
+        let (raw, found) = de::read::<T>(node, path, self.env, partial, self.slots.len());
+        self.slots.extend(found.slots);
+        self.unknown.extend(found.unknown);
+        self.problems.extend(found.problems);
+        match raw {
+            Ok(raw) => Some(raw),
+            Err(err) => {
+                self.report(node.at, path, err.to_string());
+                None
+            }
+        }
+    }
+
+    /// The problems of the pass, unknown keys included, in reading order (at one position, an
+    /// unknown key first: it was found first).
+    pub(super) fn finish(self) -> Vec<super::Problem> {
+        let mut problems = Problems::default();
+        for unknown in self.unknown {
+            let message = format!(
+                "unknown key (expected one of: {})",
+                unknown.expected.join(", ")
+            );
+            problems.push(unknown.at, &child(&unknown.parent, &unknown.key), message);
+        }
+        problems.extend(self.problems);
+        problems.into_sorted()
+    }
+
+    fn slot<S>(&self, loc: &Loc<S>) -> &Slot<'e> {
+        &self.slots[loc.id]
+    }
+
+    /// The value, unless absent or null.
+    pub(super) fn node<S>(&self, loc: &Loc<S>) -> Option<&'e Node> {
+        self.slot(loc)
+            .node
+            .filter(|node| !matches!(node.value, Value::Null))
+    }
+
+    /// The key path of the value.
+    pub(super) fn path<S>(&self, loc: &Loc<S>) -> String {
+        self.slot(loc).path.clone()
+    }
+
+    /// Where the value is, or its mapping when absent.
+    pub(super) fn at<S>(&self, loc: &Loc<S>) -> Pos {
+        self.slot(loc).at
+    }
+
+    /// Where the key is written, else where the value would be.
+    pub(super) fn key_at<S>(&self, loc: &Loc<S>) -> Pos {
+        let slot = self.slot(loc);
+        slot.key_at.unwrap_or(slot.at)
+    }
+
+    /// The path of a struct's mapping (its `$at`), unless its problem is already reported.
+    pub(super) fn section<S>(&self, here: &Loc<S>) -> Option<String> {
+        let slot = self.slot(here);
+        (!slot.broken).then(|| slot.path.clone())
+    }
+
+    /// The value of a required key, or a "missing" problem at the key or its mapping.
+    pub(super) fn require<S>(&mut self, loc: &Loc<S>) -> Option<&'e Node> {
+        let slot = self.slot(loc);
+        if slot.broken {
+            return None;
+        }
+        let node = self.node(loc);
+        if node.is_none() {
+            let (at, path, key) = (self.key_at(loc), self.path(loc), self.slot(loc).key);
+            self.report(at, &path, format!("missing required key `{key}`"));
+        }
+        node
+    }
+
+    /// [`Ctx::require`], with the key path.
+    pub(super) fn require_at<S>(&mut self, loc: &Loc<S>) -> Option<(&'e Node, String)> {
+        let node = self.require(loc)?;
+        Some((node, self.path(loc)))
+    }
+
+    /// The value of an optional key unless absent or null, with its key path.
+    pub(super) fn present<S>(&self, loc: Option<&Loc<S>>) -> Option<(&'e Node, String)> {
+        let loc = loc?;
+        Some((self.node(loc)?, self.path(loc)))
+    }
+
+    /// The value as written, null included; `None` when absent.
+    pub(super) fn written_node<S>(&self, loc: &Loc<S>) -> Option<&'e Node> {
+        self.slot(loc).node
+    }
+
+    /// Whether the key is written (null included).
+    pub(super) fn written<S>(&self, loc: &Loc<S>) -> bool {
+        self.slot(loc).node.is_some()
+    }
+
+    /// [`Ctx::parse`] for an optional key of a raw type.
+    pub(super) fn value<S, T>(
+        &mut self,
+        loc: Option<&Loc<S>>,
+        what: &str,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Field<T> {
+        let Some((loc, node)) = loc.and_then(|loc| Some((loc, self.node(loc)?))) else {
+            return Field::Absent;
+        };
+        let path = self.path(loc);
+        match self.parse(node, &path, what, parse) {
+            Some(value) => Field::Valid(value),
+            None => Field::Invalid,
+        }
+    }
+
+    /// [`Ctx::value`] with a default written as in the file, read by the same `parse`.
+    pub(super) fn value_or<S, T>(
+        &mut self,
+        loc: Option<&Loc<S>>,
+        what: &str,
+        default: &str,
+        parse: impl Fn(&str) -> Result<T, String>,
+    ) -> Option<T> {
+        match self.value(loc, what, &parse) {
+            Field::Absent => match parse(default) {
+                Ok(value) => Some(value),
+                // The schema tests load every default; this only keeps a typo from passing.
+                Err(message) => {
+                    self.report(
+                        Pos::default(),
+                        "",
+                        format!("bad default {default:?}: {message}"),
+                    );
+                    None
+                }
+            },
+            Field::Invalid => None,
+            Field::Valid(value) => Some(value),
         }
     }
 
@@ -173,17 +335,6 @@ impl<'e> Ctx<'e> {
         })
     }
 
-    /// Reports every key of `mapping` that is not in `known`.
-    pub(super) fn check_keys(&mut self, mapping: &Mapping<'_>, known: Keys) {
-        for entry in &mapping.entries {
-            if !known.contains(entry.key) {
-                let expected: Vec<&str> = known.iter().collect();
-                let message = format!("unknown key (expected one of: {})", expected.join(", "));
-                self.report(entry.key_at, &child(&mapping.path, entry.key), message);
-            }
-        }
-    }
-
     /// Reads a list (null counts as empty).
     pub(super) fn list<'n>(&mut self, node: &'n Node, path: &str) -> Option<&'n [Node]> {
         match &node.value {
@@ -196,39 +347,14 @@ impl<'e> Ctx<'e> {
         }
     }
 
-    /// The value under `key`, or a "missing" problem at the mapping.
-    pub(super) fn required<'n>(&mut self, mapping: &Mapping<'n>, key: &str) -> Option<&'n Node> {
-        let node = mapping.present(key);
-        if node.is_none() {
-            let at = mapping
-                .entries
-                .iter()
-                .find(|e| e.key == key)
-                .map_or(mapping.at, |e| e.key_at);
-            self.report(
-                at,
-                &child(&mapping.path, key),
-                format!("missing required key `{key}`"),
-            );
-        }
-        node
-    }
-
     /// Reads a scalar and expands `${VAR}` in it.
     pub(super) fn text(&mut self, node: &Node, path: &str) -> Option<Text> {
         let Value::Scalar(raw) = &node.value else {
             self.mismatch(node, path, "a string");
             return None;
         };
-        match env::expand(raw, self.env) {
-            Ok(expanded) if expanded.from_env => Some(Text {
-                value: expanded.value,
-                quoted: format!("{raw:?} as expanded"),
-            }),
-            Ok(expanded) => Some(Text {
-                quoted: format!("{:?}", expanded.value),
-                value: expanded.value,
-            }),
+        match expand(raw, self.env) {
+            Ok(text) => Some(text),
             Err(message) => {
                 self.report(node.at, path, message);
                 None
@@ -282,23 +408,6 @@ impl<'e> Ctx<'e> {
                 .map_err(|reason| format!("invalid {what} {} ({reason})", text.quoted))
         })
     }
-
-    /// [`Ctx::parse`] for an optional key.
-    pub(super) fn field<T>(
-        &mut self,
-        mapping: &Mapping<'_>,
-        key: &str,
-        what: &str,
-        parse: impl FnOnce(&str) -> Result<T, String>,
-    ) -> Field<T> {
-        let Some(node) = mapping.present(key) else {
-            return Field::Absent;
-        };
-        match self.parse(node, &child(&mapping.path, key), what, parse) {
-            Some(value) => Field::Valid(value),
-            None => Field::Invalid,
-        }
-    }
 }
 
 /// `true` or `false` (YAML 1.2 spellings; `yes`/`on` are refused as too surprising).
@@ -324,99 +433,7 @@ pub(super) fn integer(text: &str, min: u64, max: u64) -> Result<u64, String> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::tree;
     use super::*;
-
-    fn env(name: &str) -> Option<String> {
-        (name == "SET").then(|| "from-env".to_owned())
-    }
-
-    fn with_mapping(yaml: &str, check: impl FnOnce(&mut Ctx<'_>, &Mapping<'_>)) -> Vec<String> {
-        let root = tree::parse(yaml).expect("valid yaml");
-        let mut ctx = Ctx::new(&env);
-        let mapping = ctx.mapping(&root, "top".to_owned()).expect("a mapping");
-        check(&mut ctx, &mapping);
-        ctx.problems
-            .into_sorted()
-            .iter()
-            .map(ToString::to_string)
-            .collect()
-    }
-
-    #[test]
-    fn duplicate_and_unknown_keys_are_reported_with_paths() {
-        let problems = with_mapping("a: 1\nb: 2\na: 3\n", |ctx, m| {
-            ctx.check_keys(m, Keys::for_tests(&[&["a"]]))
-        });
-        assert_eq!(
-            problems,
-            [
-                "2:1: top.b: unknown key (expected one of: a)",
-                "3:1: top.a: duplicate key (first defined at line 1)",
-            ]
-        );
-    }
-
-    #[test]
-    fn fields_distinguish_absent_invalid_and_valid() {
-        let problems = with_mapping("n: 7\nbad: x\nnothing: ~\n", |ctx, m| {
-            let int = |t: &str| integer(t, 1, 10);
-            assert!(matches!(ctx.field(m, "n", "integer", int), Field::Valid(7)));
-            assert!(matches!(
-                ctx.field(m, "bad", "integer", int),
-                Field::Invalid
-            ));
-            assert!(matches!(
-                ctx.field(m, "nothing", "integer", int),
-                Field::Absent
-            ));
-            assert!(matches!(
-                ctx.field(m, "nope", "integer", int),
-                Field::Absent
-            ));
-        });
-        assert_eq!(
-            problems,
-            ["2:6: top.bad: invalid integer \"x\" (expected a whole number from 1 to 10)"]
-        );
-    }
-
-    #[test]
-    fn env_values_are_not_quoted() {
-        let problems = with_mapping("a: ${SET}\nb: [x]\n", |ctx, m| {
-            assert!(matches!(
-                ctx.field(m, "a", "boolean", boolean),
-                Field::Invalid
-            ));
-            assert!(matches!(
-                ctx.field(m, "b", "boolean", boolean),
-                Field::Invalid
-            ));
-        });
-        assert_eq!(
-            problems,
-            [
-                "1:4: top.a: invalid boolean \"${SET}\" as expanded (expected true or false)",
-                "2:4: top.b: expected a boolean, found a list",
-            ]
-        );
-    }
-
-    #[test]
-    fn required_keys_are_reported_at_the_mapping() {
-        let problems = with_mapping("a: ~\nb: 1\n", |ctx, m| {
-            assert!(ctx.required(m, "a").is_none());
-            assert!(ctx.required(m, "c").is_none());
-            assert!(ctx.required(m, "b").is_some());
-        });
-        assert_eq!(
-            problems,
-            [
-                "1:1: top.a: missing required key `a`",
-                "1:1: top.c: missing required key `c`"
-            ]
-        );
-    }
 
     #[test]
     fn keys_that_would_be_ambiguous_are_quoted_in_paths() {

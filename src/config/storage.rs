@@ -7,126 +7,118 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::reader::{Ctx, Mapping, child, integer};
-use super::schema::{Keys, keys};
-use super::tree::Node;
+use super::de::fields_of;
+use super::reader::{Ctx, child, integer};
+use super::schema::{
+    DEAD_LETTER_RETENTION, NatsStorage, SqliteStorage, Storage as RawStorage, StorageKinds,
+};
+use super::tree::{Node, Value};
 use super::{MinFree, Storage, StorageBudget, nats, units};
-
-const DEFAULT_STORAGE_PATH: &str = "./data/relay.db";
-const DEFAULT_DEAD_LETTER_RETENTION: Duration = Duration::from_secs(14 * 86_400);
 
 /// The smallest `storage.max_bytes`.
 const MIN_STORE_BYTES: u64 = 16 << 20;
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Sqlite,
-    Nats,
-}
-
-impl Kind {
-    fn name(self) -> &'static str {
-        match self {
-            Kind::Sqlite => "sqlite",
-            Kind::Nats => "nats",
-        }
-    }
-
-    fn keys(self) -> Keys {
-        match self {
-            Kind::Sqlite => keys::SQLITE,
-            Kind::Nats => keys::NATS,
-        }
-    }
-
-    fn other(self) -> Kind {
-        match self {
-            Kind::Sqlite => Kind::Nats,
-            Kind::Nats => Kind::Sqlite,
-        }
-    }
-}
-
-/// The store when `storage:` is left out.
-pub(super) fn default_storage() -> Storage {
-    Storage::Sqlite {
-        path: PathBuf::from(DEFAULT_STORAGE_PATH),
-        dead_letter_retention: DEFAULT_DEAD_LETTER_RETENTION,
-        budget: StorageBudget::default(),
-    }
-}
-
-pub(super) fn storage(ctx: &mut Ctx<'_>, node: &Node) -> Option<Storage> {
-    let m = ctx.mapping(node, "storage".to_owned())?;
-    let kind = match m.present("kind") {
-        None => Some(Kind::Sqlite),
-        Some(node) => ctx.convert(node, "storage.kind", |t| match t.value.as_str() {
-            "sqlite" => Ok(Kind::Sqlite),
-            "nats" => Ok(Kind::Nats),
-            _ => Err(format!(
-                "unknown storage kind {} (expected one of: sqlite, nats)",
-                t.quoted
-            )),
-        }),
+pub(super) fn storage(ctx: &mut Ctx<'_>, raw: Option<&RawStorage>) -> Option<Storage> {
+    let Some(RawStorage(kinds)) = raw else {
+        return sqlite(ctx, None);
     };
-    // The other keys depend on the kind; with an unusable kind they cannot be judged.
-    let kind = kind?;
-    check_kind_keys(ctx, &m, kind);
-    let dead_letter_retention = ctx
-        .field(&m, "dead_letter_retention", "duration", retention)
-        .or(DEFAULT_DEAD_LETTER_RETENTION);
-    match kind {
-        Kind::Sqlite => sqlite(ctx, &m, dead_letter_retention),
-        Kind::Nats => nats::storage(ctx, &m, dead_letter_retention).map(Storage::Nats),
-    }
-}
-
-/// Reports each key of the other kind as belonging there, then the keys of neither kind as
-/// unknown. Keys so reported are not read.
-fn check_kind_keys(ctx: &mut Ctx<'_>, m: &Mapping<'_>, kind: Kind) {
-    let other = kind.other();
-    let default = if kind == Kind::Sqlite && m.present("kind").is_none() {
-        ", the default"
-    } else {
-        ""
-    };
-    let mut rest = Vec::with_capacity(m.entries.len());
-    for entry in &m.entries {
-        if !kind.keys().contains(entry.key) && other.keys().contains(entry.key) {
-            let message = format!(
-                "a key of `kind: {}`, and this storage is `kind: {}`{default}",
-                other.name(),
-                kind.name()
+    match kinds {
+        StorageKinds::Sqlite(raw) => {
+            let path = ctx.section(&raw.at)?;
+            let default = !ctx.node(&raw.at).is_some_and(has_kind);
+            let default = if default { ", the default" } else { "" };
+            claim_other_kind(
+                ctx,
+                &path,
+                fields_of::<NatsStorage>(),
+                "nats",
+                "sqlite",
+                default,
             );
-            ctx.report(entry.key_at, &child(&m.path, entry.key), message);
-        } else {
-            rest.push(*entry);
+            sqlite(ctx, Some(raw))
         }
-    }
-    let rest = Mapping {
-        path: m.path.clone(),
-        at: m.at,
-        entries: rest,
-    };
-    // Named lists, so the schema tests see which lists `storage` is checked against.
-    match kind {
-        Kind::Sqlite => ctx.check_keys(&rest, keys::SQLITE),
-        Kind::Nats => ctx.check_keys(&rest, keys::NATS),
+        StorageKinds::Nats(raw) => {
+            let path = ctx.section(&raw.at)?;
+            claim_other_kind(
+                ctx,
+                &path,
+                fields_of::<SqliteStorage>(),
+                "sqlite",
+                "nats",
+                "",
+            );
+            let retention = ctx.value_or(
+                raw.dead_letter_retention.as_ref(),
+                "duration",
+                DEAD_LETTER_RETENTION,
+                retention,
+            );
+            nats::storage(ctx, raw, retention).map(Storage::Nats)
+        }
     }
 }
 
-fn sqlite(ctx: &mut Ctx<'_>, m: &Mapping<'_>, retention: Option<Duration>) -> Option<Storage> {
-    let path = ctx
-        .field(m, "path", "path", non_empty)
-        .or(DEFAULT_STORAGE_PATH.to_owned());
-    let defaults = StorageBudget::default();
-    let max_bytes = ctx.field(m, "max_bytes", "size", store_size).optional();
-    let min_free = ctx
-        .field(m, "min_free", "size or percentage", min_free)
-        .or(defaults.min_free);
-    let target_share = ctx
-        .field(m, "target_share", "percentage", target_share)
-        .or(defaults.target_share);
+fn has_kind(node: &Node) -> bool {
+    match &node.value {
+        Value::Map(pairs) => pairs.iter().any(|(key, value)| {
+            matches!(&key.value, Value::Scalar(k) if k == "kind")
+                && !matches!(value.value, Value::Null)
+        }),
+        _ => false,
+    }
+}
+
+/// Reports each unknown key that is a key of the other kind as belonging there: moving a file
+/// from one kind to the other is the likeliest way to get one.
+fn claim_other_kind(
+    ctx: &mut Ctx<'_>,
+    path: &str,
+    other_keys: &[&str],
+    other: &str,
+    kind: &str,
+    default: &str,
+) {
+    let (theirs, rest) = std::mem::take(&mut ctx.unknown)
+        .into_iter()
+        .partition(|u| u.parent == path && other_keys.contains(&u.key.as_str()));
+    ctx.unknown = rest;
+    let theirs: Vec<_> = theirs;
+    for key in theirs {
+        let message =
+            format!("a key of `kind: {other}`, and this storage is `kind: {kind}`{default}");
+        ctx.report(key.at, &child(path, &key.key), message);
+    }
+}
+
+/// `kind: sqlite`; `None` when `storage` is left out.
+fn sqlite(ctx: &mut Ctx<'_>, raw: Option<&SqliteStorage>) -> Option<Storage> {
+    let path = ctx.value_or(
+        raw.and_then(|r| r.path.as_ref()),
+        "path",
+        SqliteStorage::PATH,
+        non_empty,
+    );
+    let retention = ctx.value_or(
+        raw.and_then(|r| r.dead_letter_retention.as_ref()),
+        "duration",
+        DEAD_LETTER_RETENTION,
+        retention,
+    );
+    let max_bytes = ctx
+        .value(raw.and_then(|r| r.max_bytes.as_ref()), "size", store_size)
+        .optional();
+    let min_free = ctx.value_or(
+        raw.and_then(|r| r.min_free.as_ref()),
+        "size or percentage",
+        SqliteStorage::MIN_FREE,
+        min_free,
+    );
+    let target_share = ctx.value_or(
+        raw.and_then(|r| r.target_share.as_ref()),
+        "percentage",
+        SqliteStorage::TARGET_SHARE,
+        target_share,
+    );
     Some(Storage::Sqlite {
         path: PathBuf::from(path?),
         dead_letter_retention: retention?,

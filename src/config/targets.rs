@@ -3,7 +3,7 @@
 //! and the http target with its headers and Standard Webhooks signing key. The slack and
 //! crm kinds are in `targets/`.
 //!
-//! A target's kind decides which keys are valid, so the kind is read first; with an
+//! A target's kind decides which keys are valid, so the deserializer reads it first; with an
 //! unknown kind, that is the one problem reported for the target, rather than one
 //! "unknown key" per key.
 
@@ -14,8 +14,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use http::{HeaderName, HeaderValue};
 
-use super::reader::{Ctx, Entry, Mapping, boolean, child, integer};
-use super::schema::keys;
+use super::reader::{Ctx, Entry, boolean, child, integer};
+use super::schema as raw;
 use super::tree::Node;
 use super::{
     HttpSettings, Rate, RetryPolicy, Signing, TargetId, TargetKind, TargetSettings, units,
@@ -38,10 +38,8 @@ const RESERVED_HEADERS: &[&str] = &[
     "x-textus-signature",
 ];
 
-const DEFAULT_CONCURRENCY: usize = 4;
 /// Largest `concurrency`.
 pub(super) const MAX_CONCURRENCY: u64 = 1024;
-const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Slack's limit per incoming webhook: one message per second.
 const SLACK_RATE: Rate = Rate {
@@ -49,23 +47,12 @@ const SLACK_RATE: Rate = Rate {
     per: Duration::from_secs(1),
 };
 
-/// The kinds of target, as named by `kind:`.
-#[derive(Clone, Copy)]
-enum Kind {
-    Http,
-    Slack,
-    Crm,
-}
-
 /// Reads `targets`; also returns every name defined (valid or not), so routes can be
 /// checked against them without a second round of problems for the same target.
-pub(super) fn targets(
-    ctx: &mut Ctx<'_>,
-    top: &Mapping<'_>,
+pub(super) fn targets<'e>(
+    ctx: &mut Ctx<'e>,
+    node: &'e Node,
 ) -> (Option<Vec<TargetSettings>>, Vec<String>) {
-    let Some(node) = ctx.required(top, "targets") else {
-        return (None, Vec::new());
-    };
     let Some(m) = ctx.mapping(node, "targets".to_owned()) else {
         return (None, Vec::new());
     };
@@ -103,59 +90,51 @@ fn valid_name(name: &str) -> Option<TargetId> {
 
 /// Reads one target; `name` is `None` when the name is invalid (already reported), and
 /// the body is still checked.
-fn target(
-    ctx: &mut Ctx<'_>,
+fn target<'e>(
+    ctx: &mut Ctx<'e>,
     name: Option<TargetId>,
-    node: &Node,
+    node: &'e Node,
     path: String,
 ) -> Option<TargetSettings> {
-    let m = ctx.mapping(node, path)?;
-    let kind_node = ctx.required(&m, "kind")?;
-    let kind = ctx.convert(kind_node, &child(&m.path, "kind"), |t| {
-        match t.value.as_str() {
-            "http" => Ok(Kind::Http),
-            "slack" => Ok(Kind::Slack),
-            "crm" => Ok(Kind::Crm),
-            _ => Err(format!(
-                "unknown target kind {} (expected one of: http, slack, crm)",
-                t.quoted
-            )),
+    let raw: raw::Target = ctx.read(node, &path, false)?;
+    let (target_kind, delivery, default_rate) = match &raw {
+        raw::Target::Http(t) => {
+            ctx.section(&t.at)?;
+            (http_target(ctx, t).map(TargetKind::Http), &t.delivery, None)
         }
-    })?;
-    let (target_kind, default_rate) = match kind {
-        Kind::Http => {
-            ctx.check_keys(&m, keys::HTTP);
-            (http_target(ctx, &m).map(TargetKind::Http), None)
+        raw::Target::Slack(t) => {
+            ctx.section(&t.at)?;
+            let slack = slack::slack_target(ctx, t).map(TargetKind::Slack);
+            (slack, &t.delivery, Some(SLACK_RATE))
         }
-        Kind::Slack => {
-            ctx.check_keys(&m, keys::SLACK);
-            let slack = slack::slack_target(ctx, &m).map(TargetKind::Slack);
-            (slack, Some(SLACK_RATE))
-        }
-        Kind::Crm => {
-            ctx.check_keys(&m, keys::CRM);
-            (crm::crm_target(ctx, &m).map(TargetKind::Crm), None)
+        raw::Target::Crm(t) => {
+            ctx.section(&t.at)?;
+            (
+                crm::crm_target(ctx, t).map(TargetKind::Crm),
+                &t.delivery,
+                None,
+            )
         }
     };
+    let d = delivery;
     let concurrency = ctx
-        .field(&m, "concurrency", "concurrency", |s| {
+        .value(d.concurrency.as_ref(), "concurrency", |s| {
             // At most MAX_CONCURRENCY, so the conversion cannot fail.
-            integer(s, 1, MAX_CONCURRENCY)
-                .map(|n| usize::try_from(n).unwrap_or(DEFAULT_CONCURRENCY))
+            integer(s, 1, MAX_CONCURRENCY).map(|n| usize::try_from(n).unwrap_or(usize::MAX))
         })
-        .or(DEFAULT_CONCURRENCY);
-    let timeout = ctx
-        .field(&m, "timeout", "duration", positive)
-        .or(DEFAULT_TIMEOUT);
-    let retry = match m.present("retry") {
-        None => Some(RetryPolicy::default()),
-        Some(node) => retry(ctx, node, child(&m.path, "retry")),
-    };
+        .or(raw::Delivery::CONCURRENCY as usize);
+    let timeout = ctx.value_or(
+        d.timeout.as_ref(),
+        "duration",
+        raw::Delivery::TIMEOUT,
+        positive,
+    );
+    let retry = retry(ctx, d.retry.as_ref());
     let rate_limit = ctx
-        .field(&m, "rate_limit", "rate", units::rate)
+        .value(d.rate_limit.as_ref(), "rate", units::rate)
         .optional()
         .map(|rate| rate.or(default_rate));
-    let policy = policy::policy(ctx, &m);
+    let policy = policy::policy(ctx, d);
     Some(TargetSettings {
         name: name?,
         kind: target_kind?,
@@ -179,20 +158,20 @@ fn positive(text: &str) -> Result<Duration, String> {
     }
 }
 
-fn http_target(ctx: &mut Ctx<'_>, m: &Mapping<'_>) -> Option<HttpSettings> {
+fn http_target(ctx: &mut Ctx<'_>, t: &raw::HttpTarget) -> Option<HttpSettings> {
     let url = ctx
-        .required(m, "url")
-        .and_then(|node| ctx.parse(node, &child(&m.path, "url"), "URL", http_url));
-    let headers = match m.present("headers") {
+        .require_at(&t.url)
+        .and_then(|(node, path)| ctx.parse(node, &path, "URL", http_url));
+    let headers = match ctx.present(t.headers.as_ref()) {
         None => Some(Vec::new()),
-        Some(node) => headers(ctx, node, child(&m.path, "headers"), false, header_value),
+        Some((node, path)) => headers(ctx, node, path, false, header_value),
     };
-    let signing = match m.present("signing") {
+    let signing = match &t.signing {
         None => Some(None),
-        Some(node) => signing(ctx, node, child(&m.path, "signing")).map(Some),
+        Some(raw) => signing(ctx, raw).map(Some),
     };
     let forward_textus_signature = ctx
-        .field(m, "forward_textus_signature", "boolean", boolean)
+        .value(t.forward_textus_signature.as_ref(), "boolean", boolean)
         .or(false);
     Some(HttpSettings {
         url: url?,
@@ -278,12 +257,10 @@ fn header_value(ctx: &mut Ctx<'_>, node: &Node, path: &str) -> Option<HeaderValu
 const INVALID_HEADER_VALUE: &str =
     "invalid header value (control characters are not allowed; value not shown)";
 
-fn signing(ctx: &mut Ctx<'_>, node: &Node, path: String) -> Option<Signing> {
-    let m = ctx.mapping(node, path)?;
-    ctx.check_keys(&m, keys::SIGNING);
-    let secret = ctx.required(&m, "secret")?;
+fn signing(ctx: &mut Ctx<'_>, raw: &raw::Signing) -> Option<Signing> {
+    let (secret, path) = ctx.require_at(&raw.secret)?;
     // Never quoted: this is the signing key itself.
-    let key = ctx.convert(secret, &child(&m.path, "secret"), |t| signing_key(&t.value))?;
+    let key = ctx.convert(secret, &path, |t| signing_key(&t.value))?;
     Some(Signing { key: key.into() })
 }
 
@@ -308,37 +285,40 @@ fn signing_key(secret: &str) -> Result<Vec<u8>, String> {
     Ok(key)
 }
 
-fn retry(ctx: &mut Ctx<'_>, node: &Node, path: String) -> Option<RetryPolicy> {
-    let m = ctx.mapping(node, path)?;
-    ctx.check_keys(&m, keys::RETRY);
-    let defaults = RetryPolicy::default();
-    let initial = ctx
-        .field(&m, "initial", "duration", positive)
-        .or(defaults.initial);
-    let max_delay = ctx
-        .field(&m, "max_delay", "duration", positive)
-        .or(defaults.max_delay);
-    let max_age = ctx
-        .field(&m, "max_age", "duration", positive)
-        .or(defaults.max_age);
+/// `retry:`; `None` when left out.
+fn retry(ctx: &mut Ctx<'_>, raw: Option<&raw::Retry>) -> Option<RetryPolicy> {
+    let path = match raw {
+        Some(raw) => ctx.section(&raw.at)?,
+        None => String::new(),
+    };
+    let initial = raw.and_then(|r| r.initial.as_ref());
+    let initial = ctx.value_or(initial, "duration", raw::Retry::INITIAL, positive);
+    let max_delay = raw.and_then(|r| r.max_delay.as_ref());
+    let max_delay = ctx.value_or(max_delay, "duration", raw::Retry::MAX_DELAY, positive);
+    let max_age = raw.and_then(|r| r.max_age.as_ref());
+    let max_age = ctx.value_or(max_age, "duration", raw::Retry::MAX_AGE, positive);
     let max_attempts = ctx
-        .field(&m, "max_attempts", "max_attempts", |s| {
-            // Bounded by u32::MAX, so the conversion cannot fail.
-            integer(s, 1, u64::from(u32::MAX)).map(|n| u32::try_from(n).unwrap_or(u32::MAX))
-        })
+        .value(
+            raw.and_then(|r| r.max_attempts.as_ref()),
+            "max_attempts",
+            |s| {
+                // Bounded by u32::MAX, so the conversion cannot fail.
+                integer(s, 1, u64::from(u32::MAX)).map(|n| u32::try_from(n).unwrap_or(u32::MAX))
+            },
+        )
         .optional();
-    if let (Some(initial), Some(max_delay)) = (initial, max_delay)
+    if let (Some(initial), Some(max_delay), Some(raw)) = (initial, max_delay, raw)
         && max_delay < initial
     {
         // Point at whichever of the two is written; max_delay when both are.
-        let key = if m.present("max_delay").is_some() {
-            "max_delay"
-        } else {
-            "initial"
+        let (key, at) = match (&raw.max_delay, &raw.initial) {
+            (Some(loc), _) => ("max_delay", ctx.at(loc)),
+            (None, Some(loc)) => ("initial", ctx.at(loc)),
+            (None, None) => ("initial", ctx.at(&raw.at)),
         };
         let message =
             format!("max_delay ({max_delay:?}) must not be less than initial ({initial:?})");
-        ctx.report(m.value_at(key), &child(&m.path, key), message);
+        ctx.report(at, &child(&path, key), message);
     }
     Some(RetryPolicy {
         initial: initial?,

@@ -1,10 +1,10 @@
 //! The YAML document as a tree of located nodes, before any schema is applied.
 //!
 //! serde-saphyr does the YAML work (syntax, anchors, aliases, merge keys, resource
-//! budgets) and hands every node over with its position. The schema is then applied by
-//! hand in `validate.rs` rather than by `#[derive(Deserialize)]`, because derived structs
-//! stop at the first unknown key or wrong type, while `textus-relay check` should list
-//! every problem of the file in one pass, each with its key path.
+//! budgets) and hands every node over with its position. The raw types are then read from
+//! this tree (`de.rs`), not from the text, because serde-saphyr's deserializer stops at the
+//! first unknown key or wrong type, while `textus-relay check` should list every problem of
+//! the file in one pass, each with its key path.
 //!
 //! Invariant: every scalar is kept as the text written in the file. Untyped
 //! deserialization makes serde-saphyr guess types (`0o17` → 15, `yes` → true), so for
@@ -49,7 +49,7 @@ pub(super) enum Value {
     /// Any other scalar, quoted or not.
     Scalar(String),
     Seq(Vec<Node>),
-    /// Entries in file order, duplicates included: the schema walk reports them, with
+    /// Entries in file order, duplicates included: `de.rs` reports them, with
     /// their key paths, instead of serde-saphyr stopping at the first.
     Map(Vec<(Node, Node)>),
 }
@@ -387,7 +387,7 @@ mod tests {
     }
 
     #[test]
-    fn duplicate_keys_are_kept_for_the_schema_walk() {
+    fn duplicate_keys_are_kept_for_the_deserializer() {
         let root = parse("a: 1\na: 2\n").expect("valid yaml");
         assert_eq!(entries(&root).len(), 2);
     }

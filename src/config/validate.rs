@@ -1,17 +1,17 @@
-//! The schema and rules of relay.yaml's sections, turning the located tree into a
-//! [`Config`]. Targets live in `targets.rs`, storage in `storage.rs` (and `nats.rs`).
+//! The rule pass: relay.yaml's raw types (`schema.rs`) turned into a [`Config`]. Targets live
+//! in `targets.rs`, storage in `storage.rs` (and `nats.rs`).
 //!
 //! Each section reader reports its own problems and returns `None` if any of them make
 //! the section unusable; reading always continues, so one pass finds every problem.
-//! Defaults are filled in here and nowhere else.
+//! Defaults are the raw types' constants, also shown by the schema.
 
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
-use super::reader::{Ctx, Mapping, Text, boolean, child, item};
-use super::schema::keys;
+use super::de::Loc;
+use super::reader::{Ctx, Text, boolean, child, item};
+use super::schema::{self as raw, RelayFile};
 use super::template::{self, TemplateSource};
 use super::tree::Node;
 use super::{
@@ -19,57 +19,23 @@ use super::{
     targets, units,
 };
 
-pub(super) const DEFAULT_LISTEN: SocketAddr =
-    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 8443));
-const DEFAULT_ADMIN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9090));
-const DEFAULT_SOURCE_PATH: &str = "/webhooks/textus";
-const DEFAULT_MAX_BODY: usize = 1 << 20;
-const DEFAULT_DEDUPE_WINDOW: Duration = Duration::from_secs(24 * 3600);
-
 /// Validates `admin:` alone, ignoring the other sections (see [`super::Admin::load`]).
-pub(super) fn admin_only(ctx: &mut Ctx<'_>, root: &Node) -> Option<Admin> {
-    let top = ctx.mapping(root, String::new())?;
-    match top.present("admin") {
-        None => Some(Admin {
-            address: DEFAULT_ADMIN,
-            token: None,
-        }),
-        Some(node) => admin(ctx, node),
-    }
+pub(super) fn admin_only(ctx: &mut Ctx<'_>, file: &raw::AdminFile) -> Option<Admin> {
+    admin(ctx, file.admin.as_ref())
 }
 
 /// Validates the whole document; `None` once a problem is reported.
-pub(super) fn config(ctx: &mut Ctx<'_>, root: &Node, file: &Path) -> Option<Config> {
-    let top = ctx.mapping(root, String::new())?;
-    ctx.check_keys(&top, keys::TOP);
-    let listen = top.present("listen").map_or_else(
-        || {
-            Some(Listen {
-                address: DEFAULT_LISTEN,
-                tls: None,
-            })
-        },
-        |node| listen(ctx, node),
-    );
-    let admin = top.present("admin").map_or_else(
-        || {
-            Some(Admin {
-                address: DEFAULT_ADMIN,
-                token: None,
-            })
-        },
-        |node| admin(ctx, node),
-    );
-    let storage = top.present("storage").map_or_else(
-        || Some(storage::default_storage()),
-        |node| storage::storage(ctx, node),
-    );
-    let source = ctx
-        .required(&top, "source")
-        .and_then(|node| source(ctx, node));
-    let (targets, names) = targets::targets(ctx, &top);
+pub(super) fn config(ctx: &mut Ctx<'_>, raw: &RelayFile, file: &Path) -> Option<Config> {
+    let listen = listen(ctx, raw.listen.as_ref());
+    let admin = admin(ctx, raw.admin.as_ref());
+    let storage = storage::storage(ctx, raw.storage.as_ref());
+    let source = source(ctx, &raw.source);
+    let (targets, names) = match ctx.require(&raw.targets) {
+        Some(node) => targets::targets(ctx, node),
+        None => (None, Vec::new()),
+    };
     let routes = ctx
-        .required(&top, "routes")
+        .require(&raw.routes)
         .and_then(|node| routes(ctx, node, &names));
     Some(Config {
         file: file.to_owned(),
@@ -87,15 +53,17 @@ pub(super) fn socket_addr(text: &str) -> Result<SocketAddr, String> {
         .map_err(|_| "expected IP:PORT, e.g. 0.0.0.0:8443 or [::]:8443".to_owned())
 }
 
-fn listen(ctx: &mut Ctx<'_>, node: &Node) -> Option<Listen> {
-    let m = ctx.mapping(node, "listen".to_owned())?;
-    ctx.check_keys(&m, keys::LISTEN);
-    let address = ctx
-        .field(&m, "address", "address", socket_addr)
-        .or(DEFAULT_LISTEN);
-    let tls = match m.present("tls") {
+/// `listen.address`, defaulted when `listen` or its address is left out.
+pub(super) fn listen_address(ctx: &mut Ctx<'_>, raw: Option<&raw::Listen>) -> Option<SocketAddr> {
+    let address = raw.and_then(|raw| raw.address.as_ref());
+    ctx.value_or(address, "address", raw::Listen::ADDRESS, socket_addr)
+}
+
+fn listen(ctx: &mut Ctx<'_>, raw: Option<&raw::Listen>) -> Option<Listen> {
+    let address = listen_address(ctx, raw);
+    let tls = match raw.and_then(|raw| raw.tls.as_ref()) {
         None => Some(None),
-        Some(node) => tls(ctx, node).map(Some),
+        Some(raw) => tls(ctx, raw).map(Some),
     };
     Some(Listen {
         address: address?,
@@ -103,23 +71,23 @@ fn listen(ctx: &mut Ctx<'_>, node: &Node) -> Option<Listen> {
     })
 }
 
-fn tls(ctx: &mut Ctx<'_>, node: &Node) -> Option<Tls> {
-    let m = ctx.mapping(node, "listen.tls".to_owned())?;
-    ctx.check_keys(&m, keys::TLS);
-    let mut file = |key: &str| {
-        let node = ctx.required(&m, key)?;
-        ctx.convert(node, &child(&m.path, key), readable_file)
+fn tls(ctx: &mut Ctx<'_>, raw: &raw::Tls) -> Option<Tls> {
+    let path = ctx.section(&raw.at)?;
+    let mut file = |loc| {
+        let node = ctx.require(loc)?;
+        let path = ctx.path(loc);
+        ctx.convert(node, &path, readable_file)
     };
-    let cert = file("cert");
-    let key = file("key");
+    let cert = file(&raw.cert);
+    let key = file(&raw.key);
     if let (Some(c), Some(k)) = (&cert, &key)
         && let Err((which, message)) = super::tls::check(c, k)
     {
-        let name = match which {
-            super::tls::TlsFile::Cert => "cert",
-            super::tls::TlsFile::Key => "key",
+        let (name, at) = match which {
+            super::tls::TlsFile::Cert => ("cert", ctx.at(&raw.cert)),
+            super::tls::TlsFile::Key => ("key", ctx.at(&raw.key)),
         };
-        ctx.report(m.value_at(name), &child(&m.path, name), message);
+        ctx.report(at, &child(&path, name), message);
         return None;
     }
     Some(Tls {
@@ -152,13 +120,17 @@ pub(super) fn readable_file(text: &Text) -> Result<PathBuf, String> {
     Ok(path)
 }
 
-fn admin(ctx: &mut Ctx<'_>, node: &Node) -> Option<Admin> {
-    let m = ctx.mapping(node, "admin".to_owned())?;
-    ctx.check_keys(&m, keys::ADMIN);
-    let address = ctx
-        .field(&m, "address", "address", socket_addr)
-        .or(DEFAULT_ADMIN);
-    let token = match m.present("token") {
+fn admin(ctx: &mut Ctx<'_>, raw: Option<&raw::Admin>) -> Option<Admin> {
+    if let Some(raw) = raw {
+        ctx.section(&raw.at)?;
+    }
+    let address = raw.and_then(|raw| raw.address.as_ref());
+    let address_at = address.map(|a| ctx.at(a));
+    let address = ctx.value_or(address, "address", raw::Admin::ADDRESS, socket_addr);
+    let token = match raw
+        .and_then(|raw| raw.token.as_ref())
+        .and_then(|t| ctx.node(t))
+    {
         None => Some(None),
         // Never quoted: it is a credential.
         Some(node) => ctx.convert(node, "admin.token", |t| {
@@ -168,8 +140,11 @@ fn admin(ctx: &mut Ctx<'_>, node: &Node) -> Option<Admin> {
     if let (Some(address), Some(None)) = (address, &token)
         && !address.ip().is_loopback()
     {
+        let at = address_at
+            .or(raw.map(|raw| ctx.at(&raw.at)))
+            .unwrap_or_default();
         ctx.report(
-            m.value_at("address"),
+            at,
             "admin.address",
             format!(
                 "{address} is not a loopback address, so admin.token is required \
@@ -183,22 +158,27 @@ fn admin(ctx: &mut Ctx<'_>, node: &Node) -> Option<Admin> {
     })
 }
 
-pub(super) fn source(ctx: &mut Ctx<'_>, node: &Node) -> Option<Source> {
-    let m = ctx.mapping(node, "source".to_owned())?;
-    ctx.check_keys(&m, keys::SOURCE);
-    let path = ctx
-        .field(&m, "path", "path", url_path)
-        .or(DEFAULT_SOURCE_PATH.to_owned());
+pub(super) fn source(ctx: &mut Ctx<'_>, raw: &raw::Source) -> Option<Source> {
+    ctx.require(&raw.at)?;
+    let path = ctx.value_or(raw.path.as_ref(), "path", raw::Source::PATH, url_path);
     let secrets = ctx
-        .required(&m, "secrets")
+        .require(&raw.secrets)
         .and_then(|node| secrets(ctx, node));
-    let max_body = ctx
-        .field(&m, "max_body", "size", body_size)
-        .or(DEFAULT_MAX_BODY);
-    let dedupe_window = ctx
-        .field(&m, "dedupe_window", "duration", units::duration)
-        .or(DEFAULT_DEDUPE_WINDOW);
-    let keep_unrouted = ctx.field(&m, "keep_unrouted", "boolean", boolean).or(false);
+    let max_body = ctx.value_or(
+        raw.max_body.as_ref(),
+        "size",
+        raw::Source::MAX_BODY,
+        body_size,
+    );
+    let dedupe_window = ctx.value_or(
+        raw.dedupe_window.as_ref(),
+        "duration",
+        raw::Source::DEDUPE_WINDOW,
+        units::duration,
+    );
+    let keep_unrouted = ctx
+        .value(raw.keep_unrouted.as_ref(), "boolean", boolean)
+        .or(raw::Source::KEEP_UNROUTED);
     Some(Source {
         path: path?,
         secrets: secrets?,
@@ -240,7 +220,7 @@ fn secrets(ctx: &mut Ctx<'_>, node: &Node) -> Option<Vec<Secret>> {
     secrets.into_iter().collect()
 }
 
-fn routes(ctx: &mut Ctx<'_>, node: &Node, targets: &[String]) -> Option<Vec<Route>> {
+fn routes<'e>(ctx: &mut Ctx<'e>, node: &'e Node, targets: &[String]) -> Option<Vec<Route>> {
     let items = ctx.list(node, "routes")?;
     if items.is_empty() {
         ctx.report(node.at, "routes", "at least one route is required");
@@ -254,20 +234,17 @@ fn routes(ctx: &mut Ctx<'_>, node: &Node, targets: &[String]) -> Option<Vec<Rout
     routes.into_iter().collect()
 }
 
-fn route(ctx: &mut Ctx<'_>, node: &Node, path: String, targets: &[String]) -> Option<Route> {
-    let m = ctx.mapping(node, path)?;
-    ctx.check_keys(&m, keys::ROUTE);
+fn route<'e>(ctx: &mut Ctx<'e>, node: &'e Node, path: String, targets: &[String]) -> Option<Route> {
+    let raw: raw::Route = ctx.read(node, &path, false)?;
     let events = non_empty_list(
         ctx,
-        &m,
-        "events",
+        &raw.events,
         "at least one event pattern is required",
         |ctx, node, path| ctx.parse(node, path, "event pattern", EventPattern::parse),
     );
     let to = non_empty_list(
         ctx,
-        &m,
-        "to",
+        &raw.to,
         "at least one target is required",
         |ctx, node, path| {
             ctx.convert(node, path, |t| {
@@ -288,11 +265,13 @@ fn route(ctx: &mut Ctx<'_>, node: &Node, path: String, targets: &[String]) -> Op
             })
         },
     );
-    let when = match m.present("when") {
+    let when = match ctx.present(raw.when.as_ref()) {
         None => Some(None),
-        Some(node) => when(ctx, node, &child(&m.path, "when")).map(Some),
+        Some((node, path)) => when(ctx, node, &path).map(Some),
     };
-    let priority = ctx.field(&m, "priority", "priority", priority).optional();
+    let priority = ctx
+        .value(raw.priority.as_ref(), "priority", priority)
+        .optional();
     Some(Route {
         events: events?,
         to: to?,
@@ -329,16 +308,14 @@ fn when(ctx: &mut Ctx<'_>, node: &Node, path: &str) -> Option<TemplateSource> {
     Some(when)
 }
 
-/// Reads a required, non-empty list under `key`, converting each item with `read`.
-fn non_empty_list<T>(
+/// Reads a required, non-empty list, converting each item with `read`.
+fn non_empty_list<T, S>(
     ctx: &mut Ctx<'_>,
-    m: &Mapping<'_>,
-    key: &str,
+    loc: &Loc<S>,
     empty: &str,
     mut read: impl FnMut(&mut Ctx<'_>, &Node, &str) -> Option<T>,
 ) -> Option<Vec<T>> {
-    let node = ctx.required(m, key)?;
-    let path = child(&m.path, key);
+    let (node, path) = ctx.require_at(loc)?;
     let items = ctx.list(node, &path)?;
     if items.is_empty() {
         ctx.report(node.at, &path, empty);

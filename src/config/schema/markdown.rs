@@ -3,7 +3,7 @@
 //!
 //! One section per object, headed by its key path (`targets.NAME.retry`) where it is first
 //! used, children right after their parent; later uses link to it. Keys are in the order of
-//! [`super::KEY_LISTS`], the schema types' field order, which is the order of a typical file.
+//! [`super::keys::key_lists`], the schema types' field order, which is the order of a typical file.
 //! Target kinds share their delivery keys, which are listed once. Scalar types (`Duration`,
 //! `Template`, ...) are described once, at the end.
 
@@ -12,7 +12,7 @@ use std::fmt::Write as _;
 
 use serde_json::{Map, Value};
 
-use super::KEY_LISTS;
+use super::keys::key_lists;
 
 const DEFS: &str = "#/definitions/";
 
@@ -138,10 +138,10 @@ impl Doc {
             .and_then(Value::as_array)
             .map(|keys| keys.iter().filter_map(Value::as_str).collect())
             .unwrap_or_default();
-        let order: Vec<&str> = KEY_LISTS
-            .iter()
+        let order: Vec<&str> = key_lists()
+            .into_iter()
             .find(|(p, _)| *p == keys_of)
-            .map(|(_, keys)| keys.iter().collect())
+            .map(|(_, keys)| keys)
             .unwrap_or_default();
         let mut keys: Vec<&String> = properties(schema)
             .keys()

@@ -1,14 +1,14 @@
 //! The value types of relay.yaml as JSON Schema: durations, sizes, rates, templates, URLs and
 //! the numbers and booleans that may also be written as `${VAR}`.
 //!
-//! The walker expands `${VAR}` in every scalar before reading it (`timeout: ${T:-10s}`,
+//! The rule pass expands `${VAR}` in every scalar before reading it (`timeout: ${T:-10s}`,
 //! `concurrency: ${WORKERS}`), so each type here also accepts a string that contains a
 //! `${NAME}` or `${NAME:-default}` reference: the schema cannot know the variable's value, and
 //! refusing such a file in an editor would be a false alarm. The exceptions are the `kind` of a
 //! target and of `storage`, which select the keys an editor offers and so must be written out.
 //!
 //! Patterns are ECMA 262 regular expressions (JSON Schema's dialect); the unit tests at the
-//! bottom run each one against the walker's own parsers.
+//! schema's tests run each one against the rule pass's own parsers.
 
 use std::borrow::Cow;
 
@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 /// A `${NAME}` or `${NAME:-default}` reference anywhere in a string (see `env.rs`).
 pub(super) const ENV_REF: &str = r"\$\{[A-Za-z_][A-Za-z0-9_]*(:-[^}]*)?\}";
 
-/// A positive whole number, leading zeros allowed as the walker allows them.
+/// A positive whole number, leading zeros allowed as the rule pass allows them.
 const POSITIVE: &str = "[0-9]*[1-9][0-9]*";
 const DURATION_UNIT: &str = "(ms|s|m|h|d)";
 
@@ -42,7 +42,7 @@ fn text(inner: &str, description: &str, examples: Value) -> Schema {
 macro_rules! scalar {
     ($(#[$doc:meta])* $ty:ident, $name:literal, $schema:expr) => {
         $(#[$doc])*
-        pub(super) struct $ty;
+        pub(in crate::config) struct $ty;
 
         impl JsonSchema for $ty {
             fn schema_name() -> Cow<'static, str> {
@@ -270,7 +270,7 @@ pub(super) const TARGET_NAME: &str = "^[A-Za-z0-9_-]+$";
 pub(super) const EVENT_TYPE_OR_ANY: &str = r"^(\*|[a-z0-9_]+(\.[a-z0-9_]+)*)$";
 
 /// A whole number from `MIN` to `MAX`, or a string holding one or a `${VAR}` reference.
-pub(super) struct Whole<const MIN: u64, const MAX: u64>;
+pub(in crate::config) struct Whole<const MIN: u64, const MAX: u64>;
 
 impl<const MIN: u64, const MAX: u64> JsonSchema for Whole<MIN, MAX> {
     fn inline_schema() -> bool {

@@ -4,14 +4,19 @@
 use std::borrow::Cow;
 
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
+use serde::Deserialize;
 use serde_json::Value;
+
+use super::super::de::Loc;
 
 use super::scalars::{
     FilePath, MinFree, NatsPrefix, NatsUrl, Percent, PositiveDuration, Secret, Size, Whole,
 };
 
 /// The durable store behind the queues; `kind` says which keys it takes.
-pub(super) struct Storage;
+#[derive(Deserialize)]
+#[serde(transparent)]
+pub(in crate::config) struct Storage(pub(in crate::config) StorageKinds);
 
 impl JsonSchema for Storage {
     fn schema_name() -> Cow<'static, str> {
@@ -64,10 +69,13 @@ impl JsonSchema for Storage {
     }
 }
 
+// Deserialized as serde's external tagging, which the tree's deserializer reads from `kind:`
+// (`de.rs`); described to editors as what the file holds, a mapping tagged by `kind`.
 /// The durable store behind the queues; `kind` says which keys it takes.
-#[derive(JsonSchema)]
-#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
-enum StorageKinds {
+#[derive(Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+#[schemars(tag = "kind", deny_unknown_fields)]
+pub(in crate::config) enum StorageKinds {
     /// `kind: sqlite`, the default: an embedded SQLite database, one relay per file.
     Sqlite(SqliteStorage),
     /// `kind: nats`: JetStream on a NATS cluster, shared by several relays behind one load
@@ -76,67 +84,84 @@ enum StorageKinds {
     Nats(NatsStorage),
 }
 
-object! {
-    #[derive(JsonSchema)]
-    #[serde(deny_unknown_fields)]
-    struct SqliteStorage {
-        /// The SQLite database file, relative to the working directory; its folder is created
-        /// if needed.
-        #[schemars(extend("default" = "./data/relay.db"))]
-        path: Option<FilePath>,
-        /// Dead letters older than this (counted from when they died) are deleted.
-        #[schemars(extend("default" = "14d"))]
-        dead_letter_retention: Option<PositiveDuration>,
-        /// The most the store's files may take, at least 16MiB. New events are answered 504
-        /// `store_full` when storing one would leave less than the store's reserve (about 5 MiB
-        /// plus 384 bytes per queued delivery) below it; the queue drains inside that reserve and
-        /// ingest resumes by itself. No limit by default but the disk (see `min_free`).
-        max_bytes: Option<Size>,
-        /// Free space the relay leaves on the store's file system: new events are answered 504
-        /// `store_full` when storing one would leave less than this plus the store's reserve.
-        #[schemars(extend("default" = "5%"))]
-        min_free: Option<MinFree>,
-        /// With several targets, the most of the storage budget one target's pending deliveries
-        /// may hold; past it, events routed to that target are treated as by `max_queue` (its
-        /// `on_full`), so a dead target cannot take every byte from the healthy ones. `100%`
-        /// turns it off; a single target is never limited by it.
-        #[schemars(extend("default" = "50%"))]
-        target_share: Option<Percent>,
-    }
+#[derive(Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub(in crate::config) struct SqliteStorage {
+    #[serde(rename = "$at")]
+    #[schemars(skip)]
+    pub(in crate::config) at: Loc,
+    /// The SQLite database file, relative to the working directory; its folder is created
+    /// if needed.
+    #[schemars(extend("default" = SqliteStorage::PATH))]
+    pub(in crate::config) path: Option<Loc<FilePath>>,
+    /// Dead letters older than this (counted from when they died) are deleted.
+    #[schemars(extend("default" = DEAD_LETTER_RETENTION))]
+    pub(in crate::config) dead_letter_retention: Option<Loc<PositiveDuration>>,
+    /// The most the store's files may take, at least 16MiB. New events are answered 504
+    /// `store_full` when storing one would leave less than the store's reserve (about 5 MiB
+    /// plus 384 bytes per queued delivery) below it; the queue drains inside that reserve and
+    /// ingest resumes by itself. No limit by default but the disk (see `min_free`).
+    pub(in crate::config) max_bytes: Option<Loc<Size>>,
+    /// Free space the relay leaves on the store's file system: new events are answered 504
+    /// `store_full` when storing one would leave less than this plus the store's reserve.
+    #[schemars(extend("default" = SqliteStorage::MIN_FREE))]
+    pub(in crate::config) min_free: Option<Loc<MinFree>>,
+    /// With several targets, the most of the storage budget one target's pending deliveries
+    /// may hold; past it, events routed to that target are treated as by `max_queue` (its
+    /// `on_full`), so a dead target cannot take every byte from the healthy ones. `100%`
+    /// turns it off; a single target is never limited by it.
+    #[schemars(extend("default" = SqliteStorage::TARGET_SHARE))]
+    pub(in crate::config) target_share: Option<Loc<Percent>>,
 }
 
-object! {
-    #[derive(JsonSchema)]
-    #[serde(deny_unknown_fields)]
-    struct NatsStorage {
-        /// The NATS servers to connect to, `nats://HOST:PORT` or `tls://HOST:PORT` (port 4222
-        /// when left out); a few seeds are enough, the client learns the rest of the cluster.
-        /// No user or password in a URL: use `auth`.
-        #[schemars(length(min = 1))]
-        urls: Vec<NatsUrl>,
-        /// Copies the cluster keeps of each stream and KV bucket (JetStream allows up to 5); `1`
-        /// for a single development server.
-        #[schemars(extend("default" = 3))]
-        replicas: Option<Whole<1, 5>>,
-        /// Start of the names of the relay's streams, consumers and KV buckets: relays with the
-        /// same servers and prefix share one queue. Letters, digits, `-` and `_`, at most 32.
-        #[schemars(extend("default" = "textus-relay"))]
-        prefix: Option<NatsPrefix>,
-        /// How long ingest waits for JetStream to confirm an event is stored on a quorum
-        /// (PubAck) before answering TextUs 504 (it retries later). At most 60s. The default
-        /// answers well before webhook senders give up; a stream leader lost to a crash takes
-        /// NATS 4 to 9 s to replace, and those events get 504s either way.
-        #[schemars(extend("default" = "5s"))]
-        publish_timeout: Option<PositiveDuration>,
-        /// How the relay authenticates to NATS; leave out for none.
-        auth: Option<NatsAuth>,
-        /// TLS to the servers. Setting it (even `{}`) requires TLS on every connection, as a
-        /// `tls://` URL does.
-        tls: Option<NatsTls>,
-        /// Dead letters older than this (counted from when they died) are deleted.
-        #[schemars(extend("default" = "14d"))]
-        dead_letter_retention: Option<PositiveDuration>,
-    }
+/// Both kinds keep dead letters this long by default.
+pub(in crate::config) const DEAD_LETTER_RETENTION: &str = "14d";
+
+impl SqliteStorage {
+    pub(in crate::config) const PATH: &str = "./data/relay.db";
+    pub(in crate::config) const MIN_FREE: &str = "5%";
+    pub(in crate::config) const TARGET_SHARE: &str = "50%";
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub(in crate::config) struct NatsStorage {
+    #[serde(rename = "$at")]
+    #[schemars(skip)]
+    pub(in crate::config) at: Loc,
+    /// The NATS servers to connect to, `nats://HOST:PORT` or `tls://HOST:PORT` (port 4222
+    /// when left out); a few seeds are enough, the client learns the rest of the cluster.
+    /// No user or password in a URL: use `auth`.
+    #[schemars(length(min = 1))]
+    pub(in crate::config) urls: Loc<Vec<NatsUrl>>,
+    /// Copies the cluster keeps of each stream and KV bucket (JetStream allows up to 5); `1`
+    /// for a single development server.
+    #[schemars(extend("default" = NatsStorage::REPLICAS))]
+    pub(in crate::config) replicas: Option<Loc<Whole<1, 5>>>,
+    /// Start of the names of the relay's streams, consumers and KV buckets: relays with the
+    /// same servers and prefix share one queue. Letters, digits, `-` and `_`, at most 32.
+    #[schemars(extend("default" = NatsStorage::PREFIX))]
+    pub(in crate::config) prefix: Option<Loc<NatsPrefix>>,
+    /// How long ingest waits for JetStream to confirm an event is stored on a quorum
+    /// (PubAck) before answering TextUs 504 (it retries later). At most 60s. The default
+    /// answers well before webhook senders give up; a stream leader lost to a crash takes
+    /// NATS 4 to 9 s to replace, and those events get 504s either way.
+    #[schemars(extend("default" = NatsStorage::PUBLISH_TIMEOUT))]
+    pub(in crate::config) publish_timeout: Option<Loc<PositiveDuration>>,
+    /// How the relay authenticates to NATS; leave out for none.
+    pub(in crate::config) auth: Option<NatsAuth>,
+    /// TLS to the servers. Setting it (even `{}`) requires TLS on every connection, as a
+    /// `tls://` URL does.
+    pub(in crate::config) tls: Option<NatsTls>,
+    /// Dead letters older than this (counted from when they died) are deleted.
+    #[schemars(extend("default" = DEAD_LETTER_RETENTION))]
+    pub(in crate::config) dead_letter_retention: Option<Loc<PositiveDuration>>,
+}
+
+impl NatsStorage {
+    pub(in crate::config) const REPLICAS: u64 = 3;
+    pub(in crate::config) const PREFIX: &str = "textus-relay";
+    pub(in crate::config) const PUBLISH_TIMEOUT: &str = "5s";
 }
 
 /// `schema` with a description of its own (draft-07 ignores the siblings of a `$ref`).
@@ -144,12 +169,16 @@ fn described(schema: &Schema, description: &str) -> serde_json::Value {
     serde_json::json!({ "allOf": [schema], "description": description })
 }
 
-/// Exactly one form: a credentials file, a token, or a user and password.
-pub(super) struct NatsAuth;
-
-impl NatsAuth {
-    /// The keys of the three forms, as [`JsonSchema::json_schema`] below writes them.
-    pub(super) const KEYS: &'static [&'static str] = &["credentials", "token", "user", "password"];
+/// Exactly one form: a credentials file, a token, or a user and password (the rule pass
+/// checks there is one; the schema below says so to editors).
+#[derive(Deserialize)]
+pub(in crate::config) struct NatsAuth {
+    #[serde(rename = "$at")]
+    pub(in crate::config) at: Loc,
+    pub(in crate::config) credentials: Loc,
+    pub(in crate::config) token: Loc,
+    pub(in crate::config) user: Loc,
+    pub(in crate::config) password: Loc,
 }
 
 impl JsonSchema for NatsAuth {
@@ -200,17 +229,18 @@ impl JsonSchema for NatsAuth {
     }
 }
 
-object! {
-    /// TLS to the NATS servers with these files; each is optional, `cert` and `key` go together.
-    #[derive(JsonSchema)]
-    #[serde(deny_unknown_fields)]
-    struct NatsTls {
-        /// PEM certificates to trust for the servers, instead of the system's roots; must be
-        /// readable at start.
-        ca: Option<FilePath>,
-        /// PEM client certificate chain, for servers that verify clients; needs `key`.
-        cert: Option<FilePath>,
-        /// PEM private key of `cert`.
-        key: Option<FilePath>,
-    }
+/// TLS to the NATS servers with these files; each is optional, `cert` and `key` go together.
+#[derive(Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub(in crate::config) struct NatsTls {
+    #[serde(rename = "$at")]
+    #[schemars(skip)]
+    pub(in crate::config) at: Loc,
+    /// PEM certificates to trust for the servers, instead of the system's roots; must be
+    /// readable at start.
+    pub(in crate::config) ca: Option<Loc<FilePath>>,
+    /// PEM client certificate chain, for servers that verify clients; needs `key`.
+    pub(in crate::config) cert: Option<Loc<FilePath>>,
+    /// PEM private key of `cert`.
+    pub(in crate::config) key: Option<Loc<FilePath>>,
 }

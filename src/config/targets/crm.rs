@@ -9,36 +9,31 @@
 use http::{HeaderValue, Method};
 use secrecy::ExposeSecret;
 
-use super::super::reader::{Ctx, Entry, Mapping, child};
-use super::super::schema::keys;
+use super::super::de::Loc;
+use super::super::reader::{Ctx, child};
+use super::super::schema as raw;
 use super::super::template::{self, TemplateSource};
 use super::super::tree::Node;
 use super::super::{CrmAuth, CrmSettings, Secret};
 use super::{INVALID_HEADER_VALUE, headers, http_url};
 
-pub(super) fn crm_target(ctx: &mut Ctx<'_>, m: &Mapping<'_>) -> Option<CrmSettings> {
-    let method = ctx.field(m, "method", "method", method).or(Method::POST);
+pub(super) fn crm_target(ctx: &mut Ctx<'_>, t: &raw::CrmTarget) -> Option<CrmSettings> {
+    let method = ctx.value_or(t.method.as_ref(), "method", raw::CrmTarget::METHOD, method);
     let url = ctx
-        .required(m, "url")
-        .and_then(|node| url(ctx, node, &child(&m.path, "url")));
-    let has_auth = m.present("auth").is_some();
-    let headers = match m.present("headers") {
+        .require_at(&t.url)
+        .and_then(|(node, path)| url(ctx, node, &path));
+    let has_auth = t.auth.is_some();
+    let headers = match ctx.present(t.headers.as_ref()) {
         None => Some(Vec::new()),
-        Some(node) => headers(
-            ctx,
-            node,
-            child(&m.path, "headers"),
-            has_auth,
-            header_template,
-        ),
+        Some((node, path)) => headers(ctx, node, path, has_auth, header_template),
     };
-    let body = match m.present("body") {
+    let body = match ctx.present(t.body.as_ref()) {
         None => Some(None),
-        Some(node) => template::body(ctx, node, &child(&m.path, "body")).map(Some),
+        Some((node, path)) => template::body(ctx, node, &path).map(Some),
     };
-    let auth = match m.present("auth") {
+    let auth = match &t.auth {
         None => Some(None),
-        Some(node) => auth(ctx, node, child(&m.path, "auth")).map(Some),
+        Some(raw) => auth(ctx, raw).map(Some),
     };
     Some(CrmSettings {
         method: method?,
@@ -114,35 +109,43 @@ fn header_template(ctx: &mut Ctx<'_>, node: &Node, path: &str) -> Option<Templat
     Some(value.source)
 }
 
-fn auth(ctx: &mut Ctx<'_>, node: &Node, path: String) -> Option<CrmAuth> {
-    let m = ctx.mapping(node, path)?;
-    ctx.check_keys(&m, keys::CRM_AUTH);
-    let schemes: Vec<&Entry<'_>> = m
-        .entries
-        .iter()
-        .filter(|e| keys::CRM_AUTH.contains(e.key))
-        .collect();
-    if m.entries.is_empty() {
-        ctx.report(m.at, &m.path, "expected one of: bearer, basic, oauth2");
+fn auth(ctx: &mut Ctx<'_>, raw: &raw::CrmAuth) -> Option<CrmAuth> {
+    let path = ctx.section(&raw.at)?;
+    let mut schemes: Vec<(&str, &Loc)> = [
+        ("bearer", &raw.bearer),
+        ("basic", &raw.basic),
+        ("oauth2", &raw.oauth2),
+    ]
+    .into_iter()
+    .filter(|(_, loc)| ctx.written(loc))
+    .collect();
+    schemes.sort_by_key(|(_, loc)| {
+        let at = ctx.key_at(loc);
+        (at.line, at.column)
+    });
+    if schemes.is_empty() && !ctx.unknown.iter().any(|u| u.parent == path) {
+        let at = ctx.at(&raw.at);
+        ctx.report(at, &path, "expected one of: bearer, basic, oauth2");
     }
-    if let [first, others @ ..] = schemes.as_slice() {
-        for other in others {
-            let message = format!(
-                "only one auth scheme is allowed (`{}` is set at line {})",
-                first.key, first.key_at.line
-            );
-            ctx.report(other.key_at, &child(&m.path, other.key), message);
+    if let [(first, first_loc), others @ ..] = schemes.as_slice() {
+        let line = ctx.key_at(first_loc).line;
+        for (other, loc) in others {
+            let message =
+                format!("only one auth scheme is allowed (`{first}` is set at line {line})");
+            let at = ctx.key_at(loc);
+            ctx.report(at, &child(&path, other), message);
         }
     }
     // Each scheme is read even when there are several, so all their problems show.
     let read: Vec<Option<CrmAuth>> = schemes
         .iter()
-        .map(|entry| {
-            let path = child(&m.path, entry.key);
-            match entry.key {
-                "bearer" => bearer(ctx, entry.value, &path),
-                "basic" => basic(ctx, entry.value, path),
-                _ => oauth2(ctx, entry.value, path),
+        .map(|(scheme, loc)| {
+            let node = ctx.written_node(*loc)?;
+            let path = ctx.path(*loc);
+            match *scheme {
+                "bearer" => bearer(ctx, node, &path),
+                "basic" => basic(ctx, node, &path),
+                _ => oauth2(ctx, node, &path),
             }
         })
         .collect();
@@ -154,9 +157,9 @@ fn auth(ctx: &mut Ctx<'_>, node: &Node, path: String) -> Option<CrmAuth> {
 }
 
 /// A credential: required, and not empty once expanded. Never quoted.
-fn secret(ctx: &mut Ctx<'_>, m: &Mapping<'_>, key: &str) -> Option<Secret> {
-    let node = ctx.required(m, key)?;
-    ctx.secret(node, &child(&m.path, key))
+fn secret(ctx: &mut Ctx<'_>, loc: &Loc<impl Sized>) -> Option<Secret> {
+    let (node, path) = ctx.require_at(loc)?;
+    ctx.secret(node, &path)
 }
 
 fn bearer(ctx: &mut Ctx<'_>, node: &Node, path: &str) -> Option<CrmAuth> {
@@ -181,11 +184,10 @@ fn bearer(ctx: &mut Ctx<'_>, node: &Node, path: &str) -> Option<CrmAuth> {
     Some(CrmAuth::Bearer(token))
 }
 
-fn basic(ctx: &mut Ctx<'_>, node: &Node, path: String) -> Option<CrmAuth> {
-    let m = ctx.mapping(node, path)?;
-    ctx.check_keys(&m, keys::BASIC);
-    let username = ctx.required(&m, "username").and_then(|node| {
-        ctx.convert(node, &child(&m.path, "username"), |t| {
+fn basic<'e>(ctx: &mut Ctx<'e>, node: &'e Node, path: &str) -> Option<CrmAuth> {
+    let raw: raw::Basic = ctx.read(node, path, false)?;
+    let username = ctx.require_at(&raw.username).and_then(|(node, path)| {
+        ctx.convert(node, &path, |t| {
             if t.value.is_empty() {
                 Err("username is empty".to_owned())
             } else if t.value.contains(':') {
@@ -196,21 +198,20 @@ fn basic(ctx: &mut Ctx<'_>, node: &Node, path: String) -> Option<CrmAuth> {
             }
         })
     });
-    let password = secret(ctx, &m, "password");
+    let password = secret(ctx, &raw.password);
     Some(CrmAuth::Basic {
         username: username?,
         password: password?,
     })
 }
 
-fn oauth2(ctx: &mut Ctx<'_>, node: &Node, path: String) -> Option<CrmAuth> {
-    let m = ctx.mapping(node, path)?;
-    ctx.check_keys(&m, keys::OAUTH2);
+fn oauth2<'e>(ctx: &mut Ctx<'e>, node: &'e Node, path: &str) -> Option<CrmAuth> {
+    let raw: raw::OAuth2 = ctx.read(node, path, false)?;
     let token_url = ctx
-        .required(&m, "token_url")
-        .and_then(|node| ctx.parse(node, &child(&m.path, "token_url"), "URL", http_url));
-    let client_id = ctx.required(&m, "client_id").and_then(|node| {
-        ctx.convert(node, &child(&m.path, "client_id"), |t| {
+        .require_at(&raw.token_url)
+        .and_then(|(node, path)| ctx.parse(node, &path, "URL", http_url));
+    let client_id = ctx.require_at(&raw.client_id).and_then(|(node, path)| {
+        ctx.convert(node, &path, |t| {
             if t.value.is_empty() {
                 Err("client_id is empty".to_owned())
             } else {
@@ -218,11 +219,11 @@ fn oauth2(ctx: &mut Ctx<'_>, node: &Node, path: String) -> Option<CrmAuth> {
             }
         })
     });
-    let client_secret = secret(ctx, &m, "client_secret");
-    let scope = match m.present("scope") {
+    let client_secret = secret(ctx, &raw.client_secret);
+    let scope = match ctx.present(raw.scope.as_ref()) {
         None => Some(None),
-        Some(node) => ctx
-            .text(node, &child(&m.path, "scope"))
+        Some((node, path)) => ctx
+            .text(node, &path)
             .map(|t| (!t.value.is_empty()).then_some(t.value)),
     };
     Some(CrmAuth::OAuth2 {

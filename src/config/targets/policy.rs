@@ -5,8 +5,9 @@
 //! `app/build.rs`; ingress renders it once per event, so a key that never varies would make a
 //! keyed target a slower spelling of `fifo`, and is refused with that advice.
 
-use super::super::reader::{Ctx, Field, Mapping, child, integer};
-use super::super::schema::keys;
+use super::super::de::Loc;
+use super::super::reader::{Ctx, Field, integer};
+use super::super::schema as raw;
 use super::super::template;
 use super::super::tree::{Node, Value};
 use super::super::{BreakerPolicy, DeliveryOrder, OnFull};
@@ -25,24 +26,26 @@ pub(super) struct Policy {
     pub(super) on_full: Option<OnFull>,
 }
 
-/// Reads `breaker`, `ordering`, `max_queue` and `on_full` of target mapping `m`.
-pub(super) fn policy(ctx: &mut Ctx<'_>, m: &Mapping<'_>) -> Policy {
-    let breaker = match m.present("breaker") {
-        None => Some(BreakerPolicy::default()),
-        Some(node) => breaker(ctx, node, child(&m.path, "breaker")),
-    };
-    let ordering = match m.present("ordering") {
-        None => Some(DeliveryOrder::Unordered),
-        Some(node) => ordering(ctx, node, &child(&m.path, "ordering")),
+/// Reads `breaker`, `ordering`, `max_queue` and `on_full` of a target.
+pub(super) fn policy(ctx: &mut Ctx<'_>, d: &raw::Delivery) -> Policy {
+    let breaker = breaker(ctx, d.breaker.as_ref());
+    let ordering = match ctx.present(d.ordering.as_ref()) {
+        None => ordering_word(raw::Delivery::ORDERING).ok(),
+        Some((node, path)) => ordering(ctx, node, &path),
     };
     let max_queue = ctx
-        .field(m, "max_queue", "max_queue", |s| integer(s, 1, MAX_QUEUE))
+        .value(d.max_queue.as_ref(), "max_queue", |s| {
+            integer(s, 1, MAX_QUEUE)
+        })
         .optional();
-    let on_full_field = ctx.field(m, "on_full", "on_full", on_full);
-    if matches!(on_full_field, Field::Valid(_)) && m.present("max_queue").is_none() {
+    let on_full_field = ctx.value(d.on_full.as_ref(), "on_full", on_full);
+    if let (Field::Valid(_), Some(loc)) = (&on_full_field, &d.on_full)
+        && ctx.present(d.max_queue.as_ref()).is_none()
+    {
+        let (at, path) = (ctx.at(loc), ctx.path(loc));
         ctx.report(
-            m.value_at("on_full"),
-            &child(&m.path, "on_full"),
+            at,
+            &path,
             "on_full only applies with max_queue: set max_queue or remove on_full",
         );
     }
@@ -50,30 +53,37 @@ pub(super) fn policy(ctx: &mut Ctx<'_>, m: &Mapping<'_>) -> Policy {
         breaker,
         ordering,
         max_queue,
-        on_full: on_full_field.or(OnFull::Reject),
+        on_full: on_full_field.or_else(|| on_full(raw::Delivery::ON_FULL).ok()),
     }
 }
 
-fn breaker(ctx: &mut Ctx<'_>, node: &Node, path: String) -> Option<BreakerPolicy> {
-    let m = ctx.mapping(node, path)?;
-    ctx.check_keys(&m, keys::BREAKER);
-    let defaults = BreakerPolicy::default();
+/// `breaker:`; `None` when left out.
+fn breaker(ctx: &mut Ctx<'_>, raw: Option<&raw::Breaker>) -> Option<BreakerPolicy> {
     let failures = ctx
-        .field(&m, "failures", "failures", |s| {
+        .value(raw.and_then(|r| r.failures.as_ref()), "failures", |s| {
             // At most MAX_FAILURES, so the conversion cannot fail.
             integer(s, 1, MAX_FAILURES).map(|n| u32::try_from(n).unwrap_or(u32::MAX))
         })
-        .or(defaults.failures);
-    let probe = ctx
-        .field(&m, "probe", "duration", positive)
-        .or(defaults.probe);
+        .or(raw::Breaker::FAILURES as u32);
+    let probe = raw.and_then(|r| r.probe.as_ref());
+    let probe = ctx.value_or(probe, "duration", raw::Breaker::PROBE, positive);
     Some(BreakerPolicy {
         failures: failures?,
         probe: probe?,
     })
 }
 
-fn ordering(ctx: &mut Ctx<'_>, node: &Node, path: &str) -> Option<DeliveryOrder> {
+fn ordering_word(text: &str) -> Result<DeliveryOrder, String> {
+    match text {
+        "fifo" => Ok(DeliveryOrder::Fifo),
+        "unordered" => Ok(DeliveryOrder::Unordered),
+        _ => {
+            Err("expected fifo, unordered, or { key: \"{{ event.conversation.id }}\" }".to_owned())
+        }
+    }
+}
+
+fn ordering<'e>(ctx: &mut Ctx<'e>, node: &'e Node, path: &str) -> Option<DeliveryOrder> {
     if template::unquoted_template(node) {
         ctx.report(
             node.at,
@@ -84,18 +94,11 @@ fn ordering(ctx: &mut Ctx<'_>, node: &Node, path: &str) -> Option<DeliveryOrder>
         return None;
     }
     if !matches!(node.value, Value::Map(_)) {
-        return ctx.parse(node, path, "ordering", |text| match text {
-            "fifo" => Ok(DeliveryOrder::Fifo),
-            "unordered" => Ok(DeliveryOrder::Unordered),
-            _ => Err(
-                "expected fifo, unordered, or { key: \"{{ event.conversation.id }}\" }".to_owned(),
-            ),
-        });
+        return ctx.parse(node, path, "ordering", ordering_word);
     }
-    let m = ctx.mapping(node, path.to_owned())?;
-    ctx.check_keys(&m, keys::ORDERING_KEY);
-    let key_node = ctx.required(&m, "key")?;
-    let key_path = child(&m.path, "key");
+    let raw: raw::OrderingKey = ctx.read(node, path, false)?;
+    let key: &Loc<_> = &raw.key;
+    let (key_node, key_path) = ctx.require_at(key)?;
     let key = template::non_empty_template(
         ctx,
         key_node,

@@ -5,20 +5,20 @@
 //! are refused rather than guessed at, so which template an event gets never depends on
 //! the order of the entries.
 
-use super::super::reader::{Ctx, Mapping, child};
-use super::super::schema::keys;
+use super::super::reader::{Ctx, child};
+use super::super::schema as raw;
 use super::super::template::{self, BodyTemplate};
 use super::super::tree::{Node, Value};
 use super::super::{EventPattern, SlackSettings, SlackTemplate};
 use super::http_url;
 
-pub(super) fn slack_target(ctx: &mut Ctx<'_>, m: &Mapping<'_>) -> Option<SlackSettings> {
+pub(super) fn slack_target(ctx: &mut Ctx<'_>, t: &raw::SlackTarget) -> Option<SlackSettings> {
     let url = ctx
-        .required(m, "url")
-        .and_then(|node| ctx.parse(node, &child(&m.path, "url"), "URL", http_url));
-    let templates = match m.present("templates") {
+        .require_at(&t.url)
+        .and_then(|(node, path)| ctx.parse(node, &path, "URL", http_url));
+    let templates = match ctx.present(t.templates.as_ref()) {
         None => Some(Vec::new()),
-        Some(node) => templates(ctx, node, child(&m.path, "templates")),
+        Some((node, path)) => templates(ctx, node, path),
     };
     Some(SlackSettings {
         url: url?,
@@ -26,7 +26,11 @@ pub(super) fn slack_target(ctx: &mut Ctx<'_>, m: &Mapping<'_>) -> Option<SlackSe
     })
 }
 
-fn templates(ctx: &mut Ctx<'_>, node: &Node, path: String) -> Option<Vec<(String, SlackTemplate)>> {
+fn templates<'e>(
+    ctx: &mut Ctx<'e>,
+    node: &'e Node,
+    path: String,
+) -> Option<Vec<(String, SlackTemplate)>> {
     let m = ctx.mapping(node, path)?;
     let templates: Vec<Option<(String, SlackTemplate)>> = m
         .entries
@@ -61,22 +65,23 @@ fn templates(ctx: &mut Ctx<'_>, node: &Node, path: String) -> Option<Vec<(String
     templates.into_iter().collect()
 }
 
-fn slack_template(ctx: &mut Ctx<'_>, node: &Node, path: String) -> Option<SlackTemplate> {
-    let m = ctx.mapping(node, path)?;
-    ctx.check_keys(&m, keys::SLACK_TEMPLATE);
-    let text = m.present("text").map(|node| {
+fn slack_template<'e>(ctx: &mut Ctx<'e>, node: &'e Node, path: String) -> Option<SlackTemplate> {
+    let raw: raw::SlackTemplate = ctx.read(node, &path, false)?;
+    ctx.section(&raw.at)?;
+    let text = ctx.present(raw.text.as_ref()).map(|(node, path)| {
         template::non_empty_template(
             ctx,
             node,
-            &child(&m.path, "text"),
+            &path,
             "text must not be empty (leave `text` out to send blocks only)",
         )
     });
-    let blocks = m
-        .present("blocks")
-        .map(|node| blocks(ctx, node, &child(&m.path, "blocks")));
+    let blocks = ctx
+        .present(raw.blocks.as_ref())
+        .map(|(node, path)| blocks(ctx, node, &path));
     if text.is_none() && blocks.is_none() {
-        ctx.report(m.at, &m.path, "a template needs `text`, `blocks` or both");
+        let at = ctx.at(&raw.at);
+        ctx.report(at, &path, "a template needs `text`, `blocks` or both");
         return None;
     }
     Some(SlackTemplate {
