@@ -3,10 +3,11 @@
 //!
 //! The first group of modules are the stages of one webhook's path; read them in its order:
 //! [`config`] → [`ingress`] → [`routing`] → [`store`] → [`delivery`] → [`targets`], with
-//! [`templates`] used by routing and targets and [`metrics`] updated by every stage. Beside the
-//! path: [`admin`] watches it, [`app`] assembles it from a config (and reloads it), [`cli`] is
-//! the command line, and [`support`] holds what is not on it (the demo, sample events, the test
-//! sink, fuzz entry points).
+//! [`event`] (the body as parsed once at ingress) and [`templates`] used by routing and
+//! targets, and [`metrics`] updated by every stage. Beside the path: [`admin`] watches it,
+//! [`app`] assembles it from a config (and reloads it), [`cli`] is the command line, and
+//! [`support`] holds what is not on it (the demo, sample events, the test sink, fuzz entry
+//! points).
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 

@@ -28,6 +28,8 @@ mod error;
 #[cfg(test)]
 mod filter_tests;
 mod filters;
+#[cfg(test)]
+mod limit_tests;
 pub mod mrkdwn;
 #[cfg(test)]
 mod tests;
