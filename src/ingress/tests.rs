@@ -80,20 +80,6 @@ async fn deliver(built: &[Built], name: &str, job: &Job) {
     );
 }
 
-/// The jobs handed to `name`'s mailbox, waiting for the commit that puts them there.
-async fn handed(store: &SqliteStore, name: &str) -> Vec<Job> {
-    let mailbox = store.handoff(&TargetId(Arc::from(name)));
-    loop {
-        let jobs = mailbox.take();
-        if !jobs.is_empty() {
-            return jobs;
-        }
-        tokio::time::timeout(Duration::from_secs(10), mailbox.arrived())
-            .await
-            .expect("jobs handed over");
-    }
-}
-
 #[tokio::test]
 async fn a_body_is_parsed_once_per_request_and_once_per_claim() {
     let sink = Sink::start(Vec::new(), Reply::Status(200))
@@ -114,7 +100,10 @@ async fn a_body_is_parsed_once_per_request_and_once_per_claim() {
         store.ingest(event).await.expect("ingest"),
         Ingested::Accepted
     );
-    let jobs = handed(&store, "chat").await;
+    let jobs = store
+        .handoff(&TargetId(Arc::from("chat")))
+        .next_jobs()
+        .await;
     assert_eq!(jobs.len(), 1);
     deliver(&built, "chat", &jobs[0]).await;
     deliver(&built, "chat", &jobs[0]).await;

@@ -70,6 +70,22 @@ impl Handoff {
         self.arrived.notified().await
     }
 
+    /// Tests: the jobs in the mailbox, waiting (at most 10 s) for the first. The writer answers
+    /// a batch's requests before it fills the mailboxes, so an answered ingest may not have been
+    /// handed over yet.
+    #[cfg(test)]
+    pub(crate) async fn next_jobs(&self) -> Vec<Job> {
+        loop {
+            let jobs = self.take();
+            if !jobs.is_empty() {
+                return jobs;
+            }
+            tokio::time::timeout(Duration::from_secs(10), self.arrived())
+                .await
+                .unwrap_or_else(|_| panic!("no jobs handed over within 10 s"));
+        }
+    }
+
     /// Writer: reserves a place for one delivery, returning the lease to store it with, or
     /// `None` when the mailbox has no room.
     pub(crate) fn reserve(&self) -> Option<Duration> {

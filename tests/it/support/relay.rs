@@ -58,23 +58,16 @@ impl TestRelay {
 
     /// `admin` is written inside the `admin:` mapping after its address.
     async fn launch(dir: &Path, admin_extra: &str, rest: &str) -> TestRelay {
-        TestRelay::launch_with(Layout {
-            dir,
-            store: &dir.join("relay.db"),
-            listen_extra: "",
-            admin_extra,
-            storage_extra: "",
-            rest,
-        })
-        .await
+        TestRelay::launch_in(dir, admin_extra, rest, "info", false).await
     }
 
-    /// Like [`TestRelay::start_in`] with admin settings and a `RUST_LOG` filter of its own.
-    pub async fn launch_logged(
+    /// A relay with its store `relay.db` in `dir`, and nothing else in its layout.
+    async fn launch_in(
         dir: &Path,
         admin_extra: &str,
         rest: &str,
         rust_log: &str,
+        json_logs: bool,
     ) -> TestRelay {
         let layout = Layout {
             dir,
@@ -84,7 +77,17 @@ impl TestRelay {
             storage_extra: "",
             rest,
         };
-        TestRelay::launch_full(layout, rust_log, false, None).await
+        TestRelay::launch_full(layout, rust_log, json_logs, None).await
+    }
+
+    /// Like [`TestRelay::start_in`] with admin settings and a `RUST_LOG` filter of its own.
+    pub async fn launch_logged(
+        dir: &Path,
+        admin_extra: &str,
+        rest: &str,
+        rust_log: &str,
+    ) -> TestRelay {
+        TestRelay::launch_in(dir, admin_extra, rest, rust_log, false).await
     }
 
     /// Starts a relay laid out as `layout` says (store elsewhere, TLS, ...).
@@ -227,15 +230,7 @@ impl TestRelay {
         rest: &str,
         rust_log: &str,
     ) -> TestRelay {
-        let layout = Layout {
-            dir,
-            store: &dir.join("relay.db"),
-            listen_extra: "",
-            admin_extra,
-            storage_extra: "",
-            rest,
-        };
-        TestRelay::launch_full(layout, rust_log, true, None).await
+        TestRelay::launch_in(dir, admin_extra, rest, rust_log, true).await
     }
 
     /// Starts a relay (store in a temporary folder) that logs JSON, filtered by `rust_log`.

@@ -6,8 +6,7 @@ use std::time::Duration;
 use super::super::SqliteStore;
 use super::{LEASE, claim_ids, claim_ids_of, event, target};
 use crate::config::Priority;
-use crate::store::handoff::Handoff;
-use crate::store::{Job, Operations, Queue, Routed};
+use crate::store::{Operations, Queue, Routed};
 
 /// Waits for a notification that must come; a missing one fails instead of hanging.
 async fn notified(notify: &tokio::sync::Notify) {
@@ -22,20 +21,6 @@ async fn queued_and_in_flight(store: &SqliteStore) -> (u64, u64) {
     (counts.queued, counts.in_flight)
 }
 
-/// The jobs in `mailbox`, waiting for the first: the writer answers a batch's requests before
-/// it fills the mailboxes, so an answered ingest may not have been handed over yet.
-async fn handed(mailbox: &Handoff) -> Vec<Job> {
-    loop {
-        let jobs = mailbox.take();
-        if !jobs.is_empty() {
-            return jobs;
-        }
-        tokio::time::timeout(Duration::from_secs(10), mailbox.arrived())
-            .await
-            .expect("jobs handed over");
-    }
-}
-
 #[tokio::test]
 async fn a_delivery_is_handed_over_leased_and_claims_do_not_see_it_again() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -45,7 +30,7 @@ async fn a_delivery_is_handed_over_leased_and_claims_do_not_see_it_again() {
     let e = event("e1", &["a", "b"]);
     let body = e.body.clone();
     store.ingest(e).await.expect("ingest");
-    let jobs = handed(&mailbox).await;
+    let jobs = mailbox.next_jobs().await;
     assert_eq!(jobs.len(), 1);
     assert_eq!(jobs[0].event_id, "e1");
     assert_eq!(jobs[0].attempts, 0);
@@ -70,7 +55,7 @@ async fn a_handed_over_delivery_keeps_its_creation_time_not_its_lease_end() {
     mailbox.offer(1, LEASE);
     let before = std::time::SystemTime::now();
     store.ingest(event("e1", &["a"])).await.expect("ingest");
-    let job = handed(&mailbox).await.remove(0);
+    let job = mailbox.next_jobs().await.remove(0);
     let after = std::time::SystemTime::now();
     // Retried: `max_age` and the oldest queued age must count from when it was stored.
     let failed = crate::store::AttemptRecord {
@@ -107,7 +92,8 @@ async fn past_the_room_offered_deliveries_are_queued_and_the_dispatcher_woken() 
     let keys: Vec<_> = mailbox.take().into_iter().map(|j| j.event_id).collect();
     assert_eq!(keys, ["e1", "e2"]);
     store.ingest(event("e4", &["a"])).await.expect("ingest");
-    let keys: Vec<_> = handed(&mailbox)
+    let keys: Vec<_> = mailbox
+        .next_jobs()
         .await
         .into_iter()
         .map(|j| j.event_id)
@@ -168,7 +154,7 @@ async fn a_delivery_handed_to_a_process_that_died_is_due_again_at_open() {
         let mailbox = store.handoff(&target("a"));
         mailbox.offer(4, Duration::from_secs(3600));
         store.ingest(event("e1", &["a"])).await.expect("ingest");
-        assert_eq!(handed(&mailbox).await.len(), 1);
+        assert_eq!(mailbox.next_jobs().await.len(), 1);
         // Dropped without ack: as if the process died mid-attempt.
     }
     let store = SqliteStore::open(&path).expect("reopen");
