@@ -66,6 +66,18 @@ async fn raw_connect(sink: &Sink) -> TcpStream {
         .expect("connect succeeds")
 }
 
+/// Sends `GET /hang` on a raw connection and waits until the sink has recorded it; the
+/// connection, whose request the sink holds.
+async fn hang_one(sink: &Sink) -> TcpStream {
+    let mut stream = raw_connect(sink).await;
+    stream
+        .write_all(b"GET /hang HTTP/1.1\r\nHost: sink\r\n\r\n")
+        .await
+        .expect("write request");
+    sink.wait_for(1, WAIT).await.expect("hung request recorded");
+    stream
+}
+
 /// Reads one response head from a raw socket and returns its status code, or `None` when
 /// the sink closed the connection first.
 async fn raw_status(stream: &mut TcpStream) -> Option<u16> {
@@ -224,12 +236,7 @@ async fn hang_records_the_request_but_never_answers() {
 #[tokio::test]
 async fn shutdown_closes_hung_connections_and_refuses_new_ones() {
     let sink = start(vec![], Reply::Hang).await;
-    let mut stream = raw_connect(&sink).await;
-    stream
-        .write_all(b"GET /hang HTTP/1.1\r\nHost: sink\r\n\r\n")
-        .await
-        .expect("write request");
-    sink.wait_for(1, WAIT).await.expect("hung request recorded");
+    let mut stream = hang_one(&sink).await;
     sink.shutdown();
     assert_eq!(raw_status(&mut stream).await, None, "hung request answered");
     let after = timeout(
@@ -249,12 +256,7 @@ async fn shutdown_closes_hung_connections_and_refuses_new_ones() {
 #[tokio::test]
 async fn dropping_the_last_handle_stops_the_sink() {
     let sink = start(vec![Reply::Hang], Reply::Status(200)).await;
-    let mut stream = raw_connect(&sink).await;
-    stream
-        .write_all(b"GET /hang HTTP/1.1\r\nHost: sink\r\n\r\n")
-        .await
-        .expect("write request");
-    sink.wait_for(1, WAIT).await.expect("hung request recorded");
+    let mut stream = hang_one(&sink).await;
     let other = sink.clone();
     drop(sink);
     // One handle is left, so the sink still serves.
